@@ -1,0 +1,5 @@
+//! (being written)
+
+pub fn main() -> i32 {
+    2
+}

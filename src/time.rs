@@ -258,7 +258,10 @@ impl Clock for ManualClock {
     }
 
     fn wall(&self) -> WallTime {
-        WallTime(self.wall_origin_ms.saturating_add(self.mono_ms.load(Ordering::SeqCst)))
+        WallTime(
+            self.wall_origin_ms
+                .saturating_add(self.mono_ms.load(Ordering::SeqCst)),
+        )
     }
 }
 
@@ -271,7 +274,10 @@ mod tests {
         let t = WallTime::from_millis(1_754_490_600_123); // 2025-08-06T14:30:00.123Z
         assert_eq!(t.to_iso8601(), "2025-08-06T14:30:00.123Z");
         assert_eq!(WallTime::parse_iso8601("2025-08-06T14:30:00.123Z"), Some(t));
-        assert_eq!(WallTime::from_millis(0).to_iso8601(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            WallTime::from_millis(0).to_iso8601(),
+            "1970-01-01T00:00:00.000Z"
+        );
         assert_eq!(
             WallTime::parse_iso8601("2000-02-29T00:00:00Z").map(|t| t.to_iso8601()),
             Some("2000-02-29T00:00:00.000Z".to_string())
@@ -280,7 +286,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage_without_panicking() {
-        for bad in ["", "Z", "2025-13-01T00:00:00Z", "abc", "2025-01-01T25:00:00Z", "2025-01-01T00:00:00.Z"] {
+        for bad in [
+            "",
+            "Z",
+            "2025-13-01T00:00:00Z",
+            "abc",
+            "2025-01-01T25:00:00Z",
+            "2025-01-01T00:00:00.Z",
+        ] {
             assert_eq!(WallTime::parse_iso8601(bad), None, "{bad}");
         }
     }

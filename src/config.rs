@@ -1,1 +1,1099 @@
-//! (being written)
+//! warden's configuration: one typed tree, defaults in one place.
+//!
+//! The JSON file (default `~/.claude-mpm/socketio-config.json`) has the seed's
+//! sections: `server`, `health_monitoring` (with `thresholds`), `recovery`
+//! (with `circuit_breaker` and `strategy`), `pid_validation` and `logging`,
+//! plus an optional top-level `"profile": "development" | "production"`.
+//! Durations are seconds (a number, fractions allowed) in JSON and
+//! [`Duration`] in Rust. Every section rejects unknown keys, and every number
+//! is range-checked while it is parsed, so an error names the file, the line,
+//! the column and the key path (`server.port`).
+//!
+//! Precedence, lowest first: defaults ([`Default`] impls below) < profile
+//! ([`WardenConfig::for_profile`], or the file's `profile` key) < the file
+//! < command-line flags ([`ConfigOverrides`]).
+//!
+//! This module is pure: it never reads a file, the environment or a clock.
+//! The daemon reads the file and passes its text and path to
+//! [`parse_config`], and expands `~` with [`expand_home`] given a home
+//! directory it looked up itself.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Unexpected};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+// ---------------------------------------------------------------------------
+// The tree.
+
+/// The whole configuration. `Default` is every section's default and no profile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WardenConfig {
+    /// The profile the file asks for; its values sit under the file's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+    pub server: ServerConfig,
+    pub health_monitoring: HealthMonitoringConfig,
+    pub recovery: RecoveryConfig,
+    pub pid_validation: PidValidationConfig,
+    pub logging: LoggingConfig,
+}
+
+/// Where and how the hub listens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    #[serde(deserialize_with = "de_host")]
+    pub host: String,
+    #[serde(deserialize_with = "de_u16_in::<_, 1, 65535>")]
+    pub port: u16,
+    pub enable_cors: bool,
+    /// Origins allowed by CORS when `enable_cors` is on; `"*"` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Hard limit on connected Socket.IO clients.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub max_clients: u32,
+    /// Largest accepted Socket.IO / Engine.IO payload (python-socketio and
+    /// socket.io use 1 MB; socketioxide's own default is 100 kB).
+    #[serde(deserialize_with = "de_u64_in::<_, 1024, 104_857_600>")]
+    pub max_payload_bytes: u64,
+    /// Packets buffered per socket before an emit fails (socketioxide's
+    /// default of 128 drops events under bursts).
+    #[serde(deserialize_with = "de_u64_in::<_, 16, 1_048_576>")]
+    pub socket_buffer_packets: u64,
+    /// Relayed events kept for `get_history`.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 100_000>")]
+    pub event_history_size: u64,
+    /// Directory for the PID file and the default log; `None` means
+    /// `~/.claude-mpm`. May start with `~`, expanded by the daemon.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "localhost".to_string(),
+            port: 8765,
+            enable_cors: true,
+            cors_allowed_origins: vec!["*".to_string()],
+            max_clients: 1000,
+            max_payload_bytes: 1_000_000,
+            socket_buffer_packets: 4096,
+            event_history_size: 1000,
+            state_dir: None,
+        }
+    }
+}
+
+/// The health monitor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthMonitoringConfig {
+    pub enabled: bool,
+    /// Time between two rounds of checks.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub check_interval: Duration,
+    /// Check results kept in the history.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 100_000>")]
+    pub history_size: u64,
+    /// Window over which `/health` and `/diagnostics` aggregate results.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub aggregation_window: Duration,
+    /// How long the network checker waits for its own port to accept.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 10, 60_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub network_timeout: Duration,
+    pub thresholds: HealthThresholds,
+}
+
+impl Default for HealthMonitoringConfig {
+    fn default() -> Self {
+        HealthMonitoringConfig {
+            enabled: true,
+            check_interval: Duration::from_secs(30),
+            history_size: 100,
+            aggregation_window: Duration::from_secs(300),
+            network_timeout: Duration::from_secs(2),
+            thresholds: HealthThresholds::default(),
+        }
+    }
+}
+
+/// Thresholds above which a metric is not healthy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthThresholds {
+    /// CPU usage of the daemon; may exceed 100 on several cores.
+    #[serde(deserialize_with = "de_cpu_percent")]
+    pub cpu_percent: f64,
+    /// Resident memory of the daemon.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 1_048_576>")]
+    pub memory_mb: u64,
+    /// Open file descriptors of the daemon.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 10_000_000>")]
+    pub file_descriptors: u64,
+    /// Errors per processed event (the seed's `max_error_rate`).
+    #[serde(deserialize_with = "de_fraction")]
+    pub error_rate: f64,
+    /// Connected clients above which the service checker warns.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub max_clients: u32,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            cpu_percent: 80.0,
+            memory_mb: 500,
+            file_descriptors: 1000,
+            error_rate: 0.1,
+            max_clients: 1000,
+        }
+    }
+}
+
+/// The recovery manager, its circuit breaker and its escalation strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    pub enabled: bool,
+    /// Accepted from the seed's RecoveryManager config. Recovery is driven by
+    /// health results, which arrive every `health_monitoring.check_interval`;
+    /// the daemon may use this as a re-evaluation period.
+    #[serde(
+        deserialize_with = "de_opt_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub check_interval: Option<Duration>,
+    /// Failed recoveries allowed before the manager gives up.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1000>")]
+    pub max_recovery_attempts: u32,
+    /// Longest a single recovery action may take; enforced.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub recovery_timeout: Duration,
+    /// Minimum time between two recoveries, as the seed's config file puts it
+    /// (it may also sit in `strategy`; see [`RecoveryConfig::min_recovery_interval`]).
+    #[serde(
+        rename = "min_recovery_interval",
+        deserialize_with = "de_opt_secs_in::<_, 0, 86_400_000>",
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_recovery_interval_top: Option<Duration>,
+    pub strategy: StrategyConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            enabled: true,
+            check_interval: None,
+            max_recovery_attempts: 5,
+            recovery_timeout: Duration::from_secs(30),
+            min_recovery_interval_top: None,
+            strategy: StrategyConfig::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+/// The default of `min_recovery_interval` when neither place sets it.
+pub const DEFAULT_MIN_RECOVERY_INTERVAL: Duration = Duration::from_secs(60);
+
+impl RecoveryConfig {
+    /// The effective minimum time between recoveries: `strategy.min_recovery_interval`,
+    /// else `recovery.min_recovery_interval`, else 60 s. (Setting both to
+    /// different values is rejected by [`parse_config`].)
+    pub fn min_recovery_interval(&self) -> Duration {
+        self.strategy
+            .min_recovery_interval
+            .or(self.min_recovery_interval_top)
+            .unwrap_or(DEFAULT_MIN_RECOVERY_INTERVAL)
+    }
+}
+
+/// `GradedRecoveryStrategy` parameters. In JSON either the seed's string
+/// `"graded"` (all defaults) or an object with these keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StrategyConfig {
+    /// Warning results within the window before the strategy acts.
+    pub warning_threshold: u32,
+    /// Critical results within the window before the strategy acts.
+    pub critical_threshold: u32,
+    /// Window over which results are counted.
+    #[serde(serialize_with = "ser_secs")]
+    pub failure_window_seconds: Duration,
+    /// Minimum time between two recoveries (see [`RecoveryConfig::min_recovery_interval`]).
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_recovery_interval: Option<Duration>,
+    /// Sustained healthy time after which the escalation ladder steps one rung down.
+    #[serde(serialize_with = "ser_secs")]
+    pub cooldown_seconds: Duration,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        StrategyConfig {
+            warning_threshold: 2,
+            critical_threshold: 1,
+            failure_window_seconds: Duration::from_secs(300),
+            min_recovery_interval: None,
+            cooldown_seconds: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The object form of `strategy`, parsed with the same rules as every section.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StrategyObject {
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1000>")]
+    warning_threshold: u32,
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1000>")]
+    critical_threshold: u32,
+    #[serde(deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>")]
+    failure_window_seconds: Duration,
+    #[serde(deserialize_with = "de_opt_secs_in::<_, 0, 86_400_000>")]
+    min_recovery_interval: Option<Duration>,
+    #[serde(deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>")]
+    cooldown_seconds: Duration,
+}
+
+impl Default for StrategyObject {
+    fn default() -> Self {
+        let d = StrategyConfig::default();
+        StrategyObject {
+            warning_threshold: d.warning_threshold,
+            critical_threshold: d.critical_threshold,
+            failure_window_seconds: d.failure_window_seconds,
+            min_recovery_interval: d.min_recovery_interval,
+            cooldown_seconds: d.cooldown_seconds,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StrategyConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = StrategyConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the string \"graded\" or a strategy object")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<StrategyConfig, E> {
+                if s == "graded" {
+                    Ok(StrategyConfig::default())
+                } else {
+                    Err(E::invalid_value(
+                        Unexpected::Str(s),
+                        &"\"graded\" (the only strategy) or a strategy object",
+                    ))
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<StrategyConfig, A::Error> {
+                let o = StrategyObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(StrategyConfig {
+                    warning_threshold: o.warning_threshold,
+                    critical_threshold: o.critical_threshold,
+                    failure_window_seconds: o.failure_window_seconds,
+                    min_recovery_interval: o.min_recovery_interval,
+                    cooldown_seconds: o.cooldown_seconds,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `CircuitBreaker` parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Failed recoveries (while closed) that open the circuit.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1000>")]
+    pub failure_threshold: u32,
+    /// Time the circuit stays open before it admits a trial.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub timeout_seconds: Duration,
+    /// Successful trials (while half-open) that close the circuit.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1000>")]
+    pub success_threshold: u32,
+    /// Trials admitted at once while half-open.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 100>")]
+    pub half_open_max_trials: u32,
+    /// A trial that never reports back is released after this time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub trial_lease_seconds: Duration,
+    /// Growth of the open time on each consecutive trip (1.0 = none).
+    #[serde(deserialize_with = "de_multiplier")]
+    pub timeout_multiplier: f64,
+    /// Cap on the grown open time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 604_800_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub max_timeout_seconds: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            timeout_seconds: Duration::from_secs(300),
+            success_threshold: 3,
+            half_open_max_trials: 1,
+            trial_lease_seconds: Duration::from_secs(60),
+            timeout_multiplier: 1.0,
+            max_timeout_seconds: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// PID file validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PidValidationConfig {
+    /// Check the recorded process's identity (start time, command line), not
+    /// only that the pid exists.
+    pub enhanced: bool,
+    /// The seed's name for "use the process probe": in warden it means the
+    /// sysinfo probe; `false` leaves the decision to the lock alone.
+    pub use_psutil: bool,
+    /// How long `start` may wait for the PID file lock.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 0, 300_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub lock_timeout: Duration,
+}
+
+impl Default for PidValidationConfig {
+    fn default() -> Self {
+        PidValidationConfig {
+            enhanced: true,
+            use_psutil: true,
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    /// Log file; `null` logs to stderr only. May start with `~`.
+    pub file: Option<PathBuf>,
+    /// Size in MiB after which the file is rotated.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 10_240>")]
+    pub max_size_mb: u64,
+    /// Rotated files kept (`.1` newest ... `.N` oldest).
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 100>")]
+    pub backup_count: u32,
+}
+
+/// The default log file, before `~` expansion.
+pub const DEFAULT_LOG_FILE: &str = "~/.claude-mpm/socketio-server.log";
+/// The default config file, before `~` expansion.
+pub const DEFAULT_CONFIG_FILE: &str = "~/.claude-mpm/socketio-config.json";
+/// The default state directory, before `~` expansion.
+pub const DEFAULT_STATE_DIR: &str = "~/.claude-mpm";
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LogLevel::Info,
+            file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
+            max_size_mb: 50,
+            backup_count: 5,
+        }
+    }
+}
+
+impl LoggingConfig {
+    /// `max_size_mb` in bytes (MiB).
+    pub fn max_size_bytes(&self) -> u64 {
+        self.max_size_mb.saturating_mul(1024 * 1024)
+    }
+}
+
+/// Log levels, with the seed's (Python's) names. `CRITICAL` logs as error.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+            LogLevel::Critical => "CRITICAL",
+        }
+    }
+
+    /// Case-insensitive; accepts `WARN` for `WARNING`.
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text.to_ascii_uppercase().as_str() {
+            "TRACE" => LogLevel::Trace,
+            "DEBUG" => LogLevel::Debug,
+            "INFO" => LogLevel::Info,
+            "WARNING" | "WARN" => LogLevel::Warning,
+            "ERROR" => LogLevel::Error,
+            "CRITICAL" => LogLevel::Critical,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LogLevel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrWith {
+            check: LogLevel::parse,
+            expected: "one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        })
+    }
+}
+
+/// Preset environments (the seed's "Environment-Specific Configuration").
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Frequent checks, short history, low thresholds, quick breaker.
+    Development,
+    /// Infrequent checks, long history and window, tolerant breaker.
+    Production,
+}
+
+impl WardenConfig {
+    /// The defaults with a profile's values on top.
+    pub fn for_profile(profile: Profile) -> WardenConfig {
+        let mut c = WardenConfig {
+            profile: Some(profile),
+            ..WardenConfig::default()
+        };
+        match profile {
+            Profile::Development => {
+                c.health_monitoring.check_interval = Duration::from_secs(10);
+                c.health_monitoring.history_size = 50;
+                c.health_monitoring.thresholds.cpu_percent = 50.0;
+                c.health_monitoring.thresholds.memory_mb = 200;
+                c.recovery.circuit_breaker.failure_threshold = 3;
+            }
+            Profile::Production => {
+                c.health_monitoring.check_interval = Duration::from_secs(60);
+                c.health_monitoring.history_size = 200;
+                c.health_monitoring.aggregation_window = Duration::from_secs(600);
+                c.recovery.circuit_breaker.failure_threshold = 10;
+                c.recovery.circuit_breaker.timeout_seconds = Duration::from_secs(600);
+            }
+        }
+        c
+    }
+
+    /// Applies command-line flags, which beat the file. Re-validates.
+    pub fn apply(&mut self, o: &ConfigOverrides) -> Result<(), ConfigError> {
+        if let Some(host) = &o.host {
+            if host.trim().is_empty() || host.contains(char::is_whitespace) {
+                return Err(ConfigError::Override {
+                    flag: "--host",
+                    message: format!("invalid host {host:?}"),
+                });
+            }
+            self.server.host = host.clone();
+        }
+        if let Some(port) = o.port {
+            if port == 0 {
+                return Err(ConfigError::Override {
+                    flag: "--port",
+                    message: "the port must be between 1 and 65535".to_string(),
+                });
+            }
+            self.server.port = port;
+        }
+        if let Some(dir) = &o.state_dir {
+            self.server.state_dir = Some(dir.clone());
+        }
+        if let Some(level) = o.log_level {
+            self.logging.level = level;
+        }
+        Ok(())
+    }
+
+    /// Cross-field rules that a single key cannot check. Returns the key path
+    /// that should change and why.
+    pub fn check_consistency(&self) -> Result<(), (String, String)> {
+        let hm = &self.health_monitoring;
+        if hm.aggregation_window < hm.check_interval {
+            return Err((
+                "health_monitoring.aggregation_window".into(),
+                format!(
+                    "must be at least health_monitoring.check_interval ({}), or the window holds no results",
+                    secs_text(hm.check_interval)
+                ),
+            ));
+        }
+        if hm.thresholds.max_clients > self.server.max_clients {
+            return Err((
+                "health_monitoring.thresholds.max_clients".into(),
+                format!(
+                    "{} is above server.max_clients ({}), so it could never be reached",
+                    hm.thresholds.max_clients, self.server.max_clients
+                ),
+            ));
+        }
+        let r = &self.recovery;
+        if let (Some(top), Some(inner)) = (
+            r.min_recovery_interval_top,
+            r.strategy.min_recovery_interval,
+        ) && top != inner
+        {
+            return Err((
+                "recovery.strategy.min_recovery_interval".into(),
+                format!(
+                    "{} differs from recovery.min_recovery_interval ({}); set it in one place",
+                    secs_text(inner),
+                    secs_text(top)
+                ),
+            ));
+        }
+        let cb = &r.circuit_breaker;
+        if cb.max_timeout_seconds < cb.timeout_seconds {
+            return Err((
+                "recovery.circuit_breaker.max_timeout_seconds".into(),
+                format!(
+                    "must be at least recovery.circuit_breaker.timeout_seconds ({})",
+                    secs_text(cb.timeout_seconds)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn secs_text(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// Command-line flags that override the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigOverrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<LogLevel>,
+}
+
+/// Replaces a leading `~` (alone or followed by a separator) with `home`.
+/// Other paths are returned unchanged.
+pub fn expand_home(path: &Path, home: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) if rest.as_os_str().is_empty() => home.to_path_buf(),
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing.
+
+/// Why a configuration was rejected. Every variant names the file.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The text is not JSON.
+    #[error("{}:{line}:{column}: invalid JSON: {message}", .file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// An unknown key, a value of the wrong type or out of range.
+    #[error("{}:{line}:{column}: `{key}`: {message}", .file.display())]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        /// Dotted key path, e.g. `recovery.circuit_breaker.failure_threshold`.
+        key: String,
+        message: String,
+    },
+    /// Each key is valid alone but two of them contradict each other.
+    #[error("{}: `{key}`: {message}", .file.display())]
+    Inconsistent {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    /// A command-line flag has an invalid value.
+    #[error("{flag}: {message}")]
+    Override { flag: &'static str, message: String },
+}
+
+/// Parses a configuration file's text. `path` is only used in messages.
+/// Missing keys take their defaults (or the file's profile's values).
+pub fn parse_config(text: &str, path: &Path) -> Result<WardenConfig, ConfigError> {
+    parse_config_with_profile(text, path, None)
+}
+
+/// As [`parse_config`], with a profile chosen outside the file (e.g. a CLI
+/// flag) that replaces the file's `profile` key. The file's values still win
+/// over the profile's.
+pub fn parse_config_with_profile(
+    text: &str,
+    path: &Path,
+    profile: Option<Profile>,
+) -> Result<WardenConfig, ConfigError> {
+    // Pass 1: the file over the defaults, with positions and key paths.
+    let from_file = deserialize_located(text, path)?;
+
+    // Pass 2: the file over the profile. The file was validated in pass 1 and
+    // the profile is ours, so this can only fail if the two disagree on
+    // types, which the round-trip test rules out; it is still reported.
+    let profile = profile.or(from_file.profile);
+    let mut cfg = match profile {
+        None => from_file,
+        Some(p) => {
+            let file_value: Value = serde_json::from_str(text).map_err(|e| syntax(&e, path))?;
+            let mut merged = serde_json::to_value(WardenConfig::for_profile(p)).map_err(|e| {
+                ConfigError::Inconsistent {
+                    file: path.to_path_buf(),
+                    key: "profile".into(),
+                    message: e.to_string(),
+                }
+            })?;
+            merge(&mut merged, file_value);
+            let mut c: WardenConfig =
+                serde_json::from_value(merged).map_err(|e| ConfigError::Inconsistent {
+                    file: path.to_path_buf(),
+                    key: "profile".into(),
+                    message: e.to_string(),
+                })?;
+            c.profile = Some(p);
+            c
+        }
+    };
+    if cfg.profile.is_none() {
+        cfg.profile = profile;
+    }
+    cfg.check_consistency()
+        .map_err(|(key, message)| ConfigError::Inconsistent {
+            file: path.to_path_buf(),
+            key,
+            message,
+        })?;
+    Ok(cfg)
+}
+
+/// The defaults as pretty JSON, for `warden config`; parses back to
+/// `WardenConfig::default()`.
+pub fn render_default_json() -> String {
+    render_json(&WardenConfig::default())
+}
+
+/// Any configuration as pretty JSON, in the file's format.
+pub fn render_json(cfg: &WardenConfig) -> String {
+    // Serializing plain structs of strings, numbers and bools into a String
+    // cannot fail; the fallback keeps this function total anyway.
+    serde_json::to_string_pretty(cfg)
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+}
+
+fn deserialize_located(text: &str, path: &Path) -> Result<WardenConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let cfg: WardenConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        located(&inner, key, path)
+    })?;
+    de.end().map_err(|e| syntax(&e, path))?;
+    Ok(cfg)
+}
+
+fn bare_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_string()
+}
+
+fn syntax(e: &serde_json::Error, path: &Path) -> ConfigError {
+    ConfigError::Syntax {
+        file: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: bare_message(e),
+    }
+}
+
+fn located(e: &serde_json::Error, key: String, path: &Path) -> ConfigError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => syntax(e, path),
+        Category::Data => {
+            let message = bare_message(e);
+            // An unknown key is reported by serde at its parent; name the key itself.
+            // serde_path_to_error's path already ends with an unknown key's name.
+            let key = if key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            };
+            ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: e.line(),
+                column: e.column(),
+                key,
+                message,
+            }
+        }
+    }
+}
+
+/// Deep merge: objects merge key by key, anything else in `top` replaces `base`.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, top) => *slot = top,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Range-checked field parsers. Each check runs inside a serde Visitor, so
+// serde_json stamps the error with the line and column of the bad value
+// itself (an error raised after the value was returned would be stamped at
+// the end of the enclosing object instead).
+
+/// Accepts a JSON number in `min..=max` (as f64), optionally integers only.
+struct NumberIn<'a> {
+    min: f64,
+    max: f64,
+    integer: bool,
+    expected: &'a str,
+}
+
+impl<'de> de::Visitor<'de> for NumberIn<'_> {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expected)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        let x = v as f64;
+        if x >= self.min && x <= self.max {
+            Ok(x)
+        } else {
+            Err(E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        let x = v as f64;
+        if x >= self.min && x <= self.max {
+            Ok(x)
+        } else {
+            Err(E::invalid_value(Unexpected::Signed(v), &self))
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        if self.integer && v.fract() != 0.0 {
+            Err(E::invalid_type(Unexpected::Float(v), &self))
+        } else if v.is_finite() && v >= self.min && v <= self.max {
+            Ok(v)
+        } else {
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+}
+
+fn int_in<'de, D: Deserializer<'de>>(d: D, min: u64, max: u64) -> Result<u64, D::Error> {
+    let expected = format!("an integer between {min} and {max}");
+    let v = d.deserialize_any(NumberIn {
+        min: min as f64,
+        max: max as f64,
+        integer: true,
+        expected: &expected,
+    })?;
+    // The visitor accepted only whole numbers within min..=max, all below
+    // 2^53, so the float holds the integer exactly.
+    Ok(v as u64)
+}
+
+fn de_u64_in<'de, D: Deserializer<'de>, const MIN: u64, const MAX: u64>(
+    d: D,
+) -> Result<u64, D::Error> {
+    int_in(d, MIN, MAX)
+}
+
+fn de_u32_in<'de, D: Deserializer<'de>, const MIN: u32, const MAX: u32>(
+    d: D,
+) -> Result<u32, D::Error> {
+    let v = int_in(d, u64::from(MIN), u64::from(MAX))?;
+    // In range MIN..=MAX, which are u32.
+    u32::try_from(v).map_err(|_| de::Error::custom("value out of range"))
+}
+
+fn de_u16_in<'de, D: Deserializer<'de>, const MIN: u16, const MAX: u16>(
+    d: D,
+) -> Result<u16, D::Error> {
+    let v = int_in(d, u64::from(MIN), u64::from(MAX))?;
+    // In range MIN..=MAX, which are u16.
+    u16::try_from(v).map_err(|_| de::Error::custom("value out of range"))
+}
+
+fn float_in<'de, D: Deserializer<'de>>(
+    d: D,
+    min: f64,
+    max: f64,
+    expected: &str,
+) -> Result<f64, D::Error> {
+    d.deserialize_any(NumberIn {
+        min,
+        max,
+        integer: false,
+        expected,
+    })
+}
+
+fn de_cpu_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    // The smallest positive float as the minimum refuses 0 itself.
+    let v = float_in(
+        d,
+        f64::MIN_POSITIVE,
+        10_000.0,
+        "a percentage above 0 and at most 10000 (100 per core)",
+    )?;
+    Ok(v)
+}
+
+fn de_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    float_in(d, 0.0, 1.0, "a fraction between 0 and 1")
+}
+
+fn de_multiplier<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    float_in(d, 1.0, 10.0, "a multiplier between 1 and 10")
+}
+
+fn de_secs_in<'de, D: Deserializer<'de>, const MIN_MS: u64, const MAX_MS: u64>(
+    d: D,
+) -> Result<Duration, D::Error> {
+    let (min, max) = (MIN_MS as f64 / 1000.0, MAX_MS as f64 / 1000.0);
+    let expected = format!("a number of seconds between {min} and {max}");
+    let secs = float_in(d, min, max, &expected)?;
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_opt_secs_in<'de, D: Deserializer<'de>, const MIN_MS: u64, const MAX_MS: u64>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct V<const A: u64, const B: u64>;
+    impl<'de, const A: u64, const B: u64> de::Visitor<'de> for V<A, B> {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of seconds or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            de_secs_in::<D2, A, B>(d).map(Some)
+        }
+    }
+    d.deserialize_option(V::<MIN_MS, MAX_MS>)
+}
+
+/// Accepts a string that `check` maps to a value.
+struct StrWith<'a, T> {
+    check: fn(&str) -> Option<T>,
+    expected: &'a str,
+}
+
+impl<'de, T> de::Visitor<'de> for StrWith<'_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expected)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.check)(v).ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
+    }
+}
+
+fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(StrWith {
+        check: |h| {
+            (!h.is_empty() && h.len() <= 253 && !h.contains(char::is_whitespace))
+                .then(|| h.to_string())
+        },
+        expected: "a host name or IP address without spaces",
+    })
+}
+
+fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 {
+        s.serialize_u64(d.as_secs())
+    } else {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+fn ser_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_secs(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> &'static Path {
+        Path::new("/etc/warden.json")
+    }
+
+    #[test]
+    fn empty_object_is_the_defaults() {
+        assert_eq!(parse_config("{}", p()).unwrap(), WardenConfig::default());
+    }
+
+    #[test]
+    fn home_expansion_touches_only_a_leading_tilde() {
+        let home = Path::new("/home/u");
+        assert_eq!(
+            expand_home(Path::new("~/x.log"), home),
+            PathBuf::from("/home/u/x.log")
+        );
+        assert_eq!(expand_home(Path::new("~"), home), PathBuf::from("/home/u"));
+        assert_eq!(
+            expand_home(Path::new("/a/~/b"), home),
+            PathBuf::from("/a/~/b")
+        );
+        assert_eq!(
+            expand_home(Path::new("~other/x"), home),
+            PathBuf::from("~other/x")
+        );
+    }
+
+    #[test]
+    fn fractional_seconds_are_durations() {
+        let c = parse_config(r#"{"pid_validation": {"lock_timeout": 2.5}}"#, p()).unwrap();
+        assert_eq!(c.pid_validation.lock_timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_syntax_error() {
+        let e = parse_config("{} x", p()).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn min_recovery_interval_in_either_place() {
+        let top = parse_config(r#"{"recovery": {"min_recovery_interval": 90}}"#, p()).unwrap();
+        assert_eq!(
+            top.recovery.min_recovery_interval(),
+            Duration::from_secs(90)
+        );
+        let inner = parse_config(
+            r#"{"recovery": {"strategy": {"min_recovery_interval": 45}}}"#,
+            p(),
+        )
+        .unwrap();
+        assert_eq!(
+            inner.recovery.min_recovery_interval(),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            WardenConfig::default().recovery.min_recovery_interval(),
+            DEFAULT_MIN_RECOVERY_INTERVAL
+        );
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_not() {
+        let c = parse_config(
+            r#"{"health_monitoring": {"thresholds": {"memory_mb": 500.0}}}"#,
+            p(),
+        )
+        .unwrap();
+        assert_eq!(c.health_monitoring.thresholds.memory_mb, 500);
+        assert!(parse_config(r#"{"server": {"port": 80.5}}"#, p()).is_err());
+        assert!(parse_config(r#"{"server": {"port": -1}}"#, p()).is_err());
+        assert!(
+            parse_config(
+                r#"{"health_monitoring": {"thresholds": {"cpu_percent": 0}}}"#,
+                p()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn log_levels_are_case_insensitive() {
+        let c = parse_config(r#"{"logging": {"level": "warn"}}"#, p()).unwrap();
+        assert_eq!(c.logging.level, LogLevel::Warning);
+        assert_eq!(LoggingConfig::default().max_size_bytes(), 50 * 1024 * 1024);
+    }
+}

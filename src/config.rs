@@ -16,7 +16,9 @@
 //! This module is pure: it never reads a file, the environment or a clock.
 //! The daemon reads the file and passes its text and path to
 //! [`parse_config`], and expands `~` with [`expand_home`] given a home
-//! directory it looked up itself.
+//! directory it looked up itself. [`RecoveryConfig::breaker_settings`] and
+//! [`RecoveryConfig::strategy_settings`] turn the JSON shape into the
+//! settings the state machines are built from.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,9 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
+
+use crate::breaker::BreakerSettings;
+use crate::escalation::StrategySettings;
 
 // ---------------------------------------------------------------------------
 // The tree.
@@ -228,6 +233,33 @@ impl RecoveryConfig {
             .min_recovery_interval
             .or(self.min_recovery_interval_top)
             .unwrap_or(DEFAULT_MIN_RECOVERY_INTERVAL)
+    }
+}
+
+impl RecoveryConfig {
+    /// The settings [`crate::escalation::GradedRecoveryStrategy`] is built from.
+    pub fn strategy_settings(&self) -> StrategySettings {
+        StrategySettings {
+            warning_threshold: self.strategy.warning_threshold,
+            critical_threshold: self.strategy.critical_threshold,
+            failure_window: self.strategy.failure_window_seconds,
+            min_recovery_interval: self.min_recovery_interval(),
+            cooldown: self.strategy.cooldown_seconds,
+        }
+    }
+
+    /// The settings [`crate::breaker::CircuitBreaker`] is built from.
+    pub fn breaker_settings(&self) -> BreakerSettings {
+        let cb = &self.circuit_breaker;
+        BreakerSettings {
+            failure_threshold: cb.failure_threshold,
+            open_timeout: cb.timeout_seconds,
+            success_threshold: cb.success_threshold,
+            half_open_max_trials: cb.half_open_max_trials,
+            trial_lease: cb.trial_lease_seconds,
+            backoff_multiplier: cb.timeout_multiplier,
+            max_open_timeout: cb.max_timeout_seconds,
+        }
     }
 }
 
@@ -615,6 +647,13 @@ impl WardenConfig {
                 ),
             ));
         }
+        // The machines' own rules, so that a config that parses always builds them.
+        r.breaker_settings()
+            .validate()
+            .map_err(|e| ("recovery.circuit_breaker".to_string(), e.to_string()))?;
+        r.strategy_settings()
+            .validate()
+            .map_err(|e| ("recovery.strategy".to_string(), e.to_string()))?;
         Ok(())
     }
 }
@@ -1088,6 +1127,35 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn defaults_agree_with_the_machines_own_defaults() {
+        let r = WardenConfig::default().recovery;
+        assert_eq!(r.breaker_settings(), BreakerSettings::default());
+        assert_eq!(r.strategy_settings(), StrategySettings::default());
+    }
+
+    #[test]
+    fn file_values_reach_the_machine_settings() {
+        let c = parse_config(
+            r#"{"profile": "production", "recovery": {"min_recovery_interval": 90,
+                "strategy": {"warning_threshold": 4, "cooldown_seconds": 30},
+                "circuit_breaker": {"half_open_max_trials": 2, "timeout_multiplier": 2.0}}}"#,
+            p(),
+        )
+        .unwrap();
+        let s = c.recovery.strategy_settings();
+        assert_eq!(s.warning_threshold, 4);
+        assert_eq!(s.min_recovery_interval, Duration::from_secs(90));
+        assert_eq!(s.cooldown, Duration::from_secs(30));
+        let b = c.recovery.breaker_settings();
+        assert_eq!(b.failure_threshold, 10, "from the production profile");
+        assert_eq!(b.open_timeout, Duration::from_secs(600));
+        assert_eq!(b.half_open_max_trials, 2);
+        assert_eq!(b.backoff_multiplier, 2.0);
+        assert!(crate::breaker::CircuitBreaker::new(b).is_ok());
+        assert!(crate::escalation::GradedRecoveryStrategy::new(s).is_ok());
     }
 
     #[test]

@@ -737,25 +737,6 @@ pub struct RecoveryFailedError {
     pub observed_at: WallTime,
 }
 
-fn action_name(action: RecoveryAction) -> &'static str {
-    match action {
-        RecoveryAction::None => "none",
-        RecoveryAction::LogWarning => "log_warning",
-        RecoveryAction::ClearConnections => "clear_connections",
-        RecoveryAction::RestartService => "restart_service",
-        RecoveryAction::EmergencyStop => "emergency_stop",
-    }
-}
-
-fn status_name(status: HealthStatus) -> &'static str {
-    match status {
-        HealthStatus::Healthy => "healthy",
-        HealthStatus::Warning => "warning",
-        HealthStatus::Critical => "critical",
-        HealthStatus::Unknown => "unknown",
-    }
-}
-
 fn log_grep(pattern: &str, log_file: &str, platform: Platform) -> String {
     if platform.is_unix() {
         format!("grep \"{pattern}\" {log_file}")
@@ -780,7 +761,7 @@ impl Actionable for RecoveryFailedError {
     fn headline(&self) -> String {
         format!(
             "🚨 Automatic recovery failed: {} (attempt {}/{}) on port {}",
-            action_name(self.action),
+            self.action.as_str(),
             self.attempt,
             self.max_attempts,
             self.port
@@ -793,16 +774,13 @@ impl Actionable for RecoveryFailedError {
 
     fn details(&self) -> Vec<(String, String)> {
         vec![
-            ("Action".into(), action_name(self.action).into()),
+            ("Action".into(), self.action.as_str().into()),
             ("Failure Reason".into(), self.reason.clone()),
             (
                 "Attempt".into(),
                 format!("{} of {}", self.attempt, self.max_attempts),
             ),
-            (
-                "Health Status".into(),
-                status_name(self.health_status).into(),
-            ),
+            ("Health Status".into(), self.health_status.as_str().into()),
             ("Server PID".into(), pid_text(self.pid)),
             ("Endpoint".into(), base_url(&self.host, self.port)),
             ("Observed At".into(), self.observed_at.to_human()),
@@ -934,7 +912,7 @@ impl Actionable for HealthCheckError {
         format!(
             "🩺 Health check '{}' reports {} on port {}",
             self.check_name,
-            status_name(self.status),
+            self.status.as_str(),
             self.port
         )
     }
@@ -946,7 +924,7 @@ impl Actionable for HealthCheckError {
     fn details(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             ("Check".to_string(), self.check_name.clone()),
-            ("Status".to_string(), status_name(self.status).to_string()),
+            ("Status".to_string(), self.status.as_str().to_string()),
             ("Server PID".to_string(), pid_text(self.pid)),
             ("Observed At".to_string(), self.observed_at.to_human()),
         ];

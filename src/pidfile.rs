@@ -449,9 +449,9 @@ pub enum ClaimDecision {
     /// Another live instance owns it: refuse to start, touch nothing.
     Conflict {
         pid: Option<u32>,
-        holder: Option<PidRecord>,
+        holder: Option<Box<PidRecord>>,
         /// The holder as the probe sees it now, when it could.
-        process: Option<ProcessSnapshot>,
+        process: Option<Box<ProcessSnapshot>>,
     },
     /// A leftover: claim it and log the reason.
     Stale(StaleReason),
@@ -480,8 +480,11 @@ pub fn decide(facts: &ClaimFacts) -> ClaimDecision {
     if facts.lock == LockObservation::Busy {
         return ClaimDecision::Conflict {
             pid: facts.content.pid(),
-            holder: facts.content.record().cloned(),
-            process: found.filter(|s| !s.status.has_exited()).cloned(),
+            holder: facts.content.record().cloned().map(Box::new),
+            process: found
+                .filter(|s| !s.status.has_exited())
+                .cloned()
+                .map(Box::new),
         };
     }
     let (pid, record) = match &facts.content {
@@ -523,8 +526,8 @@ pub fn decide(facts: &ClaimFacts) -> ClaimDecision {
             Some(evidence) => ClaimDecision::Stale(StaleReason::PidReused { pid, evidence }),
             None => ClaimDecision::Conflict {
                 pid: Some(pid),
-                holder: record.cloned(),
-                process: Some(s.clone()),
+                holder: record.cloned().map(Box::new),
+                process: Some(Box::new(s.clone())),
             },
         },
     }
@@ -594,7 +597,7 @@ fn names_match(a: &str, b: &str) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub enum LifecycleEvent {
     /// The adapter locked (or failed to lock) and read the file.
-    Claim(ClaimFacts),
+    Claim(Box<ClaimFacts>),
     /// The Postgres recheck: does the path still name the inode we locked?
     Recheck { path_names_locked_inode: bool },
     /// Clean exit. `path_still_ours`: same inode and the content names our pid.
@@ -787,7 +790,7 @@ impl Lifecycle {
     /// Decides a claim. When it wins, the lifecycle is `Held` and the adapter
     /// must write the record; otherwise it must leave the file untouched.
     pub fn claim(&mut self, facts: ClaimFacts) -> ClaimDecision {
-        let outputs = self.run(LifecycleEvent::Claim(facts));
+        let outputs = self.run(LifecycleEvent::Claim(Box::new(facts)));
         outputs
             .into_iter()
             .find_map(|o| match o {

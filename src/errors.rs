@@ -612,7 +612,21 @@ impl StaleProcessError {
                 ReuseEvidence::CommandDiffers { recorded, actual } => format!(
                     "pid {pid} was reused by another program (recorded command `{recorded}`, actual `{actual}`)"
                 ),
+                ReuseEvidence::StartedAfterFileWritten {
+                    file_modified,
+                    process_started,
+                } => format!(
+                    "pid {pid} was reused by another program (it started at {}, after the file was written at {})",
+                    process_started.to_iso8601(),
+                    file_modified.to_iso8601()
+                ),
+                ReuseEvidence::NameDiffers { recorded, actual } => format!(
+                    "pid {pid} was reused by another program (recorded name `{recorded}`, actual `{actual}`)"
+                ),
             },
+            StaleReason::LockNotHeld { pid, probe_error } => format!(
+                "nobody holds the lock of the PID file and process {pid} cannot be inspected ({probe_error})"
+            ),
             StaleReason::Corrupt { detail } => format!("the PID file is corrupt: {detail}"),
             StaleReason::Empty => "the PID file is empty".to_string(),
         }
@@ -674,6 +688,13 @@ impl Actionable for StaleProcessError {
             StaleReason::PidReused { pid, .. } => {
                 steps.push(format!(
                     "Do NOT signal pid {pid}: it now belongs to another program"
+                ));
+                steps.push(format!("Remove the stale PID file: {rm}"));
+            }
+            StaleReason::LockNotHeld { pid, .. } => {
+                steps.push(format!(
+                    "Check what pid {pid} is before acting on it: {}",
+                    check_pid_cmd(*pid, platform)
                 ));
                 steps.push(format!("Remove the stale PID file: {rm}"));
             }

@@ -1,1 +1,655 @@
-//! (being written)
+//! The Socket.IO hub: what connected clients see, and the counters that the
+//! health checkers and HTTP endpoints read.
+//!
+//! Clients connect to the default namespace `/`. On connect the hub emits
+//! `connection_ack`. A `claude_event` is stamped (see [`stamp_event`]), kept in
+//! a bounded history and relayed to every *other* client, in the order its
+//! sender sent it. `get_history {limit}` answers `event_history`, `ping`
+//! answers `pong`, `get_version` answers `version_info`. Events posted over
+//! HTTP go through [`Hub::publish`], the same stamping/history/relay path,
+//! delivered to every client.
+//!
+//! Per-sender order is kept on purpose: socketioxide 0.18.9 spawns one task per
+//! incoming message for ordinary handlers, so two events of one sender can be
+//! relayed out of order. The `claude_event` handler here implements
+//! [`MessageHandler`] directly: its `call` runs synchronously in the socket's
+//! receive path (in arrival order), stamps the event, appends it to the
+//! history and pushes it onto a bounded per-socket queue drained by one task
+//! per socket, which relays the events one after another.
+//!
+//! The handlers are generic over the socketioxide [`Adapter`] so that a remote
+//! adapter (Redis, issue 7) runs the same code: build the `SocketIo` with
+//! [`Hub::configure`], register `/` with a closure calling [`Hub::on_connect`]
+//! (awaiting `io.ns(..)` where the adapter needs it) and hand it to
+//! [`Hub::attach`]. For the local adapter, [`Hub::socketio_layer`] does all
+//! three.
+//!
+//! Not here: serving (see `server`), HTTP routes (see `http`), health
+//! decisions (the pure core), configuration parsing (the daemon fills
+//! [`HubSettings`]).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::extract::{Data, SocketRef};
+use socketioxide::handler::{FromMessageParts, MessageHandler};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::{Sid, Socket};
+use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
+use tokio::sync::mpsc;
+
+use crate::time::{Clock, Moment, WallTime};
+
+/// The event a hook sends and dashboards receive.
+pub const CLAUDE_EVENT: &str = "claude_event";
+/// Emitted to a client once it has joined the default namespace.
+pub const CONNECTION_ACK: &str = "connection_ack";
+/// Request and answer for the recent events.
+pub const GET_HISTORY: &str = "get_history";
+pub const EVENT_HISTORY: &str = "event_history";
+/// Application-level liveness check (distinct from Engine.IO's own pings).
+pub const PING: &str = "ping";
+pub const PONG: &str = "pong";
+/// Request and answer for the server's version.
+pub const GET_VERSION: &str = "get_version";
+pub const VERSION_INFO: &str = "version_info";
+
+/// What the hub needs to know, filled by the daemon from its configuration.
+///
+/// [`HubSettings::new`] gives deliberate defaults; each field says why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubSettings {
+    /// Stamped on every event and sent in `connection_ack`, e.g. `socketio-server-8765`.
+    pub server_id: String,
+    /// Reported in `connection_ack`, `version_info` and `/status`.
+    pub version: String,
+    /// Largest accepted Socket.IO packet and HTTP event body. 1 MB, like
+    /// python-socketio and socket.io (socketioxide's own default is 100 kB).
+    pub max_payload_bytes: u64,
+    /// Outgoing packets buffered per client before an emit fails with
+    /// `InternalChannelFull` (counted in `events_dropped`). socketioxide's
+    /// default of 128 loses events when a hook bursts; 8,192 absorbs a burst
+    /// of 5,000 events to several dashboards (measured in `tests/hub_relay.rs`).
+    pub socket_buffer_packets: usize,
+    /// Incoming `claude_event`s queued per sender awaiting relay. An event
+    /// that finds the queue full is kept in the history but not relayed, and
+    /// is counted in `events_dropped` and `errors`.
+    pub inbound_queue_events: usize,
+    /// Events kept for `get_history`; the oldest is forgotten first.
+    pub event_history_size: usize,
+    /// Origins allowed by CORS (`["*"]` for any); `None` sends no CORS headers.
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Engine.IO heartbeat: how often the server pings, and how long it waits
+    /// for the answer before dropping the client. socket.io's 25 s / 20 s.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl HubSettings {
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
+    pub const DEFAULT_SOCKET_BUFFER_PACKETS: usize = 8_192;
+    pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 8_192;
+    pub const DEFAULT_EVENT_HISTORY_SIZE: usize = 1_000;
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+    pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// Settings with the defaults above and no CORS.
+    pub fn new(server_id: impl Into<String>, version: impl Into<String>) -> Self {
+        HubSettings {
+            server_id: server_id.into(),
+            version: version.into(),
+            max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
+            socket_buffer_packets: Self::DEFAULT_SOCKET_BUFFER_PACKETS,
+            inbound_queue_events: Self::DEFAULT_INBOUND_QUEUE_EVENTS,
+            event_history_size: Self::DEFAULT_EVENT_HISTORY_SIZE,
+            cors_allowed_origins: None,
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            ping_timeout: Self::DEFAULT_PING_TIMEOUT,
+        }
+    }
+}
+
+/// Service counters, shared (`Arc`) between the hub, the HTTP endpoints and
+/// the health checkers. Every update is one relaxed atomic operation.
+///
+/// Units: `events_processed` counts accepted `claude_event`s (socket or HTTP);
+/// `events_relayed` counts events handed to the adapter for relay (once per
+/// event, whatever the number of recipients); `events_dropped` counts
+/// deliveries that did not happen: one per recipient whose buffer was full or
+/// whose socket was closing, one per event when the adapter failed before any
+/// delivery or the sender's queue was full, and one per failed reply
+/// (`connection_ack`, `pong`, ...). `errors` counts failures of the hub itself
+/// (undecodable payloads, adapter or serialisation failures, queue overflow).
+#[derive(Debug, Default)]
+pub struct ServiceStats {
+    clients_connected: AtomicU64,
+    events_processed: AtomicU64,
+    events_relayed: AtomicU64,
+    events_dropped: AtomicU64,
+    errors: AtomicU64,
+    /// Epoch milliseconds of the last client activity; 0 means none yet.
+    last_activity_ms: AtomicU64,
+}
+
+/// A copy of [`ServiceStats`] at one moment.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceStatsSnapshot {
+    pub clients_connected: u64,
+    pub events_processed: u64,
+    pub events_relayed: u64,
+    pub events_dropped: u64,
+    pub errors: u64,
+    /// ISO-8601 in JSON, `null` before the first activity.
+    #[serde(serialize_with = "serialize_wall_time")]
+    pub last_activity: Option<WallTime>,
+}
+
+fn serialize_wall_time<S: serde::Serializer>(
+    value: &Option<WallTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(at) => serializer.serialize_str(&at.to_iso8601()),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl ServiceStats {
+    pub fn snapshot(&self) -> ServiceStatsSnapshot {
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        ServiceStatsSnapshot {
+            clients_connected: self.clients_connected.load(Ordering::Relaxed),
+            events_processed: self.events_processed.load(Ordering::Relaxed),
+            events_relayed: self.events_relayed.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_activity: (last != 0).then_some(WallTime::from_millis(last)),
+        }
+    }
+
+    pub fn clients_connected(&self) -> u64 {
+        self.clients_connected.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn record_activity(&self, at: WallTime) {
+        self.last_activity_ms
+            .fetch_max(at.as_millis(), Ordering::Relaxed);
+    }
+}
+
+/// Stamps an event with the hub's identity and arrival time.
+///
+/// An object payload keeps its keys in their order and gains (or has
+/// overwritten, in place) `server_id` and `received_at`: the server's stamp is
+/// authoritative. Any other payload (array, string, number, bool, null) is
+/// wrapped as `{"data": payload, "server_id": .., "received_at": ..}` so that
+/// every relayed event is an object a dashboard can read the same way.
+pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Value {
+    let mut object = match payload {
+        Value::Object(map) => map,
+        other => {
+            let mut map = Map::new();
+            map.insert("data".to_owned(), other);
+            map
+        }
+    };
+    object.insert("server_id".to_owned(), Value::String(server_id.to_owned()));
+    object.insert(
+        "received_at".to_owned(),
+        Value::String(received_at.to_iso8601()),
+    );
+    Value::Object(object)
+}
+
+/// The Socket.IO hub. Cheap to clone (one `Arc`); every clone is the same hub.
+///
+/// Counters and history live as long as the `Hub`, across any number of
+/// serving generations: `restart_service` closes the current `SocketIo`
+/// ([`Hub::close`]) and attaches a new one ([`Hub::socketio_layer`]).
+pub struct Hub<A: Adapter = LocalAdapter> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Adapter> Clone for Hub<A> {
+    fn clone(&self) -> Self {
+        Hub {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<A: Adapter> {
+    settings: HubSettings,
+    clock: Arc<dyn Clock>,
+    started: Moment,
+    stats: Arc<ServiceStats>,
+    /// Stamped events, oldest first, at most `settings.event_history_size`.
+    history: Mutex<VecDeque<Value>>,
+    /// Sockets counted in `clients_connected`; the counter always equals its
+    /// length, so a socket is uncounted exactly once whichever path (its own
+    /// disconnect, `disconnect_all`, `close`) gets there first.
+    clients: Mutex<HashSet<Sid>>,
+    /// The `SocketIo` of the current serving generation, if any.
+    io: RwLock<Option<SocketIo<A>>>,
+}
+
+/// Locks a mutex even if a thread panicked while holding it: the data behind
+/// every lock here (a history, a set of ids) stays valid after any panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<A: Adapter> Hub<A> {
+    /// A hub with no `SocketIo` attached yet. `clock` stamps events and
+    /// measures uptime (from now).
+    pub fn new(settings: HubSettings, clock: Arc<dyn Clock>) -> Self {
+        let started = clock.now();
+        let history_capacity = settings.event_history_size.min(4_096);
+        Hub {
+            inner: Arc::new(Inner {
+                settings,
+                clock,
+                started,
+                stats: Arc::new(ServiceStats::default()),
+                history: Mutex::new(VecDeque::with_capacity(history_capacity)),
+                clients: Mutex::new(HashSet::new()),
+                io: RwLock::new(None),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.inner.settings
+    }
+
+    /// The shared counters.
+    pub fn stats(&self) -> &Arc<ServiceStats> {
+        &self.inner.stats
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Time since the hub was created (not since the last restart).
+    pub fn uptime(&self) -> Duration {
+        self.inner.clock.now() - self.inner.started
+    }
+
+    /// Applies [`HubSettings`] to a socketioxide builder (any adapter).
+    pub fn configure<B: Adapter>(&self, builder: SocketIoBuilder<B>) -> SocketIoBuilder<B> {
+        let s = &self.inner.settings;
+        builder
+            .max_payload(s.max_payload_bytes)
+            .max_buffer_size(s.socket_buffer_packets)
+            .ping_interval(s.ping_interval)
+            .ping_timeout(s.ping_timeout)
+    }
+
+    /// Makes `io` the current serving generation. The caller registers the
+    /// default namespace with [`Hub::on_connect`] before serving.
+    pub fn attach(&self, io: SocketIo<A>) {
+        *self
+            .inner
+            .io
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(io);
+    }
+
+    fn current_io(&self) -> Option<SocketIo<A>> {
+        self.inner
+            .io
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The connect handler of the default namespace: counts the client,
+    /// registers the event handlers and sends `connection_ack`.
+    pub fn on_connect(&self, socket: SocketRef<A>) {
+        let now = self.inner.clock.wall();
+        self.count_connected(socket.id);
+        self.inner.stats.record_activity(now);
+
+        let capacity = self.inner.settings.inbound_queue_events.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        tokio::spawn(relay_in_order(self.clone(), rx));
+        socket.on(
+            CLAUDE_EVENT,
+            OrderedEventHandler {
+                hub: self.clone(),
+                queue: tx,
+            },
+        );
+
+        let hub = self.clone();
+        socket.on(
+            GET_HISTORY,
+            async move |socket: SocketRef<A>, Data::<Value>(request)| {
+                hub.touch();
+                let limit = request
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+                let events = hub.history(limit);
+                let count = events.len();
+                let answer = serde_json::json!({ "events": events, "count": count });
+                hub.reply(&socket, EVENT_HISTORY, &answer);
+            },
+        );
+
+        let hub = self.clone();
+        socket.on(PING, async move |socket: SocketRef<A>| {
+            let now = hub.touch();
+            let answer = serde_json::json!({
+                "timestamp": now.to_iso8601(),
+                "server_id": hub.inner.settings.server_id,
+            });
+            hub.reply(&socket, PONG, &answer);
+        });
+
+        let hub = self.clone();
+        socket.on(GET_VERSION, async move |socket: SocketRef<A>| {
+            hub.touch();
+            let answer = serde_json::json!({
+                "version": hub.inner.settings.version,
+                "server_id": hub.inner.settings.server_id,
+            });
+            hub.reply(&socket, VERSION_INFO, &answer);
+        });
+
+        let hub = self.clone();
+        socket.on_disconnect(async move |socket: SocketRef<A>| {
+            hub.touch();
+            hub.forget_client(socket.id);
+        });
+
+        let ack = serde_json::json!({
+            "server_id": self.inner.settings.server_id,
+            "version": self.inner.settings.version,
+            "sid": socket.id.to_string(),
+            "timestamp": now.to_iso8601(),
+        });
+        self.reply(&socket, CONNECTION_ACK, &ack);
+    }
+
+    /// Accepts an event from outside Socket.IO (`POST /api/events`): stamped,
+    /// kept in the history and delivered to every client, like a socket's
+    /// `claude_event`. Returns the stamped event.
+    pub async fn publish(&self, payload: Value) -> Value {
+        let event = self.ingest(payload);
+        if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
+            let result = ns.emit(CLAUDE_EVENT, &event).await;
+            self.count_relay(result);
+        }
+        event
+    }
+
+    /// Up to `limit` most recent events (all kept events if `None`), oldest first.
+    pub fn history(&self, limit: Option<usize>) -> Vec<Value> {
+        let history = lock(&self.inner.history);
+        let take = limit.unwrap_or(usize::MAX).min(history.len());
+        history.iter().skip(history.len() - take).cloned().collect()
+    }
+
+    /// How many events the history holds now.
+    pub fn history_len(&self) -> usize {
+        lock(&self.inner.history).len()
+    }
+
+    /// Disconnects every client of this node (the recovery manager's
+    /// clear_connections). Returns how many were disconnected; the counters
+    /// are exact when it returns. Clients see "io server disconnect", after
+    /// which socket.io clients do not reconnect on their own.
+    ///
+    /// A client whose outgoing buffer is full cannot be sent the disconnect
+    /// packet; socketioxide then leaves it connected, and it is not counted.
+    pub async fn disconnect_all(&self) -> usize {
+        let Some(ns) = self.current_io().and_then(|io| io.of("/")) else {
+            return 0;
+        };
+        let mut disconnected = 0;
+        for socket in ns.sockets() {
+            let sid = socket.id;
+            match socket.disconnect() {
+                Ok(()) => {
+                    if self.forget_client(sid) {
+                        disconnected += 1;
+                    }
+                }
+                Err(error) => {
+                    ServiceStats::add(&self.inner.stats.errors, 1);
+                    tracing::warn!(%sid, %error, "could not disconnect client");
+                }
+            }
+        }
+        disconnected
+    }
+
+    /// Closes the current serving generation: every client's transport is
+    /// closed (clients see "transport close" and reconnect), and the counters
+    /// are corrected (socketioxide does not run disconnect handlers on this
+    /// path). Call it inside the HTTP server's graceful-shutdown future.
+    /// Returns how many clients were counted as connected before the close.
+    pub async fn close(&self) -> usize {
+        let io = self
+            .inner
+            .io
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(io) = io {
+            io.close().await;
+        }
+        let mut clients = lock(&self.inner.clients);
+        let closed = clients.len();
+        clients.clear();
+        self.inner
+            .stats
+            .clients_connected
+            .store(0, Ordering::Relaxed);
+        closed
+    }
+
+    /// Stamps, counts and records an event; the caller relays it.
+    fn ingest(&self, payload: Value) -> Value {
+        let now = self.inner.clock.wall();
+        self.inner.stats.record_activity(now);
+        let event = stamp_event(payload, &self.inner.settings.server_id, now);
+        let size = self.inner.settings.event_history_size;
+        if size > 0 {
+            let mut history = lock(&self.inner.history);
+            while history.len() >= size {
+                history.pop_front();
+            }
+            history.push_back(event.clone());
+        }
+        ServiceStats::add(&self.inner.stats.events_processed, 1);
+        event
+    }
+
+    fn touch(&self) -> WallTime {
+        let now = self.inner.clock.wall();
+        self.inner.stats.record_activity(now);
+        now
+    }
+
+    /// Emits to one socket; a failure is counted, never silent.
+    fn reply(&self, socket: &Socket<A>, event: &str, data: &Value) {
+        if let Err(error) = socket.emit(event, data) {
+            ServiceStats::add(&self.inner.stats.events_dropped, 1);
+            if matches!(error, SendError::Serialize(_)) {
+                ServiceStats::add(&self.inner.stats.errors, 1);
+            }
+            tracing::debug!(sid = %socket.id, event, %error, "reply dropped");
+        }
+    }
+
+    fn count_relay(&self, result: Result<(), BroadcastError>) {
+        let stats = &self.inner.stats;
+        ServiceStats::add(&stats.events_relayed, 1);
+        match result {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(failed)) => {
+                ServiceStats::add(&stats.events_dropped, failed.len() as u64);
+                tracing::debug!(failed = failed.len(), "relay dropped for some clients");
+            }
+            Err(error) => {
+                ServiceStats::add(&stats.events_dropped, 1);
+                ServiceStats::add(&stats.errors, 1);
+                tracing::warn!(%error, "relay failed");
+            }
+        }
+    }
+
+    fn count_connected(&self, sid: Sid) {
+        let mut clients = lock(&self.inner.clients);
+        clients.insert(sid);
+        self.inner
+            .stats
+            .clients_connected
+            .store(clients.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Uncounts a client; false if it was not counted (already forgotten).
+    fn forget_client(&self, sid: Sid) -> bool {
+        let mut clients = lock(&self.inner.clients);
+        let removed = clients.remove(&sid);
+        self.inner
+            .stats
+            .clients_connected
+            .store(clients.len() as u64, Ordering::Relaxed);
+        removed
+    }
+}
+
+impl Hub<LocalAdapter> {
+    /// Builds a fresh `SocketIo` (local adapter) with the hub's settings,
+    /// registers the default namespace, makes it the current generation and
+    /// returns the layer to put on the HTTP router. Call once per serving
+    /// generation (after a [`Hub::close`], the old layer serves nothing).
+    pub fn socketio_layer(&self) -> SocketIoLayer {
+        let (layer, io) = self.configure(SocketIo::builder()).build_layer();
+        let hub = self.clone();
+        io.ns("/", async move |socket: SocketRef| hub.on_connect(socket));
+        self.attach(io);
+        layer
+    }
+}
+
+/// One message of a sender's queue: the socket to relay from and the stamped event.
+type Queued<A> = (Arc<Socket<A>>, Value);
+
+/// The `claude_event` handler. `call` runs synchronously, in arrival order, on
+/// the socket's receive path; it must not block.
+struct OrderedEventHandler<A: Adapter> {
+    hub: Hub<A>,
+    queue: mpsc::Sender<Queued<A>>,
+}
+
+/// Marker type for the [`MessageHandler`] implementation below.
+#[derive(Debug)]
+struct InOrder;
+
+impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
+    fn call(
+        &self,
+        socket: Arc<Socket<A>>,
+        mut value: socketioxide::handler::Value,
+        ack: Option<i64>,
+    ) {
+        let stats = &self.hub.inner.stats;
+        let payload = match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
+            Ok(Data(payload)) => payload,
+            Err(error) => {
+                ServiceStats::add(&stats.errors, 1);
+                tracing::warn!(sid = %socket.id, %error, "undecodable claude_event");
+                return;
+            }
+        };
+        let event = self.hub.ingest(payload);
+        match self.queue.try_send((socket, event)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full((socket, _))) => {
+                ServiceStats::add(&stats.events_dropped, 1);
+                ServiceStats::add(&stats.errors, 1);
+                tracing::warn!(sid = %socket.id, "relay queue full; event kept in history, not relayed");
+            }
+            Err(mpsc::error::TrySendError::Closed((socket, _))) => {
+                ServiceStats::add(&stats.events_dropped, 1);
+                tracing::debug!(sid = %socket.id, "relay queue closed");
+            }
+        }
+    }
+}
+
+/// Relays one sender's events in the order they arrived. Ends when the
+/// socket (which owns the sending half, in its handler) is dropped.
+async fn relay_in_order<A: Adapter>(hub: Hub<A>, mut queue: mpsc::Receiver<Queued<A>>) {
+    while let Some((socket, event)) = queue.recv().await {
+        let result = socket.broadcast().emit(CLAUDE_EVENT, &event).await;
+        hub.count_relay(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stamping_an_object_keeps_key_order_and_appends_the_stamp() {
+        let at = WallTime::from_millis(1_754_490_600_000);
+        let event = stamp_event(json!({"type": "hook", "a": 1, "b": 2}), "srv", at);
+        let keys: Vec<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["type", "a", "b", "server_id", "received_at"]);
+        assert_eq!(event["received_at"], "2025-08-06T14:30:00.000Z");
+        assert_eq!(event["server_id"], "srv");
+    }
+
+    #[test]
+    fn stamping_overwrites_a_client_stamp_in_place() {
+        let at = WallTime::from_millis(0);
+        let event = stamp_event(json!({"server_id": "forged", "x": 1}), "srv", at);
+        let keys: Vec<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["server_id", "x", "received_at"]);
+        assert_eq!(event["server_id"], "srv");
+    }
+
+    #[test]
+    fn stamping_wraps_a_non_object() {
+        let event = stamp_event(json!([1, 2]), "srv", WallTime::from_millis(0));
+        assert_eq!(event["data"], json!([1, 2]));
+        assert_eq!(event["server_id"], "srv");
+        assert_eq!(event["received_at"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn snapshot_serialises_last_activity_as_iso_or_null() {
+        let stats = ServiceStats::default();
+        let json = serde_json::to_value(stats.snapshot()).unwrap();
+        assert_eq!(json["last_activity"], Value::Null);
+        stats.record_activity(WallTime::from_millis(1_754_490_600_000));
+        let json = serde_json::to_value(stats.snapshot()).unwrap();
+        assert_eq!(json["last_activity"], "2025-08-06T14:30:00.000Z");
+    }
+}

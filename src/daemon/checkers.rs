@@ -1,0 +1,687 @@
+//! The three health checkers of the seed behind one [`Checker`] trait:
+//! [`ProcessResourceChecker`], [`NetworkConnectivityChecker`] and
+//! [`ServiceHealthChecker`]. Each measures, judges every metric against its
+//! threshold, and folds the metrics into a [`HealthCheckResult`] with the
+//! core's rules (`crate::health`).
+//!
+//! # Threshold rule (every thresholded metric)
+//! A value **above** its threshold is `warning`; a value above
+//! [`CRITICAL_MULTIPLE`] × the threshold (1.5×) is `critical`; at or below the
+//! threshold it is `healthy`. So with `memory_mb: 500`, 501–750 MB warns and
+//! 751 MB is critical.
+//!
+//! # What is never a failure
+//! - Idleness: the service checker reports seconds since the last activity,
+//!   always `healthy` (the original went critical after 30 idle minutes and
+//!   sent itself SIGTERM).
+//! - A metric the platform does not expose (fds and threads outside Linux) is
+//!   left out of the result rather than reported `unknown`.
+//!
+//! `check` may block (sysinfo reads /proc, the network checker connects): the
+//! monitor runs it on tokio's blocking pool with a timeout. A checker that
+//! cannot measure returns [`HealthCheckResult::failed`] (`unknown`).
+//!
+//! Not here: scheduling, history and recovery (see `monitor`, `recovery`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::daemon::hub::{ServiceStats, ServiceStatsSnapshot};
+use crate::health::{HealthCheckResult, HealthMetric, HealthStatus, MetricValue};
+use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot};
+use crate::time::{Moment, WallTime};
+
+/// A value above `CRITICAL_MULTIPLE × threshold` is critical (see the module doc).
+pub const CRITICAL_MULTIPLE: f64 = 1.5;
+
+/// Checker names, as `/health`'s `checks` object prints them (the seed's keys).
+pub const PROCESS_RESOURCES: &str = "process_resources";
+pub const NETWORK_CONNECTIVITY: &str = "network_connectivity";
+pub const SERVICE_HEALTH: &str = "service_health";
+
+/// One health checker. `check` may block; it must not panic on bad input
+/// (the monitor still catches a panic and reports `unknown`).
+pub trait Checker: Send + Sync {
+    fn name(&self) -> &str;
+    fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult;
+}
+
+/// The threshold rule of the module doc.
+pub fn judge(value: f64, threshold: f64) -> HealthStatus {
+    if value > threshold * CRITICAL_MULTIPLE {
+        HealthStatus::Critical
+    } else if value > threshold {
+        HealthStatus::Warning
+    } else {
+        HealthStatus::Healthy
+    }
+}
+
+fn thresholded(name: &str, value: f64, threshold: f64, unit: &str) -> HealthMetric {
+    let status = judge(value, threshold);
+    let mut metric = HealthMetric::new(name, value, status);
+    metric.threshold = Some(threshold);
+    metric.unit = Some(unit.to_string());
+    if status != HealthStatus::Healthy {
+        metric.message = Some(format!(
+            "{name} {value:.1}{unit} is above {threshold}{unit}{}",
+            if status == HealthStatus::Critical {
+                format!(" × {CRITICAL_MULTIPLE}")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    metric
+}
+
+fn reported(name: &str, value: impl Into<MetricValue>, unit: Option<&str>) -> HealthMetric {
+    let mut metric = HealthMetric::new(name, value, HealthStatus::Healthy);
+    metric.unit = unit.map(str::to_string);
+    metric
+}
+
+// ---------------------------------------------------------------------------
+// Process resources
+
+/// Limits for [`ProcessResourceChecker`] (config `health_monitoring.thresholds`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceThresholds {
+    /// CPU of the process as a share of the whole machine (normalised by core count).
+    pub cpu_percent: f64,
+    pub memory_mb: f64,
+    pub file_descriptors: f64,
+}
+
+/// One measurement of the process, kept for `/health`, `/diagnostics` and
+/// `/metrics` so that they print what the checker judged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessSample {
+    pub snapshot: ProcessSnapshot,
+    /// `snapshot.cpu_percent / cores`: 100 means every core busy.
+    pub cpu_percent_normalised: f64,
+    pub cores: usize,
+    pub wall: WallTime,
+}
+
+/// CPU, RSS, VMS, fds, threads, status and start time of one process.
+pub struct ProcessResourceChecker {
+    pid: u32,
+    probe: Arc<dyn ProcessProbe>,
+    thresholds: ResourceThresholds,
+    cores: usize,
+    latest: Arc<RwLock<Option<ProcessSample>>>,
+}
+
+impl ProcessResourceChecker {
+    /// `cores` normalises CPU (use [`available_cores`] in the daemon).
+    pub fn new(
+        pid: u32,
+        probe: Arc<dyn ProcessProbe>,
+        thresholds: ResourceThresholds,
+        cores: usize,
+    ) -> Self {
+        ProcessResourceChecker {
+            pid,
+            probe,
+            thresholds,
+            cores: cores.max(1),
+            latest: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// The sample of the latest successful check (shared with the endpoints).
+    pub fn latest_sample(&self) -> Option<ProcessSample> {
+        self.latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A handle on the latest sample that outlives the checker's borrow.
+    pub fn sample_handle(&self) -> SampleHandle {
+        SampleHandle(Arc::clone(&self.latest))
+    }
+}
+
+/// Read access to a [`ProcessResourceChecker`]'s latest sample.
+#[derive(Clone, Debug, Default)]
+pub struct SampleHandle(Arc<RwLock<Option<ProcessSample>>>);
+
+impl SampleHandle {
+    pub fn get(&self) -> Option<ProcessSample> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Cores the process may run on (1 when the OS will not say).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Checker for ProcessResourceChecker {
+    fn name(&self) -> &str {
+        PROCESS_RESOURCES
+    }
+
+    fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
+        let started = Instant::now();
+        let snapshot = match self.probe.probe(self.pid) {
+            ProbeOutcome::Found(snapshot) => snapshot,
+            ProbeOutcome::NotFound => {
+                return HealthCheckResult::failed(
+                    PROCESS_RESOURCES,
+                    format!("process {} not found", self.pid),
+                    at,
+                    wall,
+                    started.elapsed(),
+                );
+            }
+            ProbeOutcome::Unavailable { reason } => {
+                return HealthCheckResult::failed(
+                    PROCESS_RESOURCES,
+                    reason,
+                    at,
+                    wall,
+                    started.elapsed(),
+                );
+            }
+        };
+        let t = &self.thresholds;
+        let cpu = f64::from(snapshot.cpu_percent) / self.cores as f64;
+        let mut metrics = vec![
+            thresholded("cpu_percent", cpu, t.cpu_percent, "%"),
+            thresholded("memory_mb", snapshot.memory_mb(), t.memory_mb, "MB"),
+            reported(
+                "virtual_memory_mb",
+                snapshot.virtual_memory_mb(),
+                Some("MB"),
+            ),
+        ];
+        if let Some(fds) = snapshot.open_fds {
+            metrics.push(thresholded(
+                "file_descriptors",
+                fds as f64,
+                t.file_descriptors,
+                "",
+            ));
+        }
+        if let Some(threads) = snapshot.threads {
+            metrics.push(reported("thread_count", threads, None));
+        }
+        let mut status = reported("process_status", snapshot.status.as_str(), None);
+        if snapshot.status.has_exited() {
+            status.status = HealthStatus::Critical;
+            status.message = Some(format!("process is {}", snapshot.status));
+        }
+        metrics.push(status);
+        metrics.push(reported(
+            "start_time",
+            snapshot.start_time.to_iso8601(),
+            None,
+        ));
+        *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Some(ProcessSample {
+            snapshot,
+            cpu_percent_normalised: cpu,
+            cores: self.cores,
+            wall,
+        });
+        HealthCheckResult::from_metrics(PROCESS_RESOURCES, metrics, at, wall, started.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Network connectivity
+
+/// Whether the hub's own address accepts a TCP connection within `timeout`,
+/// and whether a socket can be created at all.
+///
+/// Verdicts: accepted → healthy; refused or unreachable → critical (the
+/// daemon is not reachable); no answer within the timeout → warning (slow is
+/// degraded, not down); a socket cannot be created → critical.
+pub struct NetworkConnectivityChecker {
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+impl NetworkConnectivityChecker {
+    /// `addr` is the address the hub is bound to; a wildcard bind
+    /// (`0.0.0.0`, `::`) is checked through loopback.
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        NetworkConnectivityChecker {
+            addr: SocketAddr::new(ip, addr.port()),
+            timeout,
+        }
+    }
+
+    pub fn target(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Checker for NetworkConnectivityChecker {
+    fn name(&self) -> &str {
+        NETWORK_CONNECTIVITY
+    }
+
+    fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
+        let started = Instant::now();
+        let mut metrics = Vec::new();
+
+        let unspecified: SocketAddr = match self.addr {
+            SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
+        };
+        let mut creation = reported("socket_creation", true, None);
+        if let Err(error) = UdpSocket::bind(unspecified) {
+            creation.value = MetricValue::Bool(false);
+            creation.status = HealthStatus::Critical;
+            creation.message = Some(format!("cannot create a socket: {error}"));
+        }
+        metrics.push(creation);
+
+        let connect_started = Instant::now();
+        let outcome = TcpStream::connect_timeout(&self.addr, self.timeout);
+        let connect_ms = connect_started.elapsed().as_secs_f64() * 1000.0;
+        let mut port = reported("port_accessible", outcome.is_ok(), None);
+        port.threshold = Some(self.timeout.as_secs_f64() * 1000.0);
+        if let Err(error) = &outcome {
+            let timed_out = matches!(
+                error.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            );
+            port.status = if timed_out {
+                HealthStatus::Warning
+            } else {
+                HealthStatus::Critical
+            };
+            port.message = Some(format!("{} did not accept: {error}", self.addr));
+        }
+        metrics.push(port);
+        metrics.push(reported("connect_ms", connect_ms, Some("ms")));
+        drop(outcome);
+        HealthCheckResult::from_metrics(NETWORK_CONNECTIVITY, metrics, at, wall, started.elapsed())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Service health
+
+/// Where the service checker reads counters: the hub's [`ServiceStats`], or a
+/// closure in tests.
+pub trait StatsSource: Send + Sync {
+    fn snapshot(&self) -> ServiceStatsSnapshot;
+}
+
+impl StatsSource for ServiceStats {
+    fn snapshot(&self) -> ServiceStatsSnapshot {
+        ServiceStats::snapshot(self)
+    }
+}
+
+impl<F> StatsSource for F
+where
+    F: Fn() -> ServiceStatsSnapshot + Send + Sync,
+{
+    fn snapshot(&self) -> ServiceStatsSnapshot {
+        self()
+    }
+}
+
+/// Limits for [`ServiceHealthChecker`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceThresholds {
+    pub max_clients: f64,
+    /// Errors per processed event within one check window (seed `max_error_rate`).
+    pub max_error_rate: f64,
+}
+
+/// Fewer operations (events + errors) than this in a window are too few to
+/// judge an error *rate*: one bad packet on an idle hub is not a 100% error rate.
+pub const MIN_OPERATIONS_FOR_ERROR_RATE: u64 = 10;
+
+/// Clients, event rate, error rate, dropped events and time since last
+/// activity, from the hub's real counters.
+///
+/// Rates are over the window since the **previous check** (not since boot):
+/// a burst of errors an hour ago does not colour every later check, and a
+/// fresh burst is not diluted by a long history. The first check compares
+/// against zero counters. `error_rate = errors / events` of the window,
+/// judged only when the window saw at least [`MIN_OPERATIONS_FOR_ERROR_RATE`]
+/// operations. Dropped events and idleness are reported, never judged.
+pub struct ServiceHealthChecker {
+    stats: Arc<dyn StatsSource>,
+    thresholds: ServiceThresholds,
+    previous: Mutex<Option<(Moment, ServiceStatsSnapshot)>>,
+}
+
+impl ServiceHealthChecker {
+    pub fn new(stats: Arc<dyn StatsSource>, thresholds: ServiceThresholds) -> Self {
+        ServiceHealthChecker {
+            stats,
+            thresholds,
+            previous: Mutex::new(None),
+        }
+    }
+}
+
+impl Checker for ServiceHealthChecker {
+    fn name(&self) -> &str {
+        SERVICE_HEALTH
+    }
+
+    fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
+        let started = Instant::now();
+        let now = self.stats.snapshot();
+        let previous = {
+            let mut guard = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
+            guard.replace((at, now))
+        };
+        let (since, before) = previous.unwrap_or((
+            at,
+            ServiceStatsSnapshot {
+                clients_connected: 0,
+                events_processed: 0,
+                events_relayed: 0,
+                events_dropped: 0,
+                errors: 0,
+                last_activity: None,
+            },
+        ));
+        let window = at.saturating_since(since);
+        let events = now.events_processed.saturating_sub(before.events_processed);
+        let errors = now.errors.saturating_sub(before.errors);
+        let dropped = now.events_dropped.saturating_sub(before.events_dropped);
+        let t = &self.thresholds;
+
+        let mut metrics = vec![thresholded(
+            "clients_connected",
+            now.clients_connected as f64,
+            t.max_clients,
+            "",
+        )];
+        let rate = if window.is_zero() {
+            0.0
+        } else {
+            events as f64 / window.as_secs_f64()
+        };
+        metrics.push(reported("event_rate", rate, Some("events/s")));
+        metrics.push(reported("events_processed", now.events_processed, None));
+
+        let error_rate = if events == 0 {
+            if errors == 0 { 0.0 } else { 1.0 }
+        } else {
+            errors as f64 / events as f64
+        };
+        let mut rate_metric = if events + errors >= MIN_OPERATIONS_FOR_ERROR_RATE {
+            thresholded("error_rate", error_rate, t.max_error_rate, "")
+        } else {
+            let mut m = reported("error_rate", error_rate, None);
+            m.threshold = Some(t.max_error_rate);
+            m.message = Some(format!(
+                "{} operations in the window: too few to judge a rate",
+                events + errors
+            ));
+            m
+        };
+        rate_metric.unit = None;
+        metrics.push(rate_metric);
+        metrics.push(reported("errors_in_window", errors, None));
+        metrics.push(reported("events_dropped_in_window", dropped, None));
+        metrics.push(reported("events_dropped", now.events_dropped, None));
+        let idle = match now.last_activity {
+            Some(last) => reported(
+                "seconds_since_last_activity",
+                wall.as_millis().saturating_sub(last.as_millis()) as f64 / 1000.0,
+                Some("s"),
+            ),
+            None => reported("seconds_since_last_activity", "never", None),
+        };
+        metrics.push(idle);
+        HealthCheckResult::from_metrics(SERVICE_HEALTH, metrics, at, wall, started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{FakeProbe, ProcessStatus};
+    use HealthStatus::{Critical, Healthy, Unknown, Warning};
+
+    const MB: u64 = 1024 * 1024;
+
+    fn at(s: u64) -> (Moment, WallTime) {
+        (Moment::from_secs(s), WallTime::from_secs(1_700_000_000 + s))
+    }
+
+    fn metric<'a>(r: &'a HealthCheckResult, name: &str) -> &'a HealthMetric {
+        r.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no metric {name} in {r:?}"))
+    }
+
+    fn process_checker(probe: &Arc<FakeProbe>, cores: usize) -> ProcessResourceChecker {
+        ProcessResourceChecker::new(
+            42,
+            Arc::clone(probe) as Arc<dyn ProcessProbe>,
+            ResourceThresholds {
+                cpu_percent: 80.0,
+                memory_mb: 100.0,
+                file_descriptors: 1000.0,
+            },
+            cores,
+        )
+    }
+
+    fn snapshot(cpu: f32, rss_mb: u64, fds: u64) -> ProcessSnapshot {
+        let mut s = ProcessSnapshot::new(42, "warden", &["warden"], WallTime::from_secs(1_000));
+        s.cpu_percent = cpu;
+        s.memory_rss_bytes = rss_mb * MB;
+        s.memory_virtual_bytes = 4 * rss_mb * MB;
+        s.open_fds = Some(fds);
+        s.threads = Some(7);
+        s
+    }
+
+    #[test]
+    fn the_threshold_rule_is_warning_above_and_critical_above_one_and_a_half() {
+        assert_eq!(judge(100.0, 100.0), Healthy);
+        assert_eq!(judge(100.1, 100.0), Warning);
+        assert_eq!(judge(150.0, 100.0), Warning);
+        assert_eq!(judge(150.1, 100.0), Critical);
+    }
+
+    #[test]
+    fn memory_over_its_threshold_warns_then_goes_critical() {
+        let probe = Arc::new(FakeProbe::new());
+        let checker = process_checker(&probe, 1);
+        let (m, w) = at(1);
+        for (rss, want) in [(50, Healthy), (120, Warning), (151, Critical)] {
+            probe.set(snapshot(1.0, rss, 10));
+            let r = checker.check(m, w);
+            assert_eq!((metric(&r, "memory_mb").status, r.status), (want, want));
+            assert_eq!(metric(&r, "memory_mb").threshold, Some(100.0));
+        }
+        let r = checker.check(m, w);
+        assert_eq!(
+            metric(&r, "virtual_memory_mb").value,
+            MetricValue::Number(604.0)
+        );
+        assert_eq!(metric(&r, "thread_count").value, MetricValue::Number(7.0));
+        assert_eq!(
+            metric(&r, "start_time").value,
+            MetricValue::Text(WallTime::from_secs(1_000).to_iso8601())
+        );
+        assert_eq!(
+            checker.latest_sample().map(|s| s.snapshot.memory_rss_bytes),
+            Some(151 * MB)
+        );
+    }
+
+    #[test]
+    fn cpu_is_normalised_by_the_core_count() {
+        let probe = Arc::new(FakeProbe::new());
+        probe.set(snapshot(300.0, 10, 10));
+        let (m, w) = at(1);
+        let on_four = process_checker(&probe, 4).check(m, w);
+        assert_eq!(
+            metric(&on_four, "cpu_percent").value,
+            MetricValue::Number(75.0)
+        );
+        assert_eq!(on_four.status, Healthy);
+        let on_one = process_checker(&probe, 1).check(m, w);
+        assert_eq!(metric(&on_one, "cpu_percent").status, Critical);
+    }
+
+    #[test]
+    fn file_descriptors_and_a_zombie_status_are_judged() {
+        let probe = Arc::new(FakeProbe::new());
+        let checker = process_checker(&probe, 1);
+        let (m, w) = at(1);
+        probe.set(snapshot(0.0, 10, 1200));
+        assert_eq!(
+            metric(&checker.check(m, w), "file_descriptors").status,
+            Warning
+        );
+        probe.set(snapshot(0.0, 10, 10).with_status(ProcessStatus::Zombie));
+        let r = checker.check(m, w);
+        assert_eq!(metric(&r, "process_status").status, Critical);
+        assert_eq!(r.status, Critical);
+    }
+
+    #[test]
+    fn a_process_the_probe_cannot_see_is_unknown_not_a_crash() {
+        let probe = Arc::new(FakeProbe::new());
+        let checker = process_checker(&probe, 1);
+        let (m, w) = at(1);
+        let r = checker.check(m, w);
+        assert_eq!(r.status, Unknown);
+        assert!(r.error.as_deref().unwrap_or("").contains("not found"));
+        probe.set_unavailable("no /proc");
+        assert_eq!(checker.check(m, w).error.as_deref(), Some("no /proc"));
+        assert_eq!(checker.latest_sample(), None);
+    }
+
+    #[test]
+    fn an_accepting_port_is_healthy_and_a_closed_one_critical() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let checker = NetworkConnectivityChecker::new(addr, Duration::from_secs(5));
+        let (m, w) = at(1);
+        let r = checker.check(m, w);
+        assert_eq!(r.status, Healthy, "{r:?}");
+        assert_eq!(metric(&r, "port_accessible").value, MetricValue::Bool(true));
+        assert_eq!(metric(&r, "socket_creation").value, MetricValue::Bool(true));
+        drop(listener);
+        let r = checker.check(m, w);
+        assert_eq!(metric(&r, "port_accessible").status, Critical);
+        assert_eq!(r.status, Critical);
+    }
+
+    #[test]
+    fn a_wildcard_bind_is_checked_through_loopback() {
+        let c = NetworkConnectivityChecker::new(
+            "0.0.0.0:8765".parse().expect("addr"),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            c.target(),
+            "127.0.0.1:8765".parse::<SocketAddr>().expect("addr")
+        );
+    }
+
+    fn stats(
+        clients: u64,
+        events: u64,
+        errors: u64,
+        last: Option<WallTime>,
+    ) -> ServiceStatsSnapshot {
+        ServiceStatsSnapshot {
+            clients_connected: clients,
+            events_processed: events,
+            events_relayed: events,
+            events_dropped: 0,
+            errors,
+            last_activity: last,
+        }
+    }
+
+    fn service_checker(feed: &Arc<Mutex<ServiceStatsSnapshot>>) -> ServiceHealthChecker {
+        let feed = Arc::clone(feed);
+        ServiceHealthChecker::new(
+            Arc::new(move || *feed.lock().expect("feed")),
+            ServiceThresholds {
+                max_clients: 2.0,
+                max_error_rate: 0.1,
+            },
+        )
+    }
+
+    #[test]
+    fn error_rate_is_measured_over_the_window_since_the_previous_check() {
+        let feed = Arc::new(Mutex::new(stats(0, 0, 0, None)));
+        let checker = service_checker(&feed);
+        checker.check(Moment::from_secs(0), WallTime::from_secs(0));
+        // A bad window: 30 errors in 100 events.
+        *feed.lock().expect("feed") = stats(0, 100, 30, None);
+        let bad = checker.check(Moment::from_secs(10), WallTime::from_secs(10));
+        assert_eq!(metric(&bad, "error_rate").status, Critical);
+        assert_eq!(metric(&bad, "event_rate").value, MetricValue::Number(10.0));
+        // A clean window after it: since boot the rate would still be 30/1100.
+        *feed.lock().expect("feed") = stats(0, 1100, 30, None);
+        let good = checker.check(Moment::from_secs(20), WallTime::from_secs(20));
+        assert_eq!(metric(&good, "error_rate").value, MetricValue::Number(0.0));
+        assert_eq!(good.status, Healthy);
+        // 12 errors in 100 events: over 0.1, under 0.15.
+        *feed.lock().expect("feed") = stats(0, 1200, 42, None);
+        let warn = checker.check(Moment::from_secs(30), WallTime::from_secs(30));
+        assert_eq!(metric(&warn, "error_rate").status, Warning);
+    }
+
+    #[test]
+    fn one_error_on_an_idle_hub_is_too_few_to_judge() {
+        let feed = Arc::new(Mutex::new(stats(0, 0, 1, None)));
+        let r = service_checker(&feed).check(Moment::from_secs(1), WallTime::from_secs(1));
+        assert_eq!(metric(&r, "error_rate").status, Healthy);
+        assert_eq!(r.status, Healthy);
+    }
+
+    #[test]
+    fn clients_over_max_clients_warn() {
+        let feed = Arc::new(Mutex::new(stats(3, 0, 0, None)));
+        let r = service_checker(&feed).check(Moment::from_secs(1), WallTime::from_secs(1));
+        assert_eq!(metric(&r, "clients_connected").status, Warning);
+        *feed.lock().expect("feed") = stats(4, 0, 0, None);
+        let r = service_checker(&feed).check(Moment::from_secs(1), WallTime::from_secs(1));
+        assert_eq!(r.status, Critical);
+    }
+
+    #[test]
+    fn a_day_of_idleness_is_reported_and_healthy() {
+        let last = WallTime::from_secs(1_700_000_000);
+        let feed = Arc::new(Mutex::new(stats(0, 5, 0, Some(last))));
+        let checker = service_checker(&feed);
+        let r = checker.check(
+            Moment::from_secs(86_400),
+            WallTime::from_secs(1_700_086_400),
+        );
+        assert_eq!(
+            metric(&r, "seconds_since_last_activity").value,
+            MetricValue::Number(86_400.0)
+        );
+        assert_eq!(r.status, Healthy);
+        let never = service_checker(&Arc::new(Mutex::new(stats(0, 0, 0, None))))
+            .check(Moment::from_secs(1), WallTime::from_secs(1));
+        assert_eq!(never.status, Healthy);
+    }
+}

@@ -1,0 +1,222 @@
+//! The self-healing HTTP endpoints, merged into the hub's router through
+//! `http::app`'s `extra` argument:
+//!
+//! - `GET /health`: the monitor's latest report in the seed's shape (status,
+//!   timestamp, uptime_seconds, version, pid, `checks` per checker, `metrics`).
+//!   **HTTP 503 only for `critical`**; `healthy`, `warning` and `unknown` answer
+//!   200. Unknown (no check yet, or a checker that cannot see) is not evidence
+//!   of illness, and a load balancer that drops a daemon for it would turn a
+//!   blind probe into an outage; readiness is `/readyz`'s job.
+//! - `GET /diagnostics`: server_info, health_monitor (with the aggregated
+//!   window), recovery_manager (breaker state and status, counts, recent
+//!   events, strategy rung), process_info, latest_report.
+//! - `GET /metrics`: OpenMetrics text (see `metrics`).
+//! - `GET /livez`: 200 whenever the daemon can answer at all.
+//! - `GET /readyz`: 503 while the circuit breaker blocks recovery (open or
+//!   forced open) or the hub is draining; 200 otherwise. Never affects `/livez`.
+//!
+//! Not here: the hub's own routes (`http`), measuring (`checkers`), deciding
+//! (`recovery`).
+
+use std::sync::{Arc, Weak};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use crate::breaker::CircuitState;
+use crate::daemon::checkers::SampleHandle;
+use crate::daemon::hub::Hub;
+use crate::daemon::metrics::{self, MetricsInputs};
+use crate::daemon::monitor::HealthMonitor;
+use crate::daemon::recovery::{HubService, RecoveryManager};
+use crate::health::HealthStatus;
+use crate::time::WallTime;
+
+/// Recovery events `/diagnostics` lists.
+pub const RECENT_EVENTS: usize = 20;
+
+/// Identity of the running server, for `/health` and `/diagnostics`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerInfo {
+    pub version: String,
+    pub pid: u32,
+    pub host: String,
+    pub port: u16,
+    pub start_time: WallTime,
+}
+
+/// What the endpoints read.
+pub struct HealthEndpoints {
+    pub hub: Hub,
+    pub monitor: HealthMonitor,
+    pub recovery: Arc<RecoveryManager>,
+    /// Weak: the service owns the router that owns these endpoints.
+    pub service: Weak<HubService>,
+    pub process: SampleHandle,
+    pub info: ServerInfo,
+}
+
+/// The five routes over `endpoints`.
+pub fn routes(endpoints: Arc<HealthEndpoints>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/diagnostics", get(diagnostics))
+        .route("/metrics", get(metrics_text))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(endpoints)
+}
+
+type S = State<Arc<HealthEndpoints>>;
+
+/// The HTTP status of `/health` for a health status (see the module doc).
+pub fn health_http_status(status: HealthStatus) -> StatusCode {
+    match status {
+        HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+        HealthStatus::Healthy | HealthStatus::Warning | HealthStatus::Unknown => StatusCode::OK,
+    }
+}
+
+async fn health(State(e): S) -> Response {
+    let latest = e.monitor.latest();
+    let status = latest
+        .as_ref()
+        .map_or(HealthStatus::Unknown, |r| r.overall_status);
+    let mut checks = Map::new();
+    if let Some(report) = &latest {
+        for result in &report.results {
+            checks.insert(result.checker.clone(), json!(result.status));
+        }
+    }
+    let stats = e.hub.stats().snapshot();
+    let sample = e.process.get();
+    let body = json!({
+        "status": status,
+        "timestamp": e.hub.clock().wall().to_iso8601(),
+        "last_check": latest.as_ref().map(|r| r.timestamp.to_iso8601()),
+        "uptime_seconds": e.hub.uptime().as_secs(),
+        "version": e.info.version,
+        "pid": e.info.pid,
+        "checks": checks,
+        "metrics": {
+            "cpu_percent": sample.as_ref().map(|s| round1(s.cpu_percent_normalised)),
+            "memory_mb": sample.as_ref().map(|s| round1(s.snapshot.memory_mb())),
+            "clients_connected": stats.clients_connected,
+            "events_processed": stats.events_processed,
+        },
+    });
+    (health_http_status(status), Json(body)).into_response()
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+async fn diagnostics(State(e): S) -> Json<Value> {
+    let sample = e.process.get();
+    let service = e.service.upgrade();
+    let process_info = match &sample {
+        Some(s) => json!({
+            "cpu_percent": round1(s.cpu_percent_normalised),
+            "memory_mb": round1(s.snapshot.memory_mb()),
+            "virtual_memory_mb": round1(s.snapshot.virtual_memory_mb()),
+            "file_descriptors": s.snapshot.open_fds,
+            "thread_count": s.snapshot.threads,
+            "status": s.snapshot.status,
+            "cores": s.cores,
+            "sampled_at": s.wall.to_iso8601(),
+        }),
+        None => json!({ "pid": e.info.pid, "sampled_at": null }),
+    };
+    Json(json!({
+        "server_info": {
+            "version": e.info.version,
+            "pid": e.info.pid,
+            "start_time": e.info.start_time.to_iso8601(),
+            "uptime_seconds": e.hub.uptime().as_secs(),
+            "host": e.info.host,
+            "port": e.info.port,
+            "restarts": service.as_ref().map_or(0, |s| s.restarts()),
+            "draining": service.as_ref().is_none_or(|s| s.is_draining()),
+        },
+        "health_monitor": e.monitor.status(),
+        "recovery_manager": e.recovery.status(RECENT_EVENTS),
+        "process_info": process_info,
+        "service_stats": e.hub.stats().snapshot(),
+        "latest_report": e.monitor.latest(),
+    }))
+}
+
+async fn metrics_text(State(e): S) -> Response {
+    let inputs = MetricsInputs {
+        uptime: e.hub.uptime(),
+        stats: e.hub.stats().snapshot(),
+        health: e.monitor.current_status(),
+        sample: e.process.get(),
+        recovery: Some(e.recovery.counts()),
+        service_restarts: e.service.upgrade().map_or(0, |s| s.restarts()),
+        cpu_seconds: metrics::self_cpu_seconds(),
+        max_fds: metrics::max_fds(),
+    };
+    match metrics::render(&inputs) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response(),
+    }
+}
+
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+async fn readyz(State(e): S) -> Response {
+    let breaker = e.recovery.breaker_state();
+    let breaker_blocks = matches!(breaker, CircuitState::Open | CircuitState::ForcedOpen);
+    let draining = e.service.upgrade().is_none_or(|s| s.is_draining());
+    let mut reasons = Vec::new();
+    if breaker_blocks {
+        reasons.push(format!("circuit breaker {breaker}"));
+    }
+    if draining {
+        reasons.push("hub draining".to_string());
+    }
+    let ready = reasons.is_empty();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "circuit_breaker_state": breaker,
+            "draining": draining,
+            "reasons": reasons,
+        })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_critical_is_503() {
+        assert_eq!(
+            health_http_status(HealthStatus::Critical),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for s in [
+            HealthStatus::Healthy,
+            HealthStatus::Warning,
+            HealthStatus::Unknown,
+        ] {
+            assert_eq!(health_http_status(s), StatusCode::OK);
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `GET /metrics`: the Prometheus/OpenMetrics text exposition, built with
+//! prometheus-client on an explicit [`Registry`] made fresh for each scrape
+//! (no globals, no state to keep in sync: every value is read from its
+//! source when scraped).
+//!
+//! Names: the seed's `socketio_uptime_seconds` (a gauge, so the name stays
+//! as the seed wrote it: OpenMetrics counters must end in `_total`),
+//! `socketio_clients_connected`, `socketio_events_processed_total`,
+//! `socketio_health_status` (0 unknown, 1 healthy, 2 warning, 3 critical);
+//! the standard `process_*` family, filled from the same sysinfo sample the
+//! process checker judged (CPU seconds and the fd limit come from
+//! `getrusage` / `getrlimit`, which sysinfo does not give); and the recovery
+//! counters `socketio_recoveries_total{action,outcome}`,
+//! `socketio_recoveries_rejected_total`, `socketio_circuit_breaker_trips_total`,
+//! `socketio_circuit_breaker_open` and `socketio_service_restarts_total`.
+//!
+//! Not here: routing (see `health_http`), measuring (see `checkers`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::breaker::CircuitState;
+use crate::daemon::checkers::ProcessSample;
+use crate::daemon::hub::ServiceStatsSnapshot;
+use crate::daemon::recovery::RecoveryCounts;
+use crate::health::HealthStatus;
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Everything one scrape prints.
+#[derive(Clone, Debug)]
+pub struct MetricsInputs {
+    pub uptime: Duration,
+    pub stats: ServiceStatsSnapshot,
+    pub health: HealthStatus,
+    pub sample: Option<ProcessSample>,
+    pub recovery: Option<RecoveryCounts>,
+    pub service_restarts: u64,
+    /// From [`self_cpu_seconds`].
+    pub cpu_seconds: Option<f64>,
+    /// From [`max_fds`].
+    pub max_fds: Option<u64>,
+}
+
+type Labels = Vec<(String, String)>;
+
+/// Renders the exposition (ends with `# EOF`).
+pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
+    let mut r = Registry::default();
+    r.register(
+        "socketio_uptime_seconds",
+        "Server uptime in seconds",
+        ConstGauge::new(inputs.uptime.as_secs_f64()),
+    );
+    r.register(
+        "socketio_clients_connected",
+        "Number of connected clients",
+        ConstGauge::new(inputs.stats.clients_connected as i64),
+    );
+    r.register(
+        "socketio_events_processed",
+        "Total number of events processed",
+        ConstCounter::new(inputs.stats.events_processed),
+    );
+    r.register(
+        "socketio_events_relayed",
+        "Events handed to the adapter for relay",
+        ConstCounter::new(inputs.stats.events_relayed),
+    );
+    r.register(
+        "socketio_events_dropped",
+        "Deliveries that did not happen (full buffers, closing sockets)",
+        ConstCounter::new(inputs.stats.events_dropped),
+    );
+    r.register(
+        "socketio_errors",
+        "Failures of the hub itself",
+        ConstCounter::new(inputs.stats.errors),
+    );
+    r.register(
+        "socketio_health_status",
+        "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
+        ConstGauge::new(i64::from(inputs.health.prometheus_code())),
+    );
+    if let Some(cpu) = inputs.cpu_seconds {
+        r.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            ConstCounter::new(cpu),
+        );
+    }
+    if let Some(sample) = &inputs.sample {
+        let s = &sample.snapshot;
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            ConstGauge::new(s.memory_rss_bytes as i64),
+        );
+        r.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            ConstGauge::new(s.memory_virtual_bytes as i64),
+        );
+        if let Some(fds) = s.open_fds {
+            r.register(
+                "process_open_fds",
+                "Number of open file descriptors",
+                ConstGauge::new(fds as i64),
+            );
+        }
+        r.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            ConstGauge::new(s.start_time.as_secs_f64()),
+        );
+        if let Some(threads) = s.threads {
+            r.register(
+                "process_threads",
+                "Number of OS threads in the process",
+                ConstGauge::new(threads as i64),
+            );
+        }
+        r.register(
+            "process_cpu_percent",
+            "CPU use between the last two samples, as a share of all cores",
+            ConstGauge::new(sample.cpu_percent_normalised),
+        );
+    }
+    if let Some(max) = inputs.max_fds {
+        r.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            ConstGauge::new(max as i64),
+        );
+    }
+    if let Some(rec) = &inputs.recovery {
+        let family = Family::<Labels, Counter>::default();
+        for (action, success, n) in &rec.by_action {
+            let labels = vec![
+                ("action".to_string(), action.as_str().to_string()),
+                (
+                    "outcome".to_string(),
+                    if *success { "success" } else { "failure" }.to_string(),
+                ),
+            ];
+            family.get_or_create(&labels).inc_by(*n);
+        }
+        r.register(
+            "socketio_recoveries",
+            "Recovery actions executed, by action and outcome",
+            family,
+        );
+        r.register(
+            "socketio_recoveries_rejected",
+            "Recovery actions blocked by the circuit breaker",
+            ConstCounter::new(rec.rejected_by_breaker),
+        );
+        r.register(
+            "socketio_circuit_breaker_trips",
+            "Times the circuit breaker opened",
+            ConstCounter::new(rec.breaker_trips),
+        );
+        let open = matches!(
+            rec.breaker_state,
+            Some(CircuitState::Open | CircuitState::ForcedOpen)
+        );
+        r.register(
+            "socketio_circuit_breaker_open",
+            "1 while the circuit breaker blocks recovery",
+            ConstGauge::new(i64::from(open)),
+        );
+    }
+    r.register(
+        "socketio_service_restarts",
+        "Successful in-process restarts of the hub listener",
+        ConstCounter::new(inputs.service_restarts),
+    );
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// User + system CPU time of this process, from `getrusage(RUSAGE_SELF)`.
+pub fn self_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a complete `rusage` into the pointer it is
+    // given; the pointer is valid and properly aligned for the whole call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: rc == 0 means the kernel filled the struct (it was zeroed before anyway).
+    let usage = unsafe { usage.assume_init() };
+    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// The soft `RLIMIT_NOFILE` of this process.
+pub fn max_fds() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into a valid, aligned pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::escalation::RecoveryAction;
+    use crate::probe::ProcessSnapshot;
+    use crate::time::WallTime;
+
+    fn inputs() -> MetricsInputs {
+        let mut snap =
+            ProcessSnapshot::new(7, "warden", &["warden"], WallTime::from_secs(1_700_000_000));
+        snap.memory_rss_bytes = 10 << 20;
+        snap.memory_virtual_bytes = 40 << 20;
+        snap.open_fds = Some(12);
+        snap.threads = Some(5);
+        MetricsInputs {
+            uptime: Duration::from_secs(3600),
+            stats: ServiceStatsSnapshot {
+                clients_connected: 3,
+                events_processed: 1250,
+                events_relayed: 1250,
+                events_dropped: 0,
+                errors: 2,
+                last_activity: None,
+            },
+            health: HealthStatus::Healthy,
+            sample: Some(ProcessSample {
+                snapshot: snap,
+                cpu_percent_normalised: 1.5,
+                cores: 2,
+                wall: WallTime::from_secs(1_700_000_100),
+            }),
+            recovery: Some(RecoveryCounts {
+                by_action: vec![(RecoveryAction::ClearConnections, true, 2)],
+                rejected_by_breaker: 1,
+                breaker_trips: 1,
+                breaker_state: Some(CircuitState::Open),
+            }),
+            service_restarts: 1,
+            cpu_seconds: self_cpu_seconds(),
+            max_fds: max_fds(),
+        }
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn the_seed_series_and_process_family_are_exposed() {
+        let text = render(&inputs()).expect("encodes");
+        assert_eq!(value(&text, "socketio_uptime_seconds"), Some(3600.0));
+        assert_eq!(value(&text, "socketio_clients_connected"), Some(3.0));
+        assert_eq!(
+            value(&text, "socketio_events_processed_total"),
+            Some(1250.0)
+        );
+        assert_eq!(value(&text, "socketio_health_status"), Some(1.0));
+        assert_eq!(
+            value(&text, "process_resident_memory_bytes"),
+            Some((10 << 20) as f64)
+        );
+        assert_eq!(value(&text, "process_open_fds"), Some(12.0));
+        assert_eq!(value(&text, "process_threads"), Some(5.0));
+        assert_eq!(
+            value(&text, "process_start_time_seconds"),
+            Some(1_700_000_000.0)
+        );
+        assert!(
+            value(&text, "process_cpu_seconds_total").is_some(),
+            "{text}"
+        );
+        assert!(value(&text, "process_max_fds").is_some_and(|v| v > 0.0));
+        assert_eq!(
+            value(
+                &text,
+                "socketio_recoveries_total{action=\"clear_connections\",outcome=\"success\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(value(&text, "socketio_circuit_breaker_open"), Some(1.0));
+        assert!(text.contains("# TYPE socketio_events_processed counter"));
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn cpu_seconds_grow_with_work() {
+        let before = self_cpu_seconds().expect("getrusage");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while self_cpu_seconds().expect("getrusage") <= before {
+            x = x.wrapping_mul(31).wrapping_add(7);
+            assert!(start.elapsed() < Duration::from_secs(60), "{x}");
+        }
+    }
+}

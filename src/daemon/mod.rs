@@ -2,11 +2,18 @@
 //! the HTTP surface and the command line. Everything here may do I/O; nothing
 //! here makes a reliability decision that the core could make instead.
 
+pub mod checkers;
 pub mod cli;
+pub mod healing;
+pub mod health_http;
 pub mod http;
 pub mod hub;
 pub mod logging;
+pub mod metrics;
+pub mod monitor;
 pub mod pidfile;
 pub mod port;
+pub mod recovery;
 pub mod server;
 pub mod sysprobe;
+pub mod systemd;

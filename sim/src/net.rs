@@ -1,0 +1,48 @@
+//! The simulated listener: turmoil's TCP listener as an
+//! [`axum::serve::Listener`], so `warden::daemon::server::serve` serves the
+//! real router and Socket.IO layer over simulated TCP, unchanged.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use turmoil::net::{TcpListener, TcpStream};
+
+/// A bound simulated listener.
+pub struct SimListener(TcpListener);
+
+impl std::fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SimListener")
+            .field(&self.0.local_addr().ok())
+            .finish()
+    }
+}
+
+impl SimListener {
+    /// Binds `0.0.0.0:port` on the current simulated host. Fails with
+    /// `AddrInUse` while another listener of this host holds the port.
+    pub async fn bind(port: u16) -> io::Result<SimListener> {
+        TcpListener::bind(("0.0.0.0", port)).await.map(SimListener)
+    }
+}
+
+impl axum::serve::Listener for SimListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                // axum's contract: the listener retries on its own. A short
+                // virtual pause keeps a persistent error from spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

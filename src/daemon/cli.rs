@@ -1,5 +1,1048 @@
-//! (being written)
+//! The command line: `warden start | stop | restart | status | health |
+//! doctor | config check | config show`, and the exit codes every command
+//! returns (documented in README.md).
+//!
+//! Each command loads the effective configuration (see `settings`), does its
+//! one job through `run` (the daemon), `control` (inspect and stop an
+//! instance) or `client` (ask a running daemon over HTTP), prints for humans
+//! on stdout and errors on stderr, and returns an exit code. Nothing here
+//! decides about PID files or health; it reports what those modules decide.
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::config::{Profile, parse_config_with_profile, render_json};
+use crate::daemon::client::{self, ClientError, HttpResponse};
+use crate::daemon::control::{self, Instance, StopOutcome};
+use crate::daemon::logging;
+use crate::daemon::pidfile::PidFileError;
+use crate::daemon::port;
+use crate::daemon::run::{self, DaemonExit, DetachOutcome, StartError};
+use crate::daemon::settings::{self, ConfigRequest, Effective, LoadError};
+use crate::daemon::sysprobe::SysinfoProbe;
+use crate::errors::{
+    ConflictingProcess, DaemonConflictError, Platform, PortConflictError, PortHolder,
+    StaleProcessError, WardenError, format_troubleshooting_guide_with_log,
+};
+use crate::probe::ProcessProbe;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// Any failure without a more specific code.
+pub const EXIT_FAILURE: i32 = 1;
+/// Bad command-line usage (clap's own code).
+pub const EXIT_USAGE: i32 = 2;
+/// `stop`, `status`, `health`: no warden runs on that port (no PID file, or a
+/// stale one).
+pub const EXIT_NOT_RUNNING: i32 = 3;
+/// `status`, `health`: the warden runs (its PID file is locked) but does not
+/// answer over HTTP.
+pub const EXIT_NOT_ANSWERING: i32 = 4;
+/// `health`: the daemon answered that it is critical (HTTP 503).
+pub const EXIT_UNHEALTHY: i32 = 5;
+/// `start`: another warden already runs on that port (DaemonConflictError).
+pub const EXIT_DAEMON_CONFLICT: i32 = 10;
+/// `start`: the port is held by another program (PortConflictError).
+pub const EXIT_PORT_CONFLICT: i32 = 11;
+/// The daemon stopped itself because recovery failed (emergency stop). A
+/// supervisor must not restart it blindly: systemd
+/// `RestartPreventExitStatus=69 78`. (sysexits' EX_UNAVAILABLE.)
+pub const EXIT_EMERGENCY_STOP: i32 = 69;
+/// The PID file or state directory cannot be used (a symlink at the PID
+/// path, permissions, not a regular file). (sysexits' EX_CANTCREAT.)
+pub const EXIT_PID_FILE: i32 = 73;
+/// Invalid configuration: bad file, unknown key, out-of-range value, missing
+/// `--config` file, bad flag value. Nothing was started. (sysexits' EX_CONFIG.)
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Default seconds `stop` waits after SIGTERM before SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT_SECS: f64 = 10.0;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "A self-healing Socket.IO event hub daemon",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 not running, 4 not answering, \
+                  5 unhealthy, 10 daemon conflict, 11 port conflict, 69 emergency stop, \
+                  73 PID file unusable, 78 config error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (in the foreground unless --detach).
+    Start(StartArgs),
+    /// Stop the daemon of a port: SIGTERM, wait, then SIGKILL.
+    Stop(StopArgs),
+    /// Stop the daemon if it runs, then start it with the given flags.
+    Restart(RestartArgs),
+    /// Whether a daemon runs on the port, and what it says about itself.
+    Status(StatusArgs),
+    /// Print the running daemon's /health.
+    Health(TargetArgs),
+    /// Diagnose the port: PID file, port owner, config; print a troubleshooting guide.
+    Doctor(DoctorArgs),
+    /// Validate or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Development,
+    Production,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Profile {
+        match p {
+            ProfileArg::Development => Profile::Development,
+            ProfileArg::Production => Profile::Production,
+        }
+    }
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// Config file (default: <state dir>/socketio-config.json when present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// State directory for the PID file and default log (default ~/.claude-mpm).
+    #[arg(long, value_name = "DIR", env = "WARDEN_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Preset values under the file's own.
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
+}
+
+/// Which daemon a command talks to.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TargetArgs {
+    /// Host to contact (default: the host in the PID file, else the config's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port of the daemon (default: the config's, 8765).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct StartArgs {
+    /// Address to bind (default localhost).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind (default 8765).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run in the background: print the pid once it serves, then exit.
+    #[arg(long)]
+    pub detach: bool,
+    /// Internal: this process is the child of `--detach`.
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STOP_TIMEOUT_SECS)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STOP_TIMEOUT_SECS)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file without starting anything.
+    Check {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
+    },
+    /// Print the effective configuration (defaults < profile < file < flags) as JSON.
+    Show {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Parses `std::env::args_os()` and runs the command; returns the exit code.
 pub fn main() -> i32 {
-    2
+    main_from(std::env::args_os())
+}
+
+/// As [`main`], with explicit arguments (the first is the program name).
+pub fn main_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match cli.command {
+        Command::Start(args) => cmd_start(&args),
+        Command::Stop(args) => cmd_stop(&args),
+        Command::Restart(args) => cmd_restart(&args),
+        Command::Status(args) => cmd_status(&args),
+        Command::Health(args) => cmd_health(&args),
+        Command::Doctor(args) => cmd_doctor(&args),
+        Command::Config(ConfigCommand::Check { file, profile }) => {
+            cmd_config_check(&file, profile.map(Profile::from))
+        }
+        Command::Config(ConfigCommand::Show { host, port, config }) => {
+            cmd_config_show(&request(host, port, &config))
+        }
+    }
+}
+
+fn request(host: Option<String>, port: Option<u16>, c: &ConfigArgs) -> ConfigRequest {
+    ConfigRequest {
+        config_file: c.config.clone(),
+        state_dir: c.state_dir.clone(),
+        profile: c.profile.map(Profile::from),
+        host,
+        port,
+    }
+}
+
+fn load_or_report(req: &ConfigRequest) -> Result<Effective, i32> {
+    settings::load(req).map_err(|e| {
+        eprintln!("warden: configuration error: {e}");
+        match e {
+            LoadError::NoHome { .. } | LoadError::Read { .. } => EXIT_CONFIG,
+            LoadError::Missing { .. } | LoadError::TooLarge { .. } | LoadError::Invalid(_) => {
+                EXIT_CONFIG
+            }
+        }
+    })
+}
+
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("warden: cannot start the async runtime: {e}");
+            EXIT_FAILURE
+        })
+}
+
+// ---------------------------------------------------------------------------
+// start
+
+fn cmd_start(args: &StartArgs) -> i32 {
+    let effective = match load_or_report(&request(args.host.clone(), args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if args.detach && !args.detached_child {
+        return start_detached(args, &effective);
+    }
+    run_foreground(&effective, args.detached_child)
+}
+
+/// The arguments the detached child runs with: the same flags, plus the
+/// internal marker.
+fn child_args(args: &StartArgs) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec!["start".into()];
+    if let Some(host) = &args.host {
+        out.extend(["--host".into(), host.into()]);
+    }
+    if let Some(port) = args.port {
+        out.extend(["--port".into(), port.to_string().into()]);
+    }
+    if let Some(config) = &args.config.config {
+        out.extend(["--config".into(), config.into()]);
+    }
+    if let Some(dir) = &args.config.state_dir {
+        out.extend(["--state-dir".into(), dir.into()]);
+    }
+    if let Some(profile) = args.config.profile {
+        let name = match profile {
+            ProfileArg::Development => "development",
+            ProfileArg::Production => "production",
+        };
+        out.extend(["--profile".into(), name.into()]);
+    }
+    out.push("--detached-child".into());
+    out
+}
+
+fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("warden: cannot find my own executable to detach: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    match run::spawn_detached(exe, child_args(args), effective) {
+        Ok(DetachOutcome::Ready { pid, output }) => {
+            eprint!("{output}");
+            eprintln!(
+                "warden started in the background: pid {pid}, http://{}:{}",
+                effective.host(),
+                effective.port()
+            );
+            println!("{pid}");
+            EXIT_OK
+        }
+        Ok(DetachOutcome::Failed { code, output }) => {
+            eprint!("{output}");
+            eprintln!("warden: the background daemon failed to start (exit code {code})");
+            code
+        }
+        Ok(DetachOutcome::NotReady { pid, output }) => {
+            eprint!("{output}");
+            eprintln!(
+                "warden: the background daemon (pid {pid}) did not become ready within {}s; \
+                 it was left running. Check its log ({}) and `warden status --port {}`.",
+                run::DETACH_READY_TIMEOUT.as_secs(),
+                effective
+                    .config
+                    .logging
+                    .file
+                    .as_deref()
+                    .map_or_else(|| "stderr".to_string(), |p| p.display().to_string()),
+                effective.port()
+            );
+            EXIT_FAILURE
+        }
+        Err(e) => {
+            eprintln!("warden: cannot start the background daemon: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
+    let guard = match logging::init(&effective.config.logging, logging::env_debug_requested()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("warden: cannot set up logging: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    if let Some(file) = &effective.config_file {
+        tracing::info!("configuration read from {}", file.display());
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warden: cannot start the async runtime: {e}");
+            drop(guard);
+            return EXIT_FAILURE;
+        }
+    };
+    let result = runtime.block_on(run::run(effective, |_daemon| {
+        if detached_child && let Err(e) = run::detach_stdio() {
+            tracing::warn!("could not detach stdio: {e}");
+        }
+    }));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let code = match result {
+        Ok(DaemonExit::Signal(_)) => EXIT_OK,
+        Ok(DaemonExit::EmergencyStop { .. }) => EXIT_EMERGENCY_STOP,
+        Err(e) => {
+            eprintln!("{e}");
+            start_error_code(&e)
+        }
+    };
+    // Flushes the log file; must happen before process::exit.
+    drop(guard);
+    code
+}
+
+/// The exit code for a failed start.
+pub fn start_error_code(e: &StartError) -> i32 {
+    match e {
+        StartError::DaemonConflict(_) => EXIT_DAEMON_CONFLICT,
+        StartError::PortConflict(_) => EXIT_PORT_CONFLICT,
+        StartError::PidFile(PidFileError::Conflict { .. }) => EXIT_DAEMON_CONFLICT,
+        StartError::PidFile(_) => EXIT_PID_FILE,
+        StartError::Cors(_) => EXIT_CONFIG,
+        StartError::Bind(_) | StartError::Internal(_) => EXIT_FAILURE,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// stop / restart
+
+fn stop_timeout(secs: f64) -> Result<Duration, i32> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        eprintln!("warden: --timeout must be a non-negative number of seconds, not {secs}");
+        EXIT_USAGE
+    })
+}
+
+fn inspect_or_report(effective: &Effective, probe: &dyn ProcessProbe) -> Result<Instance, i32> {
+    control::inspect(&effective.state_dir, effective.port(), probe).map_err(|e| {
+        eprintln!("warden: {e}");
+        match e {
+            PidFileError::Symlink { .. } | PidFileError::NotRegularFile { .. } => EXIT_PID_FILE,
+            _ => EXIT_FAILURE,
+        }
+    })
+}
+
+fn describe_not_running(instance: &Instance, port: u16) -> String {
+    match instance {
+        Instance::NotRunning { pid_file } => format!(
+            "warden is not running on port {port} (no PID file at {})",
+            pid_file.display()
+        ),
+        Instance::Stale {
+            pid_file, reason, ..
+        } => format!(
+            "warden is not running on port {port}: the PID file {} is stale ({reason}); \
+             the next start removes it",
+            pid_file.display()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// Stops the instance of `effective`'s port. `Ok(true)` when one was stopped,
+/// `Ok(false)` when none ran.
+fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> {
+    let probe = SysinfoProbe::new();
+    let instance = inspect_or_report(effective, &probe)?;
+    match instance {
+        Instance::NotRunning { .. } | Instance::Stale { .. } => {
+            eprintln!("{}", describe_not_running(&instance, effective.port()));
+            Ok(false)
+        }
+        Instance::Unverifiable { pid_file, why, .. } => {
+            eprintln!(
+                "warden: refusing to stop anything: the PID file {} is locked, but {why}. \
+                 Run `warden doctor --port {}` for the steps to resolve it.",
+                pid_file.display(),
+                effective.port()
+            );
+            Err(EXIT_FAILURE)
+        }
+        Instance::Running { process, .. } => match control::stop(&process, timeout, &probe) {
+            Ok(StopOutcome::Terminated { pid }) => {
+                eprintln!("stopped warden (pid {pid}) on port {}", effective.port());
+                Ok(true)
+            }
+            Ok(StopOutcome::Killed { pid }) => {
+                eprintln!(
+                    "warden (pid {pid}) did not stop within {timeout:?} and was killed (SIGKILL); \
+                     its PID file is left and the next start clears it"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                eprintln!("warden: {e}");
+                Err(EXIT_FAILURE)
+            }
+        },
+    }
+}
+
+fn cmd_stop(args: &StopArgs) -> i32 {
+    let t = &args.target;
+    let effective = match load_or_report(&request(t.host.clone(), t.port, &t.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let timeout = match stop_timeout(args.timeout) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match stop_instance(&effective, timeout) {
+        Ok(true) => EXIT_OK,
+        Ok(false) => EXIT_NOT_RUNNING,
+        Err(code) => code,
+    }
+}
+
+fn cmd_restart(args: &RestartArgs) -> i32 {
+    let s = &args.start;
+    let effective = match load_or_report(&request(s.host.clone(), s.port, &s.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let timeout = match stop_timeout(args.timeout) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if let Err(code) = stop_instance(&effective, timeout) {
+        return code;
+    }
+    if s.detach {
+        start_detached(s, &effective)
+    } else {
+        run_foreground(&effective, false)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// status / health
+
+/// The host to contact: the flag, else the PID file's, else the config's.
+fn contact_host(flag: Option<&str>, instance: &Instance, effective: &Effective) -> String {
+    if let Some(h) = flag {
+        return h.to_string();
+    }
+    match instance {
+        Instance::Running { record, .. } if !record.host.is_empty() => record.host.clone(),
+        _ => effective.host().to_string(),
+    }
+}
+
+fn cmd_status(args: &StatusArgs) -> i32 {
+    let t = &args.target;
+    let effective = match load_or_report(&request(None, t.port, &t.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let probe = SysinfoProbe::new();
+    let instance = match inspect_or_report(&effective, &probe) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let port = effective.port();
+    let mut report = json!({
+        "state": instance.state(),
+        "port": port,
+        "pid_file": instance.pid_file().display().to_string(),
+    });
+    let code = match &instance {
+        Instance::NotRunning { .. } | Instance::Stale { .. } => {
+            if let Instance::Stale { reason, .. } = &instance {
+                report["stale_reason"] = json!(reason.to_string());
+            }
+            if !args.json {
+                println!("{}", describe_not_running(&instance, port));
+            }
+            EXIT_NOT_RUNNING
+        }
+        Instance::Unverifiable { why, .. } => {
+            report["detail"] = json!(why);
+            if !args.json {
+                println!(
+                    "warden on port {port}: the PID file {} is locked, but {why}",
+                    instance.pid_file().display()
+                );
+            }
+            EXIT_FAILURE
+        }
+        Instance::Running { record, .. } => {
+            let host = contact_host(t.host.as_deref(), &instance, &effective);
+            report["pid"] = json!(record.pid);
+            report["host"] = json!(host);
+            report["server_id"] = json!(record.server_id);
+            report["started"] = json!(record.start_time.to_iso8601());
+            match http_get(&host, port, "/status") {
+                Ok(resp) if resp.status == 200 => {
+                    let body = resp.json().unwrap_or(Value::Null);
+                    if !args.json {
+                        println!(
+                            "warden is running on {host}:{port}: pid {}, version {}, uptime {}s, \
+                             {} clients, health {}",
+                            record.pid,
+                            body["version"].as_str().unwrap_or("?"),
+                            body["uptime"],
+                            body["clients"],
+                            body["health"].as_str().unwrap_or("?"),
+                        );
+                    }
+                    report["status"] = body;
+                    EXIT_OK
+                }
+                Ok(resp) => {
+                    let detail = format!("GET /status answered HTTP {}", resp.status);
+                    not_answering(&mut report, args.json, record.pid, &host, port, &detail)
+                }
+                Err(e) => not_answering(
+                    &mut report,
+                    args.json,
+                    record.pid,
+                    &host,
+                    port,
+                    &e.to_string(),
+                ),
+            }
+        }
+    };
+    if args.json {
+        println!("{report}");
+    }
+    code
+}
+
+fn not_answering(
+    report: &mut Value,
+    as_json: bool,
+    pid: u32,
+    host: &str,
+    port: u16,
+    detail: &str,
+) -> i32 {
+    report["state"] = json!("not_answering");
+    report["detail"] = json!(detail);
+    if !as_json {
+        println!(
+            "warden (pid {pid}) holds the PID file of port {port} but does not answer on \
+             {host}:{port}: {detail}"
+        );
+    }
+    EXIT_NOT_ANSWERING
+}
+
+fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ClientError::Io {
+            host: host.to_string(),
+            port,
+            source: e,
+        })?;
+    runtime.block_on(client::get(host, port, path))
+}
+
+fn cmd_health(args: &TargetArgs) -> i32 {
+    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if let Err(code) = current_thread_runtime() {
+        return code;
+    }
+    let probe = SysinfoProbe::new();
+    let instance = match inspect_or_report(&effective, &probe) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let port = effective.port();
+    if matches!(
+        instance,
+        Instance::NotRunning { .. } | Instance::Stale { .. }
+    ) {
+        eprintln!("{}", describe_not_running(&instance, port));
+        return EXIT_NOT_RUNNING;
+    }
+    let host = contact_host(args.host.as_deref(), &instance, &effective);
+    let mut response = http_get(&host, port, "/health");
+    if matches!(&response, Ok(r) if r.status == 404) {
+        // A daemon without the health monitor: /status carries its health.
+        response = http_get(&host, port, "/status");
+    }
+    match response {
+        Ok(resp) => {
+            match resp.json() {
+                Ok(body) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_else(|_| resp.text())
+                ),
+                Err(_) => println!("{}", resp.text()),
+            }
+            match resp.status {
+                200..=299 => EXIT_OK,
+                503 => EXIT_UNHEALTHY,
+                _ => EXIT_FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("warden on port {port} does not answer: {e}");
+            EXIT_NOT_ANSWERING
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// doctor
+
+fn cmd_doctor(args: &DoctorArgs) -> i32 {
+    let t = &args.target;
+    let req = request(None, t.port, &t.config);
+    let platform = Platform::current();
+    let mut findings: Vec<String> = Vec::new();
+    let mut guides: Vec<String> = Vec::new();
+    let mut facts: Vec<String> = Vec::new();
+
+    let effective = match settings::load(&req) {
+        Ok(e) => e,
+        Err(e) => {
+            findings.push(format!("The configuration is invalid: {e}"));
+            // Diagnose the rest with the defaults and the flags.
+            let fallback = ConfigRequest {
+                config_file: None,
+                ..req.clone()
+            };
+            match settings::load_with_home(&fallback, settings::home_dir().as_deref()) {
+                Ok(e) => e,
+                Err(e2) => {
+                    eprintln!("warden: cannot diagnose without a state directory: {e2}");
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+    };
+    let port = effective.port();
+    let log_file = effective.config.logging.file.clone();
+    facts.push(format!(
+        "state directory: {}",
+        effective.state_dir.display()
+    ));
+    facts.push(format!(
+        "config file: {}",
+        effective.config_file.as_deref().map_or_else(
+            || "none (defaults)".to_string(),
+            |p| p.display().to_string()
+        )
+    ));
+    facts.push(format!("port: {port}"));
+
+    let probe = SysinfoProbe::new();
+    let mut warden_pid = None;
+    match control::inspect(&effective.state_dir, port, &probe) {
+        Err(e) => findings.push(format!("The PID file cannot be used: {e}")),
+        Ok(instance) => {
+            facts.push(format!(
+                "PID file: {} ({})",
+                instance.pid_file().display(),
+                instance.state()
+            ));
+            match &instance {
+                Instance::NotRunning { .. } => {}
+                Instance::Stale {
+                    pid_file,
+                    content,
+                    reason,
+                } => {
+                    findings.push(format!(
+                        "A stale PID file was left behind ({reason}); the next start removes it."
+                    ));
+                    let process_status = match content.pid().map(|p| probe.probe(p)) {
+                        Some(crate::probe::ProbeOutcome::Found(s)) => s.status.as_str().to_string(),
+                        Some(crate::probe::ProbeOutcome::NotFound) => "not found".to_string(),
+                        Some(crate::probe::ProbeOutcome::Unavailable { .. }) => {
+                            "unknown".to_string()
+                        }
+                        None => "none recorded".to_string(),
+                    };
+                    guides.push(guide(
+                        &WardenError::StaleProcess(StaleProcessError {
+                            pid: content.pid(),
+                            pid_file: pid_file.clone(),
+                            reason: reason.clone(),
+                            process_status,
+                            cleanup_error: None,
+                        }),
+                        platform,
+                        log_file.as_deref(),
+                    ));
+                }
+                Instance::Running {
+                    pid_file,
+                    record,
+                    process,
+                } => {
+                    warden_pid = Some(record.pid);
+                    let host = contact_host(t.host.as_deref(), &instance, &effective);
+                    match http_get(&host, port, "/status") {
+                        Ok(r) if r.status == 200 => facts.push(format!(
+                            "warden pid {} runs and answers on {host}:{port}",
+                            record.pid
+                        )),
+                        Ok(r) => findings.push(format!(
+                            "warden pid {} runs but GET /status answered HTTP {}",
+                            record.pid, r.status
+                        )),
+                        Err(e) => findings.push(format!(
+                            "warden pid {} holds the PID file but does not answer: {e}",
+                            record.pid
+                        )),
+                    }
+                    findings.push(format!(
+                        "A warden already runs on port {port} (pid {}): another start on this \
+                         port fails with a daemon conflict.",
+                        record.pid
+                    ));
+                    guides.push(guide(
+                        &WardenError::DaemonConflict(DaemonConflictError {
+                            port,
+                            existing_pid: Some(record.pid),
+                            server_id: Some(record.server_id.clone()),
+                            pid_file: pid_file.clone(),
+                            process: Some(ConflictingProcess {
+                                name: process.name.clone(),
+                                status: process.status.as_str().to_string(),
+                                started: Some(process.start_time),
+                                memory_mb: Some(process.memory_mb()),
+                                cmdline: (!process.cmdline.is_empty())
+                                    .then(|| process.cmdline.join(" ")),
+                            }),
+                            observed_at: run::wall_now(),
+                        }),
+                        platform,
+                        log_file.as_deref(),
+                    ));
+                }
+                Instance::Unverifiable { pid_file, why, .. } => findings.push(format!(
+                    "The PID file {} is locked, but {why}. warden will not signal it; \
+                     find the holder with `lsof {}`.",
+                    pid_file.display(),
+                    pid_file.display()
+                )),
+            }
+        }
+    }
+
+    match port::port_owner(port) {
+        Some(owner) if Some(owner.pid) != warden_pid => {
+            findings.push(format!(
+                "Port {port} is held by pid {} ({}), which is not the warden of this state \
+                 directory.",
+                owner.pid,
+                owner.command()
+            ));
+            guides.push(guide(
+                &WardenError::PortConflict(PortConflictError {
+                    host: effective.host().to_string(),
+                    port,
+                    conflicting_process: Some(PortHolder {
+                        pid: owner.pid,
+                        cmdline: (!owner.cmdline.is_empty()).then(|| owner.command()),
+                        name: owner.name,
+                    }),
+                }),
+                platform,
+                log_file.as_deref(),
+            ));
+        }
+        Some(owner) => facts.push(format!("port {port} is held by warden pid {}", owner.pid)),
+        None if warden_pid.is_none() && run::port_accepts(effective.host(), port) => {
+            findings.push(format!(
+                "Port {port} accepts connections but its owner is not visible to this user."
+            ));
+            guides.push(guide(
+                &WardenError::PortConflict(PortConflictError {
+                    host: effective.host().to_string(),
+                    port,
+                    conflicting_process: None,
+                }),
+                platform,
+                log_file.as_deref(),
+            ));
+        }
+        None => facts.push(format!("port {port}: no listener owned by another program")),
+    }
+
+    let mut out = String::new();
+    out.push_str("WARDEN DOCTOR\n\nFACTS\n");
+    for f in &facts {
+        out.push_str(&format!("  - {f}\n"));
+    }
+    out.push_str("\nFINDINGS\n");
+    if findings.is_empty() {
+        out.push_str("  No problems found.\n");
+    }
+    for f in &findings {
+        out.push_str(&format!("  - {f}\n"));
+    }
+    for g in &guides {
+        out.push('\n');
+        out.push_str(g);
+    }
+    match &args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &out) {
+                eprintln!("warden: cannot write {}: {e}", path.display());
+                return EXIT_FAILURE;
+            }
+            println!(
+                "{} finding(s); troubleshooting report written to {}",
+                findings.len(),
+                path.display()
+            );
+        }
+        None => print!("{out}"),
+    }
+    if findings.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+fn guide(err: &WardenError, platform: Platform, log_file: Option<&Path>) -> String {
+    format_troubleshooting_guide_with_log(err, platform, log_file)
+}
+
+// ---------------------------------------------------------------------------
+// config
+
+fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "warden: cannot read the config file {}: {e}",
+                file.display()
+            );
+            return EXIT_CONFIG;
+        }
+    };
+    match parse_config_with_profile(&text, file, profile) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid (port {}, host {}, profile {})",
+                file.display(),
+                cfg.server.port,
+                cfg.server.host,
+                cfg.profile.map_or("none", |p| match p {
+                    Profile::Development => "development",
+                    Profile::Production => "production",
+                })
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("warden: configuration error: {e}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn cmd_config_show(req: &ConfigRequest) -> i32 {
+    match load_or_report(req) {
+        Ok(effective) => {
+            println!("{}", render_json(&effective.config));
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn detached_child_gets_the_same_flags() {
+        let cli = Cli::try_parse_from([
+            "warden",
+            "start",
+            "--port",
+            "9001",
+            "--state-dir",
+            "/tmp/x",
+            "--profile",
+            "production",
+            "--detach",
+        ])
+        .unwrap();
+        let Command::Start(args) = cli.command else {
+            panic!("not start")
+        };
+        let child: Vec<String> = child_args(&args)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            child,
+            [
+                "start",
+                "--port",
+                "9001",
+                "--state-dir",
+                "/tmp/x",
+                "--profile",
+                "production",
+                "--detached-child"
+            ]
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let codes = [
+            EXIT_OK,
+            EXIT_FAILURE,
+            EXIT_USAGE,
+            EXIT_NOT_RUNNING,
+            EXIT_NOT_ANSWERING,
+            EXIT_UNHEALTHY,
+            EXIT_DAEMON_CONFLICT,
+            EXIT_PORT_CONFLICT,
+            EXIT_EMERGENCY_STOP,
+            EXIT_PID_FILE,
+            EXIT_CONFIG,
+        ];
+        let unique: std::collections::BTreeSet<_> = codes.iter().collect();
+        assert_eq!(unique.len(), codes.len());
+        assert!(codes.iter().all(|c| (0..=125).contains(c)));
+    }
+
+    #[test]
+    fn usage_errors_exit_with_the_usage_code() {
+        assert_eq!(
+            main_from(["warden", "start", "--port", "notaport"]),
+            EXIT_USAGE
+        );
+        assert_eq!(main_from(["warden", "frobnicate"]), EXIT_USAGE);
+    }
 }

@@ -4,6 +4,8 @@
 
 pub mod checkers;
 pub mod cli;
+pub mod client;
+pub mod control;
 pub mod healing;
 pub mod health_http;
 pub mod http;
@@ -14,6 +16,8 @@ pub mod monitor;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;
+pub mod run;
 pub mod server;
+pub mod settings;
 pub mod sysprobe;
 pub mod systemd;

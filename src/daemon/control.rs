@@ -1,0 +1,285 @@
+//! Looking at, and stopping, the warden recorded for a port: what `warden
+//! status`, `stop`, `restart` and `doctor` know about an instance.
+//!
+//! [`inspect`] reads the PID file without claiming it and classifies the
+//! instance. A pid is only ever signalled when the file's lock is held *and*
+//! the live process's identity (OS start time, command line) matches the
+//! record, judged by the core's own lifecycle rules ([`crate::pidfile::decide`]).
+//! A legacy or corrupt file, or a record whose pid now names another
+//! program, is never signalled.
+//!
+//! Not here: the daemon's side of a shutdown (see `run`), the CLI's wording.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::daemon::pidfile::{PidFile, PidFileError};
+use crate::daemon::run::wall_now;
+use crate::pidfile::{
+    ClaimDecision, ClaimFacts, Claimant, LockObservation, PidFileContent, PidRecord, StaleReason,
+    decide,
+};
+use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot};
+
+/// How often `stop` looks whether the process has exited.
+pub const STOP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long `stop` waits after SIGKILL for the process to go.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What the PID file of a port says about its instance.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Instance {
+    /// No PID file.
+    NotRunning { pid_file: PathBuf },
+    /// A PID file nobody holds: left by an instance that did not exit
+    /// cleanly. The next start removes it.
+    Stale {
+        pid_file: PathBuf,
+        content: PidFileContent,
+        reason: StaleReason,
+    },
+    /// A live warden holds the file and its identity matches the record.
+    Running {
+        pid_file: PathBuf,
+        record: Box<PidRecord>,
+        process: Box<ProcessSnapshot>,
+    },
+    /// The file is locked, but warden cannot tell which process to talk to
+    /// safely (legacy or corrupt content, a reused pid, a process it cannot
+    /// see). Never signalled.
+    Unverifiable {
+        pid_file: PathBuf,
+        content: PidFileContent,
+        why: String,
+    },
+}
+
+impl Instance {
+    pub fn pid_file(&self) -> &Path {
+        match self {
+            Instance::NotRunning { pid_file }
+            | Instance::Stale { pid_file, .. }
+            | Instance::Running { pid_file, .. }
+            | Instance::Unverifiable { pid_file, .. } => pid_file,
+        }
+    }
+
+    /// The state word used by `status --json`.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Instance::NotRunning { .. } => "not_running",
+            Instance::Stale { .. } => "stale",
+            Instance::Running { .. } => "running",
+            Instance::Unverifiable { .. } => "unverifiable",
+        }
+    }
+}
+
+/// Reads and classifies the PID file of `port` in `state_dir`.
+pub fn inspect(
+    state_dir: &Path,
+    port: u16,
+    probe: &dyn ProcessProbe,
+) -> Result<Instance, PidFileError> {
+    let pid_file = PidFile::path(state_dir, port);
+    let Some((content, held)) = PidFile::read(state_dir, port)? else {
+        return Ok(Instance::NotRunning { pid_file });
+    };
+    let me = std::process::id();
+    let recorded_process = content.pid().filter(|p| *p != me).map(|p| probe.probe(p));
+    let file_modified = std::fs::symlink_metadata(&pid_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| {
+            let ms = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            crate::time::WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+        });
+    // What the lifecycle would decide if this process took the free lock:
+    // Conflict means the recorded process is a live owner whose identity
+    // matches the record; Stale says why it is not.
+    let facts = ClaimFacts {
+        lock: LockObservation::Acquired,
+        content: content.clone(),
+        recorded_process: recorded_process.clone(),
+        file_modified,
+        me: Claimant {
+            pid: me,
+            process_start_time: None,
+        },
+        now: wall_now(),
+    };
+    let decision = decide(&facts);
+    if !held {
+        let reason = match decision {
+            ClaimDecision::Stale(reason) => reason,
+            // Not locked, yet the recorded process looks alive and like the
+            // writer: an owner that does not hold its lock. Call it stale
+            // with the lock as the reason; start will refuse it anyway.
+            _ => StaleReason::LockNotHeld {
+                pid: content.pid().unwrap_or(0),
+                probe_error: "the PID file is not locked by any process".to_string(),
+            },
+        };
+        return Ok(Instance::Stale {
+            pid_file,
+            content,
+            reason,
+        });
+    }
+    let unverifiable = |why: String| Instance::Unverifiable {
+        pid_file: pid_file.clone(),
+        content: content.clone(),
+        why,
+    };
+    let record = match &content {
+        PidFileContent::Record(r) => r.clone(),
+        PidFileContent::Legacy(pid) => {
+            return Ok(unverifiable(format!(
+                "it holds only a bare pid ({pid}), so the process cannot be verified"
+            )));
+        }
+        PidFileContent::Absent | PidFileContent::Empty => {
+            return Ok(unverifiable(
+                "it is empty (an instance may be starting right now)".to_string(),
+            ));
+        }
+        PidFileContent::Corrupt { detail } => {
+            return Ok(unverifiable(format!("it is corrupt: {detail}")));
+        }
+    };
+    if record.process_start_time.is_none() && record.cmdline.is_empty() {
+        return Ok(unverifiable(format!(
+            "its record for pid {} has neither a start time nor a command line to verify",
+            record.pid
+        )));
+    }
+    match (decision, recorded_process) {
+        (ClaimDecision::Conflict { .. }, Some(ProbeOutcome::Found(process))) => {
+            Ok(Instance::Running {
+                pid_file,
+                record: Box::new(record),
+                process: Box::new(process),
+            })
+        }
+        (ClaimDecision::Stale(reason), _) => Ok(unverifiable(format!(
+            "it is locked, but its record does not match pid {}: {reason}",
+            record.pid
+        ))),
+        (_, Some(ProbeOutcome::Unavailable { reason })) => Ok(unverifiable(format!(
+            "process {} cannot be inspected: {reason}",
+            record.pid
+        ))),
+        (_, None) => Ok(unverifiable("it names this very process".to_string())),
+        (_, Some(other)) => Ok(unverifiable(format!(
+            "process {} could not be verified ({other:?})",
+            record.pid
+        ))),
+    }
+}
+
+/// How a stop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Exited after SIGTERM.
+    Terminated { pid: u32 },
+    /// Did not exit within the timeout; SIGKILL was sent and it exited.
+    Killed { pid: u32 },
+}
+
+/// Why a stop failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    #[error("cannot signal pid {pid}: {source}")]
+    Signal { pid: u32, source: std::io::Error },
+    #[error("pid {pid} did not exit even after SIGKILL ({}s)", KILL_WAIT.as_secs())]
+    Survived { pid: u32 },
+    #[error(
+        "pid {pid} changed identity while warden waited for it to stop; not signalling it again"
+    )]
+    IdentityChanged { pid: u32 },
+    #[error("refusing to signal pid {pid}: 0 and 1 are never signalled")]
+    Unsafe { pid: u32 },
+}
+
+/// Sends SIGTERM to the verified instance `process`, waits up to `timeout`
+/// for it to exit, then (after re-checking its identity) SIGKILL.
+pub fn stop(
+    process: &ProcessSnapshot,
+    timeout: Duration,
+    probe: &dyn ProcessProbe,
+) -> Result<StopOutcome, StopError> {
+    let pid = process.pid;
+    signal(pid, libc::SIGTERM)?;
+    if wait_gone(process, timeout, probe) {
+        return Ok(StopOutcome::Terminated { pid });
+    }
+    match probe.probe(pid) {
+        ProbeOutcome::Found(now) if !now.status.has_exited() => {
+            if now.start_time != process.start_time {
+                return Err(StopError::IdentityChanged { pid });
+            }
+        }
+        _ => return Ok(StopOutcome::Terminated { pid }),
+    }
+    tracing::warn!("pid {pid} did not stop within {timeout:?}: sending SIGKILL");
+    signal(pid, libc::SIGKILL)?;
+    if wait_gone(process, KILL_WAIT, probe) {
+        Ok(StopOutcome::Killed { pid })
+    } else {
+        Err(StopError::Survived { pid })
+    }
+}
+
+/// True once `process` has exited (gone, zombie, or its pid reused).
+fn wait_gone(process: &ProcessSnapshot, timeout: Duration, probe: &dyn ProcessProbe) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let gone = match probe.probe(process.pid) {
+            ProbeOutcome::Found(now) => {
+                now.status.has_exited() || now.start_time != process.start_time
+            }
+            ProbeOutcome::NotFound => true,
+            // Cannot see it: fall back on kill(pid, 0).
+            ProbeOutcome::Unavailable { .. } => !pid_exists(process.pid),
+        };
+        if gone {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(STOP_POLL_INTERVAL);
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> Result<(), StopError> {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return Err(StopError::Unsafe { pid });
+    };
+    if raw <= 1 {
+        return Err(StopError::Unsafe { pid });
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a single
+    // positive pid verified above (never 0, -1 or a process group).
+    let rc = unsafe { libc::kill(raw, sig) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        return Ok(()); // already gone
+    }
+    Err(StopError::Signal { pid, source: err })
+}
+
+fn pid_exists(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(raw, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

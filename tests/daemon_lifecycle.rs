@@ -1,0 +1,181 @@
+//! The real binary's lifecycle: start / status / stop, restart, --detach,
+//! SIGTERM with a connected Socket.IO client, and events relayed end to end
+//! (a real rust_socketio client emits, another receives; POST /api/events
+//! reaches a client).
+
+mod daemon_common;
+mod hub_common;
+
+use daemon_common::*;
+use hub_common::TestClient;
+use rust_socketio::TransportType;
+use serde_json::{Value, json};
+
+#[test]
+fn start_status_stop_round_trip() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+
+    let record = env.pid_record().unwrap();
+    assert_eq!(record["port"], env.port);
+    assert_eq!(record["lock_acquired"], true);
+    assert_eq!(record["created_by"], "warden");
+    assert!(record["process_start_time"].as_u64().is_some(), "{record}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(env.pid_file()).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("is running") && stdout.contains(&daemon.pid().to_string()),
+        "{stdout}"
+    );
+
+    let out = env.run(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["pid"], daemon.pid());
+    assert_eq!(status["status"]["status"], "running");
+
+    let out = env.run(&["health"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let health: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(health.get("status").is_some(), "{health}");
+
+    let out = env.run(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("pid {}", daemon.pid())));
+    assert_eq!(daemon.wait_exit().code(), Some(0), "{}", daemon.stderr());
+    assert!(!env.pid_file().exists());
+
+    // Now nothing runs: status and stop say so with the not-running code.
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    assert!(text(&out.stdout).contains("not running"));
+    let out = env.run(&["stop"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    let out = env.run(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "not_running");
+}
+
+#[test]
+fn sigterm_with_connected_clients_exits_zero_and_removes_the_pid_file() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (ws, polling) = runtime.block_on(async {
+        let ws = TestClient::connect(&env.url()).await;
+        let polling = TestClient::connect_with(&env.url(), TransportType::Polling, false).await;
+        (ws, polling)
+    });
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    assert!(!env.pid_file().exists());
+    // Both transports were closed by the server (rust_socketio itself only
+    // notices on its heartbeat schedule, so the daemon's count is the witness).
+    let log = std::fs::read_to_string(env.log_file()).unwrap();
+    assert!(log.contains("stopped: 2 clients closed"), "{log}");
+    drop((ws, polling, runtime));
+    assert!(log.contains("received Terminate"), "{log}");
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    daemon.signal(libc::SIGINT);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    assert!(!env.pid_file().exists());
+}
+
+#[test]
+fn events_are_relayed_end_to_end_through_the_binary() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let hook = TestClient::connect(&env.url()).await;
+        let dashboard = TestClient::connect(&env.url()).await;
+        hook.emit("claude_event", json!({"type": "pre_tool", "n": 1}))
+            .await;
+        let got = dashboard.recorder.wait_for("claude_event", 1).await;
+        assert_eq!(got[0]["type"], "pre_tool");
+        assert_eq!(got[0]["n"], 1);
+        assert_eq!(got[0]["server_id"], format!("socketio-server-{}", env.port));
+        assert!(got[0]["received_at"].is_string());
+
+        // POST /api/events reaches every client, the hook included.
+        let client = reqwest::Client::new();
+        let resp = client
+            .post(format!("http://127.0.0.1:{}/api/events", env.port))
+            .body(r#"{"type": "from_http"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+        let got = dashboard.recorder.wait_for("claude_event", 2).await;
+        assert_eq!(got[1]["type"], "from_http");
+        let got = hook.recorder.wait_for("claude_event", 1).await;
+        assert_eq!(got[0]["type"], "from_http");
+        // The sender never got its own socket event back.
+        assert!(
+            hook.recorder
+                .named("claude_event")
+                .iter()
+                .all(|e| e["type"] != "pre_tool")
+        );
+    });
+    let (code, body) = env.http_get("/stats");
+    assert_eq!(code, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["events_processed"], 2, "{stats}");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn restart_replaces_the_running_daemon() {
+    let env = Env::new();
+    let out = env.run(&["start", "--host", "127.0.0.1", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first: u32 = text(&out.stdout).trim().parse().expect("pid on stdout");
+    assert_eq!(env.pid_record().unwrap()["pid"], first);
+
+    let out = env.run(&["restart", "--host", "127.0.0.1", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let second: u32 = text(&out.stdout).trim().parse().expect("pid on stdout");
+    assert_ne!(first, second);
+    assert!(text(&out.stderr).contains(&format!("stopped warden (pid {first})")));
+    assert_eq!(env.pid_record().unwrap()["pid"], second);
+    let (code, _) = env.http_get("/status");
+    assert_eq!(code, 200);
+
+    let out = env.run(&["stop", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!env.pid_file().exists());
+    wait_until("the detached daemon's port to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err()
+    });
+}
+
+#[test]
+fn a_detached_start_that_fails_reports_the_childs_error_and_code() {
+    let env = Env::new();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", env.port)).unwrap();
+    let out = env.run(&["start", "--host", "127.0.0.1", "--detach"]);
+    assert_eq!(out.status.code(), Some(EXIT_PORT_CONFLICT));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stderr.contains(&std::process::id().to_string()), "{stderr}");
+    assert!(!env.pid_file().exists());
+}

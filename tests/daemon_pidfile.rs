@@ -1,0 +1,161 @@
+//! Single instance through the real binary: 16 concurrent starts on one
+//! port, recovery after `kill -9`, a PID file naming a live unrelated process
+//! (a reused pid), corrupt and legacy files, a symlink at the PID path.
+
+mod daemon_common;
+
+use std::process::{Command, Stdio};
+
+use daemon_common::*;
+
+#[test]
+fn sixteen_concurrent_starts_one_runs_the_others_name_it() {
+    let env = Env::new();
+    let mut starts: Vec<Daemon> = (0..16).map(|_| env.spawn(&[])).collect();
+    // Exactly one survives: the others exit with the conflict code.
+    let mut losers = Vec::new();
+    wait_until("15 starts to fail", || {
+        losers = starts
+            .iter_mut()
+            .filter_map(|d| d.child.try_wait().unwrap().map(|s| (d.pid(), s)))
+            .collect();
+        losers.len() >= 15
+    });
+    assert_eq!(losers.len(), 15, "more than 15 exited: {losers:?}");
+    let winner_index = starts
+        .iter_mut()
+        .position(|d| d.child.try_wait().unwrap().is_none())
+        .unwrap();
+    let mut winner = starts.swap_remove(winner_index);
+    env.wait_ready(&mut winner);
+    let winner_pid = winner.pid().to_string();
+    for loser in &starts {
+        let (_, status) = losers.iter().find(|(p, _)| *p == loser.pid()).unwrap();
+        let stderr = loser.stderr();
+        assert_eq!(status.code(), Some(EXIT_DAEMON_CONFLICT), "{stderr}");
+        assert!(
+            stderr.contains(&format!("Existing PID: {winner_pid}")),
+            "loser {} does not name the winner {winner_pid}:\n{stderr}",
+            loser.pid()
+        );
+    }
+    // The winner's file was never touched by the losers.
+    assert_eq!(env.pid_record().unwrap()["pid"], winner.pid());
+    winner.signal(libc::SIGTERM);
+    assert_eq!(winner.wait_exit().code(), Some(0));
+    assert!(!env.pid_file().exists());
+}
+
+#[test]
+fn kill_9_then_start_recovers_by_itself() {
+    let env = Env::new();
+    let mut first = env.spawn(&[]);
+    env.wait_ready(&mut first);
+    first.signal(libc::SIGKILL);
+    first.wait_exit();
+    assert!(env.pid_file().exists(), "a crash leaves the file behind");
+
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    assert!(text(&out.stdout).contains("stale"), "{}", text(&out.stdout));
+
+    let mut second = env.spawn(&[]);
+    env.wait_ready(&mut second);
+    env.wait_log(&[
+        "PID validation: removed a stale PID file",
+        &format!("process {} no longer exists", first.pid()),
+    ]);
+    second.signal(libc::SIGTERM);
+    assert_eq!(second.wait_exit().code(), Some(0));
+}
+
+#[test]
+fn a_pid_file_naming_a_live_unrelated_process_is_treated_as_reused() {
+    let env = Env::new();
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    let record = serde_json::json!({
+        "pid": pid,
+        "server_id": format!("socketio-server-{}", env.port),
+        "port": env.port,
+        "host": "127.0.0.1",
+        "start_time": "2020-01-01T00:00:00Z",
+        "process_start_time": 1_577_836_800u64,
+        "version": "0.0.1",
+        "process_info": {"name": "warden", "status": "running", "cpu_percent": 0.0, "memory_mb": 1.0},
+        "lock_acquired": true,
+        "created_by": "warden",
+        "cmdline": ["/usr/bin/warden", "start"]
+    });
+    std::fs::write(env.pid_file(), record.to_string()).unwrap();
+
+    // stop must never signal it.
+    let out = env.run(&["stop"]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_NOT_RUNNING),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "stop signalled an unrelated process"
+    );
+
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    env.wait_log(&[&format!("pid {pid} now belongs to another program")]);
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "start signalled an unrelated process"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn corrupt_and_legacy_files_are_taken_over() {
+    for (content, reason) in [
+        ("{not json", "corrupt"),
+        ("", "empty"),
+        // A legacy bare integer naming a pid that does not exist.
+        ("4194303\n", "no longer exists"),
+    ] {
+        let env = Env::new();
+        std::fs::write(env.pid_file(), content).unwrap();
+        let mut daemon = env.spawn(&[]);
+        env.wait_ready(&mut daemon);
+        env.wait_log(&["removed a stale PID file", reason]);
+        daemon.signal(libc::SIGTERM);
+        assert_eq!(daemon.wait_exit().code(), Some(0));
+        assert!(!env.pid_file().exists());
+    }
+}
+
+#[test]
+fn a_symlink_at_the_pid_path_is_refused_and_nothing_is_written_through_it() {
+    let env = Env::new();
+    let target = env.state_dir().join("victim.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, env.pid_file()).unwrap();
+    let mut daemon = env.spawn(&[]);
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
+    assert_eq!(status.code(), Some(EXIT_PID_FILE), "{stderr}");
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(
+        std::fs::symlink_metadata(env.pid_file())
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Nothing listens.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err());
+}

@@ -47,6 +47,16 @@ fn start_status_stop_round_trip() {
     let health: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(health.get("status").is_some(), "{health}");
 
+    // A healthy running daemon is a fact for doctor, not a problem.
+    let out = env.run(&["doctor"]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains(&format!("warden pid {} runs and answers", daemon.pid())),
+        "{report}"
+    );
+    assert!(report.contains("No problems found"), "{report}");
+
     let out = env.run(&["stop"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains(&format!("pid {}", daemon.pid())));
@@ -178,4 +188,43 @@ fn a_detached_start_that_fails_reports_the_childs_error_and_code() {
     assert!(stderr.contains("already in use"), "{stderr}");
     assert!(stderr.contains(&std::process::id().to_string()), "{stderr}");
     assert!(!env.pid_file().exists());
+}
+
+/// The measurement, through the real binary with its default
+/// configuration: one hook bursts 5,000 events to three dashboards; every
+/// dashboard receives all of them in order and nothing is counted dropped.
+#[test]
+fn a_burst_of_5000_events_to_three_dashboards_loses_nothing_through_the_binary() {
+    const EVENTS: u64 = 5_000;
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut dashboards = Vec::new();
+        for _ in 0..3 {
+            dashboards.push(TestClient::connect(&env.url()).await);
+        }
+        let hook = TestClient::connect(&env.url()).await;
+        let started = std::time::Instant::now();
+        for seq in 0..EVENTS {
+            hook.emit("claude_event", json!({"seq": seq})).await;
+        }
+        for d in &dashboards {
+            let got = d.recorder.wait_for("claude_event", EVENTS as usize).await;
+            let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+            assert_eq!(seqs, (0..EVENTS).collect::<Vec<_>>());
+        }
+        eprintln!(
+            "burst: {EVENTS} events x 3 dashboards delivered in {:?}",
+            started.elapsed()
+        );
+    });
+    let (_, body) = env.http_get("/stats");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["events_processed"], EVENTS, "{stats}");
+    assert_eq!(stats["events_dropped"], 0, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
 }

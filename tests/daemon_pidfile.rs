@@ -159,3 +159,42 @@ fn a_symlink_at_the_pid_path_is_refused_and_nothing_is_written_through_it() {
     // Nothing listens.
     assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err());
 }
+
+#[test]
+fn stop_refuses_a_locked_file_whose_pid_is_not_the_recorded_warden() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Rewrite the live daemon's (locked) file in place so that it names the
+    // sleeper, keeping the daemon's start time and command line.
+    let mut record = env.pid_record().unwrap();
+    record["pid"] = sleeper.id().into();
+    std::fs::write(env.pid_file(), record.to_string()).unwrap();
+
+    let out = env.run(&["stop", "--timeout", "1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to stop anything"), "{stderr}");
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the sleeper was signalled"
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon was signalled"
+    );
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    // The daemon does not remove a file that no longer names it.
+    assert!(env.pid_file().exists());
+}

@@ -796,44 +796,46 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
                 } => {
                     warden_pid = Some(record.pid);
                     let host = contact_host(t.host.as_deref(), &instance, &effective);
-                    match http_get(&host, port, "/status") {
-                        Ok(r) if r.status == 200 => facts.push(format!(
-                            "warden pid {} runs and answers on {host}:{port}",
-                            record.pid
-                        )),
-                        Ok(r) => findings.push(format!(
-                            "warden pid {} runs but GET /status answered HTTP {}",
+                    let problem = match http_get(&host, port, "/status") {
+                        Ok(r) if r.status == 200 => {
+                            facts.push(format!(
+                                "warden pid {} runs and answers on {host}:{port} (another start \
+                                 on this port would be refused)",
+                                record.pid
+                            ));
+                            None
+                        }
+                        Ok(r) => Some(format!(
+                            "warden pid {} runs but GET /status on {host}:{port} answered HTTP {}",
                             record.pid, r.status
                         )),
-                        Err(e) => findings.push(format!(
+                        Err(e) => Some(format!(
                             "warden pid {} holds the PID file but does not answer: {e}",
                             record.pid
                         )),
-                    }
-                    findings.push(format!(
-                        "A warden already runs on port {port} (pid {}): another start on this \
-                         port fails with a daemon conflict.",
-                        record.pid
-                    ));
-                    guides.push(guide(
-                        &WardenError::DaemonConflict(DaemonConflictError {
-                            port,
-                            existing_pid: Some(record.pid),
-                            server_id: Some(record.server_id.clone()),
-                            pid_file: pid_file.clone(),
-                            process: Some(ConflictingProcess {
-                                name: process.name.clone(),
-                                status: process.status.as_str().to_string(),
-                                started: Some(process.start_time),
-                                memory_mb: Some(process.memory_mb()),
-                                cmdline: (!process.cmdline.is_empty())
-                                    .then(|| process.cmdline.join(" ")),
+                    };
+                    if let Some(problem) = problem {
+                        findings.push(problem);
+                        guides.push(guide(
+                            &WardenError::DaemonConflict(DaemonConflictError {
+                                port,
+                                existing_pid: Some(record.pid),
+                                server_id: Some(record.server_id.clone()),
+                                pid_file: pid_file.clone(),
+                                process: Some(ConflictingProcess {
+                                    name: process.name.clone(),
+                                    status: process.status.as_str().to_string(),
+                                    started: Some(process.start_time),
+                                    memory_mb: Some(process.memory_mb()),
+                                    cmdline: (!process.cmdline.is_empty())
+                                        .then(|| process.cmdline.join(" ")),
+                                }),
+                                observed_at: run::wall_now(),
                             }),
-                            observed_at: run::wall_now(),
-                        }),
-                        platform,
-                        log_file.as_deref(),
-                    ));
+                            platform,
+                            log_file.as_deref(),
+                        ));
+                    }
                 }
                 Instance::Unverifiable { pid_file, why, .. } => findings.push(format!(
                     "The PID file {} is locked, but {why}. warden will not signal it; \

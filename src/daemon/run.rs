@@ -29,6 +29,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -58,6 +59,8 @@ pub const REBIND_ATTEMPTS: usize = 40;
 pub const REBIND_PAUSE: Duration = Duration::from_millis(50);
 /// Requests from the recovery side waiting to be handled.
 pub const CONTROL_QUEUE: usize = 16;
+/// How often the running daemon checks its PID file and serving task.
+pub const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// `--detach`: how long the parent waits for the child to be ready.
 pub const DETACH_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--detach`: the most of the child's startup output the parent keeps.
@@ -149,13 +152,35 @@ pub enum DaemonRequest {
     EmergencyStop { reason: String },
 }
 
-/// A handle to send [`DaemonRequest`]s; cheap to clone.
+/// What the outside can read of the serving generation, shared between the
+/// daemon and its control handles.
+#[derive(Debug, Default)]
+struct ServingState {
+    /// True while a generation is drained or no socket is bound.
+    draining: AtomicBool,
+    /// Successful in-process restarts.
+    restarts: AtomicU64,
+}
+
+/// A handle to send [`DaemonRequest`]s and read the serving state; cheap to
+/// clone. This is what the recovery manager's actions hold.
 #[derive(Clone, Debug)]
 pub struct DaemonControl {
     tx: mpsc::Sender<DaemonRequest>,
+    state: Arc<ServingState>,
 }
 
 impl DaemonControl {
+    /// True while serving is drained for a restart or no socket is bound.
+    pub fn is_draining(&self) -> bool {
+        self.state.draining.load(Ordering::Acquire)
+    }
+
+    /// Successful in-process restarts so far.
+    pub fn restarts(&self) -> u64 {
+        self.state.restarts.load(Ordering::Relaxed)
+    }
+
     /// Restarts serving; resolves when the new generation serves.
     pub async fn restart_service(&self) -> Result<ShutdownReport, RestartError> {
         let (reply, answer) = oneshot::channel();
@@ -199,6 +224,9 @@ pub struct Daemon {
     probe: Arc<SysinfoProbe>,
     control_tx: mpsc::Sender<DaemonRequest>,
     control_rx: mpsc::Receiver<DaemonRequest>,
+    state: Arc<ServingState>,
+    /// Set once the PID file was found replaced, so it is reported once.
+    pid_file_lost: bool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -344,6 +372,8 @@ impl Daemon {
             probe,
             control_tx,
             control_rx,
+            state: Arc::new(ServingState::default()),
+            pid_file_lost: false,
         })
     }
 
@@ -373,6 +403,7 @@ impl Daemon {
     pub fn control(&self) -> DaemonControl {
         DaemonControl {
             tx: self.control_tx.clone(),
+            state: Arc::clone(&self.state),
         }
     }
 
@@ -380,6 +411,7 @@ impl Daemon {
     /// and serves again on the same address; the PID lock is kept
     /// throughout. On error the daemon has no socket.
     pub async fn restart_serving(&mut self) -> Result<ShutdownReport, RestartError> {
+        self.state.draining.store(true, Ordering::Release);
         let report = match self.serving.take() {
             Some(handle) => handle.shutdown(SHUTDOWN_DRAIN_TIMEOUT).await?,
             None => ShutdownReport {
@@ -400,6 +432,8 @@ impl Daemon {
                         self.services.extra_routes.clone(),
                     )?;
                     self.serving = Some(server::serve_tcp(listener, app, &self.hub));
+                    self.state.draining.store(false, Ordering::Release);
+                    self.state.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         "serving restarted on {} ({} clients closed)",
                         self.addr,
@@ -422,10 +456,15 @@ impl Daemon {
     }
 
     /// Serves until a signal or an emergency stop, handling restart requests.
-    /// Does not shut down: call [`Daemon::shutdown`] next.
+    /// Every [`SELF_CHECK_INTERVAL`] it also checks its own parts (see
+    /// [`Daemon::self_check`]). Does not shut down: call [`Daemon::shutdown`]
+    /// next.
     pub async fn run_until_stopped(&mut self, signals: &mut server::ShutdownSignals) -> DaemonExit {
+        let mut tick = tokio::time::interval(SELF_CHECK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 signal = signals.recv() => {
                     tracing::info!("received {signal:?}: shutting down");
                     return DaemonExit::Signal(signal);
@@ -441,13 +480,37 @@ impl Daemon {
                         tracing::error!("emergency stop: {reason}");
                         return DaemonExit::EmergencyStop { reason };
                     }
-                }
+                },
+                _ = tick.tick() => self.self_check().await,
+            }
+        }
+    }
+
+    /// The runner's own watch, independent of the health monitor: the PID
+    /// file must still be ours (reported once if it was removed or
+    /// replaced, since a second instance could then start on this port), and
+    /// a serving task that ended by itself (a panic) is served again.
+    pub async fn self_check(&mut self) {
+        if !self.pid_file_lost
+            && let Err(e) = self.pid_guard.verify()
+        {
+            self.pid_file_lost = true;
+            tracing::error!("{}: {e}", log_markers::PID_VALIDATION);
+        }
+        if self.serving.as_ref().is_some_and(|s| s.is_finished()) {
+            tracing::error!(
+                "the serving task ended unexpectedly: serving again on {}",
+                self.addr
+            );
+            if let Err(e) = self.restart_serving().await {
+                tracing::error!("could not serve again: {e}");
             }
         }
     }
 
     /// Closes every transport, stops serving and removes the PID file.
     pub async fn shutdown(mut self) -> ShutdownReport {
+        self.state.draining.store(true, Ordering::Release);
         let report = match self.serving.take() {
             Some(handle) => match handle.shutdown(SHUTDOWN_DRAIN_TIMEOUT).await {
                 Ok(report) => report,

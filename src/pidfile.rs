@@ -291,8 +291,12 @@ mod epoch_secs {
     use super::*;
 
     pub fn serialize<S: Serializer>(t: &Option<WallTime>, s: S) -> Result<S::Ok, S::Error> {
+        // Whole seconds as an integer (what sysinfo gives); a fractional time
+        // (Python's psutil writes one) keeps its milliseconds, so that a
+        // record read and written again is the same record.
         match t {
-            Some(t) => s.serialize_u64(t.as_millis() / 1000),
+            Some(t) if t.as_millis() % 1000 == 0 => s.serialize_u64(t.as_millis() / 1000),
+            Some(t) => s.serialize_f64(t.as_secs_f64()),
             None => s.serialize_none(),
         }
     }
@@ -311,7 +315,8 @@ mod epoch_secs {
     pub fn from_f64(secs: f64) -> Option<WallTime> {
         const YEAR_10000_SECS: f64 = 253_402_300_800.0;
         if secs.is_finite() && (0.0..YEAR_10000_SECS).contains(&secs) {
-            Some(WallTime::from_millis((secs * 1000.0) as u64))
+            // Rounded, not truncated: 1754490600.123 is 1754490600122.99998 ms in f64.
+            Some(WallTime::from_millis((secs * 1000.0).round() as u64))
         } else {
             None
         }

@@ -299,8 +299,9 @@ fuzz_target!(|input: Input| {
         }
         if decision.action != RecoveryAction::None {
             if let Some(last) = last_action_at {
+                // Time is whole milliseconds (a sub-millisecond interval floors).
                 assert!(
-                    latest_seen - last >= settings.min_recovery_interval,
+                    latest_seen >= last + settings.min_recovery_interval,
                     "two actions within min_recovery_interval: {last:?} then {latest_seen:?}"
                 );
             }

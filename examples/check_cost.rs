@@ -35,13 +35,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::Router::new(),
     )?;
     let handle = server::serve_tcp(listener, app, &hub);
-    let (checkers, _) = checkers(
+    let (checkers, _, target) = checkers(
         &cfg,
         &hub,
-        addr,
         std::process::id(),
         Arc::new(SysinfoProbe::new()),
     );
+    target.set(addr);
     let monitor = HealthMonitor::new(monitor_settings(&cfg), true, clock, checkers);
     // Warm up: the first sysinfo sample of a pid is the expensive one.
     for _ in 0..5 {

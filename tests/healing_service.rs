@@ -42,6 +42,10 @@ async fn start(cfg: &WardenConfig, service: ServiceSettings) -> (Healing, Socket
     (healing, addr)
 }
 
+fn service(h: &Healing) -> &warden::daemon::recovery::HubService {
+    h.service.as_deref().expect("Healing::start serves the hub")
+}
+
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let response = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
     let status = response.status().as_u16();
@@ -104,7 +108,7 @@ async fn critical_runs_clear_restart_emergency_with_real_actions() {
     })
     .await;
     poll("client cleared", async || {
-        (healing.service.hub().stats().clients_connected() == 0).then_some(())
+        (service(&healing).hub().stats().clients_connected() == 0).then_some(())
     })
     .await;
     drop(client);
@@ -128,7 +132,7 @@ async fn critical_runs_clear_restart_emergency_with_real_actions() {
         diag["recovery_manager"]["recent_events"][1]["success"],
         true
     );
-    assert_eq!(healing.service.restarts(), 1);
+    assert_eq!(service(&healing).restarts(), 1);
 
     let reason = tokio::time::timeout(DEADLINE, healing.stop_requested())
         .await
@@ -234,7 +238,7 @@ async fn a_warning_only_hub_is_logged_then_cleared() {
         actions(&diag)[..2],
         ["log_warning".to_string(), "clear_connections".to_string()]
     );
-    assert_eq!(healing.service.hub().stats().clients_connected(), 0);
+    assert_eq!(service(&healing).hub().stats().clients_connected(), 0);
     healing.shutdown().await;
 }
 

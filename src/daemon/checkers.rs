@@ -24,7 +24,7 @@
 //! Not here: scheduling, history and recovery (see `monitor`, `recovery`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::daemon::hub::{ServiceStats, ServiceStatsSnapshot};
@@ -244,27 +244,55 @@ impl Checker for ProcessResourceChecker {
 /// daemon is not reachable); no answer within the timeout → warning (slow is
 /// degraded, not down); a socket cannot be created → critical.
 pub struct NetworkConnectivityChecker {
-    addr: SocketAddr,
+    addr: Arc<OnceLock<SocketAddr>>,
     timeout: Duration,
+}
+
+/// Sets the address of a [`NetworkConnectivityChecker::deferred`] checker.
+#[derive(Clone, Debug)]
+pub struct TargetSetter(Arc<OnceLock<SocketAddr>>);
+
+impl TargetSetter {
+    /// Sets the bound address (wildcards are checked through loopback);
+    /// false if it was already set.
+    pub fn set(&self, addr: SocketAddr) -> bool {
+        self.0.set(loopback_for(addr)).is_ok()
+    }
+}
+
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 impl NetworkConnectivityChecker {
     /// `addr` is the address the hub is bound to; a wildcard bind
     /// (`0.0.0.0`, `::`) is checked through loopback.
     pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
-        let ip = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        NetworkConnectivityChecker {
-            addr: SocketAddr::new(ip, addr.port()),
-            timeout,
-        }
+        let (checker, setter) = Self::deferred(timeout);
+        setter.set(addr);
+        checker
     }
 
-    pub fn target(&self) -> SocketAddr {
-        self.addr
+    /// A checker whose address is set later (once the daemon has bound it);
+    /// until then its result is `unknown` ("not bound yet").
+    pub fn deferred(timeout: Duration) -> (Self, TargetSetter) {
+        let addr = Arc::new(OnceLock::new());
+        (
+            NetworkConnectivityChecker {
+                addr: Arc::clone(&addr),
+                timeout,
+            },
+            TargetSetter(addr),
+        )
+    }
+
+    pub fn target(&self) -> Option<SocketAddr> {
+        self.addr.get().copied()
     }
 }
 
@@ -275,9 +303,18 @@ impl Checker for NetworkConnectivityChecker {
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
         let started = Instant::now();
+        let Some(&target) = self.addr.get() else {
+            return HealthCheckResult::failed(
+                NETWORK_CONNECTIVITY,
+                "the hub's address is not bound yet",
+                at,
+                wall,
+                started.elapsed(),
+            );
+        };
         let mut metrics = Vec::new();
 
-        let unspecified: SocketAddr = match self.addr {
+        let unspecified: SocketAddr = match target {
             SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
         };
@@ -290,7 +327,7 @@ impl Checker for NetworkConnectivityChecker {
         metrics.push(creation);
 
         let connect_started = Instant::now();
-        let outcome = TcpStream::connect_timeout(&self.addr, self.timeout);
+        let outcome = TcpStream::connect_timeout(&target, self.timeout);
         let connect_ms = connect_started.elapsed().as_secs_f64() * 1000.0;
         let mut port = reported("port_accessible", outcome.is_ok(), None);
         port.threshold = Some(self.timeout.as_secs_f64() * 1000.0);
@@ -304,7 +341,7 @@ impl Checker for NetworkConnectivityChecker {
             } else {
                 HealthStatus::Critical
             };
-            port.message = Some(format!("{} did not accept: {error}", self.addr));
+            port.message = Some(format!("{target} did not accept: {error}"));
         }
         metrics.push(port);
         metrics.push(reported("connect_ms", connect_ms, Some("ms")));
@@ -596,8 +633,13 @@ mod tests {
         );
         assert_eq!(
             c.target(),
-            "127.0.0.1:8765".parse::<SocketAddr>().expect("addr")
+            Some("127.0.0.1:8765".parse::<SocketAddr>().expect("addr"))
         );
+        let (late, setter) = NetworkConnectivityChecker::deferred(Duration::from_secs(1));
+        let r = late.check(Moment::from_secs(1), WallTime::from_secs(1));
+        assert_eq!(r.status, Unknown);
+        assert!(setter.set("[::]:9".parse().expect("addr")));
+        assert_eq!(late.target(), Some("[::1]:9".parse().expect("addr")));
     }
 
     fn stats(

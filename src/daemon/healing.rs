@@ -12,22 +12,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WardenConfig;
 use crate::daemon::checkers::{
-    Checker, NetworkConnectivityChecker, ProcessResourceChecker, ResourceThresholds,
-    ServiceHealthChecker, ServiceThresholds, StatsSource, available_cores,
+    Checker, NetworkConnectivityChecker, ProcessResourceChecker, ResourceThresholds, SampleHandle,
+    ServiceHealthChecker, ServiceThresholds, StatsSource, TargetSetter, available_cores,
 };
 use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
 use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::{HealthMonitor, MonitorSettings};
 use crate::daemon::recovery::{
-    self, HubActions, HubService, RecoveryManager, RecoverySetupError, RouterFactory,
-    ServiceSettings, StopReason,
+    self, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError, RouterFactory,
+    ServiceControl, ServiceSettings, StopReason, WeakService,
 };
 use crate::daemon::server::ShutdownReport;
 use crate::daemon::sysprobe::SysinfoProbe;
@@ -49,9 +50,23 @@ pub enum HealingError {
 pub struct Healing {
     pub monitor: HealthMonitor,
     pub recovery: Arc<RecoveryManager>,
-    pub service: Arc<HubService>,
+    /// Present when [`Healing::start`] serves the hub itself.
+    pub service: Option<Arc<HubService>>,
     stop_monitor: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The stack built before the port is bound: its routes and `/status`
+/// provider can be handed to whoever serves the hub. Checks and recovery
+/// start with [`Prepared::activate`].
+pub struct Prepared {
+    pub monitor: HealthMonitor,
+    pub recovery: Arc<RecoveryManager>,
+    pub endpoints: Arc<HealthEndpoints>,
+    target: TargetSetter,
+    control: Arc<LateControl>,
+    monitoring_enabled: bool,
+    recovery_enabled: bool,
 }
 
 /// The monitor's settings from the configuration.
@@ -65,14 +80,14 @@ pub fn monitor_settings(cfg: &WardenConfig) -> MonitorSettings {
     }
 }
 
-/// The three checkers of the seed, for the process `pid` serving on `addr`.
+/// The three checkers of the seed for the process `pid`; the network
+/// checker's address is set through the returned [`TargetSetter`].
 pub fn checkers(
     cfg: &WardenConfig,
     hub: &Hub,
-    addr: SocketAddr,
     pid: u32,
     probe: Arc<dyn ProcessProbe>,
-) -> (Vec<Arc<dyn Checker>>, crate::daemon::checkers::SampleHandle) {
+) -> (Vec<Arc<dyn Checker>>, SampleHandle, TargetSetter) {
     let t = &cfg.health_monitoring.thresholds;
     let process = ProcessResourceChecker::new(
         pid,
@@ -85,7 +100,8 @@ pub fn checkers(
         available_cores(),
     );
     let samples = process.sample_handle();
-    let network = NetworkConnectivityChecker::new(addr, cfg.health_monitoring.network_timeout);
+    let (network, target) =
+        NetworkConnectivityChecker::deferred(cfg.health_monitoring.network_timeout);
     let stats: Arc<dyn StatsSource> = Arc::clone(hub.stats()) as Arc<dyn StatsSource>;
     let service = ServiceHealthChecker::new(
         stats,
@@ -97,12 +113,106 @@ pub fn checkers(
     (
         vec![Arc::new(process), Arc::new(network), Arc::new(service)],
         samples,
+        target,
     )
 }
 
+impl Prepared {
+    /// Builds the monitor, the manager and the endpoints for `hub`.
+    pub fn new(
+        cfg: &WardenConfig,
+        hub: &Hub,
+        probe: Arc<dyn ProcessProbe>,
+    ) -> Result<Prepared, HealingError> {
+        let pid = std::process::id();
+        let clock = Arc::clone(hub.clock());
+        let (checkers, samples, target) = checkers(cfg, hub, pid, probe);
+        let monitor = HealthMonitor::new(
+            monitor_settings(cfg),
+            cfg.health_monitoring.enabled,
+            Arc::clone(&clock),
+            checkers,
+        );
+        let control = Arc::new(LateControl::default());
+        let recovery = RecoveryManager::new(
+            recovery::settings_from_config(cfg),
+            Arc::clone(&clock),
+            Arc::new(HubActions::new(
+                hub.clone(),
+                Arc::clone(&control) as Arc<dyn ServiceControl>,
+            )),
+        )?;
+        monitor.add_callback(recovery.callback());
+        let endpoints = Arc::new(HealthEndpoints {
+            hub: hub.clone(),
+            monitor: monitor.clone(),
+            recovery: Arc::clone(&recovery),
+            service: Arc::clone(&control) as Arc<dyn ServiceControl>,
+            process: samples,
+            info: ServerInfo {
+                version: hub.settings().version.clone(),
+                pid,
+                host: cfg.server.host.clone(),
+                port: cfg.server.port,
+                start_time: clock.wall(),
+            },
+        });
+        Ok(Prepared {
+            monitor,
+            recovery,
+            endpoints,
+            target,
+            control,
+            monitoring_enabled: cfg.health_monitoring.enabled,
+            recovery_enabled: cfg.recovery.enabled,
+        })
+    }
+
+    /// `/status`'s health: the monitor's latest status.
+    pub fn health_provider(&self) -> Arc<dyn HealthProvider> {
+        Arc::new(self.monitor.clone())
+    }
+
+    /// `/health`, `/diagnostics`, `/metrics`, `/livez`, `/readyz`.
+    pub fn routes(&self) -> Router {
+        health_http::routes(Arc::clone(&self.endpoints))
+    }
+
+    /// Starts checking and recovering once the hub serves on `addr`, with
+    /// `control` to restart or stop it; sends `READY=1` to systemd.
+    pub fn activate(self, addr: SocketAddr, control: Arc<dyn ServiceControl>) -> Healing {
+        self.target.set(addr);
+        self.control.set(control);
+        let stop_monitor = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&self.recovery).run()),
+            tokio::spawn(
+                self.monitor
+                    .clone()
+                    .run(stop_monitor.clone(), Watchdog::from_env()),
+            ),
+        ];
+        systemd::notify_ready();
+        tracing::info!(
+            %addr,
+            "health monitoring {}, recovery {}",
+            if self.monitoring_enabled { "on" } else { "off" },
+            if self.recovery_enabled { "on" } else { "off" }
+        );
+        Healing {
+            monitor: self.monitor,
+            recovery: self.recovery,
+            service: None,
+            stop_monitor,
+            tasks,
+        }
+    }
+}
+
 impl Healing {
-    /// Builds and starts everything on `listener` (already bound to the
-    /// configured address), then sends `READY=1` to systemd.
+    /// Serves `hub` on `listener` itself (through a [`HubService`]) with the
+    /// whole stack: for embedding and in-process tests. The daemon runner
+    /// uses [`Prepared`] with its own serving control instead.
     pub async fn start(
         cfg: &WardenConfig,
         hub: Hub,
@@ -110,86 +220,39 @@ impl Healing {
         service_settings: ServiceSettings,
     ) -> Result<Healing, HealingError> {
         let addr = listener.local_addr()?;
-        let pid = std::process::id();
-        let clock = Arc::clone(hub.clock());
-        let probe: Arc<dyn ProcessProbe> = Arc::new(SysinfoProbe::new());
-        let (checkers, samples) = checkers(cfg, &hub, addr, pid, probe);
-        let monitor = HealthMonitor::new(
-            monitor_settings(cfg),
-            cfg.health_monitoring.enabled,
-            Arc::clone(&clock),
-            checkers,
-        );
+        let prepared = Prepared::new(cfg, &hub, Arc::new(SysinfoProbe::new()))?;
         let service = HubService::new(hub.clone(), addr, service_settings);
-        let mut settings = recovery::settings_from_config(cfg);
-        settings.port = addr.port();
-        let recovery = RecoveryManager::new(
-            settings,
-            Arc::clone(&clock),
-            Arc::new(HubActions::new(&service)),
-        )?;
-        monitor.add_callback(recovery.callback());
-
-        let endpoints = Arc::new(HealthEndpoints {
-            hub: hub.clone(),
-            monitor: monitor.clone(),
-            recovery: Arc::clone(&recovery),
-            service: Arc::downgrade(&service),
-            process: samples,
-            info: ServerInfo {
-                version: hub.settings().version.clone(),
-                pid,
-                host: cfg.server.host.clone(),
-                port: addr.port(),
-                start_time: clock.wall(),
-            },
-        });
-        let provider: Arc<dyn HealthProvider> = Arc::new(monitor.clone());
+        let provider = prepared.health_provider();
+        let routes = prepared.routes();
         let factory_hub = hub.clone();
-        let make_router: RouterFactory = Arc::new(move || {
-            http::app(
-                &factory_hub,
-                Arc::clone(&provider),
-                health_http::routes(Arc::clone(&endpoints)),
-            )
-        });
+        let make_router: RouterFactory =
+            Arc::new(move || http::app(&factory_hub, Arc::clone(&provider), routes.clone()));
         service.serve(listener, make_router).await?;
-
-        let stop_monitor = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(Arc::clone(&recovery).run()),
-            tokio::spawn(
-                monitor
-                    .clone()
-                    .run(stop_monitor.clone(), Watchdog::from_env()),
-            ),
-        ];
-        systemd::notify_ready();
-        tracing::info!(%addr, "serving; health monitoring {}, recovery {}",
-            if cfg.health_monitoring.enabled { "on" } else { "off" },
-            if cfg.recovery.enabled { "on" } else { "off" });
-        Ok(Healing {
-            monitor,
-            recovery,
-            service,
-            stop_monitor,
-            tasks,
-        })
+        let mut healing = prepared.activate(addr, Arc::new(WeakService(Arc::downgrade(&service))));
+        healing.service = Some(service);
+        Ok(healing)
     }
 
-    /// Resolves when the daemon asked itself to stop (emergency stop, lost socket).
+    /// Resolves when the daemon asked itself to stop (only with [`Healing::start`];
+    /// the runner learns it from its own control channel).
     pub async fn stop_requested(&self) -> StopReason {
-        self.service.stop_requested().await
+        match &self.service {
+            Some(service) => service.stop_requested().await,
+            None => std::future::pending().await,
+        }
     }
 
-    /// `STOPPING=1`, stops the monitor and the manager, drains the hub.
+    /// `STOPPING=1`, stops the monitor and the manager, and drains the hub
+    /// if this stack serves it.
     pub async fn shutdown(self) -> Option<ShutdownReport> {
         systemd::notify_stopping();
         self.stop_monitor.cancel();
-        let report = self.service.shutdown().await;
-        for task in self.tasks {
+        for task in &self.tasks {
             task.abort();
         }
-        report
+        match &self.service {
+            Some(service) => service.shutdown().await,
+            None => None,
+        }
     }
 }

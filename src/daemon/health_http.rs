@@ -18,7 +18,7 @@
 //! Not here: the hub's own routes (`http`), measuring (`checkers`), deciding
 //! (`recovery`).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -32,7 +32,7 @@ use crate::daemon::checkers::SampleHandle;
 use crate::daemon::hub::Hub;
 use crate::daemon::metrics::{self, MetricsInputs};
 use crate::daemon::monitor::HealthMonitor;
-use crate::daemon::recovery::{HubService, RecoveryManager};
+use crate::daemon::recovery::{RecoveryManager, ServiceControl};
 use crate::health::HealthStatus;
 use crate::time::WallTime;
 
@@ -54,8 +54,8 @@ pub struct HealthEndpoints {
     pub hub: Hub,
     pub monitor: HealthMonitor,
     pub recovery: Arc<RecoveryManager>,
-    /// Weak: the service owns the router that owns these endpoints.
-    pub service: Weak<HubService>,
+    /// Serving state (draining, restarts), for `/readyz` and `/diagnostics`.
+    pub service: Arc<dyn ServiceControl>,
     pub process: SampleHandle,
     pub info: ServerInfo,
 }
@@ -118,7 +118,6 @@ fn round1(v: f64) -> f64 {
 
 async fn diagnostics(State(e): S) -> Json<Value> {
     let sample = e.process.get();
-    let service = e.service.upgrade();
     let process_info = match &sample {
         Some(s) => json!({
             "cpu_percent": round1(s.cpu_percent_normalised),
@@ -140,8 +139,8 @@ async fn diagnostics(State(e): S) -> Json<Value> {
             "uptime_seconds": e.hub.uptime().as_secs(),
             "host": e.info.host,
             "port": e.info.port,
-            "restarts": service.as_ref().map_or(0, |s| s.restarts()),
-            "draining": service.as_ref().is_none_or(|s| s.is_draining()),
+            "restarts": e.service.restarts(),
+            "draining": e.service.is_draining(),
         },
         "health_monitor": e.monitor.status(),
         "recovery_manager": e.recovery.status(RECENT_EVENTS),
@@ -158,7 +157,7 @@ async fn metrics_text(State(e): S) -> Response {
         health: e.monitor.current_status(),
         sample: e.process.get(),
         recovery: Some(e.recovery.counts()),
-        service_restarts: e.service.upgrade().map_or(0, |s| s.restarts()),
+        service_restarts: e.service.restarts(),
         cpu_seconds: metrics::self_cpu_seconds(),
         max_fds: metrics::max_fds(),
     };
@@ -175,7 +174,7 @@ async fn livez() -> Json<Value> {
 async fn readyz(State(e): S) -> Response {
     let breaker = e.recovery.breaker_state();
     let breaker_blocks = matches!(breaker, CircuitState::Open | CircuitState::ForcedOpen);
-    let draining = e.service.upgrade().is_none_or(|s| s.is_draining());
+    let draining = e.service.is_draining();
     let mut reasons = Vec::new();
     if breaker_blocks {
         reasons.push(format!("circuit breaker {breaker}"));

@@ -26,17 +26,19 @@
 //! # The actions ([`HubActions`])
 //! - `log_warning`: a structured warning naming every failing metric.
 //! - `clear_connections`: `Hub::disconnect_all`; counters stay exact.
-//! - `restart_service`: [`HubService::restart`]: drain the current serving
-//!   generation, bind the same address again, serve a fresh application.
-//!   The PID file and its lock are not touched (they belong to the runner).
-//!   A failed rebind is a failed recovery (the breaker counts it), and the
-//!   service then **keeps retrying the bind** every `rebind_retry_interval`,
-//!   at most `rebind_max_retries` times; if every retry fails it falls to an
-//!   emergency stop ([`StopReason::LostSocket`]), so the daemon is never left
-//!   without a socket for good.
-//! - `emergency_stop`: drain the serving generation, then ask the runner to
-//!   stop ([`StopReason::Emergency`]); the runner removes the PID file and
-//!   exits with the emergency exit code.
+//! - `restart_service` and `emergency_stop` go through a [`ServiceControl`]:
+//!   the runner's control handle in the daemon, or [`HubService`] (through
+//!   [`WeakService`]) when this module serves the hub itself.
+//!
+//! [`HubService::restart`] drains the current serving generation, binds the
+//! same address again and serves a fresh application; the PID file and its
+//! lock are not touched (they belong to the runner). A failed rebind is a
+//! failed recovery (the breaker counts it), and the service then **keeps
+//! retrying the bind** every `rebind_retry_interval`, at most
+//! `rebind_max_retries` times; if every retry fails it falls to an emergency
+//! stop ([`StopReason::LostSocket`]), so the daemon is never left without a
+//! socket for good. Emergency stop drains, then asks the runner to stop; the
+//! runner removes the PID file and exits with the emergency exit code.
 //!
 //! Not here: deciding which action (the strategy), guarding against loops (the
 //! breaker), the PID file and process exit (the runner).
@@ -362,16 +364,102 @@ pub trait RecoveryActions: Send + Sync {
     fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionFuture<'a>;
 }
 
+/// What the actions need from whoever serves the hub: [`HubService`] here,
+/// or the runner's control handle. Futures resolve when the request is done.
+pub trait ServiceControl: Send + Sync {
+    /// restart_service: drain, bind the same address again, serve.
+    fn restart(&self) -> ActionFuture<'_>;
+    /// emergency_stop: drain and have the runner exit with the emergency code.
+    fn emergency_stop(&self, reason: String) -> ActionFuture<'_>;
+    /// True while serving is being drained or no socket is bound (`/readyz`).
+    fn is_draining(&self) -> bool;
+    /// Successful in-process restarts so far.
+    fn restarts(&self) -> u64;
+}
+
+/// A [`ServiceControl`] set after the actions are built (the runner binds
+/// the port after the routes that report on recovery exist). Until set,
+/// actions fail with "not serving yet" and it reads as draining.
+#[derive(Default)]
+pub struct LateControl {
+    inner: std::sync::OnceLock<Arc<dyn ServiceControl>>,
+}
+
+impl LateControl {
+    /// Sets the control; false if it was already set.
+    pub fn set(&self, control: Arc<dyn ServiceControl>) -> bool {
+        self.inner.set(control).is_ok()
+    }
+}
+
+impl ServiceControl for LateControl {
+    fn restart(&self) -> ActionFuture<'_> {
+        match self.inner.get() {
+            Some(c) => c.restart(),
+            None => Box::pin(async { Err("not serving yet".to_string()) }),
+        }
+    }
+    fn emergency_stop(&self, reason: String) -> ActionFuture<'_> {
+        match self.inner.get() {
+            Some(c) => c.emergency_stop(reason),
+            None => Box::pin(async { Err("not serving yet".to_string()) }),
+        }
+    }
+    fn is_draining(&self) -> bool {
+        self.inner.get().is_none_or(|c| c.is_draining())
+    }
+    fn restarts(&self) -> u64 {
+        self.inner.get().map_or(0, |c| c.restarts())
+    }
+}
+
+/// [`HubService`] as a [`ServiceControl`], held weakly (the service owns the
+/// router whose endpoints read the recovery manager that holds this).
+pub struct WeakService(pub Weak<HubService>);
+
+impl ServiceControl for WeakService {
+    fn restart(&self) -> ActionFuture<'_> {
+        Box::pin(async move {
+            let service = self.0.upgrade().ok_or("the service is gone")?;
+            match service.restart().await {
+                Ok(report) => Ok(format!(
+                    "rebound {} ({} clients closed, forced: {})",
+                    service.addr(),
+                    report.clients_closed,
+                    report.forced
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    }
+    fn emergency_stop(&self, _reason: String) -> ActionFuture<'_> {
+        Box::pin(async move {
+            let service = self.0.upgrade().ok_or("the service is gone")?;
+            let report = service.shutdown().await;
+            service.request_stop(StopReason::Emergency);
+            Ok(format!(
+                "drained ({} clients closed); stop requested",
+                report.map_or(0, |r| r.clients_closed)
+            ))
+        })
+    }
+    fn is_draining(&self) -> bool {
+        self.0.upgrade().is_none_or(|s| s.is_draining())
+    }
+    fn restarts(&self) -> u64 {
+        self.0.upgrade().map_or(0, |s| s.restarts())
+    }
+}
+
 /// The real actions on the hub (see the module doc).
 pub struct HubActions {
-    service: Weak<HubService>,
+    hub: Hub,
+    control: Arc<dyn ServiceControl>,
 }
 
 impl HubActions {
-    pub fn new(service: &Arc<HubService>) -> Self {
-        HubActions {
-            service: Arc::downgrade(service),
-        }
+    pub fn new(hub: Hub, control: Arc<dyn ServiceControl>) -> Self {
+        HubActions { hub, control }
     }
 }
 
@@ -401,10 +489,6 @@ pub fn failing_metrics(report: &HealthReport) -> Vec<String> {
 impl RecoveryActions for HubActions {
     fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionFuture<'a> {
         Box::pin(async move {
-            let service = self
-                .service
-                .upgrade()
-                .ok_or_else(|| "the service is gone".to_string())?;
             match action {
                 RecoveryAction::None => Ok("nothing to do".to_string()),
                 RecoveryAction::LogWarning => {
@@ -420,25 +504,17 @@ impl RecoveryActions for HubActions {
                     Ok(format!("{} failing metrics logged", failing.len()))
                 }
                 RecoveryAction::ClearConnections => {
-                    let n = service.hub().disconnect_all().await;
+                    let n = self.hub.disconnect_all().await;
                     Ok(format!("{n} clients disconnected"))
                 }
-                RecoveryAction::RestartService => match service.restart().await {
-                    Ok(report) => Ok(format!(
-                        "rebound {} ({} clients closed, forced: {})",
-                        service.addr(),
-                        report.clients_closed,
-                        report.forced
-                    )),
-                    Err(error) => Err(error.to_string()),
-                },
+                RecoveryAction::RestartService => self.control.restart().await,
                 RecoveryAction::EmergencyStop => {
-                    let report = service.shutdown().await;
-                    service.request_stop(StopReason::Emergency);
-                    Ok(format!(
-                        "drained ({} clients closed); stop requested",
-                        report.map_or(0, |r| r.clients_closed)
-                    ))
+                    let reason = format!(
+                        "recovery escalated to emergency_stop (health {}): {}",
+                        report.overall_status,
+                        failing_metrics(report).join(", ")
+                    );
+                    self.control.emergency_stop(reason).await
                 }
             }
         })

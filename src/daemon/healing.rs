@@ -5,12 +5,17 @@
 //! merged in, spawn the monitor and manager tasks, and tell systemd we are
 //! ready.
 //!
-//! The runner then waits on signals *and* [`Healing::stop_requested`]
-//! (emergency stop or a lost socket), and calls [`Healing::shutdown`] before
-//! removing the PID file. The PID file is never touched here.
+//! The runner builds a [`Prepared`] before it binds (its routes and `/status`
+//! provider go into the router), then [`Prepared::activate`]s it with the
+//! bound address and a [`RunnerControl`] over its own control channel, and
+//! calls [`Healing::shutdown`] before it drains and removes the PID file. The
+//! PID file is never touched here. [`Healing::start`] is the self-contained
+//! variant that serves the hub itself through a [`HubService`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -27,12 +32,14 @@ use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::{HealthMonitor, MonitorSettings};
 use crate::daemon::recovery::{
-    self, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError, RouterFactory,
-    ServiceControl, ServiceSettings, StopReason, WeakService,
+    self, ActionFuture, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError,
+    RouterFactory, ServiceControl, ServiceSettings, StopReason, WeakService,
 };
+use crate::daemon::run::DaemonControl;
 use crate::daemon::server::ShutdownReport;
 use crate::daemon::sysprobe::SysinfoProbe;
 use crate::daemon::systemd::{self, Watchdog};
+use crate::errors::log_markers;
 use crate::probe::ProcessProbe;
 
 /// Why the stack could not start.
@@ -254,5 +261,132 @@ impl Healing {
             Some(service) => service.shutdown().await,
             None => None,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The runner's serving, as a ServiceControl.
+
+/// How a failed restart is retried through the runner (see the module doc of
+/// `recovery`): every `interval`, at most `max_retries` times, then an
+/// emergency stop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RebindRetry {
+    pub interval: Duration,
+    pub max_retries: u32,
+}
+
+impl Default for RebindRetry {
+    fn default() -> Self {
+        RebindRetry {
+            interval: Duration::from_secs(1),
+            max_retries: 120,
+        }
+    }
+}
+
+/// [`DaemonControl`] (the runner's restart and emergency-stop requests) as a
+/// [`ServiceControl`], adding what the runner leaves to the recovery side:
+/// the draining flag for `/readyz`, the restart count, and the bounded rebind
+/// retries after a failed restart (then an emergency stop, never a daemon
+/// left without a socket).
+pub struct RunnerControl {
+    control: DaemonControl,
+    retry: RebindRetry,
+    draining: Arc<AtomicBool>,
+    retrying: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
+}
+
+impl RunnerControl {
+    pub fn new(control: DaemonControl, retry: RebindRetry) -> Self {
+        RunnerControl {
+            control,
+            retry,
+            draining: Arc::new(AtomicBool::new(false)),
+            retrying: Arc::new(AtomicBool::new(false)),
+            restarts: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn spawn_retries(&self) {
+        if self.retrying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let control = self.control.clone();
+        let retry = self.retry.clone();
+        let draining = Arc::clone(&self.draining);
+        let retrying = Arc::clone(&self.retrying);
+        let restarts = Arc::clone(&self.restarts);
+        tokio::spawn(async move {
+            for attempt in 1..=retry.max_retries {
+                tokio::time::sleep(retry.interval).await;
+                match control.restart_service().await {
+                    Ok(_) => {
+                        restarts.fetch_add(1, Ordering::Relaxed);
+                        draining.store(false, Ordering::Release);
+                        retrying.store(false, Ordering::Release);
+                        tracing::warn!(
+                            "{}: restart_service rebind retry {attempt} succeeded; serving again",
+                            log_markers::RECOVERY_ACTION
+                        );
+                        return;
+                    }
+                    Err(error) => tracing::warn!(
+                        "{}: restart_service rebind retry {attempt}/{} failed: {error}",
+                        log_markers::RECOVERY_ACTION,
+                        retry.max_retries
+                    ),
+                }
+            }
+            retrying.store(false, Ordering::Release);
+            let reason = format!(
+                "the listening address could not be bound again after {} retries",
+                retry.max_retries
+            );
+            tracing::error!("{}: emergency_stop: {reason}", log_markers::RECOVERY_ACTION);
+            let _ = control.emergency_stop(reason).await;
+        });
+    }
+}
+
+impl ServiceControl for RunnerControl {
+    fn restart(&self) -> ActionFuture<'_> {
+        Box::pin(async move {
+            self.draining.store(true, Ordering::Release);
+            match self.control.restart_service().await {
+                Ok(report) => {
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    self.draining.store(false, Ordering::Release);
+                    Ok(format!(
+                        "serving again on the same address ({} clients closed, forced: {})",
+                        report.clients_closed, report.forced
+                    ))
+                }
+                Err(error) => {
+                    self.spawn_retries();
+                    Err(error.to_string())
+                }
+            }
+        })
+    }
+
+    fn emergency_stop(&self, reason: String) -> ActionFuture<'_> {
+        Box::pin(async move {
+            self.draining.store(true, Ordering::Release);
+            self.control
+                .emergency_stop(reason)
+                .await
+                .map(|()| "stop requested from the runner".to_string())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 }

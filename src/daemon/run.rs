@@ -36,6 +36,7 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::WardenConfig;
+use crate::daemon::healing;
 use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubSettings};
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
@@ -419,6 +420,14 @@ impl Daemon {
                 forced: false,
             },
         };
+        // Test hook (the self-healing tests take the port in this window to
+        // force a failed rebind through this real path); zero when unset.
+        if let Some(pause) = std::env::var("WARDEN_TEST_REBIND_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
         let mut last = None;
         for attempt in 0..REBIND_ATTEMPTS {
             if attempt > 0 {
@@ -621,10 +630,23 @@ pub async fn run(
         hub_settings(&effective.config),
         Arc::new(SystemClock::new()),
     );
-    let services = Services::basic();
+    let prepared = healing::Prepared::new(&effective.config, &hub, Arc::new(SysinfoProbe::new()))
+        .map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
+    let services = Services {
+        health: prepared.health_provider(),
+        extra_routes: prepared.routes(),
+    };
     let mut daemon = Daemon::start(effective, hub, services).await?;
+    let healing = prepared.activate(
+        daemon.local_addr(),
+        Arc::new(healing::RunnerControl::new(
+            daemon.control(),
+            healing::RebindRetry::default(),
+        )),
+    );
     on_ready(&daemon);
     let exit = daemon.run_until_stopped(&mut signals).await;
+    healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)
 }

@@ -42,11 +42,17 @@ pub fn harness_rng(seed: u64) -> ChaCha8Rng {
 /// A turmoil builder for one seed: seeded, with the fixed simulation epoch,
 /// a [`SIM_TICK`] tick and the given simulated-time budget.
 pub fn sim_builder(seed: u64, duration: Duration) -> turmoil::Builder {
+    sim_builder_with_tick(seed, duration, SIM_TICK)
+}
+
+/// [`sim_builder`] with another step, for scenarios whose network timing
+/// matters less than their length (health checks every second or more).
+pub fn sim_builder_with_tick(seed: u64, duration: Duration, tick: Duration) -> turmoil::Builder {
     let mut builder = turmoil::Builder::new();
     builder
         .rng_seed(seed)
         .epoch(sim_epoch())
-        .tick_duration(SIM_TICK)
+        .tick_duration(tick)
         .simulation_duration(duration);
     builder
 }
@@ -108,6 +114,7 @@ where
         };
         if let Some(failure) = failure {
             let replay = replay_command(test_file, test_fn, seed);
+            print_trace_if_asked(test_fn, seed, &trace);
             eprintln!(
                 "\n=== simulation {test_fn} failed with seed {seed}\n{failure}\n\
                  --- last trace lines:\n{}\n--- replay with:\n    {replay}\n",

@@ -5,6 +5,7 @@
 //! runs one twice and compares the traces.
 
 pub mod crash;
+pub mod degraded;
 pub mod flood;
 pub mod partition;
 pub mod pid_race;

@@ -122,6 +122,10 @@ impl WallTime {
         let y: i64 = dp.next()?.parse().ok()?;
         let mo: u32 = dp.next()?.parse().ok()?;
         let d: u32 = dp.next()?.parse().ok()?;
+        // Four-digit years only: a huge year would overflow the day arithmetic.
+        if !(0..=9999).contains(&y) {
+            return None;
+        }
         let (hms, frac) = match clock.split_once('.') {
             Some((hms, frac)) => (hms, Some(frac)),
             None => (clock, None),

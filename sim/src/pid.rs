@@ -263,7 +263,9 @@ pub async fn start_daemon(
                 // to another program must not end the settle (the winner has
                 // not written yet). `daemon::pidfile::settle_busy` checks
                 // only `!has_exited()` and so reports the unrelated program
-                // as the conflicting daemon (found by this scenario, seed 15).
+                // as the conflicting daemon (found by this scenario, seed 15;
+                // `WARDEN_SIM_PID_ADAPTER_SETTLE=1` replays the adapter's check).
+                Some(ProbeOutcome::Found(s)) if adapter_settle() => !s.status.has_exited(),
                 Some(ProbeOutcome::Found(_)) => matches!(
                     decide(&ClaimFacts {
                         lock: LockObservation::Acquired,
@@ -307,6 +309,12 @@ pub async fn start_daemon(
         )),
         (false, _) => Ok(StartOutcome::Refused { decision }),
     }
+}
+
+/// `WARDEN_SIM_PID_ADAPTER_SETTLE`: settle a busy lock exactly as
+/// `daemon::pidfile::settle_busy` does today, to replay the bug above.
+fn adapter_settle() -> bool {
+    std::env::var_os("WARDEN_SIM_PID_ADAPTER_SETTLE").is_some()
 }
 
 fn observe(

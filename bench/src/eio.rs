@@ -13,6 +13,11 @@
 //! Not here: acks, binary attachments, namespaces other than `/`,
 //! reconnection, transport upgrade. The load tool needs none of them, and each
 //! would cost CPU on the client side of the measurement.
+//!
+//! Why not `warden_sim::client::SioClient`: it runs on turmoil's simulated
+//! streams and parses every event into a `serde_json::Value`; the load tool
+//! needs real TCP, 1,000 clients whose receive path only scans a few fields
+//! (see `scenario`), and the long-polling transport.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -76,9 +76,12 @@ pub struct Memory {
     pub rss_kib: u64,
     /// `VmHWM`: the highest resident size since the process started.
     pub peak_kib: u64,
+    /// `RssAnon`: the anonymous part of `VmRSS` (heap, stacks, buffers);
+    /// the rest is mostly the binary's and libraries' pages.
+    pub anon_kib: u64,
 }
 
-/// `VmRSS` and `VmHWM` from the text of `/proc/<pid>/status`.
+/// `VmRSS`, `VmHWM` and `RssAnon` from the text of `/proc/<pid>/status`.
 pub fn parse_status_memory(status: &str) -> Option<Memory> {
     let field = |name: &str| -> Option<u64> {
         let line = status.lines().find(|line| line.starts_with(name))?;
@@ -87,6 +90,7 @@ pub fn parse_status_memory(status: &str) -> Option<Memory> {
     Some(Memory {
         rss_kib: field("VmRSS:")?,
         peak_kib: field("VmHWM:")?,
+        anon_kib: field("RssAnon:")?,
     })
 }
 
@@ -181,13 +185,14 @@ mod tests {
 
     #[test]
     fn status_memory_reads_rss_and_high_water_mark() {
-        let status =
-            "Name:\twarden\nVmPeak:\t  20000 kB\nVmHWM:\t    7340 kB\nVmRSS:\t    6120 kB\n";
+        let status = "Name:\twarden\nVmPeak:\t  20000 kB\nVmHWM:\t    7340 kB\n\
+                      VmRSS:\t    6120 kB\nRssAnon:\t    2000 kB\nRssFile:\t    4120 kB\n";
         assert_eq!(
             parse_status_memory(status),
             Some(Memory {
                 rss_kib: 6120,
-                peak_kib: 7340
+                peak_kib: 7340,
+                anon_kib: 2000,
             })
         );
         assert_eq!(parse_status_memory("Name:\tzombie\n"), None);
@@ -211,5 +216,6 @@ mod tests {
         assert!(cpu_clock_us(pid).unwrap() >= first);
         let memory = memory(pid).unwrap();
         assert!(memory.rss_kib > 0 && memory.peak_kib >= memory.rss_kib);
+        assert!(memory.anon_kib > 0 && memory.anon_kib <= memory.rss_kib);
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::procfs::Machine;
 use crate::scenario::{RunMetrics, Scenario};
 use crate::server::ServerKind;
-use crate::stats::median;
+use crate::stats::{median, percentile};
 
 /// A run that failed before it could be measured.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +33,41 @@ pub struct ScenarioReport {
     pub medians: BTreeMap<String, BTreeMap<String, f64>>,
     /// metric → median(warden) / median(bare), where both exist and bare ≠ 0.
     pub ratios_warden_over_bare: BTreeMap<String, f64>,
+    /// server → HTTP probe latency over the samples of all its runs.
+    pub pooled_health: BTreeMap<String, PooledHealth>,
+}
+
+/// Reads one figure of a [`PooledHealth`].
+type PooledRead = fn(&PooledHealth) -> Option<f64>;
+
+/// The HTTP probe's latency over every sample of every run of one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct PooledHealth {
+    pub samples: usize,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+impl PooledHealth {
+    fn of(runs: &[&RunMetrics]) -> Option<PooledHealth> {
+        let mut all: Vec<u32> = runs
+            .iter()
+            .filter_map(|r| r.health.as_ref())
+            .flat_map(|h| h.latencies_us.iter().copied())
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_unstable();
+        let to_ms = |us: u32| f64::from(us) / 1_000.0;
+        Some(PooledHealth {
+            samples: all.len(),
+            p50_ms: percentile(&all, 50.0).map(to_ms),
+            p99_ms: percentile(&all, 99.0).map(to_ms),
+            max_ms: all.last().copied().map(to_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,9 +172,19 @@ const METRICS: &[MetricDef] = &[
         read: |m| kib_to_mib(m.rss_start_kib),
     },
     MetricDef {
+        key: "rss_start_anon_mib",
+        label: "… of which anonymous (MiB)",
+        read: |m| kib_to_mib(m.rss_start_anon_kib),
+    },
+    MetricDef {
         key: "rss_idle_mib",
         label: "RSS idle with clients (MiB)",
         read: |m| kib_to_mib(m.rss_idle_kib),
+    },
+    MetricDef {
+        key: "rss_idle_anon_mib",
+        label: "… of which anonymous (MiB)",
+        read: |m| kib_to_mib(m.rss_idle_anon_kib),
     },
     MetricDef {
         key: "rss_peak_mib",
@@ -173,7 +218,9 @@ fn shown(scenario: &Scenario, key: &str) -> bool {
                 | "stop_to_exit_ms"
                 | "connect_failures"
                 | "rss_start_mib"
+                | "rss_start_anon_mib"
                 | "rss_idle_mib"
+                | "rss_idle_anon_mib"
                 | "load_average_1m"
         ),
         // The stop of a broadcast run has no clients left: not the target's
@@ -185,9 +232,13 @@ fn shown(scenario: &Scenario, key: &str) -> bool {
 impl ScenarioReport {
     pub fn new(scenario: Scenario, runs: Vec<RunMetrics>, failures: Vec<RunFailure>) -> Self {
         let mut medians: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        let mut pooled_health = BTreeMap::new();
         for server in &scenario.servers {
             let of_server: Vec<&RunMetrics> =
                 runs.iter().filter(|r| r.server == server.name()).collect();
+            if let Some(pooled) = PooledHealth::of(&of_server) {
+                pooled_health.insert(server.name().to_owned(), pooled);
+            }
             let mut per_metric = BTreeMap::new();
             for def in METRICS {
                 let values: Vec<f64> = of_server.iter().filter_map(|r| (def.read)(r)).collect();
@@ -217,6 +268,7 @@ impl ScenarioReport {
             failures,
             medians,
             ratios_warden_over_bare: ratios,
+            pooled_health,
         }
     }
 
@@ -293,6 +345,34 @@ impl ScenarioReport {
                 );
             }
             let _ = writeln!(out);
+        }
+        if !self.pooled_health.is_empty() {
+            let pooled: Vec<Option<&PooledHealth>> =
+                servers.iter().map(|s| self.pooled_health.get(*s)).collect();
+            let rows: [(&str, PooledRead); 2] = [
+                ("health p50, all runs pooled (ms)", |p| p.p50_ms),
+                ("health p99, all runs pooled (ms)", |p| p.p99_ms),
+            ];
+            for (label, read) in rows {
+                let _ = write!(out, "| {label} |");
+                let values: Vec<Option<f64>> = pooled.iter().map(|p| p.and_then(read)).collect();
+                for value in &values {
+                    let _ = write!(out, " {} |", value.map_or("–".to_owned(), format_value));
+                }
+                if has_ratio {
+                    let ratio = match (values.first(), values.get(1)) {
+                        (Some(Some(w)), Some(Some(b))) if *b != 0.0 => format!("{:.2}", w / b),
+                        _ => "–".to_owned(),
+                    };
+                    let _ = write!(out, " {ratio} |");
+                }
+                let _ = writeln!(out);
+            }
+            let samples: Vec<String> = servers
+                .iter()
+                .filter_map(|s| Some(format!("{s} {}", self.pooled_health.get(*s)?.samples)))
+                .collect();
+            let _ = writeln!(out, "\nHTTP probe samples pooled: {}", samples.join(", "));
         }
         for failure in &self.failures {
             let first_line = failure.error.lines().next().unwrap_or("");
@@ -393,6 +473,37 @@ mod tests {
         );
         assert!(table.contains("runs: warden 3, bare 3"), "{table}");
         assert!(!table.contains("stop→exit"), "{table}");
+    }
+
+    #[test]
+    fn probe_latencies_are_pooled_over_runs() {
+        use crate::scenario::HealthProbe;
+        let scenario = standard_scenarios().remove(0);
+        let with_probe = |run_index: usize, latencies_us: Vec<u32>| RunMetrics {
+            health: Some(HealthProbe {
+                path: "/health".into(),
+                latencies_us,
+                ..HealthProbe::default()
+            }),
+            ..run("warden", run_index, 1.0, 0)
+        };
+        // 100 samples over two runs: 1..=99 ms and one of 500 ms.
+        let first: Vec<u32> = (1..=50).map(|ms| ms * 1_000).collect();
+        let mut second: Vec<u32> = (51..=99).map(|ms| ms * 1_000).collect();
+        second.push(500_000);
+        let runs = vec![with_probe(0, first), with_probe(1, second)];
+        let report = ScenarioReport::new(scenario, runs, Vec::new());
+        let pooled = &report.pooled_health["warden"];
+        assert_eq!(pooled.samples, 100);
+        assert_eq!(pooled.p50_ms, Some(50.0));
+        assert_eq!(pooled.p99_ms, Some(99.0));
+        assert_eq!(pooled.max_ms, Some(500.0));
+        assert!(!report.pooled_health.contains_key("bare"));
+        let table = report.markdown();
+        assert!(
+            table.contains("| health p99, all runs pooled (ms) | 99 | – | – |"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -173,7 +173,14 @@ pub struct HealthProbe {
     /// Responses by status code (a 503 is a critical health status, still timed).
     pub status_codes: BTreeMap<u16, usize>,
     pub errors: usize,
+    /// Every sample, in µs, in the order taken (at most
+    /// [`MAX_HEALTH_SAMPLES`]): a saturated server answers few requests per
+    /// run, so the report pools them over runs for a meaningful p99.
+    pub latencies_us: Vec<u32>,
 }
+
+/// Bound on the samples one probe keeps.
+pub const MAX_HEALTH_SAMPLES: usize = 100_000;
 
 /// Everything measured in one run. Absent values were not measured in this
 /// scenario.
@@ -186,7 +193,10 @@ pub struct RunMetrics {
     pub load_average_1m: Option<f64>,
     pub start_to_serving_ms: Option<f64>,
     pub rss_start_kib: Option<u64>,
+    /// The anonymous part of `rss_start_kib` (see `procfs::Memory`).
+    pub rss_start_anon_kib: Option<u64>,
     pub rss_idle_kib: Option<u64>,
+    pub rss_idle_anon_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
     pub clients_connected: Option<usize>,
     pub connect_failures: Option<usize>,
@@ -245,7 +255,9 @@ pub async fn run(
     };
     let server = RunningServer::start(kind, paths).await?;
     metrics.start_to_serving_ms = Some(ms(server.start_to_serving));
-    metrics.rss_start_kib = Some(procfs::memory(server.pid)?.rss_kib);
+    let memory = procfs::memory(server.pid)?;
+    metrics.rss_start_kib = Some(memory.rss_kib);
+    metrics.rss_start_anon_kib = Some(memory.anon_kib);
     let outcome = match scenario.kind {
         ScenarioKind::Broadcast(spec) => broadcast(&server, spec, &mut metrics).await,
         ScenarioKind::ConnectStorm { clients } => {
@@ -301,6 +313,14 @@ async fn connect_clients(
     (clients, times, errors)
 }
 
+/// Reads and records "idle with N clients" memory.
+fn record_idle_memory(pid: u32, metrics: &mut RunMetrics) -> Result<procfs::Memory, RunError> {
+    let memory = procfs::memory(pid)?;
+    metrics.rss_idle_kib = Some(memory.rss_kib);
+    metrics.rss_idle_anon_kib = Some(memory.anon_kib);
+    Ok(memory)
+}
+
 fn keep_first_errors(metrics: &mut RunMetrics, errors: impl IntoIterator<Item = String>) {
     for error in errors {
         if metrics.client_errors.len() < 5 {
@@ -329,7 +349,13 @@ async fn probe_health(addr: SocketAddr, mut stop: watch::Receiver<bool>) -> Heal
             let started = Instant::now();
             match c.get(&probe.path).await {
                 Ok(response) => {
-                    latencies.push(started.elapsed());
+                    let took = started.elapsed();
+                    if latencies.len() < MAX_HEALTH_SAMPLES {
+                        latencies.push(took);
+                        probe
+                            .latencies_us
+                            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                    }
                     *probe.status_codes.entry(response.status).or_default() += 1;
                 }
                 Err(_) => {
@@ -590,7 +616,7 @@ async fn broadcast(
     metrics.connect_failures = Some(errors.len());
     keep_first_errors(metrics, errors.iter().map(|e| format!("connect: {e}")));
     tokio::time::sleep(SETTLE).await;
-    metrics.rss_idle_kib = Some(procfs::memory(server.pid)?.rss_kib);
+    record_idle_memory(server.pid, metrics)?;
 
     let senders = spec.senders.min(clients.len());
     let fixed = Shared {
@@ -742,8 +768,7 @@ async fn connect_storm(
     metrics.cpu_us_per_connection =
         (!clients.is_empty()).then(|| cpu_us as f64 / clients.len() as f64);
     tokio::time::sleep(SETTLE).await;
-    let memory = procfs::memory(server.pid)?;
-    metrics.rss_idle_kib = Some(memory.rss_kib);
+    let memory = record_idle_memory(server.pid, metrics)?;
     metrics.rss_peak_kib = Some(memory.peak_kib);
     let closing: Vec<_> = clients
         .into_iter()
@@ -778,8 +803,8 @@ async fn lifecycle(
     keep_first_errors(&mut metrics, errors);
     // Let every poller have its GET outstanding.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    metrics.rss_idle_kib = Some(procfs::memory(server.pid)?.rss_kib);
-    metrics.rss_peak_kib = Some(procfs::memory(server.pid)?.peak_kib);
+    let memory = record_idle_memory(server.pid, &mut metrics)?;
+    metrics.rss_peak_kib = Some(memory.peak_kib);
     let stop = match server.kind {
         ServerKind::Warden => server.stop_with_cli(&paths.warden, STOP_BOUND).await,
         ServerKind::Bare | ServerKind::Bare128 => server.stop_with_signal(STOP_BOUND).await,

@@ -35,8 +35,12 @@ use crate::config::{LogLevel, LoggingConfig, expand_home};
 /// Environment variables that force debug logging.
 pub const DEBUG_ENV_VARS: [&str; 2] = ["WARDEN_DEBUG", "CLAUDE_MPM_DEBUG"];
 
-/// Lines the non-blocking writer buffers before a logging call waits.
-const BUFFERED_LINES_LIMIT: usize = 128_000;
+/// Lines the non-blocking writer buffers before a logging call waits (the
+/// writer is not lossy, so a full buffer slows the logger, never drops a
+/// line). tracing-appender's default of 128,000 lines reserves about 4 MiB,
+/// half of the daemon's idle memory budget; 8,192 lines still absorb any
+/// burst the daemon logs.
+const BUFFERED_LINES_LIMIT: usize = 8_192;
 
 /// Keeps the log file writer alive. Dropping it flushes every buffered line
 /// to the file and stops the writer thread; logging to the file after that is

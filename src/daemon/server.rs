@@ -60,9 +60,25 @@ impl BindError {
 /// with `local_addr`). tokio sets `SO_REUSEADDR`, so a restart can rebind
 /// the address its previous generation just released.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError::from_io(addr, source))
+    bind_with_backlog(addr).map_err(|source| BindError::from_io(addr, source))
+}
+
+/// Pending connections the kernel queues before `accept`. The usual 128
+/// overflows when a thousand dashboards reconnect at once (after a restart),
+/// and every dropped SYN costs its client a one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+fn bind_with_backlog(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Like `TcpListener::bind`: lets a restart rebind the address its previous
+    // generation just released (connections in TIME_WAIT do not block it).
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves `host` (e.g. `localhost`) and binds the first address that

@@ -538,6 +538,31 @@ pub fn decide(facts: &ClaimFacts) -> ClaimDecision {
     }
 }
 
+/// While the lock is busy: does the file already name the live process that
+/// holds it? The adapter polls a busy lock until this is true (or the lock
+/// frees) so that a refused start can name the winner. A leftover record whose
+/// pid now belongs to an unrelated program does **not** name the holder: the
+/// winner has not written its record yet, and naming the unrelated program
+/// would send an operator to kill the wrong process.
+pub fn names_live_holder(facts: &ClaimFacts) -> bool {
+    match &facts.recorded_process {
+        // The file names us: another descriptor of this process holds it.
+        None => facts.content.pid() == Some(facts.me.pid),
+        // A live process is the holder only if it is the one that wrote the
+        // record, which is exactly when a free lock would be a conflict.
+        Some(ProbeOutcome::Found(_)) => matches!(
+            decide(&ClaimFacts {
+                lock: LockObservation::Acquired,
+                ..facts.clone()
+            }),
+            ClaimDecision::Conflict { .. }
+        ),
+        // Cannot look: the busy lock is the evidence.
+        Some(ProbeOutcome::Unavailable { .. }) => true,
+        Some(ProbeOutcome::NotFound) => false,
+    }
+}
+
 fn same_start(a: WallTime, b: WallTime) -> bool {
     a.as_millis().abs_diff(b.as_millis()) <= START_TIME_TOLERANCE.as_millis() as u64
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
     PidFileContent, PidRecord, ProcessInfo, RecheckOutcome, ReleaseAction, StaleReason,
-    parse_pid_file,
+    names_live_holder, parse_pid_file,
 };
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
@@ -486,14 +486,7 @@ fn settle_busy(
     let mut lock = LockObservation::Busy;
     let mut facts = observe(file, path, false, lock, me, own, probe)?;
     for _ in 0..BUSY_SETTLE_POLLS {
-        let names_live_holder = match &facts.recorded_process {
-            // The file names us: another descriptor of this process holds it.
-            None if facts.content.pid() == Some(me) => true,
-            Some(ProbeOutcome::Found(s)) => !s.status.has_exited(),
-            Some(ProbeOutcome::Unavailable { .. }) => true,
-            Some(ProbeOutcome::NotFound) | None => false,
-        };
-        if lock == LockObservation::Acquired || names_live_holder {
+        if lock == LockObservation::Acquired || names_live_holder(&facts) {
             break;
         }
         std::thread::sleep(BUSY_SETTLE_INTERVAL);

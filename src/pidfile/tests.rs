@@ -529,3 +529,36 @@ fn stale_reasons_read_well_in_logs() {
     assert_eq!(r.pid(), Some(7));
     assert_eq!(StaleReason::Empty.pid(), None);
 }
+
+#[test]
+fn a_busy_lock_is_named_only_by_the_process_that_wrote_the_record() {
+    let busy = |probe| {
+        facts(
+            LockObservation::Busy,
+            PidFileContent::Record(record(OTHER)),
+            probe,
+        )
+    };
+    // The writer itself is alive: it holds the lock, and the file names it.
+    assert!(names_live_holder(&busy(Some(ProbeOutcome::Found(
+        writer_snapshot(OTHER)
+    )))));
+    // A leftover record whose pid now belongs to another program: the real
+    // holder has not written yet, so the unrelated program must not be named
+    // (found by the simulation's PID race, seed 15).
+    let mut other_program = writer_snapshot(OTHER);
+    other_program.start_time = t(1_754_495_000);
+    assert!(!names_live_holder(&busy(Some(ProbeOutcome::Found(
+        other_program
+    )))));
+    let mut zombie = writer_snapshot(OTHER);
+    zombie.status = ProcessStatus::Zombie;
+    assert!(!names_live_holder(&busy(Some(ProbeOutcome::Found(zombie)))));
+    assert!(!names_live_holder(&busy(Some(ProbeOutcome::NotFound))));
+    assert!(names_live_holder(&busy(Some(ProbeOutcome::Unavailable {
+        reason: "no /proc".to_string()
+    }))));
+    // The file names this very process (another descriptor holds the lock).
+    let ours = facts(LockObservation::Busy, PidFileContent::Legacy(ME), None);
+    assert!(names_live_holder(&ours));
+}

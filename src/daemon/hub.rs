@@ -121,8 +121,9 @@ impl HubSettings {
 /// `events_relayed` counts events handed to the adapter for relay (once per
 /// event, whatever the number of recipients); `events_dropped` counts
 /// deliveries that did not happen: one per recipient whose buffer was full or
-/// whose socket was closing, one per event when the adapter failed before any
-/// delivery or the sender's queue was full, and one per failed reply
+/// whose socket was closing, one per intended recipient (every other client
+/// connected at that moment) when the adapter failed before any delivery or
+/// the sender's queue was full, and one per failed reply
 /// (`connection_ack`, `pong`, ...). `errors` counts failures of the hub itself
 /// (undecodable payloads, adapter or serialisation failures, queue overflow).
 #[derive(Debug, Default)]
@@ -504,11 +505,18 @@ impl<A: Adapter> Hub<A> {
                 tracing::debug!(failed = failed.len(), "relay dropped for some clients");
             }
             Err(error) => {
-                ServiceStats::add(&stats.events_dropped, 1);
+                ServiceStats::add(&stats.events_dropped, self.other_clients());
                 ServiceStats::add(&stats.errors, 1);
                 tracing::warn!(%error, "relay failed");
             }
         }
+    }
+
+    /// The recipients a relay from one connected client is meant for: every
+    /// other client, so that delivered + dropped adds up to sent × recipients.
+    fn other_clients(&self) -> u64 {
+        let connected = self.inner.stats.clients_connected.load(Ordering::Relaxed);
+        connected.saturating_sub(1)
     }
 
     fn count_connected(&self, sid: Sid) {
@@ -580,12 +588,12 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         match self.queue.try_send((socket, event)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, 1);
+                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
                 ServiceStats::add(&stats.errors, 1);
                 tracing::warn!(sid = %socket.id, "relay queue full; event kept in history, not relayed");
             }
             Err(mpsc::error::TrySendError::Closed((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, 1);
+                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
                 tracing::debug!(sid = %socket.id, "relay queue closed");
             }
         }

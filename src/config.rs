@@ -176,9 +176,10 @@ impl Default for HealthThresholds {
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
     pub enabled: bool,
-    /// Accepted from the seed's RecoveryManager config. Recovery is driven by
-    /// health results, which arrive every `health_monitoring.check_interval`;
-    /// the daemon may use this as a re-evaluation period.
+    /// The seed's RecoveryManager `check_interval`: the least time between two
+    /// health reports the recovery manager evaluates (reports arrive every
+    /// `health_monitoring.check_interval`; those in between are monitored but
+    /// not acted on). Unset: every report is evaluated.
     #[serde(
         deserialize_with = "de_opt_secs_in::<_, 1_000, 3_600_000>",
         serialize_with = "ser_opt_secs",

@@ -65,7 +65,7 @@ use crate::escalation::{
     DecisionCause, GradedRecoveryStrategy, RecoveryAction, StrategySettings, StrategyStatus,
 };
 use crate::health::{HealthReport, HealthStatus};
-use crate::time::Clock;
+use crate::time::{Clock, Moment};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks (machines, histories) stays valid after a panic elsewhere.
@@ -545,6 +545,11 @@ pub struct RecoverySettings {
     pub enabled: bool,
     pub max_recovery_attempts: u32,
     pub recovery_timeout: Duration,
+    /// `recovery.check_interval`: the least time between two health reports
+    /// the manager evaluates. Reports in between still reach `/health` and the
+    /// monitor's history; they are not fed to the strategy. `None` evaluates
+    /// every report (each `health_monitoring.check_interval`).
+    pub check_interval: Option<Duration>,
     pub history_size: usize,
     pub breaker: BreakerSettings,
     pub strategy: StrategySettings,
@@ -605,6 +610,8 @@ struct State {
     episode_attempts: u32,
     exhausted_logged: bool,
     by_action: [[u64; 2]; 5],
+    /// When the last report was evaluated (for `check_interval`).
+    last_evaluated: Option<Moment>,
 }
 
 fn action_index(action: RecoveryAction) -> usize {
@@ -659,6 +666,7 @@ impl RecoveryManager {
                 episode_attempts: 0,
                 exhausted_logged: false,
                 by_action: [[0; 2]; 5],
+                last_evaluated: None,
             }),
             settings,
             clock,
@@ -700,6 +708,12 @@ impl RecoveryManager {
         let now = self.clock.now();
         let (action, cause, permit, attempt) = {
             let mut st = lock(&self.state);
+            if let (Some(interval), Some(last)) = (self.settings.check_interval, st.last_evaluated)
+                && report.at < last + interval
+            {
+                return None;
+            }
+            st.last_evaluated = Some(report.at);
             let before = st.breaker.state();
             st.breaker.tick(now);
             log_breaker_change(before, st.breaker.state());
@@ -934,6 +948,7 @@ pub fn settings_from_config(cfg: &crate::config::WardenConfig) -> RecoverySettin
         enabled: cfg.recovery.enabled,
         max_recovery_attempts: cfg.recovery.max_recovery_attempts,
         recovery_timeout: cfg.recovery.recovery_timeout,
+        check_interval: cfg.recovery.check_interval,
         history_size: DEFAULT_RECOVERY_HISTORY,
         breaker: cfg.recovery.breaker_settings(),
         strategy: cfg.recovery.strategy_settings(),
@@ -946,7 +961,7 @@ pub fn settings_from_config(cfg: &crate::config::WardenConfig) -> RecoverySettin
 mod tests {
     use super::*;
     use crate::health::{HealthCheckResult, HealthMetric};
-    use crate::time::{ManualClock, Moment, WallTime};
+    use crate::time::{ManualClock, WallTime};
 
     /// Records actions; fails or hangs on request.
     #[derive(Default)]
@@ -977,6 +992,7 @@ mod tests {
             enabled: true,
             max_recovery_attempts: 5,
             recovery_timeout: Duration::from_millis(200),
+            check_interval: None,
             history_size: 4,
             breaker: BreakerSettings::default(),
             strategy: StrategySettings {
@@ -1017,6 +1033,29 @@ mod tests {
     }
 
     use HealthStatus::{Critical, Healthy, Warning};
+
+    #[tokio::test]
+    async fn check_interval_limits_which_reports_are_evaluated() {
+        // Ten criticals one second apart: every report evaluated climbs the
+        // whole ladder; with a 10 s check interval only the first counts.
+        let script = Arc::new(Script::default());
+        let (m, clock) = manager(settings(), &script);
+        feed(&m, &clock, &[Critical; 10]).await;
+        assert_eq!(lock(&script.done).len(), 3);
+
+        let script = Arc::new(Script::default());
+        let spaced = RecoverySettings {
+            check_interval: Some(Duration::from_secs(10)),
+            ..settings()
+        };
+        let (m, clock) = manager(spaced, &script);
+        feed(&m, &clock, &[Critical; 10]).await;
+        assert_eq!(*lock(&script.done), vec![RecoveryAction::ClearConnections]);
+        // The next report due (at 10 s) is evaluated again.
+        clock.set(Moment::from_secs(10));
+        m.handle_report(&report(Critical, 10)).await;
+        assert_eq!(lock(&script.done).len(), 2);
+    }
 
     #[tokio::test]
     async fn criticals_run_the_ladder_and_record_seed_shaped_events() {

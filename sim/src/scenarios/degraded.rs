@@ -352,6 +352,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             enabled: true,
             max_recovery_attempts,
             recovery_timeout,
+            check_interval: None,
             history_size: 1_000,
             breaker: breaker.clone(),
             strategy: strategy.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use warden::daemon::pidfile::{BUSY_SETTLE_INTERVAL, BUSY_SETTLE_POLLS};
 use warden::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, PidFileContent, PidRecord,
-    ProcessInfo, decide, parse_pid_file,
+    ProcessInfo, names_live_holder, parse_pid_file,
 };
 use warden::probe::{FakeProbe, ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use warden::time::{Clock, WallTime};
@@ -256,27 +256,10 @@ pub async fn start_daemon(
     let mut facts = observe(machine, me, created, guard.is_some(), clock);
     if guard.is_none() {
         for _ in 0..BUSY_SETTLE_POLLS {
-            let names_live_holder = match &facts.recorded_process {
-                None if facts.content.pid() == Some(me.pid) => true,
-                // A live process names the holder only if it is the one that
-                // wrote the record: a leftover record whose pid now belongs
-                // to another program must not end the settle (the winner has
-                // not written yet). `daemon::pidfile::settle_busy` checks
-                // only `!has_exited()` and so reports the unrelated program
-                // as the conflicting daemon (found by this scenario, seed 15;
-                // `WARDEN_SIM_PID_ADAPTER_SETTLE=1` replays the adapter's check).
-                Some(ProbeOutcome::Found(s)) if adapter_settle() => !s.status.has_exited(),
-                Some(ProbeOutcome::Found(_)) => matches!(
-                    decide(&ClaimFacts {
-                        lock: LockObservation::Acquired,
-                        ..facts.clone()
-                    }),
-                    ClaimDecision::Conflict { .. }
-                ),
-                Some(ProbeOutcome::Unavailable { .. }) => true,
-                Some(ProbeOutcome::NotFound) | None => false,
-            };
-            if guard.is_some() || names_live_holder {
+            // The adapter's own rule (`pidfile::names_live_holder`): a leftover
+            // record whose pid now belongs to another program must not end the
+            // settle. This scenario found that bug in the adapter (seed 15).
+            if guard.is_some() || names_live_holder(&facts) {
                 break;
             }
             tokio::time::sleep(BUSY_SETTLE_INTERVAL).await;
@@ -309,12 +292,6 @@ pub async fn start_daemon(
         )),
         (false, _) => Ok(StartOutcome::Refused { decision }),
     }
-}
-
-/// `WARDEN_SIM_PID_ADAPTER_SETTLE`: settle a busy lock exactly as
-/// `daemon::pidfile::settle_busy` does today, to replay the bug above.
-fn adapter_settle() -> bool {
-    std::env::var_os("WARDEN_SIM_PID_ADAPTER_SETTLE").is_some()
 }
 
 fn observe(

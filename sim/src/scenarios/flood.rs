@@ -29,12 +29,11 @@ use crate::trace::Trace;
 
 const POLL: Duration = Duration::from_millis(50);
 
-/// Known gap (src/daemon/hub.rs): when a sender's relay queue
-/// (`inbound_queue_events`) is full, the hub counts one drop per *event*,
-/// while every receiver misses it, so delivered + `events_dropped` falls
-/// short of sent × receivers. The default queue (8,192) is never filled
-/// here; `WARDEN_SIM_FLOOD_RELAY_QUEUE=2` sets a tiny one and shows the gap
-/// (seed 0 fails).
+/// `WARDEN_SIM_FLOOD_RELAY_QUEUE=2` shrinks each sender's relay queue
+/// (`inbound_queue_events`, default 8,192, never filled here) so that the
+/// hub refuses events at the queue. It found that the hub counted one drop
+/// per refused *event* while every receiver missed it (seed 0); the hub now
+/// counts one per intended recipient, and the accounting below holds.
 fn relay_queue_override() -> Option<usize> {
     std::env::var("WARDEN_SIM_FLOOD_RELAY_QUEUE")
         .ok()?
@@ -147,7 +146,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                 POLL,
                 Duration::from_secs(2),
                 Duration::from_secs(120),
-                || stats.snapshot().events_relayed == events && accounted() == expected,
+                || stats.snapshot().events_processed == events && accounted() == expected,
             )
             .await?;
             let end = stats.snapshot();
@@ -170,12 +169,20 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                 "processed {} of {events}",
                 end.events_processed
             );
+            // With the default queue every event is relayed; a shrunken one
+            // refuses some (counted above as drops for every receiver).
+            let relayed_ok = match relay_queue_override() {
+                None => end.events_relayed == events,
+                Some(_) => end.events_relayed <= events,
+            };
+            ensure!(relayed_ok, "relayed {} of {events}", end.events_relayed);
+            // Each event refused at a full queue is one hub error; nothing else is.
+            let refused = events - end.events_relayed;
             ensure!(
-                end.events_relayed == events,
-                "relayed {} of {events}",
-                end.events_relayed
+                end.errors == refused,
+                "the hub counted {} errors for {refused} refused events",
+                end.errors
             );
-            ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
             for (i, view) in views.iter().enumerate() {
                 let connections = view.view().connections;
                 ensure!(

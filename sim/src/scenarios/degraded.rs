@@ -310,7 +310,19 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     };
     let recovery_timeout = Duration::from_secs(rng.random_range(2..=6));
     let max_recovery_attempts: u32 = 200;
-    let run_for = Duration::from_secs(150);
+    // Long enough for a leak to reach critical (1.5 x the memory threshold)
+    // and then climb three critical rungs, each needing `critical_threshold`
+    // checks and the rate limit (seed 2134 once ended the run one rung short).
+    let run_for = match profile {
+        Profile::Leak { mb_per_s, .. } => {
+            let to_critical =
+                Duration::from_secs((MEMORY_THRESHOLD_MB * 3 / 2 - 100) / mb_per_s + 1);
+            let per_rung =
+                check_interval * strategy.critical_threshold + strategy.min_recovery_interval;
+            (to_critical + per_rung * 3 + Duration::from_secs(30)).max(Duration::from_secs(150))
+        }
+        Profile::Wedged { .. } => Duration::from_secs(150),
+    };
     trace.record(
         "setup",
         format!(

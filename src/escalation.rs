@@ -34,6 +34,8 @@
 //! - **Consumption.** When an action is taken, the remembered observations are
 //!   cleared: the next rung needs a fresh `warning_threshold` / `critical_threshold`
 //!   observations. That is what gives `critical_threshold` an effect on every rung.
+//!   A warning action keeps the criticals in the window, so that criticals still
+//!   add up to the critical ladder when `warning_threshold` is the lower one.
 //! - **Rate limit.** No action other than `none` within `min_recovery_interval`
 //!   after the previous action, `log_warning` included (it starts the ladder, and
 //!   counting it means log → clear can never happen back to back). A trigger that
@@ -398,7 +400,16 @@ impl StrategyCore {
             }
         }
         self.last_action = Some((action, at));
-        self.signals.clear();
+        if matches!(cause, DecisionCause::CriticalThreshold { .. }) {
+            self.signals.clear();
+        } else {
+            // A warning action consumes what it acted on but keeps the
+            // criticals: they must still add up to `critical_threshold`, or a
+            // process that stays critical with warning_threshold below
+            // critical_threshold would be cleared forever and never restarted
+            // (found by the simulation's degraded scenario, seed 10).
+            self.signals.retain(|(s, _)| *s == HealthStatus::Critical);
+        }
         *out = Decision { action, cause };
         let new_rung = rung.max(action);
         if new_rung == rung {
@@ -554,6 +565,34 @@ mod tests {
             .iter()
             .map(|&(st, t)| g.observe(st, secs(t)).action)
             .collect()
+    }
+
+    #[test]
+    fn criticals_still_climb_when_the_warning_threshold_is_lower() {
+        // Every critical also counts toward the warning trigger, which fires
+        // first; the criticals it leaves in the window must still reach
+        // critical_threshold, or the ladder would stop at clear_connections.
+        let mut g = strategy(|s| {
+            s.warning_threshold = 1;
+            s.critical_threshold = 3;
+            s.min_recovery_interval = Duration::ZERO;
+        });
+        let events: Vec<(HealthStatus, u64)> = (0..9).map(|t| (Critical, t)).collect();
+        let actions = run(&mut g, &events);
+        assert_eq!(
+            actions,
+            [
+                A::LogWarning,
+                A::ClearConnections,
+                A::RestartService,
+                A::ClearConnections,
+                A::ClearConnections,
+                A::EmergencyStop,
+                A::None,
+                A::None,
+                A::None
+            ]
+        );
     }
 
     #[test]

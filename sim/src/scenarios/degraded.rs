@@ -262,17 +262,6 @@ fn rung(action: RecoveryAction) -> u8 {
     }
 }
 
-/// Known bug (src/escalation.rs): with `warning_threshold <
-/// critical_threshold`, a critical observation fires the warning ladder
-/// first and the action consumes the window, so criticals never add up to
-/// `critical_threshold`: a process that stays critical gets
-/// `clear_connections` forever and is never restarted or stopped. Until that
-/// is fixed, runs draw `warning_threshold >= critical_threshold` unless
-/// `WARDEN_SIM_DEGRADED_ANY_THRESHOLDS` is set (with it, seed 10 shows the bug).
-fn any_thresholds() -> bool {
-    std::env::var_os("WARDEN_SIM_DEGRADED_ANY_THRESHOLDS").is_some()
-}
-
 /// One run of the scenario for `seed`; returns the simulated time covered.
 pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     let mut rng = harness_rng(seed);
@@ -292,11 +281,10 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     let warning_threshold = rng.random_range(1..=3);
     let critical_threshold = rng.random_range(1..=3);
     let strategy = StrategySettings {
-        warning_threshold: if any_thresholds() {
-            warning_threshold
-        } else {
-            warning_threshold.max(critical_threshold)
-        },
+        // Any order of the two thresholds: with warning_threshold the lower
+        // one, criticals must still climb past clear_connections (seed 10
+        // found that they did not).
+        warning_threshold,
         critical_threshold,
         failure_window: Duration::from_secs(60),
         min_recovery_interval: Duration::from_secs(rng.random_range(1..=10)),

@@ -423,9 +423,11 @@ impl<A: Adapter> Hub<A> {
             let sid = socket.id;
             match socket.disconnect() {
                 Ok(()) => {
-                    if self.forget_client(sid) {
-                        disconnected += 1;
-                    }
+                    // The socket's disconnect handler may run on another
+                    // worker and forget it first: it was still disconnected
+                    // here, so it counts either way (and is uncounted once).
+                    self.forget_client(sid);
+                    disconnected += 1;
                 }
                 Err(error) => {
                     ServiceStats::add(&self.inner.stats.errors, 1);

@@ -211,7 +211,12 @@ impl Model {
             }
         }
         self.last_action = Some((action, at));
-        self.signals.clear();
+        if matches!(cause, DecisionCause::CriticalThreshold { .. }) {
+            self.signals.clear();
+        } else {
+            // A warning action keeps the criticals (they must still add up).
+            self.signals.retain(|(s, _)| *s == HealthStatus::Critical);
+        }
         self.rung = self.rung.max(action);
         (action, cause)
     }
@@ -324,10 +329,16 @@ fuzz_target!(|input: Input| {
             assert_eq!(rung_after, rung_before.max(decision.action));
             let st = strategy.status();
             assert_eq!(
-                st.warnings_in_window + st.unknowns_in_window + st.criticals_in_window,
+                st.warnings_in_window + st.unknowns_in_window,
                 0,
                 "an action consumes the window"
             );
+            if matches!(decision.cause, DecisionCause::CriticalThreshold { .. }) {
+                assert_eq!(
+                    st.criticals_in_window, 0,
+                    "a critical action consumes the criticals"
+                );
+            }
         }
         if status == HealthStatus::Healthy {
             assert_eq!(decision.action, RecoveryAction::None);

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::eio::{ClientError, Packet, PollingClient, WsClient, classify, event_packet};
@@ -327,6 +327,28 @@ fn keep_first_errors(metrics: &mut RunMetrics, errors: impl IntoIterator<Item = 
             metrics.client_errors.push(error);
         }
     }
+}
+
+/// Runs [`probe_health`] on a thread of its own with a current-thread
+/// runtime. On the tool's shared runtime, the probe's task would wait behind
+/// the 1,000 clients' receive tasks, and the probe would measure the load
+/// generator's queue rather than the server's answer.
+fn spawn_probe(addr: SocketAddr, stop: watch::Receiver<bool>) -> oneshot::Receiver<HealthProbe> {
+    let (done_tx, done_rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("http-probe".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                let _ = done_tx.send(runtime.block_on(probe_health(addr, stop)));
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("warden-load: cannot start the HTTP probe's thread: {error}");
+    }
+    done_rx
 }
 
 /// Polls `/health` (or `/status`) until `stop` turns true.
@@ -663,7 +685,7 @@ async fn broadcast(
     metrics.expected_deliveries = Some(expected);
 
     let (probe_stop_tx, probe_stop_rx) = watch::channel(false);
-    let probe = tokio::spawn(probe_health(server.addr, probe_stop_rx));
+    let probe = spawn_probe(server.addr, probe_stop_rx);
     // Let the probe learn its path before the load starts.
     tokio::time::sleep(Duration::from_millis(20)).await;
 
@@ -747,7 +769,7 @@ async fn connect_storm(
     metrics: &mut RunMetrics,
 ) -> Result<(), RunError> {
     let (probe_stop_tx, probe_stop_rx) = watch::channel(false);
-    let probe = tokio::spawn(probe_health(server.addr, probe_stop_rx));
+    let probe = spawn_probe(server.addr, probe_stop_rx);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cpu_before = procfs::cpu_time_us(server.pid)?;
     let started = Instant::now();

@@ -10,6 +10,7 @@ pub mod healing;
 pub mod health_http;
 pub mod http;
 pub mod hub;
+pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::daemon::hub::Hub;
+use crate::daemon::lane::{self, Lane};
 
 /// Why a listening socket could not be bound. `AddrInUse` is separate so the
 /// daemon can look up the owner and report a `PortConflictError`.
@@ -138,6 +139,8 @@ pub struct ServingHandle {
     trigger: oneshot::Sender<()>,
     closed: oneshot::Receiver<usize>,
     task: JoinHandle<()>,
+    /// The health lane that owns the listening socket ([`serve_tcp`]).
+    lane: Option<Lane>,
 }
 
 impl ServingHandle {
@@ -149,7 +152,17 @@ impl ServingHandle {
             trigger,
             closed,
             mut task,
+            lane,
         } = self;
+        // Stop accepting first: the lane owns the listening socket and
+        // releases it here, before the drain, as axum does.
+        if let Some(lane) = lane
+            && tokio::time::timeout(drain_timeout, lane.stop())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the health lane did not release the listener in time");
+        }
         // The receiver is gone only if the task already ended; then there is
         // nothing left to trigger.
         let _ = trigger.send(());
@@ -179,8 +192,18 @@ impl ServingHandle {
 
 /// Serves `router` on a TCP listener with `TCP_NODELAY` on every accepted
 /// socket (axum does not set it; Socket.IO's small frames pay Nagle's delay
-/// otherwise).
+/// otherwise). The health lane (see `lane`) accepts on its own thread and
+/// answers `/health`, `/livez` and `/readyz` there, so probes are not queued
+/// behind the relay; if its thread cannot start, the runtime accepts alone.
 pub fn serve_tcp<A: Adapter>(listener: TcpListener, router: Router, hub: &Hub<A>) -> ServingHandle {
+    let listener = match lane::start(listener, router.clone()) {
+        Ok((handoff, lane)) => {
+            let mut handle = serve(handoff, router, hub);
+            handle.lane = Some(lane);
+            return handle;
+        }
+        Err(listener) => listener,
+    };
     let listener = listener.tap_io(|stream| {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
@@ -217,6 +240,7 @@ where
         trigger,
         closed,
         task,
+        lane: None,
     }
 }
 

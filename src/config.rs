@@ -3,6 +3,7 @@
 //! The JSON file (default `~/.claude-mpm/socketio-config.json`) has the seed's
 //! sections: `server`, `health_monitoring` (with `thresholds`), `recovery`
 //! (with `circuit_breaker` and `strategy`), `pid_validation` and `logging`,
+//! plus warden's own `cluster` (off by default),
 //! plus an optional top-level `"profile": "development" | "production"`.
 //! Durations are seconds (a number, fractions allowed) in JSON and
 //! [`Duration`] in Rust. Every section rejects unknown keys, and every number
@@ -48,6 +49,7 @@ pub struct WardenConfig {
     pub recovery: RecoveryConfig,
     pub pid_validation: PidValidationConfig,
     pub logging: LoggingConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// Where and how the hub listens.
@@ -451,6 +453,69 @@ pub struct LoggingConfig {
     /// Rotated files kept (`.1` newest ... `.N` oldest).
     #[serde(deserialize_with = "de_u32_in::<_, 1, 100>")]
     pub backup_count: u32,
+}
+
+/// Cluster mode: several warden nodes sharing one hub through Redis. Off
+/// while `redis_url` is `null` (the default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; `null` turns cluster mode off.
+    /// RESP3 is required (Redis 7 or later) and asked for by the daemon.
+    #[serde(deserialize_with = "de_redis_url")]
+    pub redis_url: Option<String>,
+    /// This node's name in `/diagnostics` and in its peers' lists; `null`
+    /// means `<hostname>-<port>`. Letters, digits, `.`, `_` and `-`, at most 64.
+    #[serde(deserialize_with = "de_node_id")]
+    pub node_id: Option<String>,
+    /// Prefix of every Redis channel and key this hub uses; nodes with the
+    /// same prefix on the same Redis form one hub.
+    #[serde(deserialize_with = "de_prefix")]
+    pub prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            node_id: None,
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The default `prefix`.
+    pub const DEFAULT_PREFIX: &str = "warden";
+
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
+
+/// Whether `id` is a valid node id or prefix: 1 to 64 of `[A-Za-z0-9._-]`.
+pub fn is_valid_node_name(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether `url` is a Redis URL warden can use: `redis://` with a host, no
+/// spaces, and no `protocol=` other than RESP3. (TLS, `rediss://`, is not
+/// built in.)
+pub fn is_valid_redis_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let resp2 = url.split(['?', '&']).skip(1).any(|kv| {
+        kv.to_ascii_lowercase().starts_with("protocol=")
+            && !kv.eq_ignore_ascii_case("protocol=resp3")
+    });
+    !host.is_empty() && !url.contains(char::is_whitespace) && !resp2
 }
 
 /// The default log file, before `~` expansion.
@@ -1028,6 +1093,50 @@ fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
                 .then(|| h.to_string())
         },
         expected: "a host name or IP address without spaces",
+    })
+}
+
+fn de_redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_option(OptStrWith(StrWith {
+        check: |u| is_valid_redis_url(u).then(|| u.to_string()),
+        expected: "a redis://[user:password@]host[:port][/db] URL (RESP3), or null",
+    }))
+}
+
+fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_option(OptStrWith(StrWith {
+        check: |id| is_valid_node_name(id).then(|| id.to_string()),
+        expected: "1 to 64 letters, digits, '.', '_' or '-', or null",
+    }))
+}
+
+/// `null`, or a string that a [`StrWith`] accepts (errors point at the value).
+struct OptStrWith<'a, T>(StrWith<'a, T>);
+
+impl<'de, T> de::Visitor<'de> for OptStrWith<'_, T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.expected)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+        d.deserialize_str(self.0).map(Some)
+    }
+}
+
+fn de_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_str(StrWith {
+        check: |p| is_valid_node_name(p).then(|| p.to_string()),
+        expected: "1 to 64 letters, digits, '.', '_' or '-'",
     })
 }
 

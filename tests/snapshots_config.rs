@@ -323,3 +323,39 @@ fn cli_overrides_beat_the_file() {
         .unwrap_err();
     snap!("override_port_zero", e.to_string());
 }
+
+#[test]
+fn cluster_mode_is_off_by_default_and_its_keys_are_checked() {
+    let cfg = parse_config("{}", Path::new(FILE)).unwrap();
+    assert!(!cfg.cluster.enabled());
+    assert_eq!(cfg.cluster.prefix, "warden");
+
+    let cfg = parse_config(
+        r#"{"cluster": {"redis_url": "redis://:pw@10.0.0.5:6379/2", "node_id": "east-1"}}"#,
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert!(cfg.cluster.enabled());
+    assert_eq!(cfg.cluster.node_id.as_deref(), Some("east-1"));
+
+    let e = reject("{\n  \"cluster\": {\n    \"redis_url\": \"http://localhost:6379\"\n  }\n}");
+    assert_eq!(key_and_line(&e), ("cluster.redis_url".to_string(), 3));
+    snap!("cluster_bad_redis_url", e.to_string());
+
+    for url in [
+        "redis://h:6379/?protocol=resp2",
+        "rediss://h:6379",
+        "redis://",
+        "redis://u:p@",
+    ] {
+        let e = reject(&format!(r#"{{"cluster": {{"redis_url": "{url}"}}}}"#));
+        assert_eq!(key_and_line(&e).0, "cluster.redis_url", "{url}");
+    }
+
+    let e = reject("{\n  \"cluster\": {\n    \"node_id\": \"east 1\"\n  }\n}");
+    assert_eq!(key_and_line(&e), ("cluster.node_id".to_string(), 3));
+    snap!("cluster_bad_node_id", e.to_string());
+
+    let e = reject(r#"{"cluster": {"redis": "redis://h"}}"#);
+    assert_eq!(key_and_line(&e).0, "cluster.redis");
+}

@@ -256,6 +256,20 @@ impl HealthReport {
             timestamp,
         }
     }
+
+    /// The same cycle without the results of `checker`, folded again. The
+    /// recovery ladder judges this node on what this node can fix: a
+    /// dependency's result (Redis, in cluster mode) is reported and makes the
+    /// node not ready, but never restarts or stops the node.
+    pub fn without_checker(&self, checker: &str) -> HealthReport {
+        let results: Vec<HealthCheckResult> = self
+            .results
+            .iter()
+            .filter(|r| r.checker != checker)
+            .cloned()
+            .collect();
+        HealthReport::from_results(results, self.at, self.timestamp)
+    }
 }
 
 /// How many samples had each status.
@@ -411,6 +425,32 @@ mod tests {
             h.push(report(*s, i as u64 * 10));
         }
         h
+    }
+
+    #[test]
+    fn a_report_without_a_checker_is_folded_again() {
+        let at = Moment::from_secs(5);
+        let wall = WallTime::from_secs(1_700_000_005);
+        let result = |name: &str, status| {
+            HealthCheckResult::from_metrics(
+                name,
+                vec![HealthMetric::new("x", 1.0, status)],
+                at,
+                wall,
+                Duration::ZERO,
+            )
+        };
+        let report = HealthReport::from_results(
+            vec![result("process", Healthy), result("dependency", Warning)],
+            at,
+            wall,
+        );
+        assert_eq!(report.overall_status, Warning);
+        let own = report.without_checker("dependency");
+        assert_eq!(own.overall_status, Healthy);
+        assert_eq!(own.results.len(), 1);
+        assert_eq!((own.at, own.timestamp), (at, wall));
+        assert_eq!(report.without_checker("absent"), report);
     }
 
     #[test]

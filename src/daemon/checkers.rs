@@ -488,6 +488,107 @@ impl Checker for ServiceHealthChecker {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Dependencies (cluster mode)
+
+/// Name of the Redis dependency checker in reports and `/health`.
+pub const REDIS_DEPENDENCY: &str = "redis_dependency";
+/// A Redis round trip above this is a warning.
+pub const DEPENDENCY_RTT_WARNING_MS: f64 = 100.0;
+/// A heartbeat older than this many intervals is a warning.
+pub const DEPENDENCY_STALE_INTERVALS: u64 = 3;
+
+/// What the cluster link last saw of Redis (facts, not judgements).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DependencyFacts {
+    pub connected: bool,
+    /// `connected`, `connecting` or `disconnected`, as reported.
+    pub state: String,
+    pub rtt_ms: Option<f64>,
+    pub heartbeat_age_ms: Option<u64>,
+    pub heartbeat_interval_ms: u64,
+    pub peers_seen: usize,
+    pub last_error: Option<String>,
+}
+
+/// Where the dependency checker reads its facts: the cluster link, or a
+/// closure in tests.
+pub trait DependencySource: Send + Sync {
+    fn facts(&self) -> DependencyFacts;
+}
+
+impl<F: Fn() -> DependencyFacts + Send + Sync> DependencySource for F {
+    fn facts(&self) -> DependencyFacts {
+        self()
+    }
+}
+
+/// Reports a dependency (Redis, in cluster mode) in the same vocabulary as
+/// the other checkers. Never critical: an unreachable, slow or silent Redis
+/// is a `warning` (the node still serves its own clients); the recovery
+/// ladder ignores this checker (see `healing.rs`) and `/readyz` reports the
+/// node not ready instead.
+pub struct DependencyChecker {
+    source: Arc<dyn DependencySource>,
+}
+
+impl DependencyChecker {
+    pub fn new(source: Arc<dyn DependencySource>) -> Self {
+        DependencyChecker { source }
+    }
+}
+
+impl Checker for DependencyChecker {
+    fn name(&self) -> &str {
+        REDIS_DEPENDENCY
+    }
+
+    fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
+        let started = Instant::now();
+        let f = self.source.facts();
+        let mut metrics = Vec::new();
+
+        let mut reachable = reported("redis_reachable", f.connected, None);
+        if !f.connected {
+            reachable.status = HealthStatus::Warning;
+            reachable.message = Some(format!(
+                "Redis is {}{}; relaying to this node's clients only",
+                f.state,
+                f.last_error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        metrics.push(reachable);
+
+        if let Some(rtt) = f.rtt_ms {
+            let mut m = reported("redis_rtt_ms", rtt, Some("ms"));
+            m.threshold = Some(DEPENDENCY_RTT_WARNING_MS);
+            if f.connected && rtt > DEPENDENCY_RTT_WARNING_MS {
+                m.status = HealthStatus::Warning;
+                m.message = Some(format!("Redis answered in {rtt:.1} ms"));
+            }
+            metrics.push(m);
+        }
+
+        let stale_after = f
+            .heartbeat_interval_ms
+            .saturating_mul(DEPENDENCY_STALE_INTERVALS);
+        if let Some(age) = f.heartbeat_age_ms {
+            let mut m = reported("heartbeat_age_ms", age as f64, Some("ms"));
+            m.threshold = Some(stale_after as f64);
+            if f.connected && age > stale_after {
+                m.status = HealthStatus::Warning;
+                m.message = Some(format!("no heartbeat answer from Redis for {age} ms"));
+            }
+            metrics.push(m);
+        }
+        metrics.push(reported("peers_seen", f.peers_seen as f64, None));
+        HealthCheckResult::from_metrics(REDIS_DEPENDENCY, metrics, at, wall, started.elapsed())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,6 +606,60 @@ mod tests {
             .iter()
             .find(|m| m.name == name)
             .unwrap_or_else(|| panic!("no metric {name} in {r:?}"))
+    }
+
+    fn redis_facts(connected: bool, rtt_ms: f64, age_ms: u64) -> DependencyFacts {
+        DependencyFacts {
+            connected,
+            state: if connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+            .to_string(),
+            rtt_ms: Some(rtt_ms),
+            heartbeat_age_ms: Some(age_ms),
+            heartbeat_interval_ms: 1000,
+            peers_seen: 2,
+            last_error: (!connected).then(|| "connection refused".to_string()),
+        }
+    }
+
+    fn check_dependency(facts: DependencyFacts) -> HealthCheckResult {
+        let checker = DependencyChecker::new(Arc::new(move || facts.clone()));
+        let (m, w) = at(1);
+        checker.check(m, w)
+    }
+
+    #[test]
+    fn a_reachable_quick_redis_is_healthy() {
+        let r = check_dependency(redis_facts(true, 0.4, 200));
+        assert_eq!(r.checker, REDIS_DEPENDENCY);
+        assert_eq!(r.status, Healthy);
+        assert_eq!(metric(&r, "peers_seen").value, MetricValue::from(2.0));
+    }
+
+    #[test]
+    fn an_unreachable_redis_is_a_warning_never_critical() {
+        let r = check_dependency(redis_facts(false, 0.4, 60_000));
+        assert_eq!(r.status, Warning);
+        let m = metric(&r, "redis_reachable");
+        assert_eq!(m.status, Warning);
+        assert!(m.message.as_deref().unwrap().contains("connection refused"));
+        // A stale heartbeat of a Redis already known down is not counted twice.
+        assert_eq!(metric(&r, "heartbeat_age_ms").status, Healthy);
+    }
+
+    #[test]
+    fn a_slow_or_silent_redis_is_a_warning() {
+        let slow = check_dependency(redis_facts(true, 250.0, 200));
+        assert_eq!(slow.status, Warning);
+        assert_eq!(metric(&slow, "redis_rtt_ms").status, Warning);
+        let silent = check_dependency(redis_facts(true, 0.4, 3_001));
+        assert_eq!(silent.status, Warning);
+        assert_eq!(metric(&silent, "heartbeat_age_ms").status, Warning);
+        let on_time = check_dependency(redis_facts(true, 0.4, 3_000));
+        assert_eq!(on_time.status, Healthy);
     }
 
     fn process_checker(probe: &Arc<FakeProbe>, cores: usize) -> ProcessResourceChecker {

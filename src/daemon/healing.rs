@@ -24,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WardenConfig;
 use crate::daemon::checkers::{
-    Checker, NetworkConnectivityChecker, ProcessResourceChecker, ResourceThresholds, SampleHandle,
-    ServiceHealthChecker, ServiceThresholds, StatsSource, TargetSetter, available_cores,
+    Checker, DependencyChecker, NetworkConnectivityChecker, ProcessResourceChecker,
+    REDIS_DEPENDENCY, ResourceThresholds, SampleHandle, ServiceHealthChecker, ServiceThresholds,
+    StatsSource, TargetSetter, available_cores,
 };
+use crate::daemon::cluster::Cluster;
 use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
 use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::Hub;
@@ -40,7 +42,9 @@ use crate::daemon::server::ShutdownReport;
 use crate::daemon::sysprobe::SysinfoProbe;
 use crate::daemon::systemd::{self, Watchdog};
 use crate::errors::log_markers;
+use crate::health::HealthReport;
 use crate::probe::ProcessProbe;
+use socketioxide::adapter::Adapter;
 
 /// Why the stack could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +93,9 @@ pub fn monitor_settings(cfg: &WardenConfig) -> MonitorSettings {
 
 /// The three checkers of the seed for the process `pid`; the network
 /// checker's address is set through the returned [`TargetSetter`].
-pub fn checkers(
+pub fn checkers<A: Adapter>(
     cfg: &WardenConfig,
-    hub: &Hub,
+    hub: &Hub<A>,
     pid: u32,
     probe: Arc<dyn ProcessProbe>,
 ) -> (Vec<Arc<dyn Checker>>, SampleHandle, TargetSetter) {
@@ -126,14 +130,38 @@ pub fn checkers(
 
 impl Prepared {
     /// Builds the monitor, the manager and the endpoints for `hub`.
-    pub fn new(
+    pub fn new<A: Adapter>(
         cfg: &WardenConfig,
-        hub: &Hub,
+        hub: &Hub<A>,
         probe: Arc<dyn ProcessProbe>,
+    ) -> Result<Prepared, HealingError> {
+        Prepared::build(cfg, hub, probe, None)
+    }
+
+    /// [`Prepared::new`] for a cluster node: adds the Redis
+    /// [`DependencyChecker`] (reported, never fed to the recovery ladder)
+    /// and the cluster's state to `/diagnostics`, `/metrics` and `/readyz`.
+    pub fn clustered<A: Adapter>(
+        cfg: &WardenConfig,
+        hub: &Hub<A>,
+        probe: Arc<dyn ProcessProbe>,
+        cluster: Cluster,
+    ) -> Result<Prepared, HealingError> {
+        Prepared::build(cfg, hub, probe, Some(cluster))
+    }
+
+    fn build<A: Adapter>(
+        cfg: &WardenConfig,
+        hub: &Hub<A>,
+        probe: Arc<dyn ProcessProbe>,
+        cluster: Option<Cluster>,
     ) -> Result<Prepared, HealingError> {
         let pid = std::process::id();
         let clock = Arc::clone(hub.clock());
-        let (checkers, samples, target) = checkers(cfg, hub, pid, probe);
+        let (mut checkers, samples, target) = checkers(cfg, hub, pid, probe);
+        if let Some(cluster) = &cluster {
+            checkers.push(Arc::new(DependencyChecker::new(Arc::new(cluster.clone()))));
+        }
         let monitor = HealthMonitor::new(
             monitor_settings(cfg),
             cfg.health_monitoring.enabled,
@@ -149,9 +177,20 @@ impl Prepared {
                 Arc::clone(&control) as Arc<dyn ServiceControl>,
             )),
         )?;
-        monitor.add_callback(recovery.callback());
+        let recover = recovery.callback();
+        if cluster.is_some() {
+            // The ladder judges what this node can fix: Redis being away is
+            // reported (warning, not ready) but never clears, restarts or
+            // stops the node.
+            monitor.add_callback(Arc::new(move |report: &HealthReport| {
+                recover.on_report(&report.without_checker(REDIS_DEPENDENCY));
+            }));
+        } else {
+            monitor.add_callback(recover);
+        }
         let endpoints = Arc::new(HealthEndpoints {
-            hub: hub.clone(),
+            hub: Arc::new(hub.clone()),
+            cluster,
             monitor: monitor.clone(),
             recovery: Arc::clone(&recovery),
             service: Arc::clone(&control) as Arc<dyn ServiceControl>,

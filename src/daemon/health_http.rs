@@ -13,7 +13,9 @@
 //! - `GET /metrics`: OpenMetrics text (see `metrics`).
 //! - `GET /livez`: 200 whenever the daemon can answer at all.
 //! - `GET /readyz`: 503 while the circuit breaker blocks recovery (open or
-//!   forced open) or the hub is draining; 200 otherwise. Never affects `/livez`.
+//!   forced open), the hub is draining, or (cluster mode) Redis is not
+//!   connected; 200 otherwise. Never affects `/livez`. `/diagnostics` has a
+//!   `cluster` section and `/metrics` the `warden_cluster_*` series.
 //!
 //! Not here: the hub's own routes (`http`), measuring (`checkers`), deciding
 //! (`recovery`).
@@ -29,7 +31,8 @@ use serde_json::{Map, Value, json};
 
 use crate::breaker::CircuitState;
 use crate::daemon::checkers::SampleHandle;
-use crate::daemon::hub::Hub;
+use crate::daemon::cluster::{Cluster, RedisState};
+use crate::daemon::hub::HubStatus;
 use crate::daemon::metrics::{self, MetricsInputs};
 use crate::daemon::monitor::HealthMonitor;
 use crate::daemon::recovery::{RecoveryManager, ServiceControl};
@@ -51,7 +54,9 @@ pub struct ServerInfo {
 
 /// What the endpoints read.
 pub struct HealthEndpoints {
-    pub hub: Hub,
+    pub hub: Arc<dyn HubStatus>,
+    /// The cluster link, in cluster mode.
+    pub cluster: Option<Cluster>,
     pub monitor: HealthMonitor,
     pub recovery: Arc<RecoveryManager>,
     /// Serving state (draining, restarts), for `/readyz` and `/diagnostics`.
@@ -92,13 +97,13 @@ async fn health(State(e): S) -> Response {
             checks.insert(result.checker.clone(), json!(result.status));
         }
     }
-    let stats = e.hub.stats().snapshot();
+    let stats = e.hub.stats_snapshot();
     let sample = e.process.get();
     let body = json!({
         "status": status,
-        "timestamp": e.hub.clock().wall().to_iso8601(),
+        "timestamp": e.hub.wall_now().to_iso8601(),
         "last_check": latest.as_ref().map(|r| r.timestamp.to_iso8601()),
-        "uptime_seconds": e.hub.uptime().as_secs(),
+        "uptime_seconds": e.hub.hub_uptime().as_secs(),
         "version": e.info.version,
         "pid": e.info.pid,
         "checks": checks,
@@ -136,7 +141,7 @@ async fn diagnostics(State(e): S) -> Json<Value> {
             "version": e.info.version,
             "pid": e.info.pid,
             "start_time": e.info.start_time.to_iso8601(),
-            "uptime_seconds": e.hub.uptime().as_secs(),
+            "uptime_seconds": e.hub.hub_uptime().as_secs(),
             "host": e.info.host,
             "port": e.info.port,
             "restarts": e.service.restarts(),
@@ -145,21 +150,26 @@ async fn diagnostics(State(e): S) -> Json<Value> {
         "health_monitor": e.monitor.status(),
         "recovery_manager": e.recovery.status(RECENT_EVENTS),
         "process_info": process_info,
-        "service_stats": e.hub.stats().snapshot(),
+        "service_stats": e.hub.stats_snapshot(),
         "latest_report": e.monitor.latest(),
+        "cluster": match &e.cluster {
+            Some(cluster) => json!({ "enabled": true, "state": cluster.snapshot() }),
+            None => json!({ "enabled": false }),
+        },
     }))
 }
 
 async fn metrics_text(State(e): S) -> Response {
     let inputs = MetricsInputs {
-        uptime: e.hub.uptime(),
-        stats: e.hub.stats().snapshot(),
+        uptime: e.hub.hub_uptime(),
+        stats: e.hub.stats_snapshot(),
         health: e.monitor.current_status(),
         sample: e.process.get(),
         recovery: Some(e.recovery.counts()),
         service_restarts: e.service.restarts(),
         cpu_seconds: metrics::self_cpu_seconds(),
         max_fds: metrics::max_fds(),
+        cluster: e.cluster.as_ref().map(Cluster::snapshot),
     };
     match metrics::render(&inputs) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
@@ -182,6 +192,15 @@ async fn readyz(State(e): S) -> Response {
     if draining {
         reasons.push("hub draining".to_string());
     }
+    let redis = e.cluster.as_ref().map(|c| c.snapshot().redis_state);
+    if let Some(state) = redis
+        && state != RedisState::Connected
+    {
+        reasons.push(format!(
+            "Redis {}: cross-node relay unavailable",
+            state.as_str()
+        ));
+    }
     let ready = reasons.is_empty();
     let code = if ready {
         StatusCode::OK
@@ -194,6 +213,7 @@ async fn readyz(State(e): S) -> Response {
             "status": if ready { "ready" } else { "not_ready" },
             "circuit_breaker_state": breaker,
             "draining": draining,
+            "redis_state": redis,
             "reasons": reasons,
         })),
     )

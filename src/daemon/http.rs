@@ -21,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::adapter::Adapter;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::daemon::hub::Hub;
+use crate::daemon::hub::{Hub, HubAdapter};
 use crate::health::HealthStatus;
 
 /// Where `/status` gets its `health` field. The daemon plugs in the health
@@ -98,13 +98,13 @@ pub fn cors_layer(origins: &[String]) -> Result<CorsLayer, CorsError> {
         .allow_headers(Any))
 }
 
-/// The whole application for one serving generation of a local-adapter hub:
+/// The whole application for one serving generation of a hub (any adapter):
 /// a fresh Socket.IO layer (see [`Hub::socketio_layer`]) around
 /// [`hub_routes`] merged with `extra` (the daemon's `/health`, `/metrics`,
 /// ...; `Router::new()` for none), with CORS when the hub's settings ask for
 /// it. Call again for each generation after a restart.
-pub fn app(
-    hub: &Hub<LocalAdapter>,
+pub fn app<A: HubAdapter>(
+    hub: &Hub<A>,
     health: Arc<dyn HealthProvider>,
     extra: Router,
 ) -> Result<Router, CorsError> {

@@ -17,20 +17,24 @@
 //! history and pushes it onto a bounded per-socket queue drained by one task
 //! per socket, which relays the events one after another.
 //!
-//! The handlers are generic over the socketioxide [`Adapter`] so that a remote
-//! adapter (Redis, issue 7) runs the same code: build the `SocketIo` with
-//! [`Hub::configure`], register `/` with a closure calling [`Hub::on_connect`]
-//! (awaiting `io.ns(..)` where the adapter needs it) and hand it to
-//! [`Hub::attach`]. For the local adapter, [`Hub::socketio_layer`] does all
-//! three.
+//! The handlers are generic over the socketioxide [`Adapter`] so that the
+//! Redis adapter of cluster mode (`cluster.rs`) runs the same code:
+//! [`Hub::socketio_layer`] builds each serving generation's `SocketIo` for
+//! any [`HubAdapter`]. In cluster mode the hub is also given a [`SharedHub`]:
+//! relays and HTTP events go to every node while Redis is reachable and to
+//! this node's clients only while it is not (never lost locally, counted as
+//! local fallbacks), and `get_history` answers from the shared history,
+//! falling back to this node's own when Redis is away.
 //!
 //! Not here: serving (see `server`), HTTP routes (see `http`), health
 //! decisions (the pure core), configuration parsing (the daemon fills
 //! [`HubSettings`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -187,6 +191,16 @@ impl ServiceStats {
     }
 }
 
+/// What read-only observers (the health endpoints) need of a hub, whatever
+/// its adapter.
+pub trait HubStatus: Send + Sync {
+    fn stats_snapshot(&self) -> ServiceStatsSnapshot;
+    /// Time since the hub was created.
+    fn hub_uptime(&self) -> Duration;
+    /// The hub clock's wall time now.
+    fn wall_now(&self) -> WallTime;
+}
+
 /// Stamps an event with the hub's identity and arrival time.
 ///
 /// An object payload keeps its keys in their order and gains (or has
@@ -210,6 +224,41 @@ pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Va
     );
     Value::Object(object)
 }
+
+/// The other nodes of a cluster, as the hub needs them (see `cluster.rs`).
+pub trait SharedHub: Send + Sync {
+    /// Whether a relay can reach the other nodes now. When not, the hub
+    /// delivers to this node's clients only instead of waiting.
+    fn relays_across_nodes(&self) -> bool;
+    /// Counts one relay delivered to this node's clients only.
+    fn local_fallback(&self);
+    /// Records an accepted event in the shared history; never blocks.
+    fn record(&self, event: &Value);
+    /// The shared history's `limit` most recent events (all if `None`),
+    /// oldest first; `None` when it cannot be read now.
+    fn history(
+        &self,
+        limit: Option<usize>,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Value>>> + Send + '_>>;
+}
+
+/// An adapter the hub can serve with: how to finish registering `/`
+/// (`io.ns(..)` returns the adapter's init result).
+pub trait HubAdapter: Adapter + socketioxide_core::adapter::DefinedAdapter {
+    fn finish_init(init: Self::InitRes);
+}
+
+impl HubAdapter for LocalAdapter {
+    fn finish_init(_init: ()) {}
+}
+
+/// Builds an adapter's shared state for each serving generation.
+pub type AdapterStateFactory<A> = Arc<
+    dyn Fn()
+            -> <A as socketioxide_core::adapter::CoreAdapter<socketioxide::adapter::Emitter>>::State
+        + Send
+        + Sync,
+>;
 
 /// The Socket.IO hub. Cheap to clone (one `Arc`); every clone is the same hub.
 ///
@@ -241,6 +290,10 @@ struct Inner<A: Adapter> {
     clients: Mutex<HashSet<Sid>>,
     /// The `SocketIo` of the current serving generation, if any.
     io: RwLock<Option<SocketIo<A>>>,
+    /// The adapter state of each new generation.
+    adapter_state: AdapterStateFactory<A>,
+    /// The other nodes, in cluster mode.
+    shared: OnceLock<Arc<dyn SharedHub>>,
 }
 
 /// Locks a mutex even if a thread panicked while holding it: the data behind
@@ -249,10 +302,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<A: Adapter> Hub<A> {
-    /// A hub with no `SocketIo` attached yet. `clock` stamps events and
-    /// measures uptime (from now).
+impl Hub<LocalAdapter> {
+    /// A single-node hub with no `SocketIo` attached yet. `clock` stamps
+    /// events and measures uptime (from now).
     pub fn new(settings: HubSettings, clock: Arc<dyn Clock>) -> Self {
+        Hub::with_adapter_state(settings, clock, Arc::new(|| ()))
+    }
+}
+
+impl<A: Adapter> Hub<A> {
+    /// A hub whose serving generations use adapter `A`, each built with
+    /// state from `adapter_state`.
+    pub fn with_adapter_state(
+        settings: HubSettings,
+        clock: Arc<dyn Clock>,
+        adapter_state: AdapterStateFactory<A>,
+    ) -> Self {
         let started = clock.now();
         let history_capacity = settings.event_history_size.min(4_096);
         Hub {
@@ -264,8 +329,20 @@ impl<A: Adapter> Hub<A> {
                 history: Mutex::new(VecDeque::with_capacity(history_capacity)),
                 clients: Mutex::new(HashSet::new()),
                 io: RwLock::new(None),
+                adapter_state,
+                shared: OnceLock::new(),
             }),
         }
+    }
+
+    /// Joins the hub to the other nodes of a cluster; once, before serving.
+    /// Returns false (and changes nothing) if it was already joined.
+    pub fn share_with(&self, shared: Arc<dyn SharedHub>) -> bool {
+        self.inner.shared.set(shared).is_ok()
+    }
+
+    fn shared(&self) -> Option<&Arc<dyn SharedHub>> {
+        self.inner.shared.get()
     }
 
     pub fn settings(&self) -> &HubSettings {
@@ -341,7 +418,7 @@ impl<A: Adapter> Hub<A> {
                     .get("limit")
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-                let events = hub.history(limit);
+                let events = hub.shared_history(limit).await;
                 let count = events.len();
                 let answer = serde_json::json!({ "events": events, "count": count });
                 hub.reply(&socket, EVENT_HISTORY, &answer);
@@ -389,10 +466,35 @@ impl<A: Adapter> Hub<A> {
     pub async fn publish(&self, payload: Value) -> Value {
         let event = self.ingest(payload);
         if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
-            let result = ns.emit(CLAUDE_EVENT, &event).await;
+            let result = match self.shared() {
+                Some(shared) if !shared.relays_across_nodes() => {
+                    shared.local_fallback();
+                    ns.local().emit(CLAUDE_EVENT, &event).await
+                }
+                Some(shared) => match ns.clone().emit(CLAUDE_EVENT, &event).await {
+                    Err(BroadcastError::Adapter(error)) => {
+                        tracing::debug!(%error, "cross-node publish failed; delivering on this node");
+                        shared.local_fallback();
+                        ns.local().emit(CLAUDE_EVENT, &event).await
+                    }
+                    other => other,
+                },
+                None => ns.emit(CLAUDE_EVENT, &event).await,
+            };
             self.count_relay(result);
         }
         event
+    }
+
+    /// `get_history`'s answer: the shared history in cluster mode (this
+    /// node's own while it cannot be read), this node's otherwise.
+    pub async fn shared_history(&self, limit: Option<usize>) -> Vec<Value> {
+        if let Some(shared) = self.shared()
+            && let Some(events) = shared.history(limit).await
+        {
+            return events;
+        }
+        self.history(limit)
     }
 
     /// Up to `limit` most recent events (all kept events if `None`), oldest first.
@@ -468,6 +570,9 @@ impl<A: Adapter> Hub<A> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
         let event = stamp_event(payload, &self.inner.settings.server_id, now);
+        if let Some(shared) = self.shared() {
+            shared.record(&event);
+        }
         let size = self.inner.settings.event_history_size;
         if size > 0 {
             let mut history = lock(&self.inner.history);
@@ -542,17 +647,32 @@ impl<A: Adapter> Hub<A> {
     }
 }
 
-impl Hub<LocalAdapter> {
-    /// Builds a fresh `SocketIo` (local adapter) with the hub's settings,
+impl<A: HubAdapter> Hub<A> {
+    /// Builds a fresh `SocketIo` with the hub's settings and adapter,
     /// registers the default namespace, makes it the current generation and
     /// returns the layer to put on the HTTP router. Call once per serving
     /// generation (after a [`Hub::close`], the old layer serves nothing).
-    pub fn socketio_layer(&self) -> SocketIoLayer {
-        let (layer, io) = self.configure(SocketIo::builder()).build_layer();
+    pub fn socketio_layer(&self) -> SocketIoLayer<A> {
+        let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
+        let (layer, io) = self.configure(builder).build_layer();
         let hub = self.clone();
-        io.ns("/", async move |socket: SocketRef| hub.on_connect(socket));
+        A::finish_init(io.ns("/", async move |socket: SocketRef<A>| {
+            hub.on_connect(socket)
+        }));
         self.attach(io);
         layer
+    }
+}
+
+impl<A: Adapter> HubStatus for Hub<A> {
+    fn stats_snapshot(&self) -> ServiceStatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+    fn hub_uptime(&self) -> Duration {
+        self.uptime()
+    }
+    fn wall_now(&self) -> WallTime {
+        self.inner.clock.wall()
     }
 }
 
@@ -606,7 +726,23 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
 /// socket (which owns the sending half, in its handler) is dropped.
 async fn relay_in_order<A: Adapter>(hub: Hub<A>, mut queue: mpsc::Receiver<Queued<A>>) {
     while let Some((socket, event)) = queue.recv().await {
-        let result = socket.broadcast().emit(CLAUDE_EVENT, &event).await;
+        let result = match hub.shared() {
+            None => socket.broadcast().emit(CLAUDE_EVENT, &event).await,
+            Some(shared) if !shared.relays_across_nodes() => {
+                shared.local_fallback();
+                socket.broadcast().local().emit(CLAUDE_EVENT, &event).await
+            }
+            Some(shared) => match socket.broadcast().emit(CLAUDE_EVENT, &event).await {
+                // The publish failed before any local delivery (the adapter
+                // publishes first): deliver here, once.
+                Err(BroadcastError::Adapter(error)) => {
+                    tracing::debug!(%error, "cross-node publish failed; delivering on this node");
+                    shared.local_fallback();
+                    socket.broadcast().local().emit(CLAUDE_EVENT, &event).await
+                }
+                other => other,
+            },
+        };
         hub.count_relay(result);
     }
 }

@@ -13,6 +13,12 @@
 //! counters `socketio_recoveries_total{action,outcome}`,
 //! `socketio_recoveries_rejected_total`, `socketio_circuit_breaker_trips_total`,
 //! `socketio_circuit_breaker_open` and `socketio_service_restarts_total`.
+//! In cluster mode also `warden_cluster_redis_up`, `warden_cluster_peers`,
+//! `warden_cluster_redis_rtt_seconds`, and the counters
+//! `warden_cluster_messages_published_total`,
+//! `warden_cluster_messages_received_total`,
+//! `warden_cluster_local_fallbacks_total` and
+//! `warden_cluster_redis_reconnects_total`.
 //!
 //! Not here: routing (see `health_http`), measuring (see `checkers`).
 
@@ -26,6 +32,7 @@ use prometheus_client::registry::Registry;
 
 use crate::breaker::CircuitState;
 use crate::daemon::checkers::ProcessSample;
+use crate::daemon::cluster::{ClusterSnapshot, RedisState};
 use crate::daemon::hub::ServiceStatsSnapshot;
 use crate::daemon::recovery::RecoveryCounts;
 use crate::health::HealthStatus;
@@ -46,6 +53,8 @@ pub struct MetricsInputs {
     pub cpu_seconds: Option<f64>,
     /// From [`max_fds`].
     pub max_fds: Option<u64>,
+    /// In cluster mode.
+    pub cluster: Option<ClusterSnapshot>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -176,6 +185,45 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
             ConstGauge::new(i64::from(open)),
         );
     }
+    if let Some(c) = &inputs.cluster {
+        r.register(
+            "warden_cluster_redis_up",
+            "1 while this node is connected to Redis (cross-node relay works)",
+            ConstGauge::new(i64::from(c.redis_state == RedisState::Connected)),
+        );
+        r.register(
+            "warden_cluster_peers",
+            "Other nodes seen in the last three heartbeats",
+            ConstGauge::new(c.peers_seen.len() as i64),
+        );
+        if let Some(rtt) = c.redis_rtt_ms {
+            r.register(
+                "warden_cluster_redis_rtt_seconds",
+                "Round trip of the last Redis heartbeat",
+                ConstGauge::new(rtt / 1000.0),
+            );
+        }
+        r.register(
+            "warden_cluster_messages_published",
+            "Messages published to the other nodes",
+            ConstCounter::new(c.cross_node_published),
+        );
+        r.register(
+            "warden_cluster_messages_received",
+            "Messages received from the other nodes",
+            ConstCounter::new(c.cross_node_received),
+        );
+        r.register(
+            "warden_cluster_local_fallbacks",
+            "Relays delivered to this node's clients only while Redis was unreachable",
+            ConstCounter::new(c.local_fallbacks),
+        );
+        r.register(
+            "warden_cluster_redis_reconnects",
+            "Connections to Redis made after the first",
+            ConstCounter::new(c.connects.saturating_sub(1)),
+        );
+    }
     r.register(
         "socketio_service_restarts",
         "Successful in-process restarts of the hub listener",
@@ -252,7 +300,65 @@ mod tests {
             service_restarts: 1,
             cpu_seconds: self_cpu_seconds(),
             max_fds: max_fds(),
+            cluster: None,
         }
+    }
+
+    #[test]
+    fn cluster_series_appear_in_cluster_mode_only() {
+        let text = render(&inputs()).expect("encodes");
+        assert_eq!(value(&text, "warden_cluster_redis_up"), None);
+        let mut with = inputs();
+        with.cluster = Some(ClusterSnapshot {
+            node_id: "a".into(),
+            prefix: "warden".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_state: RedisState::Connected,
+            redis_state_since: None,
+            redis_rtt_ms: Some(2.0),
+            heartbeat_age_ms: Some(10),
+            heartbeat_interval_ms: 1000,
+            peers_seen: vec!["b".into(), "c".into()],
+            reconnect_breaker: CircuitState::Closed,
+            connects: 3,
+            disconnects: 2,
+            connect_failures: 7,
+            cross_node_published: 40,
+            publish_failures: 1,
+            cross_node_received: 50,
+            incoming_dropped: 0,
+            local_fallbacks: 4,
+            history_stream: "warden:history".into(),
+            history_max_len: 1000,
+            history_pending: 0,
+            history_written: 40,
+            history_overflowed: 0,
+            history_read_failures: 0,
+            last_error: None,
+        });
+        let text = render(&with).expect("encodes");
+        assert_eq!(value(&text, "warden_cluster_redis_up"), Some(1.0));
+        assert_eq!(value(&text, "warden_cluster_peers"), Some(2.0));
+        assert_eq!(
+            value(&text, "warden_cluster_redis_rtt_seconds"),
+            Some(0.002)
+        );
+        assert_eq!(
+            value(&text, "warden_cluster_messages_published_total"),
+            Some(40.0)
+        );
+        assert_eq!(
+            value(&text, "warden_cluster_messages_received_total"),
+            Some(50.0)
+        );
+        assert_eq!(
+            value(&text, "warden_cluster_local_fallbacks_total"),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, "warden_cluster_redis_reconnects_total"),
+            Some(2.0)
+        );
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {

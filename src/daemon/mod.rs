@@ -5,6 +5,7 @@
 pub mod checkers;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod control;
 pub mod healing;
 pub mod health_http;

@@ -66,6 +66,7 @@ use crate::escalation::{
 };
 use crate::health::{HealthReport, HealthStatus};
 use crate::time::{Clock, Moment};
+use socketioxide::adapter::{Adapter, LocalAdapter};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks (machines, histories) stays valid after a panic elsewhere.
@@ -452,13 +453,13 @@ impl ServiceControl for WeakService {
 }
 
 /// The real actions on the hub (see the module doc).
-pub struct HubActions {
-    hub: Hub,
+pub struct HubActions<A: Adapter = LocalAdapter> {
+    hub: Hub<A>,
     control: Arc<dyn ServiceControl>,
 }
 
-impl HubActions {
-    pub fn new(hub: Hub, control: Arc<dyn ServiceControl>) -> Self {
+impl<A: Adapter> HubActions<A> {
+    pub fn new(hub: Hub<A>, control: Arc<dyn ServiceControl>) -> Self {
         HubActions { hub, control }
     }
 }
@@ -486,7 +487,7 @@ pub fn failing_metrics(report: &HealthReport) -> Vec<String> {
     out
 }
 
-impl RecoveryActions for HubActions {
+impl<A: Adapter> RecoveryActions for HubActions<A> {
     fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionFuture<'a> {
         Box::pin(async move {
             match action {

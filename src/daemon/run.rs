@@ -36,9 +36,10 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::WardenConfig;
+use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
 use crate::daemon::http::{self, CorsError, HealthProvider};
-use crate::daemon::hub::{Hub, HubSettings};
+use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport, ShutdownSignal};
@@ -51,6 +52,7 @@ use crate::health::HealthStatus;
 use crate::pidfile::PidRecord;
 use crate::probe::ProcessSnapshot;
 use crate::time::{SystemClock, WallTime};
+use socketioxide::adapter::LocalAdapter;
 
 /// How long a shutdown waits for in-flight HTTP requests after closing every
 /// transport, before aborting them. Keeps "exit within a second".
@@ -215,9 +217,9 @@ pub enum DaemonExit {
 }
 
 /// The running daemon.
-pub struct Daemon {
+pub struct Daemon<A: HubAdapter = LocalAdapter> {
     config: WardenConfig,
-    hub: Hub,
+    hub: Hub<A>,
     addr: SocketAddr,
     serving: Option<ServingHandle>,
     pid_guard: PidGuard,
@@ -230,7 +232,7 @@ pub struct Daemon {
     pid_file_lost: bool,
 }
 
-impl std::fmt::Debug for Daemon {
+impl<A: HubAdapter> std::fmt::Debug for Daemon<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
             .field("addr", &self.addr)
@@ -240,13 +242,13 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-impl Daemon {
+impl<A: HubAdapter> Daemon<A> {
     /// Claims the PID file, binds the port and serves `hub` with `services`.
     pub async fn start(
         effective: &Effective,
-        hub: Hub,
+        hub: Hub<A>,
         services: Services,
-    ) -> Result<Daemon, StartError> {
+    ) -> Result<Daemon<A>, StartError> {
         let config = effective.config.clone();
         let host = config.server.host.clone();
         let port = config.server.port;
@@ -378,7 +380,7 @@ impl Daemon {
         })
     }
 
-    pub fn hub(&self) -> &Hub {
+    pub fn hub(&self) -> &Hub<A> {
         &self.hub
     }
 
@@ -620,18 +622,50 @@ pub async fn bind_exclusive(host: &str, port: u16) -> Result<tokio::net::TcpList
 /// Runs the daemon in this process until it stops; returns how it ended.
 /// `on_ready` runs once the daemon serves (the detached child uses it to
 /// let go of its startup output).
+///
+/// With `cluster.redis_url` set, the hub uses the Redis adapter (see
+/// `cluster.rs`); Redis being unreachable does not stop the start.
 pub async fn run(
     effective: &Effective,
-    on_ready: impl FnOnce(&Daemon),
+    on_ready: impl FnOnce(SocketAddr),
 ) -> Result<DaemonExit, StartError> {
-    let mut signals = server::ShutdownSignals::install()
+    let signals = server::ShutdownSignals::install()
         .map_err(|e| StartError::Internal(format!("cannot install signal handlers: {e}")))?;
-    let hub = Hub::new(
-        hub_settings(&effective.config),
-        Arc::new(SystemClock::new()),
-    );
-    let prepared = healing::Prepared::new(&effective.config, &hub, Arc::new(SysinfoProbe::new()))
-        .map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
+    let clock = Arc::new(SystemClock::new());
+    let settings = hub_settings(&effective.config);
+    match ClusterSettings::from_config(&effective.config, &cluster::hostname()) {
+        None => {
+            let hub = Hub::new(settings, clock);
+            let prepared =
+                healing::Prepared::new(&effective.config, &hub, Arc::new(SysinfoProbe::new()));
+            run_hub(effective, hub, prepared, signals, on_ready).await
+        }
+        Some(cluster_settings) => {
+            let cluster = Cluster::start(cluster_settings, clock.clone())
+                .map_err(|e| StartError::Internal(format!("cannot start cluster mode: {e}")))?;
+            let hub = cluster.hub(settings, clock);
+            let prepared = healing::Prepared::clustered(
+                &effective.config,
+                &hub,
+                Arc::new(SysinfoProbe::new()),
+                cluster.clone(),
+            );
+            let exit = run_hub(effective, hub, prepared, signals, on_ready).await;
+            cluster.shutdown().await;
+            exit
+        }
+    }
+}
+
+async fn run_hub<A: HubAdapter>(
+    effective: &Effective,
+    hub: Hub<A>,
+    prepared: Result<healing::Prepared, healing::HealingError>,
+    mut signals: server::ShutdownSignals,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<DaemonExit, StartError> {
+    let prepared =
+        prepared.map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
     let services = Services {
         health: prepared.health_provider(),
         extra_routes: prepared.routes(),
@@ -644,7 +678,7 @@ pub async fn run(
             healing::RebindRetry::default(),
         )),
     );
-    on_ready(&daemon);
+    on_ready(daemon.local_addr());
     let exit = daemon.run_until_stopped(&mut signals).await;
     healing.shutdown().await;
     daemon.shutdown().await;

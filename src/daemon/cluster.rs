@@ -1,0 +1,1113 @@
+//! Cluster mode: several warden nodes serving one hub through Redis.
+//!
+//! The Socket.IO side is `socketioxide-redis`'s adapter
+//! ([`ClusterAdapter`]): a broadcast on one node is published on a Redis
+//! channel and delivered by every node to its own clients, so an event from a
+//! client on any node reaches every other client on every node exactly once.
+//! This module gives that adapter its [`ClusterDriver`], which owns the Redis
+//! connection and keeps it alive on its own:
+//!
+//! - One multiplexed RESP3 connection carries publishes, subscriptions and
+//!   the heartbeat. A supervisor task connects, subscribes every channel the
+//!   adapter asked for, and on any loss (a disconnection push, a failed or
+//!   timed-out command) drops the connection and connects again. Reconnect
+//!   attempts go through a [`CircuitBreaker`] (the pure core's): after
+//!   [`RECONNECT_FAILURE_THRESHOLD`] failed attempts it opens and waits,
+//!   doubling the wait up to [`RECONNECT_MAX_OPEN`]; a successful connect
+//!   closes it. Subscriptions are remembered by the driver, so they survive
+//!   a Redis restart without the adapter knowing.
+//! - Subscribing never waits for Redis: the channel is registered at once and
+//!   subscribed on the live connection (now, or when one exists). That is why
+//!   a node starts, and its namespace registers, while Redis is down.
+//! - Publishing fails fast ([`ClusterError::NotConnected`]) while there is no
+//!   connection and is bounded by [`ClusterSettings::command_timeout`]
+//!   otherwise; the hub then delivers to this node's clients only (see
+//!   `Hub`'s relay). Redis down never stops local relay.
+//! - Every [`ClusterSettings::heartbeat_interval`] the supervisor sends
+//!   `PING`, writes this node's last-seen time into the hash
+//!   `<prefix>:nodes` and reads the others': the round trip and the peers seen
+//!   are facts for the `DependencyChecker` (`checkers.rs`), which judges
+//!   them; nothing here decides health.
+//! - History: every accepted event is appended (by one writer task, in
+//!   arrival order) to the capped stream `<prefix>:history`
+//!   (`XADD MAXLEN = history_len`), and `get_history` on any node reads the
+//!   same stream. Events accepted while Redis is away wait in a queue of at
+//!   most `history_len` (the oldest is dropped first, as the stream would
+//!   have trimmed it) and are written when Redis returns.
+//!
+//! Not here: the hub's handlers (`hub.rs`, generic over the adapter), the
+//! health judgement (`checkers.rs`), configuration parsing (`config.rs`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
+use serde::Serialize;
+use serde_json::Value;
+use socketioxide::adapter::Emitter;
+use socketioxide_redis::drivers::{ChanItem, Driver, MessageStream};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use thiserror::Error;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Rejected};
+use crate::config::{WardenConfig, is_valid_node_name};
+use crate::daemon::checkers::{DependencyFacts, DependencySource};
+use crate::daemon::hub::{Hub, HubAdapter, SharedHub};
+use crate::time::{Clock, Moment, WallTime};
+
+/// The socketioxide adapter of a cluster node.
+pub type ClusterAdapter = CustomRedisAdapter<Emitter, ClusterDriver>;
+
+/// Failed reconnect attempts in a row that open the reconnect breaker.
+pub const RECONNECT_FAILURE_THRESHOLD: u32 = 5;
+/// How long the reconnect breaker first stays open.
+pub const RECONNECT_OPEN: Duration = Duration::from_secs(2);
+/// The longest the reconnect breaker stays open (it doubles up to this).
+pub const RECONNECT_MAX_OPEN: Duration = Duration::from_secs(30);
+/// Wait between two attempts while the breaker is closed (doubles per failure).
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Events written to the history stream in one pipeline.
+const HISTORY_BATCH: usize = 256;
+/// A node not seen for this long is dropped from `<prefix>:nodes`.
+const NODE_FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Messages from Redis queued per channel before the adapter reads them;
+/// more are dropped and counted (`incoming_dropped`).
+const STREAM_BUFFER: usize = 8_192;
+
+/// What a cluster node needs to know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterSettings {
+    /// The Redis URL, RESP3 asked for (`protocol=resp3` added when absent).
+    pub redis_url: String,
+    pub node_id: String,
+    /// Prefix of the adapter's channels and of warden's keys.
+    pub prefix: String,
+    /// Events kept in the shared history stream (`server.event_history_size`).
+    pub history_len: usize,
+    /// Bound on every Redis command (publish, heartbeat, history).
+    pub command_timeout: Duration,
+    /// How often the supervisor pings Redis and refreshes the peers.
+    pub heartbeat_interval: Duration,
+    /// The reconnect breaker.
+    pub reconnect: BreakerSettings,
+}
+
+impl ClusterSettings {
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+    pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// The cluster settings of `cfg`, or `None` when cluster mode is off.
+    /// `hostname` names the node when `cluster.node_id` is not set.
+    pub fn from_config(cfg: &WardenConfig, hostname: &str) -> Option<ClusterSettings> {
+        let c = &cfg.cluster;
+        let url = c.redis_url.as_deref()?;
+        let node_id = c
+            .node_id
+            .clone()
+            .unwrap_or_else(|| default_node_id(hostname, cfg.server.port));
+        Some(ClusterSettings {
+            redis_url: with_resp3(url),
+            node_id,
+            prefix: c.prefix.clone(),
+            history_len: usize::try_from(cfg.server.event_history_size).unwrap_or(usize::MAX),
+            command_timeout: Self::DEFAULT_COMMAND_TIMEOUT,
+            heartbeat_interval: Self::DEFAULT_HEARTBEAT_INTERVAL,
+            reconnect: BreakerSettings {
+                failure_threshold: RECONNECT_FAILURE_THRESHOLD,
+                open_timeout: RECONNECT_OPEN,
+                success_threshold: 1,
+                half_open_max_trials: 1,
+                trial_lease: Duration::from_secs(60),
+                backoff_multiplier: 2.0,
+                max_open_timeout: RECONNECT_MAX_OPEN,
+            },
+        })
+    }
+
+    fn history_key(&self) -> String {
+        format!("{}:history", self.prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+}
+
+/// `<hostname>-<port>`, with characters a node id cannot hold replaced by `-`.
+pub fn default_node_id(hostname: &str, port: u16) -> String {
+    let host: String = hostname
+        .chars()
+        .take(48)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let id = format!("{host}-{port}");
+    if is_valid_node_name(&id) {
+        id
+    } else {
+        format!("node-{port}")
+    }
+}
+
+/// Adds `protocol=resp3` to a Redis URL that does not name a protocol.
+pub fn with_resp3(url: &str) -> String {
+    if url.to_ascii_lowercase().contains("protocol=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&protocol=resp3")
+    } else {
+        format!("{url}?protocol=resp3")
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and `/diagnostics`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Why a Redis operation of the cluster failed.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error("not connected to Redis")]
+    NotConnected,
+    #[error("Redis did not answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("invalid Redis URL: {0}")]
+    Url(redis::RedisError),
+}
+
+/// The Redis connection as the node sees it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisState {
+    /// No connection has been made yet.
+    Connecting,
+    Connected,
+    /// A connection was lost or an attempt failed; the supervisor retries.
+    Disconnected,
+}
+
+impl RedisState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisState::Connecting => "connecting",
+            RedisState::Connected => "connected",
+            RedisState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Counters of the cluster link; each update is one relaxed atomic add.
+#[derive(Debug, Default)]
+struct Counters {
+    connects: AtomicU64,
+    disconnects: AtomicU64,
+    connect_failures: AtomicU64,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    incoming_dropped: AtomicU64,
+    local_fallbacks: AtomicU64,
+    history_written: AtomicU64,
+    history_overflowed: AtomicU64,
+    history_read_failures: AtomicU64,
+}
+
+/// The latest facts of the heartbeat and the connection.
+#[derive(Clone, Debug, Default)]
+struct Facts {
+    since: Option<WallTime>,
+    last_rtt: Option<Duration>,
+    last_heartbeat: Option<Moment>,
+    peers: Vec<String>,
+    last_error: Option<String>,
+    breaker: Option<CircuitState>,
+}
+
+/// What `/diagnostics`, `/metrics` and the dependency checker read.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterSnapshot {
+    pub node_id: String,
+    pub prefix: String,
+    pub redis_url: String,
+    pub redis_state: RedisState,
+    /// Since when the state holds (ISO-8601), once it changed at least once.
+    pub redis_state_since: Option<String>,
+    /// Round trip of the last heartbeat (`PING` + peers), in milliseconds.
+    pub redis_rtt_ms: Option<f64>,
+    /// Age of the last successful heartbeat, in milliseconds.
+    pub heartbeat_age_ms: Option<u64>,
+    pub heartbeat_interval_ms: u64,
+    /// Other nodes seen in the last three heartbeat intervals.
+    pub peers_seen: Vec<String>,
+    pub reconnect_breaker: CircuitState,
+    pub connects: u64,
+    pub disconnects: u64,
+    pub connect_failures: u64,
+    /// Messages published to the other nodes (broadcasts and adapter requests).
+    pub cross_node_published: u64,
+    pub publish_failures: u64,
+    /// Messages received from the other nodes.
+    pub cross_node_received: u64,
+    /// Messages from Redis dropped because the adapter's queue was full.
+    pub incoming_dropped: u64,
+    /// Relays delivered to this node's clients only, Redis being unreachable.
+    pub local_fallbacks: u64,
+    pub history_stream: String,
+    pub history_max_len: usize,
+    /// Events accepted but not yet written to the stream.
+    pub history_pending: usize,
+    pub history_written: u64,
+    /// Pending events dropped (oldest first) while Redis was away.
+    pub history_overflowed: u64,
+    pub history_read_failures: u64,
+    pub last_error: Option<String>,
+}
+
+struct Link {
+    settings: ClusterSettings,
+    client: redis::Client,
+    clock: Arc<dyn Clock>,
+    /// Channels the adapter subscribed, and where their messages go.
+    handlers: RwLock<HashMap<String, mpsc::Sender<ChanItem>>>,
+    /// The live connection and its generation, if any.
+    conn: RwLock<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
+    state: watch::Sender<RedisState>,
+    subs_changed: Notify,
+    lost: Notify,
+    facts: Mutex<Facts>,
+    counters: Counters,
+    /// Events not yet in the stream: (sequence, JSON), oldest first.
+    pending: Mutex<VecDeque<(u64, String)>>,
+    next_seq: AtomicU64,
+    history_ready: Notify,
+    stop: CancellationToken,
+}
+
+/// Locks a mutex even if a holder panicked: the data (facts, a queue) stays valid.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running cluster link: the driver's shared state and its two tasks.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    link: Arc<Link>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.link.settings.node_id)
+            .field("state", &*self.link.state.borrow())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Starts the supervisor (which connects, in the background) and the
+    /// history writer. Fails only on a URL the redis client cannot parse;
+    /// an unreachable Redis is retried, never fatal.
+    pub fn start(
+        settings: ClusterSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Cluster, ClusterError> {
+        let client = redis::Client::open(settings.redis_url.as_str()).map_err(ClusterError::Url)?;
+        let (state, _) = watch::channel(RedisState::Connecting);
+        let link = Arc::new(Link {
+            settings,
+            client,
+            clock,
+            handlers: RwLock::new(HashMap::new()),
+            conn: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            state,
+            subs_changed: Notify::new(),
+            lost: Notify::new(),
+            facts: Mutex::new(Facts::default()),
+            counters: Counters::default(),
+            pending: Mutex::new(VecDeque::new()),
+            next_seq: AtomicU64::new(1),
+            history_ready: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        tracing::info!(
+            node_id = %link.settings.node_id,
+            redis = %redact_url(&link.settings.redis_url),
+            "Cluster: node {} joins the hub over Redis {}",
+            link.settings.node_id,
+            redact_url(&link.settings.redis_url)
+        );
+        let tasks = vec![
+            tokio::spawn(supervise(Arc::clone(&link))),
+            tokio::spawn(write_history(Arc::clone(&link))),
+        ];
+        Ok(Cluster {
+            link,
+            tasks: Arc::new(Mutex::new(tasks)),
+        })
+    }
+
+    /// A hub whose serving generations use the Redis adapter over this link.
+    pub fn hub(
+        &self,
+        settings: crate::daemon::hub::HubSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Hub<ClusterAdapter> {
+        let driver = ClusterDriver {
+            link: Arc::clone(&self.link),
+        };
+        let prefix = self.link.settings.prefix.clone();
+        let timeout = self.link.settings.command_timeout;
+        let hub = Hub::with_adapter_state(
+            settings,
+            clock,
+            Arc::new(move || {
+                RedisAdapterCtr::new_with_driver(
+                    driver.clone(),
+                    RedisAdapterConfig::new()
+                        .with_prefix(prefix.clone())
+                        .with_request_timeout(timeout)
+                        .with_stream_buffer(STREAM_BUFFER),
+                )
+            }),
+        );
+        hub.share_with(Arc::new(self.clone()));
+        hub
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.link.settings.node_id
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.link.state.borrow() == RedisState::Connected
+    }
+
+    pub fn snapshot(&self) -> ClusterSnapshot {
+        let link = &self.link;
+        let s = &link.settings;
+        let c = &link.counters;
+        let facts = lock(&link.facts).clone();
+        let now = link.clock.now();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClusterSnapshot {
+            node_id: s.node_id.clone(),
+            prefix: s.prefix.clone(),
+            redis_url: redact_url(&s.redis_url),
+            redis_state: *link.state.borrow(),
+            redis_state_since: facts.since.map(|w| w.to_iso8601()),
+            redis_rtt_ms: facts.last_rtt.map(|d| d.as_secs_f64() * 1000.0),
+            heartbeat_age_ms: facts
+                .last_heartbeat
+                .map(|at| u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX)),
+            heartbeat_interval_ms: u64::try_from(s.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            peers_seen: facts.peers,
+            reconnect_breaker: facts.breaker.unwrap_or(CircuitState::Closed),
+            connects: load(&c.connects),
+            disconnects: load(&c.disconnects),
+            connect_failures: load(&c.connect_failures),
+            cross_node_published: load(&c.published),
+            publish_failures: load(&c.publish_failures),
+            cross_node_received: load(&c.received),
+            incoming_dropped: load(&c.incoming_dropped),
+            local_fallbacks: load(&c.local_fallbacks),
+            history_stream: s.history_key(),
+            history_max_len: s.history_len,
+            history_pending: lock(&link.pending).len(),
+            history_written: load(&c.history_written),
+            history_overflowed: load(&c.history_overflowed),
+            history_read_failures: load(&c.history_read_failures),
+            last_error: facts.last_error,
+        }
+    }
+
+    /// Stops both tasks and drops the connection (the adapter has already
+    /// unsubscribed when the hub closed). Pending history is written first,
+    /// bounded by the command timeout.
+    pub async fn shutdown(&self) {
+        let conn = self.link.connection().ok();
+        if let Some((_, mut conn)) = conn {
+            let batch = self.link.pending_batch(usize::MAX);
+            if !batch.is_empty() {
+                let _ = self.link.append(&mut conn, &batch).await;
+            }
+        }
+        self.link.stop.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for task in tasks {
+            task.abort();
+        }
+        *self
+            .link
+            .conn
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+impl DependencySource for Cluster {
+    fn facts(&self) -> DependencyFacts {
+        let s = self.snapshot();
+        DependencyFacts {
+            connected: s.redis_state == RedisState::Connected,
+            state: s.redis_state.as_str().to_string(),
+            rtt_ms: s.redis_rtt_ms,
+            heartbeat_age_ms: s.heartbeat_age_ms,
+            heartbeat_interval_ms: s.heartbeat_interval_ms,
+            peers_seen: s.peers_seen.len(),
+            last_error: s.last_error,
+        }
+    }
+}
+
+impl SharedHub for Cluster {
+    fn relays_across_nodes(&self) -> bool {
+        self.is_connected()
+    }
+
+    fn local_fallback(&self) {
+        self.link
+            .counters
+            .local_fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, event: &Value) {
+        let Ok(json) = serde_json::to_string(event) else {
+            return;
+        };
+        let link = &self.link;
+        let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut pending = lock(&link.pending);
+            while !pending.is_empty() && pending.len() >= link.settings.history_len {
+                pending.pop_front();
+                link.counters
+                    .history_overflowed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if link.settings.history_len > 0 {
+                pending.push_back((seq, json));
+            }
+        }
+        link.history_ready.notify_one();
+    }
+
+    fn history(
+        &self,
+        limit: Option<usize>,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Value>>> + Send + '_>> {
+        Box::pin(async move {
+            match self.link.read_history(limit).await {
+                Ok(events) => Some(events),
+                Err(error) => {
+                    self.link
+                        .counters
+                        .history_read_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, "shared history unavailable; answering from this node's");
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl HubAdapter for ClusterAdapter {
+    fn finish_init(init: Self::InitRes) {
+        // The driver's `subscribe` only registers the channel (the supervisor
+        // subscribes it on Redis), so the adapter's init has nothing to wait
+        // for and completes on its first poll; the namespace is then
+        // registered before the first client can connect. Should a later
+        // version of the adapter wait after all, it runs in the background.
+        let mut init = init;
+        match (&mut init).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(error)) => {
+                tracing::error!(%error, "Cluster: the Redis adapter could not start");
+            }
+            None => {
+                tracing::debug!("Cluster: adapter init continues in the background");
+                tokio::spawn(async move {
+                    if let Err(error) = init.await {
+                        tracing::error!(%error, "Cluster: the Redis adapter could not start");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Link {
+    /// The live connection, or `NotConnected`.
+    fn connection(&self) -> Result<(u64, MultiplexedConnection), ClusterError> {
+        self.conn
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(ClusterError::NotConnected)
+    }
+
+    fn set_state(&self, state: RedisState) {
+        let changed = self.state.send_if_modified(|s| {
+            let changed = *s != state;
+            *s = state;
+            changed
+        });
+        if changed {
+            lock(&self.facts).since = Some(self.clock.wall());
+        }
+    }
+
+    /// Drops connection `generation` if it is still the live one.
+    fn connection_lost(&self, generation: u64, why: &str) {
+        let dropped = {
+            let mut conn = self.conn.write().unwrap_or_else(PoisonError::into_inner);
+            match &*conn {
+                Some((g, _)) if *g == generation => {
+                    *conn = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if dropped {
+            self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            lock(&self.facts).last_error = Some(why.to_string());
+            self.set_state(RedisState::Disconnected);
+            tracing::warn!(
+                "Cluster: lost the connection to Redis ({why}); serving this node's clients only until it returns"
+            );
+            self.lost.notify_one();
+        }
+    }
+
+    fn on_push(&self, generation: u64, msg: PushInfo) {
+        match msg.kind {
+            PushKind::Disconnection => self.connection_lost(generation, "connection closed"),
+            PushKind::Message | PushKind::SMessage => {
+                let mut data = msg.data.into_iter();
+                let (Some(chan), Some(payload)) = (data.next(), data.next()) else {
+                    return;
+                };
+                let (Ok(chan), Ok(payload)) = (
+                    redis::from_redis_value::<String>(chan),
+                    redis::from_redis_value::<Vec<u8>>(payload),
+                ) else {
+                    return;
+                };
+                let handlers = self.handlers.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some(tx) = handlers.get(&chan) {
+                    if tx.try_send((chan, payload)).is_ok() {
+                        self.counters.received.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.counters
+                            .incoming_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            "Cluster: a message from Redis was dropped (adapter queue full)"
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, ClusterError> {
+        let timeout = self.settings.command_timeout;
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => result.map_err(ClusterError::from),
+            Err(_) => Err(ClusterError::Timeout {
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// One connection attempt: connect, subscribe every registered channel.
+    async fn connect(self: &Arc<Self>) -> Result<(u64, HashSet<String>), ClusterError> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let weak: Weak<Link> = Arc::downgrade(self);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.command_timeout))
+            .set_response_timeout(Some(self.settings.command_timeout))
+            .set_push_sender(move |msg: PushInfo| {
+                if let Some(link) = weak.upgrade() {
+                    link.on_push(generation, msg);
+                }
+                Ok::<(), Infallible>(())
+            });
+        let mut conn = self
+            .timed(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config),
+            )
+            .await?;
+        let channels: HashSet<String> = self
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        if !channels.is_empty() {
+            let list: Vec<&String> = channels.iter().collect();
+            self.timed(conn.subscribe(list)).await?;
+        }
+        *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
+        self.counters.connects.fetch_add(1, Ordering::Relaxed);
+        self.set_state(RedisState::Connected);
+        Ok((generation, channels))
+    }
+
+    /// Subscribes channels registered since, unsubscribes those dropped.
+    async fn sync_subscriptions(
+        &self,
+        subscribed: &mut HashSet<String>,
+    ) -> Result<(), ClusterError> {
+        let (_, mut conn) = self.connection()?;
+        let wanted: HashSet<String> = self
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        let add: Vec<&String> = wanted.difference(subscribed).collect();
+        if !add.is_empty() {
+            self.timed(conn.subscribe(add)).await?;
+        }
+        let remove: Vec<&String> = subscribed.difference(&wanted).collect();
+        if !remove.is_empty() {
+            self.timed(conn.unsubscribe(remove)).await?;
+        }
+        *subscribed = wanted;
+        Ok(())
+    }
+
+    /// `PING`, this node's last-seen time, and the others'.
+    async fn heartbeat(&self) -> Result<(), ClusterError> {
+        let (_, mut conn) = self.connection()?;
+        let s = &self.settings;
+        let key = s.nodes_key();
+        let now_ms = self.clock.wall().as_millis();
+        let started = tokio::time::Instant::now();
+        let (_pong, _added, nodes): (String, i64, HashMap<String, u64>) = self
+            .timed(
+                redis::pipe()
+                    .cmd("PING")
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg(&s.node_id)
+                    .arg(now_ms)
+                    .cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let rtt = started.elapsed();
+        let fresh = u64::try_from(s.heartbeat_interval.as_millis() * 3).unwrap_or(u64::MAX);
+        let forget = u64::try_from(NODE_FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let mut peers: Vec<String> = nodes
+            .iter()
+            .filter(|(id, seen)| **id != s.node_id && now_ms.saturating_sub(**seen) <= fresh)
+            .map(|(id, _)| id.clone())
+            .collect();
+        peers.sort();
+        let gone: Vec<&String> = nodes
+            .iter()
+            .filter(|(_, seen)| now_ms.saturating_sub(**seen) > forget)
+            .map(|(id, _)| id)
+            .collect();
+        if !gone.is_empty() {
+            let _: Result<i64, _> = self
+                .timed(
+                    redis::cmd("HDEL")
+                        .arg(&key)
+                        .arg(gone)
+                        .query_async(&mut conn),
+                )
+                .await;
+        }
+        let mut facts = lock(&self.facts);
+        facts.last_rtt = Some(rtt);
+        facts.last_heartbeat = Some(self.clock.now());
+        facts.peers = peers;
+        Ok(())
+    }
+
+    /// Up to `max` pending events, oldest first.
+    fn pending_batch(&self, max: usize) -> Vec<(u64, String)> {
+        lock(&self.pending).iter().take(max).cloned().collect()
+    }
+
+    /// Appends `batch` to the stream in one pipeline; on success forgets
+    /// every pending event up to the batch's last sequence number.
+    async fn append(
+        &self,
+        conn: &mut MultiplexedConnection,
+        batch: &[(u64, String)],
+    ) -> Result<(), ClusterError> {
+        let Some((last, _)) = batch.last() else {
+            return Ok(());
+        };
+        let key = self.settings.history_key();
+        let mut pipe = redis::pipe();
+        for (_, json) in batch {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("=")
+                .arg(self.settings.history_len)
+                .arg("*")
+                .arg("event")
+                .arg(json)
+                .ignore();
+        }
+        self.timed(pipe.query_async::<()>(conn)).await?;
+        let mut pending = lock(&self.pending);
+        while pending.front().is_some_and(|(seq, _)| seq <= last) {
+            pending.pop_front();
+        }
+        self.counters
+            .history_written
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The stream's `limit` most recent events (all it keeps if `None`), oldest first.
+    async fn read_history(&self, limit: Option<usize>) -> Result<Vec<Value>, ClusterError> {
+        let (_, mut conn) = self.connection()?;
+        let count = limit
+            .unwrap_or(self.settings.history_len)
+            .min(self.settings.history_len);
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let reply: redis::streams::StreamRangeReply = self
+            .timed(
+                redis::cmd("XREVRANGE")
+                    .arg(self.settings.history_key())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut events: Vec<Value> = reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let raw: String = entry.get("event")?;
+                serde_json::from_str(&raw).ok()
+            })
+            .collect();
+        events.reverse();
+        Ok(events)
+    }
+}
+
+/// Connects, keeps the connection, reconnects through the breaker.
+async fn supervise(link: Arc<Link>) {
+    let mut breaker = match CircuitBreaker::new(link.settings.reconnect.clone()) {
+        Ok(b) => b,
+        Err(error) => {
+            tracing::error!(%error, "Cluster: invalid reconnect settings; using the defaults");
+            match CircuitBreaker::new(BreakerSettings::default()) {
+                Ok(b) => b,
+                // The defaults are valid (tested in breaker.rs); nothing to supervise with otherwise.
+                Err(_) => return,
+            }
+        }
+    };
+    let mut delay = RETRY_DELAY;
+    let mut failures_logged = 0u32;
+    while !link.stop.is_cancelled() {
+        let now = link.clock.now();
+        let permit = match breaker.try_acquire(now) {
+            Ok(permit) => permit,
+            Err(Rejected::Open { remaining_ms, .. }) => {
+                lock(&link.facts).breaker = Some(breaker.state());
+                sleep_or_stop(&link, Duration::from_millis(remaining_ms.max(1))).await;
+                continue;
+            }
+            Err(_) => {
+                sleep_or_stop(&link, link.settings.heartbeat_interval).await;
+                continue;
+            }
+        };
+        match link.connect().await {
+            Ok((generation, mut subscribed)) => {
+                breaker.on_success(permit, link.clock.now());
+                lock(&link.facts).breaker = Some(breaker.state());
+                lock(&link.facts).last_error = None;
+                delay = RETRY_DELAY;
+                failures_logged = 0;
+                tracing::info!(
+                    "Cluster: connected to Redis {} as node {}; relaying across nodes",
+                    redact_url(&link.settings.redis_url),
+                    link.settings.node_id
+                );
+                if let Err(error) = link.heartbeat().await {
+                    link.connection_lost(generation, &error.to_string());
+                    continue;
+                }
+                serve_connection(&link, generation, &mut subscribed).await;
+            }
+            Err(error) => {
+                breaker.on_failure(permit, link.clock.now());
+                link.counters
+                    .connect_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&link.facts).last_error = Some(error.to_string());
+                lock(&link.facts).breaker = Some(breaker.state());
+                link.set_state(RedisState::Disconnected);
+                // Log the first failure and then every tenth: a long outage
+                // must not flood the log.
+                if failures_logged.is_multiple_of(10) {
+                    tracing::warn!(
+                        "Cluster: cannot reach Redis {} ({error}); retrying (reconnect breaker {})",
+                        redact_url(&link.settings.redis_url),
+                        breaker.state()
+                    );
+                }
+                failures_logged = failures_logged.wrapping_add(1);
+                sleep_or_stop(&link, delay).await;
+                delay = (delay * 2).min(link.settings.heartbeat_interval);
+            }
+        }
+    }
+}
+
+/// Until the connection is lost or the link stops: keeps the subscriptions
+/// in step with the adapter and beats the heart.
+async fn serve_connection(link: &Arc<Link>, generation: u64, subscribed: &mut HashSet<String>) {
+    let mut beat = tokio::time::interval(link.settings.heartbeat_interval);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.tick().await;
+    loop {
+        let current = matches!(
+            &*link.conn.read().unwrap_or_else(PoisonError::into_inner),
+            Some((g, _)) if *g == generation
+        );
+        if !current {
+            return;
+        }
+        let result = tokio::select! {
+            () = link.stop.cancelled() => return,
+            () = link.lost.notified() => Ok(()),
+            () = link.subs_changed.notified() => link.sync_subscriptions(subscribed).await,
+            _ = beat.tick() => link.heartbeat().await,
+        };
+        if let Err(error) = result {
+            link.connection_lost(generation, &error.to_string());
+            return;
+        }
+    }
+}
+
+async fn sleep_or_stop(link: &Link, duration: Duration) {
+    tokio::select! {
+        () = link.stop.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// Writes pending events to the stream, in order, whenever connected.
+async fn write_history(link: Arc<Link>) {
+    let mut state = link.state.subscribe();
+    loop {
+        let batch = link.pending_batch(HISTORY_BATCH);
+        if batch.is_empty() {
+            tokio::select! {
+                () = link.stop.cancelled() => return,
+                () = link.history_ready.notified() => continue,
+            }
+        }
+        let Ok((generation, mut conn)) = link.connection() else {
+            tokio::select! {
+                () = link.stop.cancelled() => return,
+                _ = state.wait_for(|s| *s == RedisState::Connected) => continue,
+            }
+        };
+        if let Err(error) = link.append(&mut conn, &batch).await {
+            link.connection_lost(generation, &error.to_string());
+        }
+    }
+}
+
+/// The adapter's driver: the shared link. Cheap to clone.
+#[derive(Clone)]
+pub struct ClusterDriver {
+    link: Arc<Link>,
+}
+
+impl Driver for ClusterDriver {
+    type Error = ClusterError;
+
+    async fn publish(&self, chan: String, val: Vec<u8>) -> Result<(), ClusterError> {
+        let link = &self.link;
+        let (generation, mut conn) = link.connection()?;
+        let result = link
+            .timed(redis::AsyncCommands::publish::<_, _, redis::Value>(
+                &mut conn, chan, val,
+            ))
+            .await;
+        match result {
+            Ok(_) => {
+                link.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                link.counters
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                link.connection_lost(generation, &error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        chan: String,
+        size: usize,
+    ) -> Result<MessageStream<ChanItem>, ClusterError> {
+        let (tx, rx) = mpsc::channel(size.max(1));
+        self.link
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(chan, tx);
+        self.link.subs_changed.notify_one();
+        Ok(MessageStream::new(rx))
+    }
+
+    async fn unsubscribe(&self, chan: String) -> Result<(), ClusterError> {
+        self.link
+            .handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&chan);
+        self.link.subs_changed.notify_one();
+        Ok(())
+    }
+
+    async fn num_serv(&self, chan: &str) -> Result<u16, ClusterError> {
+        let link = &self.link;
+        let (_, mut conn) = link.connection()?;
+        let (_, count): (String, u16) = link
+            .timed(
+                redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(chan)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(count)
+    }
+}
+
+/// This machine's host name, for the default node id.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "warden".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp3_is_asked_for_unless_a_protocol_is_named() {
+        assert_eq!(with_resp3("redis://h:1"), "redis://h:1?protocol=resp3");
+        assert_eq!(
+            with_resp3("redis://h:1/2?x=1"),
+            "redis://h:1/2?x=1&protocol=resp3"
+        );
+        assert_eq!(
+            with_resp3("redis://h?protocol=resp3"),
+            "redis://h?protocol=resp3"
+        );
+    }
+
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            redact_url("redis://user:s3cret@h:6379/0?protocol=resp3"),
+            "redis://user:***@h:6379/0?protocol=resp3"
+        );
+        assert_eq!(redact_url("redis://s3cret@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn the_default_node_id_is_host_and_port() {
+        assert_eq!(default_node_id("laptop", 8765), "laptop-8765");
+        assert_eq!(default_node_id("a b/c", 1), "a-b-c-1");
+        assert_eq!(default_node_id("", 9), "-9");
+    }
+
+    #[test]
+    fn settings_come_from_the_cluster_section() {
+        let mut cfg = WardenConfig::default();
+        assert_eq!(ClusterSettings::from_config(&cfg, "h"), None);
+        cfg.cluster.redis_url = Some("redis://127.0.0.1:6390".into());
+        let s = ClusterSettings::from_config(&cfg, "h").unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6390?protocol=resp3");
+        assert_eq!(s.node_id, "h-8765");
+        assert_eq!(s.prefix, "warden");
+        assert_eq!(s.history_len, 1000);
+        assert!(s.reconnect.validate().is_ok());
+        cfg.cluster.node_id = Some("east-1".into());
+        assert_eq!(
+            ClusterSettings::from_config(&cfg, "h").unwrap().node_id,
+            "east-1"
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! Cluster mode end to end: a real `redis-server` (started here, on a free
+//! loopback port, persistence off) and two or three real `warden` processes
+//! against it, with real Socket.IO clients on each node.
+//!
+//! `redis-server` must be on the PATH (Debian package `redis-server`; `.ci/run`
+//! installs it). Without it these tests fail and say so, unless
+//! `WARDEN_SKIP_REDIS_TESTS=1` asks to skip them knowingly.
+
+mod daemon_common;
+mod hub_common;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use daemon_common::{Daemon, Env, free_port, http_get};
+use hub_common::{TestClient, wait_until};
+use serde_json::{Value, json};
+
+/// A `redis-server` of this test; killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts a server, or returns `None` when the tests are skipped knowingly.
+    fn start() -> Option<Redis> {
+        if std::env::var("WARDEN_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
+            eprintln!("WARDEN_SKIP_REDIS_TESTS=1: cluster tests skipped");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+            _dir: dir,
+        };
+        redis.restart();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the server on the same port and waits until it accepts.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it (Debian: apt-get install \
+                     redis-server) or set WARDEN_SKIP_REDIS_TESTS=1 to skip the cluster tests"
+                )
+            });
+        self.child = Some(child);
+        let port = self.port;
+        daemon_common::wait_until(&format!("redis-server on {port}"), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// `kill -9`: Redis vanishes without closing anything gracefully.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One warden node: its world, its process.
+struct Node {
+    env: Env,
+    daemon: Daemon,
+    id: String,
+}
+
+impl Node {
+    fn start(redis: &Redis, prefix: &str, id: &str) -> Node {
+        let env = Env::new();
+        let config = env.state_dir().join("cluster.json");
+        let text = json!({
+            "cluster": { "redis_url": redis.url(), "node_id": id, "prefix": prefix },
+            "health_monitoring": { "check_interval": 1, "aggregation_window": 5 },
+        });
+        std::fs::write(&config, text.to_string()).unwrap();
+        let mut daemon = env.spawn(&["--config", config.to_str().unwrap()]);
+        env.wait_ready(&mut daemon);
+        Node {
+            env,
+            daemon,
+            id: id.to_string(),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.env.url()
+    }
+
+    fn json(&self, path: &str) -> (u16, Value) {
+        let (code, body) = http_get(self.env.port, path);
+        (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn cluster(&self) -> Value {
+        self.json("/diagnostics").1["cluster"]["state"].clone()
+    }
+
+    fn ready(&self) -> bool {
+        self.json("/readyz").0 == 200
+    }
+
+    fn post_event(&self, event: &Value) {
+        use std::io::{Read, Write};
+        let body = event.to_string();
+        let mut s = TcpStream::connect(("127.0.0.1", self.env.port)).unwrap();
+        write!(
+            s,
+            "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 2"),
+            "POST /api/events: {answer}"
+        );
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+}
+
+/// Asks `client` for the history and returns the events it answered.
+async fn history(client: &TestClient, asked_before: usize) -> Vec<Value> {
+    client.emit("get_history", json!({ "limit": 100 })).await;
+    let answers = client
+        .recorder
+        .wait_for("event_history", asked_before + 1)
+        .await;
+    answers[asked_before]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Lets late duplicates, if any, arrive before counts are compared exactly.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_relay_every_event_exactly_once_and_share_the_history() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("t{}", std::process::id());
+    let nodes: Vec<Node> = ["east", "west", "north"]
+        .iter()
+        .map(|id| Node::start(&redis, &prefix, id))
+        .collect();
+    for node in &nodes {
+        wait_until("every node sees its two peers", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+    }
+
+    let sender = TestClient::connect(&nodes[0].url()).await;
+    let same_node = TestClient::connect(&nodes[0].url()).await;
+    let west = TestClient::connect(&nodes[1].url()).await;
+    let north = TestClient::connect(&nodes[2].url()).await;
+
+    let sent: Vec<u64> = (1..=50).collect();
+    for seq in &sent {
+        sender
+            .emit("claude_event", json!({ "type": "hook", "seq": seq }))
+            .await;
+    }
+    for client in [&same_node, &west, &north] {
+        let got = client.recorder.wait_for("claude_event", sent.len()).await;
+        assert_eq!(seqs(&got), sent, "every event once, in the sender's order");
+    }
+
+    // An event posted over HTTP on one node reaches every client of every node.
+    nodes[1].post_event(&json!({ "type": "http", "seq": 1000 }));
+    for client in [&sender, &same_node, &west, &north] {
+        wait_until("the posted event everywhere", || {
+            seqs(&client.recorder.named("claude_event")).contains(&1000)
+        })
+        .await;
+    }
+    settle().await;
+    assert_eq!(
+        seqs(&sender.recorder.named("claude_event")),
+        [1000],
+        "a sender never receives its own events"
+    );
+    for client in [&same_node, &west, &north] {
+        assert_eq!(client.recorder.count("claude_event"), sent.len() + 1);
+    }
+
+    // Every node answers the same history: the shared stream.
+    let mut answers = Vec::new();
+    for client in [&same_node, &west, &north] {
+        let mut asked = 0;
+        let events = loop {
+            let events = history(client, asked).await;
+            asked += 1;
+            if events.len() == sent.len() + 1 {
+                break events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        answers.push(events);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[1], answers[2]);
+    let mut expected = sent.clone();
+    expected.push(1000);
+    assert_eq!(seqs(&answers[0]), expected);
+
+    let state = nodes[2].cluster();
+    assert_eq!(state["redis_state"], "connected");
+    assert!(state["cross_node_received"].as_u64().unwrap() >= 51);
+    let (_, metrics) = http_get(nodes[0].env.port, "/metrics");
+    assert!(metrics.contains("warden_cluster_redis_up 1"), "{metrics}");
+    assert!(metrics.contains("warden_cluster_peers 2"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_local_relay_and_cross_node_relay_resumes() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let prefix = format!("o{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    for node in [&a, &b] {
+        wait_until("peers seen", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    let sender = TestClient::connect(&a.url()).await;
+    let local = TestClient::connect(&a.url()).await;
+    let remote = TestClient::connect(&b.url()).await;
+
+    let mut seq = 0u64;
+    let mut emit = async |n: usize| {
+        for _ in 0..n {
+            seq += 1;
+            sender
+                .emit("claude_event", json!({ "type": "hook", "seq": seq }))
+                .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        seq
+    };
+
+    let before = emit(20).await;
+    remote.recorder.wait_for("claude_event", 20).await;
+
+    // Redis dies mid-stream.
+    redis.kill();
+    emit(20).await;
+    wait_until("node a notices the outage", || !a.ready()).await;
+    let during = emit(20).await;
+    local
+        .recorder
+        .wait_for("claude_event", during as usize)
+        .await;
+    assert_eq!(
+        seqs(&local.recorder.named("claude_event")),
+        (1..=during).collect::<Vec<_>>(),
+        "local relay never stops, never loses, never duplicates"
+    );
+    let (code, readyz) = a.json("/readyz");
+    assert_eq!(code, 503);
+    assert!(readyz["reasons"].to_string().contains("Redis"), "{readyz}");
+    wait_until("the dependency is reported as a warning", || {
+        let (code, health) = a.json("/health");
+        code == 200 && health["checks"]["redis_dependency"] == "warning"
+    })
+    .await;
+
+    // Redis returns on the same port: cross-node relay resumes by itself.
+    redis.restart();
+    wait_until("both nodes reconnect", || a.ready() && b.ready()).await;
+    let after_from = during + 1;
+    let last = emit(20).await;
+    wait_until("the events after the outage reach the other node", || {
+        seqs(&remote.recorder.named("claude_event")).contains(&last)
+    })
+    .await;
+    settle().await;
+    let got_remote = seqs(&remote.recorder.named("claude_event"));
+    assert!(
+        got_remote.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates: {got_remote:?}"
+    );
+    assert!(got_remote.starts_with(&(1..=before).collect::<Vec<_>>()));
+    assert!(got_remote.ends_with(&(after_from..=last).collect::<Vec<_>>()));
+    assert_eq!(
+        seqs(&local.recorder.named("claude_event")),
+        (1..=last).collect::<Vec<_>>()
+    );
+
+    // Never restarted, never stopped for it.
+    let diagnostics = a.json("/diagnostics").1;
+    assert_eq!(diagnostics["server_info"]["restarts"], 0);
+    assert_eq!(diagnostics["server_info"]["pid"], a.daemon.pid());
+    assert!(
+        diagnostics["cluster"]["state"]["local_fallbacks"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        diagnostics["cluster"]["state"]["connects"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    let recoveries = &diagnostics["recovery_manager"];
+    assert_eq!(recoveries["total_recoveries"], 0, "{recoveries}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_without_redis_and_a_killed_node_leaves_the_others_serving() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    redis.kill();
+    let prefix = format!("k{}", std::process::id());
+    // Redis is down: the nodes start anyway, serve, and are not ready.
+    let a = Node::start(&redis, &prefix, "a");
+    let mut b = Node::start(&redis, &prefix, "b");
+    let c = Node::start(&redis, &prefix, "c");
+    assert!(!a.ready());
+    redis.restart();
+    for node in [&a, &b, &c] {
+        wait_until("ready once Redis is up", || node.ready()).await;
+    }
+    let sender = TestClient::connect(&a.url()).await;
+    let on_c = TestClient::connect(&c.url()).await;
+    let on_b = TestClient::connect(&b.url()).await;
+    sender.emit("claude_event", json!({ "seq": 1 })).await;
+    on_b.recorder.wait_for("claude_event", 1).await;
+    on_c.recorder.wait_for("claude_event", 1).await;
+
+    b.daemon.signal(libc::SIGKILL);
+    b.daemon.wait_exit();
+    sender.emit("claude_event", json!({ "seq": 2 })).await;
+    let got = on_c.recorder.wait_for("claude_event", 2).await;
+    assert_eq!(seqs(&got), [1, 2]);
+    for node in [&a, &c] {
+        assert!(node.ready());
+        wait_until("the killed node drops out of the peers", || {
+            node.cluster()["peers_seen"] == json!([if node.id == "a" { "c" } else { "a" }])
+        })
+        .await;
+    }
+}

@@ -154,15 +154,32 @@ impl ProbeOutcome {
 /// never panic.
 pub trait ProcessProbe: Send + Sync {
     fn probe(&self, pid: u32) -> ProbeOutcome;
+
+    /// True when the next `probe(pid)` only reads what the OS keeps in
+    /// memory (no disk, no network, no lock held across I/O), so a caller on
+    /// an async task may call it in place instead of on a blocking thread.
+    /// False unless a probe knows better.
+    fn probes_in_memory(&self, pid: u32) -> bool {
+        let _ = pid;
+        false
+    }
 }
 
 impl<P: ProcessProbe + ?Sized> ProcessProbe for Arc<P> {
     fn probe(&self, pid: u32) -> ProbeOutcome {
         (**self).probe(pid)
     }
+
+    fn probes_in_memory(&self, pid: u32) -> bool {
+        (**self).probes_in_memory(pid)
+    }
 }
 
 impl<P: ProcessProbe + ?Sized> ProcessProbe for &P {
+    fn probes_in_memory(&self, pid: u32) -> bool {
+        (**self).probes_in_memory(pid)
+    }
+
     fn probe(&self, pid: u32) -> ProbeOutcome {
         (**self).probe(pid)
     }

@@ -74,6 +74,8 @@ pub enum Route {
     Main,
     /// The bytes so far are a prefix of a probe request line: peek again.
     Undecided,
+    /// The peer closed without sending anything: the connection is dropped.
+    Closed,
 }
 
 /// Classifies the first bytes of a connection (see [`Route`]).
@@ -383,6 +385,7 @@ async fn dispatch(
             // is dropped, as the main runtime's would be.
             let _ = lane.send((stream, peer));
         }
+        Route::Closed => drop(stream),
         Route::Main | Route::Undecided => match stream.into_std() {
             Ok(std_stream) => {
                 let _ = handoff.send(std_stream).await;
@@ -400,8 +403,11 @@ async fn peek_route(stream: &TcpStream) -> Route {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)).await;
         let n = match peeked {
             Ok(Ok(n)) if n > 0 => n,
-            // Closed, failed or silent: the main runtime sees it as before.
-            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return Route::Main,
+            // Closed or reset before a byte (the connectivity check):
+            // nothing to serve.
+            Ok(Ok(_)) | Ok(Err(_)) => return Route::Closed,
+            // Silent: the main runtime waits for it as before.
+            Err(_) => return Route::Main,
         };
         match classify(&head[..n]) {
             Route::Undecided if tokio::time::Instant::now() < deadline => {

@@ -5,7 +5,8 @@
 //! recovery manager is one).
 //!
 //! Checkers run on tokio's blocking pool, never on the reactor, each bounded
-//! by `check_timeout`. A checker that panics or overruns yields `unknown` for
+//! by `check_timeout`; one that declares it never blocks
+//! ([`Checker::blocks`]: the service checker reads counters) is called inline. A checker that panics or overruns yields `unknown` for
 //! that cycle, never a crash; a checker whose previous call is still running
 //! is not started again (it answers `unknown` at once), so a wedged probe
 //! holds at most one blocking thread.
@@ -168,6 +169,12 @@ impl HealthMonitor {
     /// Runs every checker once (concurrently, on the blocking pool), records
     /// the report, logs failures and calls the callbacks.
     pub async fn run_cycle(&self) -> HealthReport {
+        /// A checker's call: finished inline, or running on the blocking pool.
+        enum Pending {
+            Done(std::thread::Result<HealthCheckResult>),
+            Running(tokio::task::JoinHandle<HealthCheckResult>),
+        }
+
         let clock = &self.inner.clock;
         let (at, wall) = (clock.now(), clock.wall());
         let timeout = self.inner.settings.check_timeout;
@@ -181,12 +188,20 @@ impl HealthMonitor {
             }
             let checker = Arc::clone(&slot.checker);
             let running = Arc::clone(&slot.running);
+            if !checker.blocks() {
+                let _clear = ClearOnDrop(running);
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    checker.check(at, wall)
+                }));
+                pending.push((name, Some(Pending::Done(outcome))));
+                continue;
+            }
             let task = tokio::task::spawn_blocking(move || {
                 // Cleared on drop, so a panicking checker can run again next cycle.
                 let _clear = ClearOnDrop(running);
                 checker.check(at, wall)
             });
-            pending.push((name, Some(task)));
+            pending.push((name, Some(Pending::Running(task))));
         }
         let mut results = Vec::with_capacity(pending.len());
         for (name, task) in pending {
@@ -198,7 +213,16 @@ impl HealthMonitor {
                     wall,
                     Duration::ZERO,
                 ),
-                Some(task) => match tokio::time::timeout_at(deadline, task).await {
+                Some(Pending::Done(Ok(result))) => result,
+                Some(Pending::Done(Err(_panic))) => HealthCheckResult::failed(
+                    name,
+                    "checker panicked",
+                    at,
+                    wall,
+                    clock.now().saturating_since(at),
+                ),
+                Some(Pending::Running(task)) => match tokio::time::timeout_at(deadline, task).await
+                {
                     Ok(Ok(result)) => result,
                     Ok(Err(join_error)) => HealthCheckResult::failed(
                         name,
@@ -380,6 +404,52 @@ mod tests {
         }
         fn check(&self, _: Moment, _: WallTime) -> HealthCheckResult {
             panic!("probe exploded")
+        }
+    }
+
+    /// Declares that it never blocks, so the monitor calls it in place.
+    struct InPlace(bool);
+    impl Checker for InPlace {
+        fn name(&self) -> &str {
+            "in_place"
+        }
+        fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
+            assert!(!self.0, "in-place checker exploded");
+            HealthCheckResult::from_metrics(
+                "in_place",
+                vec![HealthMetric::new("m", 1.0, HealthStatus::Healthy)],
+                at,
+                wall,
+                Duration::ZERO,
+            )
+        }
+        fn blocks(&self) -> bool {
+            false
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_place_checker_is_folded_like_the_others_and_its_panic_is_unknown() {
+        let clock = ManualClock::new(WallTime::from_secs(1_700_000_000));
+        let m = monitor(
+            vec![
+                Arc::new(Fixed("a", HealthStatus::Warning)),
+                Arc::new(InPlace(false)),
+            ],
+            &clock,
+        );
+        let r = m.run_cycle().await;
+        let names: Vec<&str> = r.results.iter().map(|c| c.checker.as_str()).collect();
+        assert_eq!(names, ["a", "in_place"], "report keeps the checkers' order");
+        assert_eq!(r.results[1].status, HealthStatus::Healthy);
+        assert_eq!(r.overall_status, HealthStatus::Warning);
+
+        let m = monitor(vec![Arc::new(InPlace(true))], &clock);
+        for _ in 0..2 {
+            // Unknown each time: the panic neither crashes nor wedges the slot.
+            let r = m.run_cycle().await;
+            assert_eq!(r.results[0].status, HealthStatus::Unknown);
+            assert_eq!(r.overall_status, HealthStatus::Unknown);
         }
     }
 

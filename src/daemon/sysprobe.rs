@@ -9,12 +9,24 @@
 //! pid (the first sample of a pid reads 0). The call blocks on file reads:
 //! from async code run it on a blocking thread.
 //!
+//! The daemon's own pid takes a shorter path on Linux (the health checker
+//! probes it every cycle): after one sysinfo sample has given the identity
+//! (name, command line, executable, start time, none of which change), each
+//! probe reads `/proc/self/stat` once (state, threads, VMS, RSS), lists
+//! `/proc/self/fd` and asks `getrusage` for CPU time: about a third of the
+//! sysinfo refresh, which also reads `statm`, `cmdline`, the `exe` link and
+//! `status` (see BENCHMARKS.md, "check cycle"). Those reads are answered from
+//! memory, so the probe says so ([`ProcessProbe::probes_in_memory`]) and the
+//! health monitor calls it in place rather than on a blocking thread.
+//!
 //! This module does not decide anything about the processes it sees.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System, UpdateKind};
 
+use crate::daemon::metrics::self_cpu_seconds;
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
 
@@ -22,6 +34,21 @@ use crate::time::WallTime;
 pub struct SysinfoProbe {
     system: Mutex<Option<System>>,
     unavailable: Option<String>,
+    /// The fast path's state for this process (see the module doc).
+    own: Mutex<Option<OwnProcess>>,
+}
+
+/// What the fast path keeps between probes of the daemon's own pid.
+struct OwnProcess {
+    /// Identity fields from the first (sysinfo) sample; measurements in it
+    /// are overwritten by every probe.
+    snapshot: ProcessSnapshot,
+    /// CPU seconds (user + system) and when they were read, for `cpu_percent`.
+    cpu_seconds: f64,
+    read_at: Instant,
+    /// `/proc/self/stat`, kept open and read again from offset 0 each time
+    /// (procfs regenerates it), which spares the path lookup.
+    stat_file: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for SysinfoProbe {
@@ -46,10 +73,12 @@ impl SysinfoProbe {
             Ok(system) => SysinfoProbe {
                 system: Mutex::new(Some(system)),
                 unavailable: None,
+                own: Mutex::new(None),
             },
             Err(e) => SysinfoProbe {
                 system: Mutex::new(None),
                 unavailable: Some(format!("sysinfo cannot inspect processes here: {e}")),
+                own: Mutex::new(None),
             },
         }
     }
@@ -70,6 +99,72 @@ impl ProcessProbe for SysinfoProbe {
         if pid == 0 {
             return ProbeOutcome::NotFound;
         }
+        if cfg!(target_os = "linux") && pid == std::process::id() {
+            return self.probe_own(pid);
+        }
+        self.probe_sysinfo(pid)
+    }
+
+    /// The own pid after its first sample: `/proc/self` and `getrusage`,
+    /// which procfs answers from memory (see the module doc).
+    fn probes_in_memory(&self, pid: u32) -> bool {
+        cfg!(target_os = "linux")
+            && pid == std::process::id()
+            && self
+                .own
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|own| own.stat_file.is_some())
+    }
+}
+
+impl SysinfoProbe {
+    /// The daemon's own pid: sysinfo once for the identity, then `/proc/self`.
+    fn probe_own(&self, pid: u32) -> ProbeOutcome {
+        // Only a cache of the previous sample: a panic while it was locked
+        // leaves nothing the next probe does not rewrite.
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (Some(state), Some(cpu_seconds)) = (own.as_mut(), self_cpu_seconds()) else {
+            let outcome = self.probe_sysinfo(pid);
+            if let (ProbeOutcome::Found(snapshot), Some(cpu_seconds)) =
+                (&outcome, self_cpu_seconds())
+            {
+                *own = Some(OwnProcess {
+                    snapshot: snapshot.clone(),
+                    cpu_seconds,
+                    read_at: now,
+                    stat_file: std::fs::File::open("/proc/self/stat").ok(),
+                });
+            }
+            return outcome;
+        };
+        let Some(stat) = read_own_stat(&mut state.stat_file) else {
+            // /proc/self unreadable (hidepid, no procfs): sysinfo decides.
+            return self.probe_sysinfo(pid);
+        };
+        let elapsed = now.duration_since(state.read_at).as_secs_f64();
+        let cpu_percent = if elapsed > 0.0 {
+            ((cpu_seconds - state.cpu_seconds).max(0.0) / elapsed * 100.0) as f32
+        } else {
+            0.0
+        };
+        state.cpu_seconds = cpu_seconds;
+        state.read_at = now;
+        let snapshot = &mut state.snapshot;
+        snapshot.status = stat.status;
+        snapshot.cpu_percent = cpu_percent;
+        snapshot.memory_rss_bytes = stat.rss_bytes;
+        snapshot.memory_virtual_bytes = stat.virtual_bytes;
+        snapshot.threads = Some(stat.threads);
+        snapshot.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as u64);
+        ProbeOutcome::Found(snapshot.clone())
+    }
+
+    fn probe_sysinfo(&self, pid: u32) -> ProbeOutcome {
         // The System is only a cache of samples; a panic elsewhere while it
         // was locked leaves nothing that a refresh does not rewrite.
         let mut guard = self.system.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,6 +210,64 @@ impl ProcessProbe for SysinfoProbe {
             threads: proc_threads(pid),
         })
     }
+}
+
+/// What one read of `/proc/self/stat` gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OwnStat {
+    status: ProcessStatus,
+    threads: u64,
+    virtual_bytes: u64,
+    rss_bytes: u64,
+}
+
+fn read_own_stat(file: &mut Option<std::fs::File>) -> Option<OwnStat> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; STAT_BYTES];
+    let read = file.as_ref().map(|f| f.read_at(&mut buf, 0));
+    let text = match read {
+        // A full buffer might be a cut line: fall back to a fresh read.
+        Some(Ok(n)) if n > 0 && n < buf.len() => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => {
+            *file = None;
+            std::fs::read_to_string("/proc/self/stat").ok()?
+        }
+    };
+    parse_stat(&text, page_size())
+}
+
+/// `/proc/self/stat` is one line of 52 numbers and a name of at most 64
+/// bytes: well under this.
+const STAT_BYTES: usize = 1024;
+
+/// Parses `/proc/<pid>/stat` (see proc(5)): the fields after the command
+/// name's closing parenthesis, which may itself contain spaces and ")".
+fn parse_stat(text: &str, page_bytes: u64) -> Option<OwnStat> {
+    let after_name = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_ascii_whitespace().collect();
+    // fields[0] is field 3 of proc(5) (state); field n is fields[n - 3].
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let status = match fields.first()?.as_bytes().first()? {
+        b'R' => ProcessStatus::Running,
+        b'S' | b'D' | b'W' => ProcessStatus::Sleeping,
+        b'I' => ProcessStatus::Idle,
+        b'T' | b't' => ProcessStatus::Stopped,
+        b'Z' => ProcessStatus::Zombie,
+        b'X' | b'x' => ProcessStatus::Dead,
+        _ => ProcessStatus::Other,
+    };
+    Some(OwnStat {
+        status,
+        threads: field(20)?,
+        virtual_bytes: field(23)?,
+        rss_bytes: field(24)?.saturating_mul(page_bytes),
+    })
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the running system; no pointers.
+    let bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(bytes).ok().filter(|&b| b > 0).unwrap_or(4096)
 }
 
 fn map_status(status: sysinfo::ProcessStatus) -> ProcessStatus {
@@ -168,6 +321,57 @@ mod tests {
             again.start_time, me.start_time,
             "start time is stable between samples"
         );
+    }
+
+    #[test]
+    fn the_own_pid_fast_path_agrees_with_sysinfo() {
+        let probe = SysinfoProbe::new();
+        let me = std::process::id();
+        assert!(!probe.probes_in_memory(me), "the first sample is sysinfo's");
+        let first = probe.probe_self().expect("first sample (sysinfo)");
+        assert!(probe.probes_in_memory(me), "then /proc/self");
+        assert!(!probe.probes_in_memory(1), "other pids stay on sysinfo");
+        // Busy for a moment so that the second sample has CPU to report.
+        let spin_until = Instant::now() + std::time::Duration::from_millis(30);
+        let mut spins = 0u64;
+        while Instant::now() < spin_until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let fast = probe.probe_self().expect("second sample (/proc/self)");
+        let slow = match SysinfoProbe::new().probe_sysinfo(std::process::id()) {
+            ProbeOutcome::Found(s) => s,
+            other => panic!("sysinfo: {other:?}"),
+        };
+        assert_eq!(fast.name, slow.name);
+        assert_eq!(fast.cmdline, slow.cmdline);
+        assert_eq!(fast.start_time, first.start_time);
+        assert_eq!(fast.start_time, slow.start_time);
+        assert!(!fast.status.has_exited());
+        assert!(fast.cpu_percent > 0.0, "{}", fast.cpu_percent);
+        assert!(fast.threads.unwrap_or(0) >= 1);
+        assert!(fast.open_fds.unwrap_or(0) >= 3);
+        // Same process a moment apart: sizes agree within a few MiB.
+        let near = |a: u64, b: u64| a.abs_diff(b) < 16 << 20;
+        assert!(near(fast.memory_rss_bytes, slow.memory_rss_bytes));
+        assert!(near(fast.memory_virtual_bytes, slow.memory_virtual_bytes));
+    }
+
+    #[test]
+    fn stat_parsing_survives_a_command_name_with_parentheses() {
+        let line = "4242 (we) ird) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 7 0 \
+                    12345 104857600 2560 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        let stat = parse_stat(line, 4096).expect("parses");
+        assert_eq!(
+            stat,
+            OwnStat {
+                status: ProcessStatus::Sleeping,
+                threads: 7,
+                virtual_bytes: 104_857_600,
+                rss_bytes: 2560 * 4096,
+            }
+        );
+        assert_eq!(parse_stat("4242 (x) Z", 4096), None, "truncated");
+        assert_eq!(parse_stat("no parenthesis", 4096), None);
     }
 
     #[test]

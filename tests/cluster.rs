@@ -378,3 +378,45 @@ async fn a_node_starts_without_redis_and_a_killed_node_leaves_the_others_serving
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_value_under_a_warden_key_costs_the_history_not_the_link() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("f{}", std::process::id());
+    // Someone else's string where warden keeps its history stream.
+    let set = Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "SET",
+            &format!("{prefix}:history"),
+            "x",
+        ])
+        .output()
+        .expect("redis-cli (package redis-tools, installed with redis-server)");
+    assert!(set.status.success(), "{set:?}");
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    for node in [&a, &b] {
+        wait_until("ready", || node.ready()).await;
+    }
+    let sender = TestClient::connect(&a.url()).await;
+    let other = TestClient::connect(&b.url()).await;
+    for seq in 1..=5 {
+        sender.emit("claude_event", json!({ "seq": seq })).await;
+    }
+    let got = other.recorder.wait_for("claude_event", 5).await;
+    assert_eq!(seqs(&got), [1, 2, 3, 4, 5], "relay is unaffected");
+    wait_until("the refused history batch is counted", || {
+        a.cluster()["history_overflowed"].as_u64() == Some(5)
+    })
+    .await;
+    // The node answers from its own history and keeps its one connection.
+    let events = history(&sender, 0).await;
+    assert_eq!(seqs(&events), [1, 2, 3, 4, 5]);
+    let state = a.cluster();
+    assert_eq!(state["connects"], 1, "{state}");
+    assert_eq!(state["redis_state"], "connected");
+    assert!(state["history_read_failures"].as_u64().unwrap() >= 1);
+    assert!(a.ready());
+}

@@ -209,6 +209,27 @@ pub enum ClusterError {
     Url(redis::RedisError),
 }
 
+impl ClusterError {
+    /// Whether the error means the connection is gone or unusable (then it
+    /// is dropped and made again), rather than Redis refusing one command
+    /// (a wrong type under one of warden's keys, say), which is logged and
+    /// counted but does not cost the connection: reconnecting would not help
+    /// and would only churn.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            ClusterError::NotConnected | ClusterError::Timeout { .. } => true,
+            ClusterError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+            }
+            ClusterError::Url(_) => false,
+        }
+    }
+}
+
 /// The Redis connection as the node sees it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -291,7 +312,8 @@ pub struct ClusterSnapshot {
     /// Events accepted but not yet written to the stream.
     pub history_pending: usize,
     pub history_written: u64,
-    /// Pending events dropped (oldest first) while Redis was away.
+    /// Pending events dropped: the oldest while Redis was away, or a batch
+    /// Redis refused.
     pub history_overflowed: u64,
     pub history_read_failures: u64,
     pub last_error: Option<String>,
@@ -782,6 +804,17 @@ impl Link {
         lock(&self.pending).iter().take(max).cloned().collect()
     }
 
+    /// Forgets every pending event up to the last of `batch`.
+    fn forget_pending(&self, batch: &[(u64, String)]) {
+        let Some((last, _)) = batch.last() else {
+            return;
+        };
+        let mut pending = lock(&self.pending);
+        while pending.front().is_some_and(|(seq, _)| seq <= last) {
+            pending.pop_front();
+        }
+    }
+
     /// Appends `batch` to the stream in one pipeline; on success forgets
     /// every pending event up to the batch's last sequence number.
     async fn append(
@@ -789,9 +822,9 @@ impl Link {
         conn: &mut MultiplexedConnection,
         batch: &[(u64, String)],
     ) -> Result<(), ClusterError> {
-        let Some((last, _)) = batch.last() else {
+        if batch.is_empty() {
             return Ok(());
-        };
+        }
         let key = self.settings.history_key();
         let mut pipe = redis::pipe();
         for (_, json) in batch {
@@ -806,10 +839,7 @@ impl Link {
                 .ignore();
         }
         self.timed(pipe.query_async::<()>(conn)).await?;
-        let mut pending = lock(&self.pending);
-        while pending.front().is_some_and(|(seq, _)| seq <= last) {
-            pending.pop_front();
-        }
+        self.forget_pending(batch);
         self.counters
             .history_written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -941,9 +971,16 @@ async fn serve_connection(link: &Arc<Link>, generation: u64, subscribed: &mut Ha
             () = link.subs_changed.notified() => link.sync_subscriptions(subscribed).await,
             _ = beat.tick() => link.heartbeat().await,
         };
-        if let Err(error) = result {
-            link.connection_lost(generation, &error.to_string());
-            return;
+        match result {
+            Ok(()) => {}
+            Err(error) if error.is_connection_error() => {
+                link.connection_lost(generation, &error.to_string());
+                return;
+            }
+            Err(error) => {
+                lock(&link.facts).last_error = Some(error.to_string());
+                tracing::warn!("Cluster: Redis refused a command: {error}");
+            }
         }
     }
 }
@@ -972,8 +1009,24 @@ async fn write_history(link: Arc<Link>) {
                 _ = state.wait_for(|s| *s == RedisState::Connected) => continue,
             }
         };
-        if let Err(error) = link.append(&mut conn, &batch).await {
-            link.connection_lost(generation, &error.to_string());
+        match link.append(&mut conn, &batch).await {
+            Ok(()) => {}
+            Err(error) if error.is_connection_error() => {
+                link.connection_lost(generation, &error.to_string());
+            }
+            Err(error) => {
+                // Retrying the same batch would fail the same way: drop it
+                // from the shared history (each node still has it in its own).
+                link.forget_pending(&batch);
+                link.counters
+                    .history_overflowed
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                lock(&link.facts).last_error = Some(error.to_string());
+                tracing::warn!(
+                    "Cluster: Redis refused {} history events ({error}); they stay in this node's own history",
+                    batch.len()
+                );
+            }
         }
     }
 }
@@ -1004,7 +1057,9 @@ impl Driver for ClusterDriver {
                 link.counters
                     .publish_failures
                     .fetch_add(1, Ordering::Relaxed);
-                link.connection_lost(generation, &error.to_string());
+                if error.is_connection_error() {
+                    link.connection_lost(generation, &error.to_string());
+                }
                 Err(error)
             }
         }

@@ -354,6 +354,13 @@ async fn a_node_starts_without_redis_and_a_killed_node_leaves_the_others_serving
     let mut b = Node::start(&redis, &prefix, "b");
     let c = Node::start(&redis, &prefix, "c");
     assert!(!a.ready());
+    // Reconnect attempts are bounded: after a few failures the reconnect
+    // breaker opens and spaces them out.
+    wait_until("the reconnect breaker opens", || {
+        a.cluster()["reconnect_breaker"] == "open"
+    })
+    .await;
+    assert!(a.cluster()["connect_failures"].as_u64().unwrap() >= 5);
     redis.restart();
     for node in [&a, &b, &c] {
         wait_until("ready once Redis is up", || node.ready()).await;

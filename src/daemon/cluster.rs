@@ -390,8 +390,6 @@ impl Cluster {
             stop: CancellationToken::new(),
         });
         tracing::info!(
-            node_id = %link.settings.node_id,
-            redis = %redact_url(&link.settings.redis_url),
             "Cluster: node {} joins the hub over Redis {}",
             link.settings.node_id,
             redact_url(&link.settings.redis_url)

@@ -704,13 +704,7 @@ impl Link {
                     .get_multiplexed_async_connection_with_config(&config),
             )
             .await?;
-        let channels: HashSet<String> = self
-            .handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let channels = self.channels();
         if !channels.is_empty() {
             let list: Vec<&String> = channels.iter().collect();
             self.timed(conn.subscribe(list)).await?;
@@ -721,19 +715,23 @@ impl Link {
         Ok((generation, channels))
     }
 
+    /// The channels the adapter has registered.
+    fn channels(&self) -> HashSet<String> {
+        self.handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Subscribes channels registered since, unsubscribes those dropped.
     async fn sync_subscriptions(
         &self,
         subscribed: &mut HashSet<String>,
     ) -> Result<(), ClusterError> {
         let (_, mut conn) = self.connection()?;
-        let wanted: HashSet<String> = self
-            .handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
+        let wanted = self.channels();
         let add: Vec<&String> = wanted.difference(subscribed).collect();
         if !add.is_empty() {
             self.timed(conn.subscribe(add)).await?;

@@ -387,7 +387,7 @@ async fn a_node_starts_without_redis_and_a_killed_node_leaves_the_others_serving
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_foreign_value_under_a_warden_key_costs_the_history_not_the_link() {
+async fn foreign_values_and_garbage_in_redis_cost_neither_relay_nor_link() {
     let Some(redis) = Redis::start() else { return };
     let prefix = format!("f{}", std::process::id());
     // Someone else's string where warden keeps its history stream.
@@ -409,6 +409,18 @@ async fn a_foreign_value_under_a_warden_key_costs_the_history_not_the_link() {
     }
     let sender = TestClient::connect(&a.url()).await;
     let other = TestClient::connect(&b.url()).await;
+    // Garbage on the adapter's request channel is refused by every node.
+    let garbage = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "PUBLISH"])
+        .arg(format!("{prefix}-request#/#"))
+        .arg("\u{1}not msgpack at all")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&garbage.stdout).trim(),
+        "2",
+        "both nodes got it"
+    );
     for seq in 1..=5 {
         sender.emit("claude_event", json!({ "seq": seq })).await;
     }

@@ -933,9 +933,11 @@ async fn supervise(link: Arc<Link>) {
                 // Log the first failure and then every tenth: a long outage
                 // must not flood the log.
                 if failures_logged.is_multiple_of(10) {
+                    let url = redact_url(&link.settings.redis_url);
                     tracing::warn!(
-                        "Cluster: cannot reach Redis {} ({error}); retrying (reconnect breaker {})",
-                        redact_url(&link.settings.redis_url),
+                        "Cluster: cannot reach Redis {url} ({error}); this node serves its own \
+                         clients only and retries (reconnect breaker {}). Check that Redis runs \
+                         there: redis-cli -u '{url}' ping",
                         breaker.state()
                     );
                 }

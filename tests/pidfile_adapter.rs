@@ -382,3 +382,23 @@ fn removal_races_never_give_two_holders() {
     }
     assert!(wins.load(Ordering::SeqCst) > 0);
 }
+
+#[test]
+fn a_claim_that_syncs_later_is_readable_and_locked_before_its_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    let (guard, stale, pending) =
+        PidFile::claim_sync_later(&dir, PORT, draft(), &SysinfoProbe::new()).expect("claim");
+    assert_eq!(stale, None);
+    // Before the fsync, other processes already read the record and see the
+    // lock held: the single-instance decision does not wait for the disk.
+    let (content, held) = read_pid_file(&dir, PORT).unwrap().expect("written");
+    assert!(held);
+    assert_eq!(content.pid(), Some(std::process::id()));
+    pending
+        .run()
+        .expect("fsync of the file and the new directory");
+    guard.verify().expect("still ours after the sync");
+    guard.release().unwrap();
+    assert!(read_pid_file(&dir, PORT).unwrap().is_none());
+}

@@ -398,14 +398,11 @@ impl<A: Adapter> Hub<A> {
         self.count_connected(socket.id);
         self.inner.stats.record_activity(now);
 
-        let capacity = self.inner.settings.inbound_queue_events.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(relay_in_order(self.clone(), rx));
         socket.on(
             CLAUDE_EVENT,
             OrderedEventHandler {
                 hub: self.clone(),
-                queue: tx,
+                queue: OnceLock::new(),
             },
         );
 
@@ -683,7 +680,21 @@ type Queued<A> = (Arc<Socket<A>>, Value);
 /// the socket's receive path; it must not block.
 struct OrderedEventHandler<A: Adapter> {
     hub: Hub<A>,
-    queue: mpsc::Sender<Queued<A>>,
+    /// The sender's relay queue and task, created on its first event: most
+    /// clients (dashboards) never send one, and a thousand idle queues and
+    /// tasks would cost their memory for nothing.
+    queue: OnceLock<mpsc::Sender<Queued<A>>>,
+}
+
+impl<A: Adapter> OrderedEventHandler<A> {
+    fn queue(&self) -> &mpsc::Sender<Queued<A>> {
+        self.queue.get_or_init(|| {
+            let capacity = self.hub.inner.settings.inbound_queue_events.max(1);
+            let (tx, rx) = mpsc::channel(capacity);
+            tokio::spawn(relay_in_order(self.hub.clone(), rx));
+            tx
+        })
+    }
 }
 
 /// Marker type for the [`MessageHandler`] implementation below.
@@ -707,7 +718,7 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             }
         };
         let event = self.hub.ingest(payload);
-        match self.queue.try_send((socket, event)) {
+        match self.queue().try_send((socket, event)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full((socket, _))) => {
                 ServiceStats::add(&stats.events_dropped, self.hub.other_clients());

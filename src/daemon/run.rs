@@ -259,12 +259,12 @@ impl<A: HubAdapter> Daemon<A> {
         let draft = PidRecordDraft::new(&host, port);
         let claim_dir = state_dir.clone();
         let claimed = tokio::task::spawn_blocking(move || {
-            PidFile::claim(&claim_dir, port, draft, claim_probe.as_ref())
+            PidFile::claim_sync_later(&claim_dir, port, draft, claim_probe.as_ref())
         })
         .await
         .map_err(|e| StartError::Internal(format!("the PID file claim panicked: {e}")))?;
-        let pid_guard = match claimed {
-            Ok((guard, stale)) => {
+        let (pid_guard, pending_sync) = match claimed {
+            Ok((guard, stale, pending)) => {
                 if let Some(reason) = stale {
                     tracing::warn!(
                         "{}: removed a stale PID file {} and took it over: {reason}",
@@ -278,7 +278,7 @@ impl<A: HubAdapter> Daemon<A> {
                     guard.path().display(),
                     guard.record().pid
                 );
-                guard
+                (guard, pending)
             }
             Err(PidFileError::Conflict {
                 path,
@@ -358,6 +358,12 @@ impl<A: HubAdapter> Daemon<A> {
             }
         };
         let serving = server::serve_tcp(listener, app, &hub);
+        // Serving first, then the PID record's fsync (see `claim_sync_later`).
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = pending_sync.run() {
+                tracing::warn!("{}: {e}", log_markers::PID_VALIDATION);
+            }
+        });
         tracing::info!(
             "warden {} serving Socket.IO and HTTP on {addr} (host {host}, pid {}, server id {})",
             env!("CARGO_PKG_VERSION"),

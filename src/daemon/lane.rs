@@ -46,12 +46,15 @@ pub const LANE_PATHS: [&str; 3] = ["/health", "/livez", "/readyz"];
 /// handing it to the main runtime undecided.
 pub const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Connections waiting for their first bytes at once; beyond this, new
-/// connections are handed over without peeking.
+/// Accepted connections not yet served by the lane or queued for the main
+/// runtime; while this many are pending, the lane stops accepting.
 pub const MAX_PEEKING: usize = 4096;
 
 /// Connections accepted by the lane and not yet taken by the main runtime.
 pub const HANDOFF_QUEUE: usize = 1024;
+
+/// Probe connections waiting for the lane's server to take them.
+const LANE_QUEUE: usize = 64;
 
 /// How long the lane lets its own connections finish after a stop.
 const LANE_DRAIN: Duration = Duration::from_secs(1);
@@ -145,7 +148,7 @@ impl Listener for Handoff {
 
 /// The lane's side: connections it serves itself.
 struct LaneConnections {
-    incoming: mpsc::UnboundedReceiver<(TcpStream, SocketAddr)>,
+    incoming: mpsc::Receiver<(TcpStream, SocketAddr)>,
     local_addr: SocketAddr,
 }
 
@@ -280,7 +283,7 @@ fn run_lane(
     };
     drop(spare);
     runtime.block_on(async move {
-        let (lane_tx, lane_rx) = mpsc::unbounded_channel();
+        let (lane_tx, lane_rx) = mpsc::channel(LANE_QUEUE);
         let (lane_stop_tx, lane_stop_rx) = oneshot::channel::<()>();
         let lane_app = lane_router(router, main);
         let lane_serve = tokio::spawn(async move {
@@ -334,11 +337,22 @@ async fn accept_on_main(
 async fn accept_loop(
     listener: &TcpListener,
     handoff: &mpsc::Sender<std::net::TcpStream>,
-    lane: &mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    lane: &mpsc::Sender<(TcpStream, SocketAddr)>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let peeking = Arc::new(Semaphore::new(MAX_PEEKING));
+    let in_flight = Arc::new(Semaphore::new(MAX_PEEKING));
     loop {
+        // At most MAX_PEEKING connections between accept and their owner;
+        // beyond that the kernel's backlog holds them.
+        let permit = tokio::select! {
+            biased;
+            _ = &mut stop => return,
+            permit = Arc::clone(&in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_closed) => return,
+            },
+        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = &mut stop => return,
@@ -355,20 +369,11 @@ async fn accept_loop(
         }
         let handoff = handoff.clone();
         let lane = lane.clone();
-        match Arc::clone(&peeking).try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    let route = peek_route(&stream).await;
-                    drop(permit);
-                    dispatch(stream, peer, route, &handoff, &lane).await;
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    dispatch(stream, peer, Route::Main, &handoff, &lane).await;
-                });
-            }
-        }
+        tokio::spawn(async move {
+            let route = peek_route(&stream).await;
+            dispatch(stream, peer, route, &handoff, &lane).await;
+            drop(permit);
+        });
     }
 }
 
@@ -377,13 +382,13 @@ async fn dispatch(
     peer: SocketAddr,
     route: Route,
     handoff: &mpsc::Sender<std::net::TcpStream>,
-    lane: &mpsc::UnboundedSender<(TcpStream, SocketAddr)>,
+    lane: &mpsc::Sender<(TcpStream, SocketAddr)>,
 ) {
     match route {
         Route::Lane => {
             // The lane's server is gone only while stopping: the connection
             // is dropped, as the main runtime's would be.
-            let _ = lane.send((stream, peer));
+            let _ = lane.send((stream, peer)).await;
         }
         Route::Closed => drop(stream),
         Route::Main | Route::Undecided => match stream.into_std() {

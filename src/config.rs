@@ -518,6 +518,27 @@ pub fn is_valid_redis_url(url: &str) -> bool {
     !host.is_empty() && !url.contains(char::is_whitespace) && !resp2
 }
 
+/// The URL with any password replaced by `***`, for logs, errors and `/diagnostics`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// The default log file, before `~` expansion.
 pub const DEFAULT_LOG_FILE: &str = "~/.claude-mpm/socketio-server.log";
 /// The default config file, before `~` expansion.
@@ -1097,10 +1118,38 @@ fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn de_redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    d.deserialize_option(OptStrWith(StrWith {
-        check: |u| is_valid_redis_url(u).then(|| u.to_string()),
-        expected: "a redis://[user:password@]host[:port][/db] URL (RESP3), or null",
-    }))
+    d.deserialize_option(RedisUrl)
+}
+
+/// `null` or a Redis URL; a rejected URL is echoed with its password masked.
+struct RedisUrl;
+
+impl<'de> de::Visitor<'de> for RedisUrl {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a redis://[user:password@]host[:port][/db] URL (RESP3), or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if is_valid_redis_url(v) {
+            Ok(Some(v.to_string()))
+        } else {
+            Err(E::invalid_value(Unexpected::Str(&redact_url(v)), &self))
+        }
+    }
 }
 
 fn de_node_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

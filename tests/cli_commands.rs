@@ -94,6 +94,22 @@ fn config_check_and_show_follow_the_precedence() {
     let out = env.run(&["config", "check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("valid"));
+    assert!(!text(&out.stdout).contains("cluster"));
+
+    let clustered = env.state_dir().join("cluster.json");
+    std::fs::write(
+        &clustered,
+        r#"{"cluster": {"redis_url": "redis://ops:s3cret@10.0.0.5:6379", "prefix": "hub1"}}"#,
+    )
+    .unwrap();
+    let out = env.run(&["config", "check", clustered.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("cluster over redis://ops:***@10.0.0.5:6379 with prefix hub1"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "a password is never printed");
 
     let state = env.state_dir().to_str().unwrap().to_string();
     // file over profile, flag over file.

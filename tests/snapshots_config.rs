@@ -352,6 +352,11 @@ fn cluster_mode_is_off_by_default_and_its_keys_are_checked() {
         assert_eq!(key_and_line(&e).0, "cluster.redis_url", "{url}");
     }
 
+    let e = reject(r#"{"cluster": {"redis_url": "rediss://admin:hunter2@cache:6380"}}"#);
+    let said = e.to_string();
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(said.contains("rediss://admin:***@cache:6380"), "{said}");
+
     let e = reject("{\n  \"cluster\": {\n    \"node_id\": \"east 1\"\n  }\n}");
     assert_eq!(key_and_line(&e), ("cluster.node_id".to_string(), 3));
     snap!("cluster_bad_node_id", e.to_string());

@@ -944,8 +944,16 @@ fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
     };
     match parse_config_with_profile(&text, file, profile) {
         Ok(cfg) => {
+            let cluster = match &cfg.cluster.redis_url {
+                Some(url) => format!(
+                    ", cluster over {} with prefix {}",
+                    crate::daemon::cluster::redact_url(url),
+                    cfg.cluster.prefix
+                ),
+                None => String::new(),
+            };
             println!(
-                "{}: valid (port {}, host {}, profile {})",
+                "{}: valid (port {}, host {}, profile {}{cluster})",
                 file.display(),
                 cfg.server.port,
                 cfg.server.host,

@@ -60,6 +60,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Rejected};
+pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
 use crate::daemon::checkers::{DependencyFacts, DependencySource};
 use crate::daemon::hub::{Hub, HubAdapter, SharedHub};
@@ -172,27 +173,6 @@ pub fn with_resp3(url: &str) -> String {
         format!("{url}&protocol=resp3")
     } else {
         format!("{url}?protocol=resp3")
-    }
-}
-
-/// The URL with any password replaced by `***`, for logs and `/diagnostics`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            format!("{scheme}://{masked}@{host}{tail}")
-        }
-        None => url.to_string(),
     }
 }
 

@@ -100,7 +100,13 @@ pub struct Scenario {
 
 /// The scenarios of issue 6.
 pub fn standard_scenarios() -> Vec<Scenario> {
-    let pair = vec![ServerKind::Warden, ServerKind::Bare];
+    // Python and Node run only when `--servers` names them (see BENCHMARKS.md).
+    let pair = vec![
+        ServerKind::Warden,
+        ServerKind::Bare,
+        ServerKind::Python,
+        ServerKind::Node,
+    ];
     let burst = |clients, senders, events| {
         ScenarioKind::Broadcast(Broadcast {
             clients,
@@ -139,7 +145,13 @@ pub fn standard_scenarios() -> Vec<Scenario> {
             name: "flood-4".into(),
             description: "4 clients, one hook floods 5,000 events to the other 3".into(),
             kind: burst(4, 1, 5000),
-            servers: vec![ServerKind::Warden, ServerKind::Bare, ServerKind::Bare128],
+            servers: vec![
+                ServerKind::Warden,
+                ServerKind::Bare,
+                ServerKind::Bare128,
+                ServerKind::Python,
+                ServerKind::Node,
+            ],
         },
         Scenario {
             name: "connect-1000".into(),
@@ -829,7 +841,9 @@ async fn lifecycle(
     metrics.rss_peak_kib = Some(memory.peak_kib);
     let stop = match server.kind {
         ServerKind::Warden => server.stop_with_cli(&paths.warden, STOP_BOUND).await,
-        ServerKind::Bare | ServerKind::Bare128 => server.stop_with_signal(STOP_BOUND).await,
+        ServerKind::Bare | ServerKind::Bare128 | ServerKind::Python | ServerKind::Node => {
+            server.stop_with_signal(STOP_BOUND).await
+        }
     };
     metrics.stop_to_exit_ms = Some(ms(stop.stop_to_exit));
     metrics.stop = Some(stop);

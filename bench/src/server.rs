@@ -35,16 +35,28 @@ pub enum ServerKind {
     /// `bare-hub --default-buffer`: socketioxide's default 128-packet buffer.
     #[serde(rename = "bare-128")]
     Bare128,
+    /// `bench/hubs/python_hub.py`: python-socketio + aiohttp, the original stack.
+    Python,
+    /// `bench/hubs/node_hub.js`: a plain Node socket.io hub.
+    Node,
 }
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 3] = [ServerKind::Warden, ServerKind::Bare, ServerKind::Bare128];
+    pub const ALL: [ServerKind; 5] = [
+        ServerKind::Warden,
+        ServerKind::Bare,
+        ServerKind::Bare128,
+        ServerKind::Python,
+        ServerKind::Node,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Warden => "warden",
             ServerKind::Bare => "bare",
             ServerKind::Bare128 => "bare-128",
+            ServerKind::Python => "python",
+            ServerKind::Node => "node",
         }
     }
 
@@ -64,6 +76,15 @@ impl fmt::Display for ServerKind {
 pub struct ServerPaths {
     pub warden: PathBuf,
     pub bare_hub: PathBuf,
+    /// Where `python_hub.py` and `node_hub.js` are (`bench/hubs`).
+    pub hubs: PathBuf,
+}
+
+impl ServerPaths {
+    /// `bench/hubs` in this checkout.
+    pub fn default_hubs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("hubs")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +214,21 @@ impl RunningServer {
                     command.arg("--default-buffer");
                 }
                 (paths.bare_hub.clone(), command, None)
+            }
+            ServerKind::Python | ServerKind::Node => {
+                let (interpreter, script) = if kind == ServerKind::Python {
+                    ("python3", paths.hubs.join("python_hub.py"))
+                } else {
+                    ("node", paths.hubs.join("node_hub.js"))
+                };
+                let mut command = Command::new(interpreter);
+                command
+                    .arg(&script)
+                    .arg("--host")
+                    .arg("127.0.0.1")
+                    .arg("--port")
+                    .arg(port.to_string());
+                (script, command, None)
             }
         };
         command

@@ -24,8 +24,9 @@ struct Args {
     /// flood-4, connect-1000, lifecycle, or `custom` with the flags below.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Servers to compare, among warden, bare, bare-128 (each scenario runs
-    /// those of its own list that are also here).
+    /// Servers to compare, among warden, bare, bare-128, python, node (each
+    /// scenario runs those of its own list that are also here). python needs
+    /// `pip install python-socketio aiohttp`; node needs `npm ci --prefix bench/hubs`.
     #[arg(long, value_delimiter = ',', default_value = "warden,bare,bare-128")]
     servers: Vec<String>,
     /// Runs per server and scenario.
@@ -123,6 +124,7 @@ async fn main() -> ExitCode {
     let paths = ServerPaths {
         warden: args.warden.clone().unwrap_or_else(|| sibling("warden")),
         bare_hub: args.bare_hub.clone().unwrap_or_else(|| sibling("bare-hub")),
+        hubs: ServerPaths::default_hubs(),
     };
     if servers.contains(&ServerKind::Warden) && !paths.warden.exists() {
         eprintln!(

@@ -3,7 +3,7 @@ warden's relay behaviour (connection_ack on connect; a claude_event is stamped
 with server_id and received_at and sent to every other client) and a
 GET /status for the load tool's probe. No reliability layer.
 
-    pip install python-socketio aiohttp
+    pip install -r bench/hubs/requirements.txt
     python3 bench/hubs/python_hub.py --port 8765
 """
 

@@ -26,7 +26,7 @@ struct Args {
     scenarios: Vec<String>,
     /// Servers to compare, among warden, bare, bare-128, python, node (each
     /// scenario runs those of its own list that are also here). python needs
-    /// `pip install python-socketio aiohttp`; node needs `npm ci --prefix bench/hubs`.
+    /// `pip install -r bench/hubs/requirements.txt`; node needs `npm ci --prefix bench/hubs`.
     #[arg(long, value_delimiter = ',', default_value = "warden,bare,bare-128")]
     servers: Vec<String>,
     /// Runs per server and scenario.

@@ -10,3 +10,44 @@ pub mod flood;
 pub mod partition;
 pub mod pid_race;
 pub mod restart;
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::actors::Dashboard;
+use crate::hub::HUB_HOST;
+
+/// Gives each client's link to the hub its own fixed latency of 1 to 20 ms,
+/// drawn from the harness RNG: dashboards `dash-0..dashboards` first, then
+/// `last` (fixed per link: see ARCHITECTURE.md, "Fixed per-link latency").
+pub(crate) fn fix_link_latencies(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut impl Rng,
+    dashboards: usize,
+    last: &str,
+) {
+    let names: Vec<String> = (0..dashboards).map(|i| format!("dash-{i}")).collect();
+    for name in names.iter().map(String::as_str).chain([last]) {
+        sim.set_link_latency(
+            HUB_HOST,
+            name,
+            Duration::from_millis(rng.random_range(1..=20)),
+        );
+    }
+}
+
+/// Runs `sim` to its end; a violation any dashboard saw fails the run.
+/// Returns the simulated time covered.
+pub(crate) fn run_checking(
+    sim: &mut turmoil::Sim<'_>,
+    views: &[Dashboard],
+) -> Result<Duration, String> {
+    sim.run().map_err(|e| e.to_string())?;
+    for view in views {
+        if let Some(violation) = &view.view().violation {
+            return Err(violation.clone());
+        }
+    }
+    Ok(sim.elapsed())
+}

@@ -223,10 +223,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     };
     sim.client("driver", driver);
 
-    let names: Vec<String> = (0..dashboards).map(|i| format!("dash-{i}")).collect();
-    for name in names.iter().map(String::as_str).chain(["driver"]) {
-        sim.set_link_latency("hub", name, Duration::from_millis(rng.random_range(1..=20)));
-    }
+    super::fix_link_latencies(&mut sim, &mut rng, dashboards, "driver");
     sim.run().map_err(|e| e.to_string())?;
     for (i, view) in views.iter().enumerate() {
         let view = view.view();

@@ -307,19 +307,6 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     };
     sim.client("driver", driver);
 
-    let names: Vec<String> = (0..dashboards).map(|i| format!("dash-{i}")).collect();
-    for name in names.iter().map(String::as_str).chain(["hook"]) {
-        sim.set_link_latency(
-            HUB_HOST,
-            name,
-            Duration::from_millis(rng.random_range(1..=20)),
-        );
-    }
-    sim.run().map_err(|e| e.to_string())?;
-    for view in &views {
-        if let Some(violation) = &view.view().violation {
-            return Err(violation.clone());
-        }
-    }
-    Ok(sim.elapsed())
+    super::fix_link_latencies(&mut sim, &mut rng, dashboards, "hook");
+    super::run_checking(&mut sim, &views)
 }

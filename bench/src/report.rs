@@ -449,7 +449,11 @@ mod tests {
 
     #[test]
     fn medians_per_server_and_ratio_warden_over_bare() {
-        let scenario = standard_scenarios().remove(0);
+        // As warden-load does for `--servers warden,bare`.
+        let mut scenario = standard_scenarios().remove(0);
+        scenario
+            .servers
+            .retain(|s| matches!(s, ServerKind::Warden | ServerKind::Bare));
         let runs = vec![
             run("warden", 0, 5.0, 0),
             run("bare", 0, 4.0, 0),

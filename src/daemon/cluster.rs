@@ -416,8 +416,12 @@ impl Cluster {
         &self.link.settings.node_id
     }
 
+    pub fn redis_state(&self) -> RedisState {
+        *self.link.state.borrow()
+    }
+
     pub fn is_connected(&self) -> bool {
-        *self.link.state.borrow() == RedisState::Connected
+        self.redis_state() == RedisState::Connected
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {

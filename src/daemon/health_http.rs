@@ -192,7 +192,7 @@ async fn readyz(State(e): S) -> Response {
     if draining {
         reasons.push("hub draining".to_string());
     }
-    let redis = e.cluster.as_ref().map(|c| c.snapshot().redis_state);
+    let redis = e.cluster.as_ref().map(Cluster::redis_state);
     if let Some(state) = redis
         && state != RedisState::Connected
     {

@@ -43,6 +43,7 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{Data, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
 use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
@@ -463,24 +464,29 @@ impl<A: Adapter> Hub<A> {
     pub async fn publish(&self, payload: Value) -> Value {
         let event = self.ingest(payload);
         if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
-            let result = match self.shared() {
-                Some(shared) if !shared.relays_across_nodes() => {
-                    shared.local_fallback();
-                    ns.local().emit(CLAUDE_EVENT, &event).await
-                }
-                Some(shared) => match ns.clone().emit(CLAUDE_EVENT, &event).await {
-                    Err(BroadcastError::Adapter(error)) => {
-                        tracing::debug!(%error, "cross-node publish failed; delivering on this node");
-                        shared.local_fallback();
-                        ns.local().emit(CLAUDE_EVENT, &event).await
-                    }
-                    other => other,
-                },
-                None => ns.emit(CLAUDE_EVENT, &event).await,
-            };
+            let result = self.relay(ns, &event).await;
             self.count_relay(result);
         }
         event
+    }
+
+    /// Emits `event` to `to`'s recipients: on every node while the cluster
+    /// can relay, else (or when the publish fails, which the adapter reports
+    /// before any local delivery) to this node's recipients only, once.
+    async fn relay(&self, to: BroadcastOperators<A>, event: &Value) -> Result<(), BroadcastError> {
+        let Some(shared) = self.shared() else {
+            return to.emit(CLAUDE_EVENT, event).await;
+        };
+        if shared.relays_across_nodes() {
+            match to.clone().emit(CLAUDE_EVENT, event).await {
+                Err(BroadcastError::Adapter(error)) => {
+                    tracing::debug!(%error, "cross-node publish failed; delivering on this node");
+                }
+                other => return other,
+            }
+        }
+        shared.local_fallback();
+        to.local().emit(CLAUDE_EVENT, event).await
     }
 
     /// `get_history`'s answer: the shared history in cluster mode (this
@@ -737,23 +743,7 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
 /// socket (which owns the sending half, in its handler) is dropped.
 async fn relay_in_order<A: Adapter>(hub: Hub<A>, mut queue: mpsc::Receiver<Queued<A>>) {
     while let Some((socket, event)) = queue.recv().await {
-        let result = match hub.shared() {
-            None => socket.broadcast().emit(CLAUDE_EVENT, &event).await,
-            Some(shared) if !shared.relays_across_nodes() => {
-                shared.local_fallback();
-                socket.broadcast().local().emit(CLAUDE_EVENT, &event).await
-            }
-            Some(shared) => match socket.broadcast().emit(CLAUDE_EVENT, &event).await {
-                // The publish failed before any local delivery (the adapter
-                // publishes first): deliver here, once.
-                Err(BroadcastError::Adapter(error)) => {
-                    tracing::debug!(%error, "cross-node publish failed; delivering on this node");
-                    shared.local_fallback();
-                    socket.broadcast().local().emit(CLAUDE_EVENT, &event).await
-                }
-                other => other,
-            },
-        };
+        let result = hub.relay(socket.broadcast(), &event).await;
         hub.count_relay(result);
     }
 }

@@ -50,6 +50,23 @@ pub struct WardenConfig {
     pub pid_validation: PidValidationConfig,
     pub logging: LoggingConfig,
     pub cluster: ClusterConfig,
+    /// The seed's flat layout: its migration guide writes `host`, `port` and
+    /// `cors_allowed_origins` at the top level. Read, folded into `server`
+    /// when the file is parsed ([`parse_config`]), never written.
+    #[serde(
+        rename = "host",
+        skip_serializing,
+        deserialize_with = "de_seed_host"
+    )]
+    pub seed_host: Option<String>,
+    #[serde(
+        rename = "port",
+        skip_serializing,
+        deserialize_with = "de_seed_port"
+    )]
+    pub seed_port: Option<u16>,
+    #[serde(rename = "cors_allowed_origins", skip_serializing)]
+    pub seed_cors_allowed_origins: Option<Vec<String>>,
 }
 
 /// Where and how the hub listens.
@@ -144,7 +161,10 @@ impl Default for HealthMonitoringConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthThresholds {
-    /// CPU usage of the daemon; may exceed 100 on several cores.
+    /// CPU usage of the daemon in percent of one core, as psutil's
+    /// per-process `cpu_percent`: 100 is one core busy, more than 100 is
+    /// possible on several cores. Warning above this value, critical above
+    /// 1.5 times it.
     #[serde(deserialize_with = "de_cpu_percent")]
     pub cpu_percent: f64,
     /// Resident memory of the daemon.
@@ -630,6 +650,21 @@ pub enum Profile {
     Development,
     /// Infrequent checks, long history and window, tolerant breaker.
     Production,
+    /// The seed's "High-Traffic Environments" tuning: checks every 60 s,
+    /// CPU threshold 90 %, memory 1000 MB, breaker opens after 10 failures.
+    #[serde(rename = "high-traffic", alias = "high_traffic")]
+    HighTraffic,
+}
+
+impl Profile {
+    /// The name the file and `--profile` use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Profile::Development => "development",
+            Profile::Production => "production",
+            Profile::HighTraffic => "high-traffic",
+        }
+    }
 }
 
 impl WardenConfig {
@@ -653,6 +688,12 @@ impl WardenConfig {
                 c.health_monitoring.aggregation_window = Duration::from_secs(600);
                 c.recovery.circuit_breaker.failure_threshold = 10;
                 c.recovery.circuit_breaker.timeout_seconds = Duration::from_secs(600);
+            }
+            Profile::HighTraffic => {
+                c.health_monitoring.check_interval = Duration::from_secs(60);
+                c.health_monitoring.thresholds.cpu_percent = 90.0;
+                c.health_monitoring.thresholds.memory_mb = 1000;
+                c.recovery.circuit_breaker.failure_threshold = 10;
             }
         }
         c
@@ -850,6 +891,7 @@ pub fn parse_config_with_profile(
     if cfg.profile.is_none() {
         cfg.profile = profile;
     }
+    fold_seed_layout(&mut cfg, text, path)?;
     cfg.check_consistency()
         .map_err(|(key, message)| ConfigError::Inconsistent {
             file: path.to_path_buf(),
@@ -871,6 +913,44 @@ pub fn render_json(cfg: &WardenConfig) -> String {
     // cannot fail; the fallback keeps this function total anyway.
     serde_json::to_string_pretty(cfg)
         .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
+}
+
+/// Moves the seed's top-level `host`, `port` and `cors_allowed_origins` into
+/// `server`. The same key under `server` with another value is refused: the
+/// file would say two things.
+fn fold_seed_layout(cfg: &mut WardenConfig, text: &str, path: &Path) -> Result<(), ConfigError> {
+    if cfg.seed_host.is_none() && cfg.seed_port.is_none() && cfg.seed_cors_allowed_origins.is_none()
+    {
+        return Ok(());
+    }
+    // The text parsed in pass 1, so this only fails on input pass 1 refused.
+    let file: Value = serde_json::from_str(text).map_err(|e| syntax(&e, path))?;
+    let agree = |key: &str, top: Value| -> Result<(), ConfigError> {
+        match file.get("server").and_then(|s| s.get(key)) {
+            Some(inner) if *inner != top => Err(ConfigError::Inconsistent {
+                file: path.to_path_buf(),
+                key: key.to_string(),
+                message: format!(
+                    "the top-level `{key}` (the seed's layout) is {top} but `server.{key}` is \
+                     {inner}; keep one of them"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    };
+    if let Some(host) = cfg.seed_host.take() {
+        agree("host", Value::from(host.clone()))?;
+        cfg.server.host = host;
+    }
+    if let Some(port) = cfg.seed_port.take() {
+        agree("port", Value::from(port))?;
+        cfg.server.port = port;
+    }
+    if let Some(origins) = cfg.seed_cors_allowed_origins.take() {
+        agree("cors_allowed_origins", Value::from(origins.clone()))?;
+        cfg.server.cors_allowed_origins = origins;
+    }
+    Ok(())
 }
 
 fn deserialize_located(text: &str, path: &Path) -> Result<WardenConfig, ConfigError> {
@@ -1115,6 +1195,14 @@ fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         },
         expected: "a host name or IP address without spaces",
     })
+}
+
+fn de_seed_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_host(d).map(Some)
+}
+
+fn de_seed_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    de_u16_in::<_, 1, 65535>(d).map(Some)
 }
 
 fn de_redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

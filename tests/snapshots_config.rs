@@ -196,7 +196,11 @@ fn default_config_round_trips_and_is_reviewed() {
         parse_config(&json, Path::new(FILE)).unwrap(),
         WardenConfig::default()
     );
-    for profile in [Profile::Development, Profile::Production] {
+    for profile in [
+        Profile::Development,
+        Profile::Production,
+        Profile::HighTraffic,
+    ] {
         let cfg = WardenConfig::for_profile(profile);
         assert_eq!(
             parse_config(&render_json(&cfg), Path::new(FILE)).unwrap(),
@@ -256,6 +260,21 @@ fn profiles_differ_as_the_seed_says() {
         prod.health_monitoring.thresholds,
         d.health_monitoring.thresholds
     );
+
+    // The seed's "High-Traffic Environments" block, value for value.
+    let high = WardenConfig::for_profile(Profile::HighTraffic);
+    assert_eq!(
+        high.health_monitoring.check_interval,
+        Duration::from_secs(60)
+    );
+    assert_eq!(high.health_monitoring.thresholds.cpu_percent, 90.0);
+    assert_eq!(high.health_monitoring.thresholds.memory_mb, 1000);
+    assert_eq!(high.recovery.circuit_breaker.failure_threshold, 10);
+    for name in ["high-traffic", "high_traffic"] {
+        let from_file = parse_config(&format!(r#"{{"profile": "{name}"}}"#), Path::new(FILE))
+            .unwrap();
+        assert_eq!(from_file, high, "{name}");
+    }
 }
 
 #[test]
@@ -289,6 +308,19 @@ fn the_file_beats_its_profile_and_the_profile_beats_defaults() {
     let e = reject(r#"{"profile": "staging"}"#);
     assert_eq!(key_and_line(&e).0, "profile");
     snap!("unknown_profile", e.to_string());
+}
+
+#[test]
+fn the_seeds_top_level_host_and_port_disagreeing_with_server_are_named() {
+    let e = reject(r#"{"host": "0.0.0.0", "server": {"host": "localhost"}}"#);
+    snap!("seed_layout_conflict", e.to_string());
+    // Agreeing twice is fine.
+    let cfg = parse_config(
+        r#"{"port": 9000, "server": {"port": 9000}}"#,
+        Path::new(FILE),
+    )
+    .unwrap();
+    assert_eq!(cfg.server.port, 9000);
 }
 
 #[test]

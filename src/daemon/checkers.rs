@@ -98,7 +98,9 @@ fn reported(name: &str, value: impl Into<MetricValue>, unit: Option<&str>) -> He
 /// Limits for [`ProcessResourceChecker`] (config `health_monitoring.thresholds`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResourceThresholds {
-    /// CPU of the process as a share of the whole machine (normalised by core count).
+    /// CPU of the process in percent of one core, as psutil's per-process
+    /// `cpu_percent` (the seed's unit): 100 is one core busy, and a process
+    /// on several cores can exceed 100.
     pub cpu_percent: f64,
     pub memory_mb: f64,
     pub file_descriptors: f64,
@@ -109,8 +111,10 @@ pub struct ResourceThresholds {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcessSample {
     pub snapshot: ProcessSnapshot,
-    /// `snapshot.cpu_percent / cores`: 100 means every core busy.
-    pub cpu_percent_normalised: f64,
+    /// The process's CPU in percent of one core (`snapshot.cpu_percent`):
+    /// what the checker judged. 100 is one core busy; up to `100 × cores`.
+    pub cpu_percent: f64,
+    /// Cores available to the process, reported next to `cpu_percent`.
     pub cores: usize,
     pub wall: WallTime,
 }
@@ -125,7 +129,7 @@ pub struct ProcessResourceChecker {
 }
 
 impl ProcessResourceChecker {
-    /// `cores` normalises CPU (use [`available_cores`] in the daemon).
+    /// `cores` is reported beside the CPU metric (use [`available_cores`] in the daemon).
     pub fn new(
         pid: u32,
         probe: Arc<dyn ProcessProbe>,
@@ -207,7 +211,7 @@ impl Checker for ProcessResourceChecker {
             }
         };
         let t = &self.thresholds;
-        let cpu = f64::from(snapshot.cpu_percent) / self.cores as f64;
+        let cpu = f64::from(snapshot.cpu_percent);
         let mut metrics = vec![
             thresholded("cpu_percent", cpu, t.cpu_percent, "%"),
             thresholded("memory_mb", snapshot.memory_mb(), t.memory_mb, "MB"),
@@ -241,7 +245,7 @@ impl Checker for ProcessResourceChecker {
         ));
         *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Some(ProcessSample {
             snapshot,
-            cpu_percent_normalised: cpu,
+            cpu_percent: cpu,
             cores: self.cores,
             wall,
         });
@@ -774,18 +778,34 @@ mod tests {
     }
 
     #[test]
-    fn cpu_is_normalised_by_the_core_count() {
+    fn cpu_is_per_process_one_core_is_100_whatever_the_core_count() {
+        // The seed's (psutil's) unit: one spinning core reads 100 on a
+        // 16-core host too, not 6. Threshold 80: warning above 80, critical
+        // above 120.
         let probe = Arc::new(FakeProbe::new());
-        probe.set(snapshot(300.0, 10, 10));
         let (m, w) = at(1);
-        let on_four = process_checker(&probe, 4).check(m, w);
+        probe.set(snapshot(100.0, 10, 10));
+        let on_sixteen = process_checker(&probe, 16).check(m, w);
         assert_eq!(
-            metric(&on_four, "cpu_percent").value,
-            MetricValue::Number(75.0)
+            metric(&on_sixteen, "cpu_percent").value,
+            MetricValue::Number(100.0)
         );
-        assert_eq!(on_four.status, Healthy);
-        let on_one = process_checker(&probe, 1).check(m, w);
-        assert_eq!(metric(&on_one, "cpu_percent").status, Critical);
+        assert_eq!(metric(&on_sixteen, "cpu_percent").status, Warning);
+        probe.set(snapshot(300.0, 10, 10));
+        let on_four = process_checker(&probe, 4).check(m, w);
+        assert_eq!(metric(&on_four, "cpu_percent").status, Critical);
+        assert_eq!(
+            process_checker(&probe, 4)
+                .latest_sample()
+                .map(|s| s.cpu_percent),
+            None,
+            "a fresh checker has no sample"
+        );
+        let checker = process_checker(&probe, 4);
+        checker.check(m, w);
+        assert_eq!(checker.latest_sample().map(|s| s.cpu_percent), Some(300.0));
+        probe.set(snapshot(50.0, 10, 10));
+        assert_eq!(process_checker(&probe, 1).check(m, w).status, Healthy);
     }
 
     #[test]

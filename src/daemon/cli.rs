@@ -99,6 +99,7 @@ pub enum Command {
 pub enum ProfileArg {
     Development,
     Production,
+    HighTraffic,
 }
 
 impl From<ProfileArg> for Profile {
@@ -106,6 +107,7 @@ impl From<ProfileArg> for Profile {
         match p {
             ProfileArg::Development => Profile::Development,
             ProfileArg::Production => Profile::Production,
+            ProfileArg::HighTraffic => Profile::HighTraffic,
         }
     }
 }
@@ -307,11 +309,7 @@ fn child_args(args: &StartArgs) -> Vec<OsString> {
         out.extend(["--state-dir".into(), dir.into()]);
     }
     if let Some(profile) = args.config.profile {
-        let name = match profile {
-            ProfileArg::Development => "development",
-            ProfileArg::Production => "production",
-        };
-        out.extend(["--profile".into(), name.into()]);
+        out.extend(["--profile".into(), Profile::from(profile).as_str().into()]);
     }
     out.push("--detached-child".into());
     out
@@ -957,10 +955,7 @@ fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
                 file.display(),
                 cfg.server.port,
                 cfg.server.host,
-                cfg.profile.map_or("none", |p| match p {
-                    Profile::Development => "development",
-                    Profile::Production => "production",
-                })
+                cfg.profile.map_or("none", Profile::as_str)
             );
             EXIT_OK
         }

@@ -108,7 +108,7 @@ async fn health(State(e): S) -> Response {
         "pid": e.info.pid,
         "checks": checks,
         "metrics": {
-            "cpu_percent": sample.as_ref().map(|s| round1(s.cpu_percent_normalised)),
+            "cpu_percent": sample.as_ref().map(|s| round1(s.cpu_percent)),
             "memory_mb": sample.as_ref().map(|s| round1(s.snapshot.memory_mb())),
             "clients_connected": stats.clients_connected,
             "events_processed": stats.events_processed,
@@ -125,7 +125,7 @@ async fn diagnostics(State(e): S) -> Json<Value> {
     let sample = e.process.get();
     let process_info = match &sample {
         Some(s) => json!({
-            "cpu_percent": round1(s.cpu_percent_normalised),
+            "cpu_percent": round1(s.cpu_percent),
             "memory_mb": round1(s.snapshot.memory_mb()),
             "virtual_memory_mb": round1(s.snapshot.virtual_memory_mb()),
             "file_descriptors": s.snapshot.open_fds,

@@ -137,8 +137,8 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         }
         r.register(
             "process_cpu_percent",
-            "CPU use between the last two samples, as a share of all cores",
-            ConstGauge::new(sample.cpu_percent_normalised),
+            "CPU use of the process between the last two samples, in percent of one core (100 = one core busy; can exceed 100 on several cores)",
+            ConstGauge::new(sample.cpu_percent),
         );
     }
     if let Some(max) = inputs.max_fds {
@@ -287,7 +287,7 @@ mod tests {
             health: HealthStatus::Healthy,
             sample: Some(ProcessSample {
                 snapshot: snap,
-                cpu_percent_normalised: 1.5,
+                cpu_percent: 1.5,
                 cores: 2,
                 wall: WallTime::from_secs(1_700_000_100),
             }),

@@ -53,17 +53,9 @@ pub struct WardenConfig {
     /// The seed's flat layout: its migration guide writes `host`, `port` and
     /// `cors_allowed_origins` at the top level. Read, folded into `server`
     /// when the file is parsed ([`parse_config`]), never written.
-    #[serde(
-        rename = "host",
-        skip_serializing,
-        deserialize_with = "de_seed_host"
-    )]
+    #[serde(rename = "host", skip_serializing, deserialize_with = "de_seed_host")]
     pub seed_host: Option<String>,
-    #[serde(
-        rename = "port",
-        skip_serializing,
-        deserialize_with = "de_seed_port"
-    )]
+    #[serde(rename = "port", skip_serializing, deserialize_with = "de_seed_port")]
     pub seed_port: Option<u16>,
     #[serde(rename = "cors_allowed_origins", skip_serializing)]
     pub seed_cors_allowed_origins: Option<Vec<String>>,

@@ -271,8 +271,8 @@ fn profiles_differ_as_the_seed_says() {
     assert_eq!(high.health_monitoring.thresholds.memory_mb, 1000);
     assert_eq!(high.recovery.circuit_breaker.failure_threshold, 10);
     for name in ["high-traffic", "high_traffic"] {
-        let from_file = parse_config(&format!(r#"{{"profile": "{name}"}}"#), Path::new(FILE))
-            .unwrap();
+        let from_file =
+            parse_config(&format!(r#"{{"profile": "{name}"}}"#), Path::new(FILE)).unwrap();
         assert_eq!(from_file, high, "{name}");
     }
 }

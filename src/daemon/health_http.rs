@@ -22,7 +22,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -39,8 +40,36 @@ use crate::daemon::recovery::{RecoveryManager, ServiceControl};
 use crate::health::HealthStatus;
 use crate::time::WallTime;
 
-/// Recovery events `/diagnostics` lists.
+/// Recovery events `/diagnostics` lists unless `?limit=` says otherwise.
 pub const RECENT_EVENTS: usize = 20;
+/// The largest `?window_seconds=` `/diagnostics` accepts: one day. The
+/// history holds `history_size` reports, so a longer window adds nothing.
+pub const MAX_WINDOW_SECONDS: f64 = 86_400.0;
+
+/// `/diagnostics`' query: the seed's knobs. `window_seconds` is the window
+/// the health history is aggregated over (default: the configured
+/// `aggregation_window`), `limit` the number of recent recovery events
+/// listed (default 20; at most what the recovery history keeps).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DiagnosticsQuery {
+    pub window_seconds: Option<f64>,
+    pub limit: Option<usize>,
+}
+
+impl DiagnosticsQuery {
+    /// The window, checked: a positive number of seconds up to a day.
+    fn window(&self) -> Result<Option<std::time::Duration>, String> {
+        match self.window_seconds {
+            None => Ok(None),
+            Some(w) if w.is_finite() && w > 0.0 && w <= MAX_WINDOW_SECONDS => {
+                Ok(Some(std::time::Duration::from_secs_f64(w)))
+            }
+            Some(w) => Err(format!(
+                "window_seconds must be above 0 and at most {MAX_WINDOW_SECONDS} (got {w})"
+            )),
+        }
+    }
+}
 
 /// Identity of the running server, for `/health` and `/diagnostics`.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,7 +150,31 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
-async fn diagnostics(State(e): S) -> Json<Value> {
+fn bad_query(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": "bad_query", "message": message })),
+    )
+        .into_response()
+}
+
+async fn diagnostics(
+    State(e): S,
+    query: Result<Query<DiagnosticsQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => return bad_query(rejection.body_text()),
+    };
+    let window = match query.window() {
+        Ok(w) => w,
+        Err(message) => return bad_query(message),
+    };
+    let health_monitor = match window {
+        Some(w) => e.monitor.status_over(w),
+        None => e.monitor.status(),
+    };
+    let limit = query.limit.unwrap_or(RECENT_EVENTS);
     let sample = e.process.get();
     let process_info = match &sample {
         Some(s) => json!({
@@ -147,8 +200,8 @@ async fn diagnostics(State(e): S) -> Json<Value> {
             "restarts": e.service.restarts(),
             "draining": e.service.is_draining(),
         },
-        "health_monitor": e.monitor.status(),
-        "recovery_manager": e.recovery.status(RECENT_EVENTS),
+        "health_monitor": health_monitor,
+        "recovery_manager": e.recovery.status(limit),
         "process_info": process_info,
         "service_stats": e.hub.stats_snapshot(),
         "latest_report": e.monitor.latest(),
@@ -157,6 +210,7 @@ async fn diagnostics(State(e): S) -> Json<Value> {
             None => json!({ "enabled": false }),
         },
     }))
+    .into_response()
 }
 
 async fn metrics_text(State(e): S) -> Response {

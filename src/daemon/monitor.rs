@@ -305,8 +305,15 @@ impl HealthMonitor {
         lock(&self.inner.state).history.aggregate(window, now)
     }
 
+    /// The monitor's status, aggregated over the configured window.
     pub fn status(&self) -> MonitorStatus {
-        let aggregated = self.aggregated(self.inner.settings.aggregation_window);
+        self.status_over(self.inner.settings.aggregation_window)
+    }
+
+    /// The monitor's status with the history aggregated over `window`
+    /// (`/diagnostics?window_seconds=`).
+    pub fn status_over(&self, window: Duration) -> MonitorStatus {
+        let aggregated = self.aggregated(window);
         let state = lock(&self.inner.state);
         MonitorStatus {
             enabled: self.inner.enabled,

@@ -74,3 +74,47 @@ fn window_seconds_and_limit_shape_the_answer_and_bad_values_are_refused() {
     // The daemon is unharmed by them.
     assert_eq!(env.http_get("/livez").0, 200);
 }
+
+/// The seed's "network interface status": the network check names the
+/// interface that carries the hub's address and says it is up.
+#[test]
+fn the_network_check_reports_the_interface_the_hub_listens_on() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let mut network = Value::Null;
+    wait_until("a network check", || {
+        let (_, body) = env.http_get("/diagnostics");
+        let answer = json(&body);
+        let found = answer["latest_report"]["results"]
+            .as_array()
+            .and_then(|results| {
+                results
+                    .iter()
+                    .find(|r| r["checker"] == "network_connectivity")
+                    .cloned()
+            });
+        match found {
+            Some(r) => {
+                network = r;
+                true
+            }
+            None => false,
+        }
+    });
+    let metric = |name: &str| {
+        network["metrics"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no {name} metric in {network}"))
+    };
+    assert_eq!(metric("interface_status")["value"], "up", "{network}");
+    assert_eq!(metric("interface_status")["status"], "healthy");
+    // 127.0.0.1 is loopback's; its name is the kernel's (lo on Linux).
+    assert!(
+        metric("interface")["value"]
+            .as_str()
+            .is_some_and(|name| !name.is_empty() && name != "none"),
+        "{network}"
+    );
+}

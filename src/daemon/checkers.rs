@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::daemon::hub::{ServiceStats, ServiceStatsSnapshot};
+use crate::daemon::netif::{self, InterfaceState};
 use crate::health::{HealthCheckResult, HealthMetric, HealthStatus, MetricValue};
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot};
 use crate::time::{Moment, WallTime};
@@ -275,7 +276,7 @@ impl TargetSetter {
     /// Sets the bound address (wildcards are checked through loopback);
     /// false if it was already set.
     pub fn set(&self, addr: SocketAddr) -> bool {
-        self.0.set(loopback_for(addr)).is_ok()
+        self.0.set(addr).is_ok()
     }
 }
 
@@ -310,8 +311,9 @@ impl NetworkConnectivityChecker {
         )
     }
 
+    /// The address the check connects to (loopback for a wildcard bind).
     pub fn target(&self) -> Option<SocketAddr> {
-        self.addr.get().copied()
+        self.addr.get().copied().map(loopback_for)
     }
 }
 
@@ -322,7 +324,7 @@ impl Checker for NetworkConnectivityChecker {
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
         let started = Instant::now();
-        let Some(&target) = self.addr.get() else {
+        let Some(&bound) = self.addr.get() else {
             return HealthCheckResult::failed(
                 NETWORK_CONNECTIVITY,
                 "the hub's address is not bound yet",
@@ -331,6 +333,7 @@ impl Checker for NetworkConnectivityChecker {
                 started.elapsed(),
             );
         };
+        let target = loopback_for(bound);
         let mut metrics = Vec::new();
 
         let connect_started = Instant::now();
@@ -369,11 +372,41 @@ impl Checker for NetworkConnectivityChecker {
         }
         metrics.push(port);
         metrics.push(reported("connect_ms", connect_ms, Some("ms")));
+        metrics.extend(interface_metrics(bound.ip()));
         if let Ok(stream) = &outcome {
             reset_on_close(stream);
         }
         drop(outcome);
         HealthCheckResult::from_metrics(NETWORK_CONNECTIVITY, metrics, at, wall, started.elapsed())
+    }
+}
+
+/// `interface` (its name, `*` for a wildcard bind) and `interface_status`
+/// (`up`, `no_carrier`, `down`, `missing`) of the interface carrying the
+/// hub's address. Anything but `up` is a warning, never critical: a restart
+/// cannot bring a link back, so the ladder must not climb to one for it.
+fn interface_metrics(ip: IpAddr) -> Vec<HealthMetric> {
+    match netif::interface_for(ip) {
+        Ok(state) => {
+            let mut status = reported("interface_status", state.as_str(), None);
+            if !matches!(state, InterfaceState::Up { .. }) {
+                status.status = HealthStatus::Warning;
+                status.message = Some(match state.name() {
+                    Some(name) => format!("interface {name} carrying {ip} is {}", state.as_str()),
+                    None => format!("no interface holds {ip} any more"),
+                });
+            }
+            vec![
+                reported("interface", state.name().unwrap_or("none"), None),
+                status,
+            ]
+        }
+        Err(error) => {
+            let mut status = reported("interface_status", "unknown", None);
+            status.status = HealthStatus::Unknown;
+            status.message = Some(format!("cannot list the interfaces: {error}"));
+            vec![status]
+        }
     }
 }
 
@@ -847,6 +880,10 @@ mod tests {
         assert_eq!(r.status, Healthy, "{r:?}");
         assert_eq!(metric(&r, "port_accessible").value, MetricValue::Bool(true));
         assert_eq!(metric(&r, "socket_creation").value, MetricValue::Bool(true));
+        assert_eq!(
+            metric(&r, "interface_status").value,
+            MetricValue::Text("up".into())
+        );
         drop(listener);
         let r = checker.check(m, w);
         assert_eq!(metric(&r, "port_accessible").status, Critical);

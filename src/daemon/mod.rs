@@ -15,6 +15,7 @@ pub mod lane;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
+pub mod netif;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;

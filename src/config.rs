@@ -50,6 +50,7 @@ pub struct WardenConfig {
     pub pid_validation: PidValidationConfig,
     pub logging: LoggingConfig,
     pub cluster: ClusterConfig,
+    pub alerts: AlertsConfig,
     /// The seed's flat layout: its migration guide writes `host`, `port` and
     /// `cors_allowed_origins` at the top level. Read, folded into `server`
     /// when the file is parsed ([`parse_config`]), never written.
@@ -503,6 +504,196 @@ impl ClusterConfig {
     pub fn enabled(&self) -> bool {
         self.redis_url.is_some()
     }
+}
+
+/// Alerts for operators (the seed's health callbacks, for daemon users): on
+/// each change of the overall health status and on each recovery event, a
+/// JSON document is POSTed to every `webhooks` URL and/or written to the
+/// standard input of `command`. Off while both are empty (the default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// `http://host[:port][/path]` URLs, at most 8. TLS is not built in: for
+    /// an `https://` endpoint, run curl from `command`.
+    #[serde(deserialize_with = "de_webhooks")]
+    pub webhooks: Vec<WebhookUrl>,
+    /// A program and its arguments (no shell), given each alert as one JSON
+    /// line on its standard input; empty for none.
+    #[serde(deserialize_with = "de_command")]
+    pub command: Vec<String>,
+    /// How long one delivery may take (connect, send, answer; or the
+    /// command's run) before it counts as failed and the command is killed.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 100, 60_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub timeout_seconds: Duration,
+    /// Attempts per alert and destination, the first included.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 10>")]
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled before each further one.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 0, 60_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub retry_backoff_seconds: Duration,
+    /// Alerts waiting for delivery; one that finds the queue full is dropped
+    /// and counted.
+    #[serde(deserialize_with = "de_u64_in::<_, 1, 10_000>")]
+    pub queue_size: u64,
+    /// At most this many alerts are queued per minute; the rest are counted,
+    /// and the next alert says how many were suppressed (a flapping status
+    /// never floods anyone).
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 10_000>")]
+    pub max_per_minute: u32,
+    /// Consecutive failed alerts after which a destination is skipped for
+    /// `breaker_timeout_seconds` (its own circuit breaker).
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000>")]
+    pub failure_threshold: u32,
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub breaker_timeout_seconds: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhooks: Vec::new(),
+            command: Vec::new(),
+            timeout_seconds: Duration::from_secs(5),
+            max_attempts: 3,
+            retry_backoff_seconds: Duration::from_secs(1),
+            queue_size: 64,
+            max_per_minute: 20,
+            failure_threshold: 3,
+            breaker_timeout_seconds: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Whether any destination is configured.
+    pub fn enabled(&self) -> bool {
+        !self.webhooks.is_empty() || !self.command.is_empty()
+    }
+
+    /// The circuit breaker of one destination.
+    pub fn breaker_settings(&self) -> BreakerSettings {
+        BreakerSettings {
+            failure_threshold: self.failure_threshold,
+            open_timeout: self.breaker_timeout_seconds,
+            success_threshold: 1,
+            ..BreakerSettings::default()
+        }
+    }
+}
+
+/// A webhook's address, parsed: `http://host[:port][/path]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct WebhookUrl {
+    url: String,
+    #[serde(skip)]
+    host: String,
+    #[serde(skip)]
+    port: u16,
+    #[serde(skip)]
+    path: String,
+}
+
+impl WebhookUrl {
+    /// Parses `http://host[:port][/path[?query]]`; `None` for anything else
+    /// (another scheme, user info, spaces, an empty host, a bad port).
+    pub fn parse(url: &str) -> Option<WebhookUrl> {
+        let rest = url.strip_prefix("http://")?;
+        if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return None;
+        }
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                let port = match after {
+                    "" => 80,
+                    p => p.strip_prefix(':')?.parse().ok()?,
+                };
+                (host.to_string(), port)
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), port.parse().ok()?),
+                None => (authority.to_string(), 80),
+            },
+        };
+        if host.is_empty() || port == 0 {
+            return None;
+        }
+        Some(WebhookUrl {
+            url: url.to_string(),
+            host,
+            port,
+            path,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The path and query to request, starting with `/`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrWith {
+            check: WebhookUrl::parse,
+            expected: "an http://host[:port][/path] URL (https is not built in: use alerts.command with curl)",
+        })
+    }
+}
+
+fn de_webhooks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<WebhookUrl>, D::Error> {
+    let urls = Vec::<WebhookUrl>::deserialize(d)?;
+    if urls.len() > 8 {
+        return Err(de::Error::invalid_length(urls.len(), &"at most 8 webhooks"));
+    }
+    Ok(urls)
+}
+
+fn de_command<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let argv = Vec::<String>::deserialize(d)?;
+    if argv.len() > 64 {
+        return Err(de::Error::invalid_length(
+            argv.len(),
+            &"at most 64 arguments",
+        ));
+    }
+    if argv
+        .first()
+        .is_some_and(|program| program.trim().is_empty())
+    {
+        return Err(de::Error::invalid_value(
+            Unexpected::Str(""),
+            &"a program to run as the first element",
+        ));
+    }
+    Ok(argv)
 }
 
 /// Whether `id` is a valid node id or prefix: 1 to 64 of `[A-Za-z0-9._-]`.

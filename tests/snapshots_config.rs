@@ -324,6 +324,41 @@ fn the_seeds_top_level_host_and_port_disagreeing_with_server_are_named() {
 }
 
 #[test]
+fn alerts_take_plain_http_webhooks_and_a_program() {
+    let cfg = parse_config(
+        r#"{"alerts": {"webhooks": ["http://127.0.0.1:9093/api/hook?x=1", "http://[::1]/a"],
+            "command": ["/usr/local/bin/notify", "--urgent"]}}"#,
+        Path::new(FILE),
+    )
+    .unwrap();
+    let hooks = &cfg.alerts.webhooks;
+    assert_eq!(
+        (hooks[0].host(), hooks[0].port(), hooks[0].path()),
+        ("127.0.0.1", 9093, "/api/hook?x=1")
+    );
+    assert_eq!(
+        (hooks[1].host(), hooks[1].port(), hooks[1].path()),
+        ("::1", 80, "/a")
+    );
+    assert!(cfg.alerts.enabled());
+    assert!(!WardenConfig::default().alerts.enabled());
+
+    let e = reject(r#"{"alerts": {"webhooks": ["https://hooks.example.com/x"]}}"#);
+    assert_eq!(key_and_line(&e).0, "alerts.webhooks[0]");
+    snap!("alerts_https_webhook", e.to_string());
+    for bad in [
+        r#"{"alerts": {"webhooks": ["http://user:pw@host/x"]}}"#,
+        r#"{"alerts": {"webhooks": ["http://host:0/x"]}}"#,
+        r#"{"alerts": {"webhooks": ["http:///x"]}}"#,
+        r#"{"alerts": {"command": [""]}}"#,
+        r#"{"alerts": {"timeout_seconds": 0}}"#,
+    ] {
+        let e = reject(bad);
+        assert!(key_and_line(&e).0.starts_with("alerts."), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn cli_overrides_beat_the_file() {
     let mut cfg = parse_config(
         r#"{"server": {"host": "0.0.0.0", "port": 9000}, "logging": {"level": "ERROR"}}"#,

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WardenConfig;
+use crate::daemon::alerts::{AlertSource, Alerter};
 use crate::daemon::checkers::{
     Checker, DependencyChecker, NetworkConnectivityChecker, ProcessResourceChecker,
     REDIS_DEPENDENCY, ResourceThresholds, SampleHandle, ServiceHealthChecker, ServiceThresholds,
@@ -61,6 +62,8 @@ pub enum HealingError {
 pub struct Healing {
     pub monitor: HealthMonitor,
     pub recovery: Arc<RecoveryManager>,
+    /// The operators' alerts, when configured (`alerts`).
+    pub alerts: Option<Arc<Alerter>>,
     /// Present when [`Healing::start`] serves the hub itself.
     pub service: Option<Arc<HubService>>,
     stop_monitor: CancellationToken,
@@ -74,6 +77,7 @@ pub struct Prepared {
     pub monitor: HealthMonitor,
     pub recovery: Arc<RecoveryManager>,
     pub endpoints: Arc<HealthEndpoints>,
+    pub alerts: Option<Arc<Alerter>>,
     target: TargetSetter,
     control: Arc<LateControl>,
     monitoring_enabled: bool,
@@ -188,7 +192,23 @@ impl Prepared {
         } else {
             monitor.add_callback(recover);
         }
+        let alerts = Alerter::new(
+            &cfg.alerts,
+            AlertSource {
+                server_id: hub.settings().server_id.clone(),
+                host: cfg.server.host.clone(),
+                port: cfg.server.port,
+                pid,
+                version: hub.settings().version.clone(),
+            },
+            Arc::clone(&clock),
+        );
+        if let Some(alerts) = &alerts {
+            monitor.add_callback(alerts.report_callback());
+            recovery.add_listener(alerts.recovery_listener());
+        }
         let endpoints = Arc::new(HealthEndpoints {
+            alerts: alerts.clone(),
             hub: Arc::new(hub.clone()),
             cluster,
             monitor: monitor.clone(),
@@ -207,6 +227,7 @@ impl Prepared {
             monitor,
             recovery,
             endpoints,
+            alerts,
             target,
             control,
             monitoring_enabled: cfg.health_monitoring.enabled,
@@ -229,6 +250,9 @@ impl Prepared {
     pub fn activate(self, addr: SocketAddr, control: Arc<dyn ServiceControl>) -> Healing {
         self.target.set(addr);
         self.control.set(control);
+        if let Some(alerts) = &self.alerts {
+            alerts.start();
+        }
         let stop_monitor = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(Arc::clone(&self.recovery).run()),
@@ -248,6 +272,7 @@ impl Prepared {
         Healing {
             monitor: self.monitor,
             recovery: self.recovery,
+            alerts: self.alerts,
             service: None,
             stop_monitor,
             tasks,
@@ -295,6 +320,10 @@ impl Healing {
         self.stop_monitor.cancel();
         for task in &self.tasks {
             task.abort();
+        }
+        // After the recovery task: its last event (an emergency stop) is queued.
+        if let Some(alerts) = &self.alerts {
+            alerts.shutdown().await;
         }
         match &self.service {
             Some(service) => service.shutdown().await,

@@ -31,6 +31,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use crate::breaker::CircuitState;
+use crate::daemon::alerts::Alerter;
 use crate::daemon::checkers::SampleHandle;
 use crate::daemon::cluster::{Cluster, RedisState};
 use crate::daemon::hub::HubStatus;
@@ -84,6 +85,8 @@ pub struct ServerInfo {
 /// What the endpoints read.
 pub struct HealthEndpoints {
     pub hub: Arc<dyn HubStatus>,
+    /// The operators' alerts, when configured.
+    pub alerts: Option<Arc<Alerter>>,
     /// The cluster link, in cluster mode.
     pub cluster: Option<Cluster>,
     pub monitor: HealthMonitor,
@@ -209,6 +212,10 @@ async fn diagnostics(
             Some(cluster) => json!({ "enabled": true, "state": cluster.snapshot() }),
             None => json!({ "enabled": false }),
         },
+        "alerts": match &e.alerts {
+            Some(alerts) => json!({ "enabled": true, "state": alerts.status() }),
+            None => json!({ "enabled": false }),
+        },
     }))
     .into_response()
 }
@@ -224,6 +231,7 @@ async fn metrics_text(State(e): S) -> Response {
         cpu_seconds: metrics::self_cpu_seconds(),
         max_fds: metrics::max_fds(),
         cluster: e.cluster.as_ref().map(Cluster::snapshot),
+        alerts: e.alerts.as_ref().map(|a| a.status()),
     };
     match metrics::render(&inputs) {
         Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),

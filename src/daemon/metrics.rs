@@ -31,6 +31,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::CircuitState;
+use crate::daemon::alerts::AlertsStatus;
 use crate::daemon::checkers::ProcessSample;
 use crate::daemon::cluster::{ClusterSnapshot, RedisState};
 use crate::daemon::hub::ServiceStatsSnapshot;
@@ -55,6 +56,8 @@ pub struct MetricsInputs {
     pub max_fds: Option<u64>,
     /// In cluster mode.
     pub cluster: Option<ClusterSnapshot>,
+    /// When alerts are configured.
+    pub alerts: Option<AlertsStatus>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -224,6 +227,9 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
             ConstCounter::new(c.connects.saturating_sub(1)),
         );
     }
+    if let Some(a) = &inputs.alerts {
+        register_alerts(&mut r, a);
+    }
     r.register(
         "socketio_service_restarts",
         "Successful in-process restarts of the hub listener",
@@ -232,6 +238,46 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// `warden_alerts_*`: per destination (label `destination`), alerts
+/// delivered, failed every attempt and skipped by the destination's breaker;
+/// alerts dropped by the full queue and suppressed by the rate limit.
+fn register_alerts(r: &mut Registry, a: &AlertsStatus) {
+    let per_destination = |pick: fn(&crate::daemon::alerts::DestinationStatus) -> u64| {
+        let family = Family::<Labels, Counter>::default();
+        for d in &a.destinations {
+            family
+                .get_or_create(&vec![("destination".to_string(), d.destination.clone())])
+                .inc_by(pick(d));
+        }
+        family
+    };
+    r.register(
+        "warden_alerts_sent",
+        "Alerts delivered, by destination",
+        per_destination(|d| d.sent),
+    );
+    r.register(
+        "warden_alerts_failed",
+        "Alerts that failed every attempt, by destination",
+        per_destination(|d| d.failed),
+    );
+    r.register(
+        "warden_alerts_skipped",
+        "Alerts not tried while the destination's circuit breaker was open",
+        per_destination(|d| d.skipped),
+    );
+    r.register(
+        "warden_alerts_dropped",
+        "Alerts dropped because the queue was full",
+        ConstCounter::new(a.dropped_queue_full),
+    );
+    r.register(
+        "warden_alerts_suppressed",
+        "Alerts not queued by the per-minute rate limit",
+        ConstCounter::new(a.suppressed),
+    );
 }
 
 /// User + system CPU time of this process, from `getrusage(RUSAGE_SELF)`.
@@ -301,6 +347,7 @@ mod tests {
             cpu_seconds: self_cpu_seconds(),
             max_fds: max_fds(),
             cluster: None,
+            alerts: None,
         }
     }
 

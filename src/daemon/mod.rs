@@ -2,6 +2,7 @@
 //! the HTTP surface and the command line. Everything here may do I/O; nothing
 //! here makes a reliability decision that the core could make instead.
 
+pub mod alerts;
 pub mod checkers;
 pub mod cli;
 pub mod client;

@@ -633,9 +633,14 @@ const ACTIONS: [RecoveryAction; 5] = [
     RecoveryAction::EmergencyStop,
 ];
 
+/// Told of each recovery event once it is recorded (e.g. the alerts). Must
+/// not block: it runs on the recovery task.
+pub type RecoveryListener = Arc<dyn Fn(&RecoveryEvent) + Send + Sync>;
+
 /// The recovery manager. Register [`RecoveryManager::callback`] with the
 /// monitor and spawn [`RecoveryManager::run`].
 pub struct RecoveryManager {
+    listeners: Mutex<Vec<RecoveryListener>>,
     settings: RecoverySettings,
     clock: Arc<dyn Clock>,
     actions: Arc<dyn RecoveryActions>,
@@ -655,6 +660,7 @@ impl RecoveryManager {
         let breaker = CircuitBreaker::new(settings.breaker.clone())?;
         let (queue_tx, queue_rx) = mpsc::channel(1);
         Ok(Arc::new(RecoveryManager {
+            listeners: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 strategy,
                 breaker,
@@ -680,6 +686,11 @@ impl RecoveryManager {
 
     pub fn enabled(&self) -> bool {
         self.settings.enabled
+    }
+
+    /// Registers `listener` for every recovery event recorded from now on.
+    pub fn add_listener(&self, listener: RecoveryListener) {
+        lock(&self.listeners).push(listener);
     }
 
     /// The monitor callback: queues the report for [`RecoveryManager::run`]
@@ -853,6 +864,11 @@ impl RecoveryManager {
             st.history.pop_front();
         }
         st.history.push_back(event.clone());
+        drop(st);
+        let listeners = lock(&self.listeners).clone();
+        for listener in listeners {
+            listener(&event);
+        }
         Some(event)
     }
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::escalation::RecoveryAction;
-use crate::health::HealthStatus;
+use crate::health::{HealthCheckResult, HealthStatus, MetricValue};
 use crate::pidfile::{ReuseEvidence, StaleReason};
 use crate::time::WallTime;
 
@@ -898,6 +898,9 @@ pub struct HealthCheckError {
     pub check_name: String,
     pub status: HealthStatus,
     pub exceeded: Vec<ExceededThreshold>,
+    /// What the failing metrics without a threshold say (a zombie process,
+    /// a port that does not accept, an interface that is down).
+    pub details: Vec<String>,
     pub host: String,
     pub port: u16,
     /// The daemon's own pid (passed in by the caller).
@@ -906,6 +909,58 @@ pub struct HealthCheckError {
 }
 
 impl HealthCheckError {
+    /// The error for one checker's result, if it is warning or critical
+    /// (`None` for healthy and unknown: unknown is not evidence of illness).
+    /// Every metric that is not healthy is named: with its value and
+    /// threshold when it has one, by its message otherwise.
+    pub fn from_result(
+        result: &HealthCheckResult,
+        host: &str,
+        port: u16,
+        pid: Option<u32>,
+        observed_at: WallTime,
+    ) -> Option<HealthCheckError> {
+        if !matches!(
+            result.status,
+            HealthStatus::Warning | HealthStatus::Critical
+        ) {
+            return None;
+        }
+        let mut exceeded = Vec::new();
+        let mut details = Vec::new();
+        for m in result
+            .metrics
+            .iter()
+            .filter(|m| matches!(m.status, HealthStatus::Warning | HealthStatus::Critical))
+        {
+            match (&m.value, m.threshold) {
+                (MetricValue::Number(value), Some(threshold)) => exceeded.push(ExceededThreshold {
+                    metric: m.name.clone(),
+                    value: (value * 10.0).round() / 10.0,
+                    threshold,
+                    unit: m.unit.clone().unwrap_or_default(),
+                }),
+                _ => details.push(
+                    m.message
+                        .clone()
+                        .unwrap_or_else(|| format!("{} is {}", m.name, m.status.as_str())),
+                ),
+            }
+        }
+        if let Some(error) = &result.error {
+            details.push(error.clone());
+        }
+        Some(HealthCheckError {
+            check_name: result.checker.clone(),
+            status: result.status,
+            exceeded,
+            details,
+            host: host.to_string(),
+            port,
+            pid,
+            observed_at,
+        })
+    }
     /// The seed's "recommended actions": the resolution steps for this platform.
     pub fn recommended_actions(&self) -> Vec<String> {
         self.resolution_steps()
@@ -949,8 +1004,11 @@ impl Actionable for HealthCheckError {
             ("Server PID".to_string(), pid_text(self.pid)),
             ("Observed At".to_string(), self.observed_at.to_human()),
         ];
-        if self.exceeded.is_empty() {
+        if self.exceeded.is_empty() && self.details.is_empty() {
             rows.push(("Exceeded Thresholds".into(), "none reported".into()));
+        }
+        for detail in &self.details {
+            rows.push(("Problem".to_string(), detail.clone()));
         }
         for t in &self.exceeded {
             let unit = if t.unit.is_empty() || t.unit == "%" {

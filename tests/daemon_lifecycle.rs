@@ -42,10 +42,25 @@ fn start_status_stop_round_trip() {
     assert_eq!(status["pid"], daemon.pid());
     assert_eq!(status["status"]["status"], "running");
 
-    let out = env.run(&["health"]);
+    let out = env.run(&["health", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let health: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(health.get("status").is_some(), "{health}");
+    // Without --json: a summary people read, one line per checker.
+    let out = env.run(&["health"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(
+        summary.starts_with(&format!("warden on 127.0.0.1:{}: ", env.port)),
+        "{summary}"
+    );
+    for checker in [
+        "process_resources",
+        "network_connectivity",
+        "service_health",
+    ] {
+        assert!(summary.contains(checker), "{summary}");
+    }
 
     // A healthy running daemon is a fact for doctor, not a problem.
     let out = env.run(&["doctor"]);

@@ -147,6 +147,7 @@ fn health_check() -> HealthCheckError {
                 unit: String::new(),
             },
         ],
+        details: vec![],
         host: "localhost".into(),
         port: 8765,
         pid: Some(12345),
@@ -232,6 +233,43 @@ fn recovery_failed_rendering() {
 #[test]
 fn health_check_rendering() {
     snap!("health_check", health_check().render(Platform::Linux));
+}
+
+/// From a checker's result as the monitor reports it: metrics over their
+/// thresholds are named with value and threshold, others by their message;
+/// healthy and unknown results are no error.
+#[test]
+fn health_check_from_a_result() {
+    use warden::health::{HealthCheckResult, HealthMetric};
+    use warden::time::Moment;
+    let mut port = HealthMetric::new("port_accessible", false, HealthStatus::Critical);
+    port.message = Some("127.0.0.1:8765 did not accept: connection refused".into());
+    let mut fds = HealthMetric::new("file_descriptors", 1600.0, HealthStatus::Critical);
+    fds.threshold = Some(1000.0);
+    fds.unit = Some(String::new());
+    let fine = HealthMetric::new("connect_ms", 0.2, HealthStatus::Healthy);
+    let result = HealthCheckResult::from_metrics(
+        "network_connectivity",
+        vec![port, fds, fine],
+        Moment::from_secs(1),
+        OBSERVED,
+        std::time::Duration::ZERO,
+    );
+    let err = HealthCheckError::from_result(&result, "127.0.0.1", 8765, Some(4242), OBSERVED)
+        .expect("critical is an error");
+    snap!("health_check_from_result", err.render(Platform::Linux));
+    let healthy = HealthCheckResult::from_metrics(
+        "service_health",
+        vec![HealthMetric::new(
+            "clients_connected",
+            1.0,
+            HealthStatus::Healthy,
+        )],
+        Moment::from_secs(1),
+        OBSERVED,
+        std::time::Duration::ZERO,
+    );
+    assert!(HealthCheckError::from_result(&healthy, "h", 1, None, OBSERVED).is_none());
 }
 
 #[test]

@@ -18,16 +18,13 @@ use serde_json::{Value, json};
 use crate::config::{Profile, parse_config_with_profile, render_json};
 use crate::daemon::client::{self, ClientError, HttpResponse};
 use crate::daemon::control::{self, Instance, StopOutcome};
+use crate::daemon::doctor;
 use crate::daemon::logging;
 use crate::daemon::pidfile::PidFileError;
-use crate::daemon::port;
 use crate::daemon::run::{self, DaemonExit, DetachOutcome, StartError};
 use crate::daemon::settings::{self, ConfigRequest, Effective, LoadError};
 use crate::daemon::sysprobe::SysinfoProbe;
-use crate::errors::{
-    ConflictingProcess, DaemonConflictError, Platform, PortConflictError, PortHolder,
-    StaleProcessError, WardenError, format_troubleshooting_guide_with_log,
-};
+use crate::errors::Platform;
 use crate::probe::ProcessProbe;
 
 /// Success.
@@ -86,8 +83,8 @@ pub enum Command {
     Restart(RestartArgs),
     /// Whether a daemon runs on the port, and what it says about itself.
     Status(StatusArgs),
-    /// Print the running daemon's /health.
-    Health(TargetArgs),
+    /// The running daemon's health: a summary per checker (`--json`: /health as is).
+    Health(StatusArgs),
     /// Diagnose the port: PID file, port owner, config; print a troubleshooting guide.
     Doctor(DoctorArgs),
     /// Validate or show the configuration.
@@ -654,8 +651,9 @@ fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientErr
     runtime.block_on(client::get(host, port, path))
 }
 
-fn cmd_health(args: &TargetArgs) -> i32 {
-    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+fn cmd_health(args: &StatusArgs) -> i32 {
+    let t = &args.target;
+    let effective = match load_or_report(&request(None, t.port, &t.config)) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -675,31 +673,40 @@ fn cmd_health(args: &TargetArgs) -> i32 {
         eprintln!("{}", describe_not_running(&instance, port));
         return EXIT_NOT_RUNNING;
     }
-    let host = contact_host(args.host.as_deref(), &instance, &effective);
+    let host = contact_host(t.host.as_deref(), &instance, &effective);
     let mut response = http_get(&host, port, "/health");
     if matches!(&response, Ok(r) if r.status == 404) {
         // A daemon without the health monitor: /status carries its health.
         response = http_get(&host, port, "/status");
     }
-    match response {
-        Ok(resp) => {
-            match resp.json() {
-                Ok(body) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_else(|_| resp.text())
-                ),
-                Err(_) => println!("{}", resp.text()),
-            }
-            match resp.status {
-                200..=299 => EXIT_OK,
-                503 => EXIT_UNHEALTHY,
-                _ => EXIT_FAILURE,
-            }
-        }
+    let resp = match response {
+        Ok(resp) => resp,
         Err(e) => {
             eprintln!("warden on port {port} does not answer: {e}");
-            EXIT_NOT_ANSWERING
+            return EXIT_NOT_ANSWERING;
         }
+    };
+    match resp.json() {
+        Ok(body) if !args.json && body.get("checks").is_some() => {
+            let report = http_get(&host, port, "/diagnostics")
+                .ok()
+                .and_then(|d| d.json().ok())
+                .and_then(|d| serde_json::from_value(d["latest_report"].clone()).ok());
+            print!(
+                "{}",
+                doctor::health_summary(&host, port, &body, report.as_ref())
+            );
+        }
+        Ok(body) => println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_else(|_| resp.text())
+        ),
+        Err(_) => println!("{}", resp.text()),
+    }
+    match resp.status {
+        200..=299 => EXIT_OK,
+        503 => EXIT_UNHEALTHY,
+        _ => EXIT_FAILURE,
     }
 }
 
@@ -709,22 +716,16 @@ fn cmd_health(args: &TargetArgs) -> i32 {
 fn cmd_doctor(args: &DoctorArgs) -> i32 {
     let t = &args.target;
     let req = request(None, t.port, &t.config);
-    let platform = Platform::current();
-    let mut findings: Vec<String> = Vec::new();
-    let mut guides: Vec<String> = Vec::new();
-    let mut facts: Vec<String> = Vec::new();
-
-    let effective = match settings::load(&req) {
-        Ok(e) => e,
+    let (effective, config_error) = match settings::load(&req) {
+        Ok(e) => (e, None),
         Err(e) => {
-            findings.push(format!("The configuration is invalid: {e}"));
             // Diagnose the rest with the defaults and the flags.
             let fallback = ConfigRequest {
                 config_file: None,
                 ..req.clone()
             };
             match settings::load_with_home(&fallback, settings::home_dir().as_deref()) {
-                Ok(e) => e,
+                Ok(fallback) => (fallback, Some(e.to_string())),
                 Err(e2) => {
                     eprintln!("warden: cannot diagnose without a state directory: {e2}");
                     return EXIT_CONFIG;
@@ -732,175 +733,17 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
             }
         }
     };
-    let port = effective.port();
-    let log_file = effective.config.logging.file.clone();
-    facts.push(format!(
-        "state directory: {}",
-        effective.state_dir.display()
-    ));
-    facts.push(format!(
-        "config file: {}",
-        effective.config_file.as_deref().map_or_else(
-            || "none (defaults)".to_string(),
-            |p| p.display().to_string()
-        )
-    ));
-    facts.push(format!("port: {port}"));
-
-    let probe = SysinfoProbe::new();
-    let mut warden_pid = None;
-    match control::inspect(&effective.state_dir, port, &probe) {
-        Err(e) => findings.push(format!("The PID file cannot be used: {e}")),
-        Ok(instance) => {
-            facts.push(format!(
-                "PID file: {} ({})",
-                instance.pid_file().display(),
-                instance.state()
-            ));
-            match &instance {
-                Instance::NotRunning { .. } => {}
-                Instance::Stale {
-                    pid_file,
-                    content,
-                    reason,
-                } => {
-                    findings.push(format!(
-                        "A stale PID file was left behind ({reason}); the next start removes it."
-                    ));
-                    let process_status = match content.pid().map(|p| probe.probe(p)) {
-                        Some(crate::probe::ProbeOutcome::Found(s)) => s.status.as_str().to_string(),
-                        Some(crate::probe::ProbeOutcome::NotFound) => "not found".to_string(),
-                        Some(crate::probe::ProbeOutcome::Unavailable { .. }) => {
-                            "unknown".to_string()
-                        }
-                        None => "none recorded".to_string(),
-                    };
-                    guides.push(guide(
-                        &WardenError::StaleProcess(StaleProcessError {
-                            pid: content.pid(),
-                            pid_file: pid_file.clone(),
-                            reason: reason.clone(),
-                            process_status,
-                            cleanup_error: None,
-                        }),
-                        platform,
-                        log_file.as_deref(),
-                    ));
-                }
-                Instance::Running {
-                    pid_file,
-                    record,
-                    process,
-                } => {
-                    warden_pid = Some(record.pid);
-                    let host = contact_host(t.host.as_deref(), &instance, &effective);
-                    let problem = match http_get(&host, port, "/status") {
-                        Ok(r) if r.status == 200 => {
-                            facts.push(format!(
-                                "warden pid {} runs and answers on {host}:{port} (another start \
-                                 on this port would be refused)",
-                                record.pid
-                            ));
-                            None
-                        }
-                        Ok(r) => Some(format!(
-                            "warden pid {} runs but GET /status on {host}:{port} answered HTTP {}",
-                            record.pid, r.status
-                        )),
-                        Err(e) => Some(format!(
-                            "warden pid {} holds the PID file but does not answer: {e}",
-                            record.pid
-                        )),
-                    };
-                    if let Some(problem) = problem {
-                        findings.push(problem);
-                        guides.push(guide(
-                            &WardenError::DaemonConflict(DaemonConflictError {
-                                port,
-                                existing_pid: Some(record.pid),
-                                server_id: Some(record.server_id.clone()),
-                                pid_file: pid_file.clone(),
-                                process: Some(ConflictingProcess {
-                                    name: process.name.clone(),
-                                    status: process.status.as_str().to_string(),
-                                    started: Some(process.start_time),
-                                    memory_mb: Some(process.memory_mb()),
-                                    cmdline: (!process.cmdline.is_empty())
-                                        .then(|| process.cmdline.join(" ")),
-                                }),
-                                observed_at: run::wall_now(),
-                            }),
-                            platform,
-                            log_file.as_deref(),
-                        ));
-                    }
-                }
-                Instance::Unverifiable { pid_file, why, .. } => findings.push(format!(
-                    "The PID file {} is locked, but {why}. warden will not signal it; \
-                     find the holder with `lsof {}`.",
-                    pid_file.display(),
-                    pid_file.display()
-                )),
-            }
-        }
-    }
-
-    match port::port_owner(port) {
-        Some(owner) if Some(owner.pid) != warden_pid => {
-            findings.push(format!(
-                "Port {port} is held by pid {} ({}), which is not the warden of this state \
-                 directory.",
-                owner.pid,
-                owner.command()
-            ));
-            guides.push(guide(
-                &WardenError::PortConflict(PortConflictError {
-                    host: effective.host().to_string(),
-                    port,
-                    conflicting_process: Some(PortHolder {
-                        pid: owner.pid,
-                        cmdline: (!owner.cmdline.is_empty()).then(|| owner.command()),
-                        name: owner.name,
-                    }),
-                }),
-                platform,
-                log_file.as_deref(),
-            ));
-        }
-        Some(owner) => facts.push(format!("port {port} is held by warden pid {}", owner.pid)),
-        None if warden_pid.is_none() && run::port_accepts(effective.host(), port) => {
-            findings.push(format!(
-                "Port {port} accepts connections but its owner is not visible to this user."
-            ));
-            guides.push(guide(
-                &WardenError::PortConflict(PortConflictError {
-                    host: effective.host().to_string(),
-                    port,
-                    conflicting_process: None,
-                }),
-                platform,
-                log_file.as_deref(),
-            ));
-        }
-        None => facts.push(format!("port {port}: no listener owned by another program")),
-    }
-
-    let mut out = String::new();
-    out.push_str("WARDEN DOCTOR\n\nFACTS\n");
-    for f in &facts {
-        out.push_str(&format!("  - {f}\n"));
-    }
-    out.push_str("\nFINDINGS\n");
-    if findings.is_empty() {
-        out.push_str("  No problems found.\n");
-    }
-    for f in &findings {
-        out.push_str(&format!("  - {f}\n"));
-    }
-    for g in &guides {
-        out.push('\n');
-        out.push_str(g);
-    }
+    let facts = doctor::gather(
+        &effective,
+        config_error,
+        t.host.as_deref(),
+        &SysinfoProbe::new(),
+        &http_get,
+        run::wall_now(),
+    );
+    let diagnosis = doctor::diagnose(&facts);
+    let out = doctor::render(&diagnosis, Platform::current(), facts.log_file.as_deref());
+    let findings = diagnosis.findings.len();
     match &args.output {
         Some(path) => {
             if let Err(e) = std::fs::write(path, &out) {
@@ -908,22 +751,13 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
                 return EXIT_FAILURE;
             }
             println!(
-                "{} finding(s); troubleshooting report written to {}",
-                findings.len(),
+                "{findings} finding(s); troubleshooting report written to {}",
                 path.display()
             );
         }
         None => print!("{out}"),
     }
-    if findings.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_FAILURE
-    }
-}
-
-fn guide(err: &WardenError, platform: Platform, log_file: Option<&Path>) -> String {
-    format_troubleshooting_guide_with_log(err, platform, log_file)
+    if findings == 0 { EXIT_OK } else { EXIT_FAILURE }
 }
 
 // ---------------------------------------------------------------------------

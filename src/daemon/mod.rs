@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod control;
+pub mod doctor;
 pub mod healing;
 pub mod health_http;
 pub mod http;

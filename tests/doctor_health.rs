@@ -46,3 +46,33 @@ fn a_critical_daemon_is_a_finding_with_the_health_check_guide() {
     assert!(summary.contains(": critical ("), "{summary}");
     assert!(summary.contains("memory_mb"), "{summary}");
 }
+
+/// A cluster node whose Redis is away: doctor shows the node's link and
+/// explains the outage with the steps to check it (no Redis is needed: the
+/// URL points at a port where nothing listens, and a node starts anyway).
+#[test]
+fn doctor_explains_a_cluster_nodes_redis_outage() {
+    let env = Env::new();
+    let dead_redis = daemon_common::free_port();
+    let config = env.state_dir().join("cluster.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"cluster": {{"redis_url": "redis://127.0.0.1:{dead_redis}", "node_id": "node-a"}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut daemon = env.spawn(&["--config", config]);
+    env.wait_ready(&mut daemon);
+
+    let out = env.run(&["doctor", "--config", config]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("cluster: node node-a"), "{report}");
+    assert!(
+        report.contains(&format!("Redis at redis://127.0.0.1:{dead_redis}")),
+        "{report}"
+    );
+    assert!(report.contains("redis-cli -u"), "{report}");
+}

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use warden::daemon::doctor::{Answer, Facts, InstanceFacts, diagnose, render};
+use warden::daemon::doctor::{Answer, ClusterFacts, Facts, InstanceFacts, diagnose, render};
 use warden::daemon::port::PortOwner;
 use warden::errors::{ConflictingProcess, ExceededThreshold, HealthCheckError, Platform};
 use warden::health::HealthStatus;
@@ -84,6 +84,7 @@ fn a_healthy_daemon_is_no_problem() {
         running(Answer::Health {
             status: HealthStatus::Healthy,
             failing: vec![],
+            cluster: None,
         }),
         warden_owner(),
     ));
@@ -113,12 +114,46 @@ fn a_critical_daemon_gets_the_health_check_guide() {
         running(Answer::Health {
             status: HealthStatus::Critical,
             failing: vec![failing],
+            cluster: None,
         }),
         warden_owner(),
     ));
     assert_eq!(findings, 1);
     assert!(text.contains("HealthCheckError") || text.contains("Health check 'process_resources'"));
     snap!("critical", text);
+}
+
+#[test]
+fn a_cluster_node_shows_its_redis_link_and_explains_an_outage() {
+    let link = |state: &str| ClusterFacts {
+        node_id: "node-a".into(),
+        redis_url: "redis://127.0.0.1:6379".into(),
+        redis_state: state.into(),
+        redis_state_since: Some("2025-08-06T14:39:02.000Z".into()),
+        redis_rtt_ms: (state == "connected").then_some(0.4),
+        peers_seen: if state == "connected" {
+            vec!["node-b".into()]
+        } else {
+            vec![]
+        },
+        last_error: (state != "connected").then(|| "Connection refused (os error 111)".into()),
+    };
+    let node = |state: &str| {
+        facts(
+            running(Answer::Health {
+                status: HealthStatus::Healthy,
+                failing: vec![],
+                cluster: Some(link(state)),
+            }),
+            warden_owner(),
+        )
+    };
+    let (findings, text) = report(&node("connected"));
+    assert_eq!(findings, 0);
+    assert!(text.contains("cluster: node node-a"), "{text}");
+    let (findings, text) = report(&node("disconnected"));
+    assert_eq!(findings, 1);
+    snap!("cluster_redis_down", text);
 }
 
 #[test]

@@ -85,11 +85,54 @@ pub enum Answer {
         status: HealthStatus,
         /// Every warning or critical checker of the latest report.
         failing: Vec<HealthCheckError>,
+        /// The cluster section of `/diagnostics`, in cluster mode.
+        cluster: Option<ClusterFacts>,
     },
     /// Something answered, but not as a healthy warden should.
     HttpStatus(u16),
     /// Nothing answered.
     Unreachable(String),
+}
+
+/// A cluster node's link to Redis, as `/diagnostics` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterFacts {
+    pub node_id: String,
+    /// Without its password.
+    pub redis_url: String,
+    /// `connected`, `connecting`, `disconnected`...
+    pub redis_state: String,
+    pub redis_state_since: Option<String>,
+    pub redis_rtt_ms: Option<f64>,
+    pub peers_seen: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+impl ClusterFacts {
+    /// From `/diagnostics`' `cluster` section; `None` when cluster mode is off.
+    pub fn from_diagnostics(cluster: &Value) -> Option<ClusterFacts> {
+        if cluster["enabled"] != Value::Bool(true) {
+            return None;
+        }
+        let s = &cluster["state"];
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        Some(ClusterFacts {
+            node_id: text(&s["node_id"]).unwrap_or_default(),
+            redis_url: text(&s["redis_url"]).unwrap_or_default(),
+            redis_state: text(&s["redis_state"]).unwrap_or_else(|| "unknown".into()),
+            redis_state_since: text(&s["redis_state_since"]),
+            redis_rtt_ms: s["redis_rtt_ms"].as_f64(),
+            peers_seen: s["peers_seen"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last_error: text(&s["last_error"]),
+        })
+    }
 }
 
 /// What doctor concludes.
@@ -216,11 +259,14 @@ fn ask(host: &str, port: u16, pid: u32, fetch: Fetch<'_>, observed_at: WallTime)
         .ok()
         .and_then(|body| serde_json::from_value::<HealthStatus>(body[key].clone()).ok())
         .unwrap_or(HealthStatus::Unknown);
+    let diagnostics = fetch(host, port, "/diagnostics")
+        .ok()
+        .and_then(|d| d.json().ok())
+        .unwrap_or(Value::Null);
     let mut failing = Vec::new();
     if matches!(status, HealthStatus::Warning | HealthStatus::Critical)
-        && let Ok(diag) = fetch(host, port, "/diagnostics")
-        && let Ok(body) = diag.json()
-        && let Ok(report) = serde_json::from_value::<HealthReport>(body["latest_report"].clone())
+        && let Ok(report) =
+            serde_json::from_value::<HealthReport>(diagnostics["latest_report"].clone())
     {
         failing = report
             .results
@@ -228,7 +274,12 @@ fn ask(host: &str, port: u16, pid: u32, fetch: Fetch<'_>, observed_at: WallTime)
             .filter_map(|r| HealthCheckError::from_result(r, host, port, Some(pid), observed_at))
             .collect();
     }
-    Answer::Health { status, failing }
+    let cluster = ClusterFacts::from_diagnostics(&diagnostics["cluster"]);
+    Answer::Health {
+        status,
+        failing,
+        cluster,
+    }
 }
 
 /// The findings and guides that follow from `facts` (pure).
@@ -312,11 +363,18 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
                 })
             };
             match answer {
-                Answer::Health { status, failing } => {
+                Answer::Health {
+                    status,
+                    failing,
+                    cluster,
+                } => {
                     d.facts.push(format!(
                         "warden pid {pid} runs and answers on {contact}:{port}: {}",
                         status.as_str()
                     ));
+                    if let Some(cluster) = cluster {
+                        diagnose_cluster(cluster, d);
+                    }
                     if matches!(status, HealthStatus::Warning | HealthStatus::Critical) {
                         d.findings.push(format!(
                             "warden pid {pid} reports {} health{}.",
@@ -358,6 +416,43 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
             ));
             None
         }
+    }
+}
+
+/// The node's link to Redis: a fact while connected, a finding with steps
+/// otherwise (the node then relays to its own clients only and is not
+/// ready; it reconnects by itself).
+fn diagnose_cluster(c: &ClusterFacts, d: &mut Diagnosis) {
+    let peers = if c.peers_seen.is_empty() {
+        "none".to_string()
+    } else {
+        c.peers_seen.join(", ")
+    };
+    let rtt = c
+        .redis_rtt_ms
+        .map_or_else(String::new, |ms| format!(", round trip {ms:.1} ms"));
+    d.facts.push(format!(
+        "cluster: node {}, Redis {} {}{rtt}, peers seen: {peers}",
+        c.node_id, c.redis_url, c.redis_state
+    ));
+    if c.redis_state != "connected" {
+        let since = c
+            .redis_state_since
+            .as_deref()
+            .map_or_else(String::new, |t| format!(" since {t}"));
+        let error = c
+            .last_error
+            .as_deref()
+            .map_or_else(String::new, |e| format!(" (last error: {e})"));
+        d.findings.push(format!(
+            "Redis at {url} is {state}{since}{error}: events reach this node's clients only \
+             and /readyz answers 503 until it is back; warden reconnects by itself. Check that \
+             Redis runs and answers: `redis-cli -u {url} ping` (expect PONG); on systemd \
+             `systemctl status redis-server`; and that every node uses the same \
+             cluster.redis_url and cluster.prefix.",
+            url = c.redis_url,
+            state = c.redis_state,
+        ));
     }
 }
 

@@ -58,7 +58,7 @@ fn running(answer: Answer) -> InstanceFacts {
             cmdline: Some("warden start".into()),
         },
         contact: "localhost".into(),
-        answer,
+        answer: Box::new(answer),
     }
 }
 

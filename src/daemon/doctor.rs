@@ -69,7 +69,7 @@ pub enum InstanceFacts {
         process: ConflictingProcess,
         /// The host it was asked on.
         contact: String,
-        answer: Answer,
+        answer: Box<Answer>,
     },
     Unverifiable {
         pid_file: PathBuf,
@@ -232,7 +232,7 @@ fn instance_facts(
                     cmdline: (!process.cmdline.is_empty()).then(|| process.cmdline.join(" ")),
                 },
                 contact,
-                answer,
+                answer: Box::new(answer),
             }
         }
         Instance::Unverifiable { pid_file, why, .. } => {
@@ -362,7 +362,7 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
                     observed_at: facts.observed_at,
                 })
             };
-            match answer {
+            match answer.as_ref() {
                 Answer::Health {
                     status,
                     failing,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use warden::config::WardenConfig;
+use warden::daemon::clock::SystemClock;
 use warden::daemon::healing::{checkers, monitor_settings};
 use warden::daemon::hub::{Hub, HubSettings};
 use warden::daemon::metrics::self_cpu_seconds;
@@ -16,7 +17,6 @@ use warden::daemon::monitor::HealthMonitor;
 use warden::daemon::sysprobe::SysinfoProbe;
 use warden::daemon::{http, server};
 use warden::health::HealthStatus;
-use warden::time::SystemClock;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

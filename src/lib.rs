@@ -7,13 +7,23 @@
 //! touches a file or socket. The **daemon** (feature `daemon`, on by default)
 //! connects the core to the real OS and network. See ARCHITECTURE.md.
 
+// The one rule, enforced: clippy.toml's clocks, environment, files, sockets
+// and processes are denied in every core module.
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod breaker;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod config;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod errors;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod escalation;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod health;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod pidfile;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod probe;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod time;
 
 #[cfg(feature = "daemon")]

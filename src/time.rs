@@ -196,39 +196,6 @@ pub trait Clock: Send + Sync {
     fn wall(&self) -> WallTime;
 }
 
-/// The real clocks of the machine. Used by the daemon only.
-#[derive(Debug, Clone)]
-pub struct SystemClock {
-    origin: std::time::Instant,
-}
-
-impl SystemClock {
-    pub fn new() -> Self {
-        SystemClock {
-            origin: std::time::Instant::now(),
-        }
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for SystemClock {
-    fn now(&self) -> Moment {
-        Moment(duration_millis(self.origin.elapsed()))
-    }
-
-    fn wall(&self) -> WallTime {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        WallTime(duration_millis(since_epoch))
-    }
-}
-
 /// A clock that moves only when told to: for tests and simulations.
 /// Clones share the same time line.
 #[derive(Debug, Clone)]

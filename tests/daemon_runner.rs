@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
+use warden::daemon::clock::SystemClock;
 use warden::daemon::hub::Hub;
 use warden::daemon::run::{self, Daemon, DaemonExit, Services, StartError};
 use warden::daemon::server::ShutdownSignals;
 use warden::daemon::settings::{self, ConfigRequest, Effective};
-use warden::time::SystemClock;
 
 fn effective(state: &std::path::Path, home: &std::path::Path, port: u16) -> Effective {
     let req = ConfigRequest {

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use hub_common::{DEADLINE, TestClient, settings};
 use serde_json::Value;
 use warden::config::WardenConfig;
+use warden::daemon::clock::SystemClock;
 use warden::daemon::healing::Healing;
 use warden::daemon::hub::Hub;
 use warden::daemon::recovery::{ServiceSettings, StopReason};
 use warden::daemon::server;
-use warden::time::SystemClock;
 
 fn fast_config() -> WardenConfig {
     let mut cfg = WardenConfig::default();

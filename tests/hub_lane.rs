@@ -13,11 +13,11 @@ use std::sync::mpsc;
 use axum::Router;
 use axum::routing::get;
 use hub_common::{DEADLINE, settings};
+use warden::daemon::clock::SystemClock;
 use warden::daemon::http;
 use warden::daemon::hub::Hub;
 use warden::daemon::server;
 use warden::health::HealthStatus;
-use warden::time::SystemClock;
 
 /// One HTTP/1.1 GET on `stream` (keep-alive); returns status and body.
 fn get_on(stream: &mut TcpStream, path: &str) -> (u16, String) {

@@ -739,7 +739,7 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
         t.host.as_deref(),
         &SysinfoProbe::new(),
         &http_get,
-        run::wall_now(),
+        crate::daemon::clock::wall_now(),
     );
     let diagnosis = doctor::diagnose(&facts);
     let out = doctor::render(&diagnosis, Platform::current(), facts.log_file.as_deref());

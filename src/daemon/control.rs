@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::daemon::clock::wall_now;
 use crate::daemon::pidfile::{PidFile, PidFileError};
-use crate::daemon::run::wall_now;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, LockObservation, PidFileContent, PidRecord, StaleReason,
     decide,

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod checkers;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod doctor;

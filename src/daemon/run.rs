@@ -30,12 +30,13 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::WardenConfig;
+use crate::daemon::clock::{SystemClock, wall_now};
 use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
 use crate::daemon::http::{self, CorsError, HealthProvider};
@@ -51,7 +52,6 @@ use crate::errors::{
 use crate::health::HealthStatus;
 use crate::pidfile::PidRecord;
 use crate::probe::ProcessSnapshot;
-use crate::time::{SystemClock, WallTime};
 use socketioxide::adapter::LocalAdapter;
 
 /// How long a shutdown waits for in-flight HTTP requests after closing every
@@ -582,15 +582,6 @@ fn conflicting_process(s: &ProcessSnapshot) -> ConflictingProcess {
         memory_mb: Some(s.memory_mb()),
         cmdline: (!s.cmdline.is_empty()).then(|| s.cmdline.join(" ")),
     }
-}
-
-/// Now, from the system clock (the edge of the daemon).
-pub fn wall_now() -> WallTime {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// Binds `host:port` for serving. Every address `host` resolves to is tried:

@@ -12,11 +12,11 @@ use futures_util::FutureExt;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::Value;
+use warden::daemon::clock::SystemClock;
 use warden::daemon::http;
 use warden::daemon::hub::{Hub, HubSettings};
 use warden::daemon::server::{self, ServingHandle};
 use warden::health::HealthStatus;
-use warden::time::SystemClock;
 
 /// Generous: conditions are polled, never timed.
 pub const DEADLINE: Duration = Duration::from_secs(60);

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::daemon::settings::check_state_dir;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
     PidFileContent, PidRecord, ProcessInfo, RecheckOutcome, ReleaseAction, StaleReason,
@@ -56,6 +57,8 @@ pub enum PidFileError {
          Remove the link (`rm {path}`) or choose another --state-dir."
     )]
     Symlink { path: PathBuf },
+    #[error(transparent)]
+    StateDir(#[from] crate::daemon::settings::StateDirError),
     #[error(
         "the PID file path {path} is not a regular file. Move it away or choose another --state-dir."
     )]
@@ -412,15 +415,17 @@ impl PidGuard {
     }
 }
 
+/// Creates the state directory (0700, as are the parents it creates) and
+/// checks that it can be trusted ([`check_state_dir`]): also when it existed,
+/// or was created by someone else since the configuration was loaded.
 fn ensure_state_dir(dir: &Path) -> Result<(), PidFileError> {
-    match std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io_err(dir, "create the state directory")(e)),
-    }
+        .map_err(io_err(dir, "create the state directory"))?;
+    check_state_dir(dir)?;
+    Ok(())
 }
 
 fn map_open_error(path: &Path, e: io::Error) -> PidFileError {

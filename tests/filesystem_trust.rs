@@ -241,3 +241,22 @@ fn an_oversized_config_is_refused() {
     let out = run_bounded(env.command(&["config", "check", big.to_str().unwrap()]));
     assert_refused(&out, EXIT_CONFIG, &["is larger than 1048576 bytes"]);
 }
+
+#[test]
+fn a_symlinked_log_file_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let target = env.home.path().join("victim.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, env.log_file()).unwrap();
+    let out = run_bounded(env.command(&["start", "--host", "127.0.0.1"]));
+    assert_refused(
+        &out,
+        EXIT_PID_FILE,
+        &[
+            "it is a symbolic link",
+            &format!("rm {}", env.log_file().display()),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert!(!env.pid_file().exists(), "nothing started");
+}

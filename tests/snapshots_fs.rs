@@ -92,3 +92,14 @@ fn auto_loaded_config_not_private() {
     };
     snap!("config_foreign_owner", e.to_string());
 }
+
+#[test]
+fn log_file_is_a_link() {
+    use warden::daemon::logging::LoggingError;
+    let log = state().join("socketio-server.log");
+    snap!(
+        "log_symlink",
+        LoggingError::Symlink(log.clone()).to_string()
+    );
+    snap!("log_not_regular", LoggingError::NotRegular(log).to_string());
+}

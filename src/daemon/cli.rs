@@ -367,7 +367,12 @@ fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("warden: cannot set up logging: {e}");
-            return EXIT_FAILURE;
+            return match e {
+                logging::LoggingError::Symlink(_) | logging::LoggingError::NotRegular(_) => {
+                    EXIT_PID_FILE
+                }
+                _ => EXIT_FAILURE,
+            };
         }
     };
     if let Some(file) = &effective.config_file {

@@ -260,3 +260,95 @@ fn a_symlinked_log_file_is_refused_and_its_target_untouched() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     assert!(!env.pid_file().exists(), "nothing started");
 }
+
+/// Kills and reaps a helper process when the test ends, passed or not.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn stop_cannot_be_aimed_at_a_victim_by_a_forged_record() {
+    use warden::daemon::sysprobe::SysinfoProbe;
+    use warden::probe::ProcessProbe;
+
+    let env = Env::new();
+    let mut victim = Reap(
+        Command::new("sleep")
+            .arg("600")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = victim.0.id();
+    let probe = SysinfoProbe::new();
+    daemon_common::wait_until("sleep to exec", || {
+        probe
+            .probe(pid)
+            .snapshot()
+            .is_some_and(|s| s.cmdline.first().is_some_and(|a| a.ends_with("sleep")))
+    });
+    let snapshot = probe.probe(pid).snapshot().unwrap().clone();
+    // The record names the victim exactly as the kernel sees it.
+    let record = serde_json::json!({
+        "pid": pid,
+        "server_id": format!("socketio-server-{}", env.port),
+        "port": env.port,
+        "host": "127.0.0.1",
+        "start_time": "2025-01-01T00:00:00Z",
+        "process_start_time": snapshot.start_time.as_millis() / 1000,
+        "version": "0.1.0",
+        "process_info": {"name": "warden", "status": "running", "cpu_percent": 0.0, "memory_mb": 1.0},
+        "lock_acquired": true,
+        "created_by": "warden",
+        "cmdline": snapshot.cmdline,
+    });
+    std::fs::write(env.pid_file(), record.to_string()).unwrap();
+    // Another process holds the lock (flock --no-fork: the holder is the
+    // process that runs, a second `sleep`).
+    let holder = Reap(
+        Command::new("flock")
+            .args(["--no-fork", "--nonblock"])
+            .arg(env.pid_file())
+            .args(["sleep", "600"])
+            .spawn()
+            .expect("flock (util-linux)"),
+    );
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(env.pid_file()).unwrap());
+    daemon_common::wait_until("the helper to hold the lock", || {
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(&format!(":{ino} ")) && l.contains(&holder.0.id().to_string()))
+    });
+
+    let out = env.run(&["stop", "--timeout", "1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "its lock is held by pid {}, not by the recorded pid {pid}",
+            holder.0.id()
+        )),
+        "{err}"
+    );
+    assert!(
+        victim.0.try_wait().unwrap().is_none(),
+        "stop signalled the victim"
+    );
+
+    let out = env.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        status["state"],
+        "unverifiable",
+        "status must not call it a warden: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(victim.0.try_wait().unwrap().is_none());
+}

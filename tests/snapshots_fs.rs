@@ -103,3 +103,15 @@ fn log_file_is_a_link() {
     );
     snap!("log_not_regular", LoggingError::NotRegular(log).to_string());
 }
+
+#[test]
+fn lock_holder_is_not_the_recorded_pid() {
+    use warden::daemon::control::LockHolderMismatch;
+    let e = LockHolderMismatch::OtherHolder {
+        recorded: 4242,
+        holders: vec![31337],
+    };
+    snap!("lock_holder_other", e.to_string());
+    let e = LockHolderMismatch::HolderUnknown { recorded: 4242 };
+    snap!("lock_holder_unknown", e.to_string());
+}

@@ -15,11 +15,12 @@
 //!   on any loss (a disconnection push, a failed or timed-out command) drops
 //!   them and connects again. Every reconnect is paced: an attempt is a
 //!   connect plus a first heartbeat, and goes through a [`CircuitBreaker`]
-//!   (the pure core's): after [`RECONNECT_FAILURE_THRESHOLD`] failed attempts
-//!   it opens and waits, doubling the wait up to [`RECONNECT_MAX_OPEN`];
-//!   between attempts, and after a connection that was lost before a second
-//!   heartbeat, the supervisor waits a delay that doubles up to the
-//!   heartbeat interval. No path reconnects at once. Subscriptions are
+//!   (the pure core's); it counts as a success only once Redis answers a
+//!   later heartbeat on the live link, so a link lost at once is a failure.
+//!   After [`RECONNECT_FAILURE_THRESHOLD`] failed attempts the breaker opens
+//!   and waits, doubling the wait up to [`RECONNECT_MAX_OPEN`]; between
+//!   attempts the supervisor waits a delay that doubles up to the heartbeat
+//!   interval (reset by a healthy link). No path reconnects at once. Subscriptions are
 //!   remembered by the driver, so they survive a Redis restart without the
 //!   adapter knowing.
 //! - Foreign data is ignored and counted (`foreign_ignored`), never a
@@ -69,7 +70,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Rejected};
+use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
 use crate::daemon::checkers::{DependencyFacts, DependencySource};
@@ -1003,21 +1004,33 @@ async fn supervise(link: Arc<Link>) {
         };
         match attempt {
             Ok((generation, mut subscribed)) => {
-                breaker.on_success(permit, link.clock.now());
-                lock(&link.facts).breaker = Some(breaker.state());
                 failures_logged = 0;
                 tracing::info!(
                     "Cluster: connected to Redis {} as node {}; relaying across nodes",
                     redact_url(&link.settings.redis_url),
                     link.settings.node_id
                 );
-                let lasted = serve_connection(&link, generation, &mut subscribed).await;
+                // The attempt succeeds for the breaker only once Redis has
+                // answered a heartbeat on the live link (see serve_connection).
+                let mut attempt = Some(permit);
+                let lasted = serve_connection(
+                    &link,
+                    generation,
+                    &mut subscribed,
+                    &mut breaker,
+                    &mut attempt,
+                )
+                .await;
                 if link.stop.is_cancelled() {
                     return;
                 }
-                // Lost. A link that beat again since the connect was healthy:
-                // retry soon. One lost before that (Redis closing it at once,
-                // say) waits longer each time, so no loop is ever hot.
+                if let Some(permit) = attempt.take() {
+                    // Lost before it answered a heartbeat (Redis closing it at
+                    // once, say): a failed attempt, so the breaker opens after
+                    // a few and no loop is ever hot.
+                    breaker.on_failure(permit, link.clock.now());
+                    lock(&link.facts).breaker = Some(breaker.state());
+                }
                 if lasted {
                     delay = RETRY_DELAY;
                 }
@@ -1052,12 +1065,16 @@ async fn supervise(link: Arc<Link>) {
 }
 
 /// Until the connection is lost or the link stops: keeps the subscriptions
-/// in step with the adapter and beats the heart. Returns whether a heartbeat
-/// succeeded on it (the connection was healthy for an interval at least).
+/// in step with the adapter and beats the heart. At the first heartbeat that
+/// Redis answers (even with a refusal), the connect's `attempt` is reported
+/// to `breaker` as a success. Returns whether that happened (the connection
+/// was healthy for an interval at least).
 async fn serve_connection(
     link: &Arc<Link>,
     generation: u64,
     subscribed: &mut HashSet<String>,
+    breaker: &mut CircuitBreaker,
+    attempt: &mut Option<Permit>,
 ) -> bool {
     let mut beat = tokio::time::interval(link.settings.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1077,8 +1094,20 @@ async fn serve_connection(
             () = link.subs_changed.notified() => (link.sync_subscriptions(subscribed).await, false),
             _ = beat.tick() => (link.heartbeat().await, true),
         };
+        let answered = match &result {
+            Ok(()) => true,
+            Err(error) => !error.is_connection_error(),
+        };
+        if was_beat
+            && answered
+            && let Some(permit) = attempt.take()
+        {
+            healthy = true;
+            breaker.on_success(permit, link.clock.now());
+            lock(&link.facts).breaker = Some(breaker.state());
+        }
         match result {
-            Ok(()) => healthy |= was_beat,
+            Ok(()) => {}
             Err(error) if error.is_connection_error() => {
                 link.connection_lost(generation, &error.to_string());
                 return healthy;

@@ -574,3 +574,45 @@ async fn a_large_history_answer_never_costs_the_subscriber_connection() {
     assert_eq!(state["disconnects"], 0, "{state}");
     assert_eq!(state["connects"], 1, "{state}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_redis_keeps_closing_at_once_opens_the_reconnect_breaker() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("k{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    wait_until("ready", || a.ready()).await;
+    // Something closes every subscribed connection as soon as it appears:
+    // each reconnect "succeeds" and is lost before its next heartbeat.
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_on_panic = StopOnDrop(std::sync::Arc::clone(&stop));
+    let killer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let port = redis.port.to_string();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("redis-cli")
+                    .args(["-p", &port, "CLIENT", "KILL", "TYPE", "pubsub"])
+                    .stdout(Stdio::null())
+                    .status();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_until("the reconnect breaker opens", || {
+        a.cluster()["reconnect_breaker"] == "open"
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    killer.join().unwrap();
+    let state = a.cluster();
+    // Five failed attempts open it; a few more may have started meanwhile.
+    let connects = state["connects"].as_u64().unwrap();
+    assert!((2..=12).contains(&connects), "{state}");
+    wait_until("the link comes back once Redis lets it", || a.ready()).await;
+}

@@ -174,7 +174,7 @@ pub enum StateDirError {
     Stat { path: PathBuf, source: io::Error },
 }
 
-/// "group", "others" or "group and others", from the write bits of `mode`.
+/// "its group", "others" or "group and others", from the write bits of `mode`.
 fn writable_by(mode: u32) -> &'static str {
     match (mode & 0o020 != 0, mode & 0o002 != 0) {
         (true, true) => "group and others",
@@ -522,6 +522,49 @@ mod tests {
             text.contains("bad.json:2:") && text.contains("server.prot"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn state_dir_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        assert!(check_state_dir(&dir).is_ok());
+        // Another euid than the owner's: refused (root is not special for
+        // the directory itself).
+        assert!(matches!(
+            check_state_dir_as(&dir, euid().wrapping_add(1)),
+            Err(StateDirError::ForeignOwner { .. })
+        ));
+        chmod(&dir, 0o1777);
+        assert!(matches!(
+            check_state_dir(&dir),
+            Err(StateDirError::Writable { mode: 0o1777, .. })
+        ));
+        chmod(&dir, 0o700);
+        chmod(top.path(), 0o777);
+        assert!(matches!(
+            check_state_dir(&dir),
+            Err(StateDirError::ParentWritable { .. })
+        ));
+        chmod(top.path(), 0o1777);
+        assert!(check_state_dir(&dir).is_ok());
+        // A link to a trusted directory is judged by the directory.
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(check_state_dir(&link).is_ok());
+        let file = top.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            check_state_dir(&file),
+            Err(StateDirError::NotADirectory { .. })
+        ));
+        chmod(top.path(), 0o700);
     }
 
     #[test]

@@ -20,9 +20,9 @@
 //!   After [`RECONNECT_FAILURE_THRESHOLD`] failed attempts the breaker opens
 //!   and waits, doubling the wait up to [`RECONNECT_MAX_OPEN`]; between
 //!   attempts the supervisor waits a delay that doubles up to the heartbeat
-//!   interval (reset by a healthy link). No path reconnects at once. Subscriptions are
-//!   remembered by the driver, so they survive a Redis restart without the
-//!   adapter knowing.
+//!   interval (reset by a healthy link). No path reconnects at once.
+//!   Subscriptions are remembered by the driver, so they survive a Redis
+//!   restart without the adapter knowing.
 //! - Foreign data is ignored and counted (`foreign_ignored`), never a
 //!   failure of the link: a field of `<prefix>:nodes` that is not
 //!   `<node id>: <epoch ms>`, a history entry that is not an event. The

@@ -21,12 +21,19 @@ use serde_json::{Value, json};
 struct Redis {
     port: u16,
     child: Option<Child>,
+    /// Extra `redis-server` arguments.
+    extra: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Redis {
     /// Starts a server, or returns `None` when the tests are skipped knowingly.
     fn start() -> Option<Redis> {
+        Redis::start_with(&[])
+    }
+
+    /// [`Redis::start`] with extra `redis-server` arguments.
+    fn start_with(extra: &[&str]) -> Option<Redis> {
         if std::env::var("WARDEN_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
             eprintln!("WARDEN_SKIP_REDIS_TESTS=1: cluster tests skipped");
             return None;
@@ -35,6 +42,7 @@ impl Redis {
         let mut redis = Redis {
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             _dir: dir,
         };
         redis.restart();
@@ -45,6 +53,26 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `redis-cli <args>` against this server; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (package redis-tools, installed with redis-server)");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Connections Redis accepted since it started (`INFO stats`).
+    fn connections_received(&self) -> u64 {
+        self.cli(&["INFO", "stats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("total_connections_received")
+    }
+
     /// (Re)starts the server on the same port and waits until it accepts.
     fn restart(&mut self) {
         let child = Command::new("redis-server")
@@ -52,6 +80,7 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self._dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -438,4 +467,152 @@ async fn foreign_values_and_garbage_in_redis_cost_neither_relay_nor_link() {
     assert_eq!(state["redis_state"], "connected");
     assert!(state["history_read_failures"].as_u64().unwrap() >= 1);
     assert!(a.ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_field_in_the_nodes_hash_costs_no_reconnect() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("n{}", std::process::id());
+    let nodes_key = format!("{prefix}:nodes");
+    // Someone else's fields in the hash every node reads at each heartbeat.
+    redis.cli(&["HSET", &nodes_key, "evil", "x"]);
+    redis.cli(&["HSET", &nodes_key, "not a node id", "12"]);
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    for node in [&a, &b] {
+        wait_until("ready", || node.ready()).await;
+    }
+    wait_until("the peers are seen despite the garbage", || {
+        a.cluster()["peers_seen"] == json!(["b"]) && b.cluster()["peers_seen"] == json!(["a"])
+    })
+    .await;
+    // Several heartbeats have read the hash since (2 foreign fields each).
+    wait_until("three heartbeats saw the foreign fields", || {
+        a.cluster()["foreign_ignored"].as_u64() >= Some(6)
+    })
+    .await;
+    for node in [&a, &b] {
+        let state = node.cluster();
+        assert_eq!(state["connects"], 1, "{state}");
+        assert_eq!(state["disconnects"], 0, "{state}");
+        assert_eq!(state["redis_state"], "connected", "{state}");
+        assert_eq!(state["last_error"], Value::Null, "{state}");
+        assert!(node.ready());
+    }
+    // Two nodes, two connections each, and this test's few redis-cli calls.
+    let received = redis.connections_received();
+    assert!(received <= 12, "{received} connections");
+    let log = std::fs::read_to_string(a.env.log_file()).unwrap();
+    assert_eq!(
+        log.matches(&format!("ignoring 2 entries of {nodes_key}"))
+            .count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert_eq!(
+        redis.cli(&["HGET", &nodes_key, "evil"]).trim(),
+        "x",
+        "not ours to delete"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_error_clears_once_heartbeats_succeed_again() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("e{}", std::process::id());
+    let nodes_key = format!("{prefix}:nodes");
+    let a = Node::start(&redis, &prefix, "a");
+    wait_until("ready", || a.ready()).await;
+    // A string where the hash should be: every heartbeat is refused.
+    redis.cli(&["SET", &nodes_key, "x"]);
+    wait_until("the refusal is reported", || {
+        a.cluster()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("WRONGTYPE"))
+    })
+    .await;
+    redis.cli(&["DEL", &nodes_key]);
+    wait_until("last_error clears at the next good heartbeat", || {
+        a.cluster()["last_error"].is_null()
+    })
+    .await;
+    let state = a.cluster();
+    assert_eq!(state["connects"], 1, "{state}");
+    assert_eq!(state["redis_state"], "connected", "{state}");
+    assert!(a.ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_history_answer_never_costs_the_subscriber_connection() {
+    // Redis closes a subscribed connection whose pending output passes the
+    // pub/sub limit (32 MB by default; 64 KB here, so the test stays small).
+    let Some(redis) = Redis::start_with(&["--client-output-buffer-limit", "pubsub 64kb 32kb 60"])
+    else {
+        return;
+    };
+    let prefix = format!("h{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    wait_until("ready", || a.ready()).await;
+    // The stream is filled behind the node's back (no pub/sub traffic):
+    // 100 events of 2 KB.
+    let script = "for i = 1, 100 do redis.call('XADD', KEYS[1], '*', 'event', \
+                  '{\"seq\":' .. i .. ',\"pad\":\"' .. string.rep('x', 2000) .. '\"}') end";
+    redis.cli(&["EVAL", script, "1", &format!("{prefix}:history")]);
+    let sender = TestClient::connect(&a.url()).await;
+    // About 200 KB in one answer.
+    let events = history(&sender, 0).await;
+    assert_eq!(seqs(&events), (1..=100).collect::<Vec<u64>>());
+    // A heartbeat after the answer proves the subscriber is still there.
+    let beats = |s: &Value| s["heartbeat_age_ms"].as_u64();
+    let before = beats(&a.cluster());
+    wait_until("a heartbeat after the answer", || {
+        beats(&a.cluster()) < before
+    })
+    .await;
+    let state = a.cluster();
+    assert_eq!(state["history_read_failures"], 0, "{state}");
+    assert_eq!(state["disconnects"], 0, "{state}");
+    assert_eq!(state["connects"], 1, "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_redis_keeps_closing_at_once_opens_the_reconnect_breaker() {
+    let Some(redis) = Redis::start() else { return };
+    let prefix = format!("k{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    wait_until("ready", || a.ready()).await;
+    // Something closes every subscribed connection as soon as it appears:
+    // each reconnect "succeeds" and is lost before its next heartbeat.
+    struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_on_panic = StopOnDrop(std::sync::Arc::clone(&stop));
+    let killer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let port = redis.port.to_string();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("redis-cli")
+                    .args(["-p", &port, "CLIENT", "KILL", "TYPE", "pubsub"])
+                    .stdout(Stdio::null())
+                    .status();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    wait_until("the reconnect breaker opens", || {
+        a.cluster()["reconnect_breaker"] == "open"
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    killer.join().unwrap();
+    let state = a.cluster();
+    // Five failed attempts open it; a few more may have started meanwhile.
+    let connects = state["connects"].as_u64().unwrap();
+    assert!((2..=12).contains(&connects), "{state}");
+    wait_until("the link comes back once Redis lets it", || a.ready()).await;
 }

@@ -257,10 +257,8 @@ fn load_or_report(req: &ConfigRequest) -> Result<Effective, i32> {
     settings::load(req).map_err(|e| {
         eprintln!("warden: configuration error: {e}");
         match e {
-            LoadError::NoHome { .. } | LoadError::Read { .. } => EXIT_CONFIG,
-            LoadError::Missing { .. } | LoadError::TooLarge { .. } | LoadError::Invalid(_) => {
-                EXIT_CONFIG
-            }
+            LoadError::StateDir(_) => EXIT_PID_FILE,
+            _ => EXIT_CONFIG,
         }
     })
 }
@@ -364,7 +362,12 @@ fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("warden: cannot set up logging: {e}");
-            return EXIT_FAILURE;
+            return match e {
+                logging::LoggingError::Symlink(_) | logging::LoggingError::NotRegular(_) => {
+                    EXIT_PID_FILE
+                }
+                _ => EXIT_FAILURE,
+            };
         }
     };
     if let Some(file) = &effective.config_file {
@@ -426,7 +429,9 @@ fn inspect_or_report(effective: &Effective, probe: &dyn ProcessProbe) -> Result<
     control::inspect(&effective.state_dir, effective.port(), probe).map_err(|e| {
         eprintln!("warden: {e}");
         match e {
-            PidFileError::Symlink { .. } | PidFileError::NotRegularFile { .. } => EXIT_PID_FILE,
+            PidFileError::Symlink { .. }
+            | PidFileError::NotRegularFile { .. }
+            | PidFileError::StateDir(_) => EXIT_PID_FILE,
             _ => EXIT_FAILURE,
         }
     })
@@ -764,13 +769,10 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
 // config
 
 fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
-    let text = match std::fs::read_to_string(file) {
+    let text = match settings::read_config(file) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!(
-                "warden: cannot read the config file {}: {e}",
-                file.display()
-            );
+            eprintln!("warden: configuration error: {e}");
             return EXIT_CONFIG;
         }
     };

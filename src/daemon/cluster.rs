@@ -8,14 +8,25 @@
 //! connection and keeps it alive on its own:
 //!
 //! - One multiplexed RESP3 connection carries publishes, subscriptions and
-//!   the heartbeat. A supervisor task connects, subscribes every channel the
-//!   adapter asked for, and on any loss (a disconnection push, a failed or
-//!   timed-out command) drops the connection and connects again. Reconnect
-//!   attempts go through a [`CircuitBreaker`] (the pure core's): after
-//!   [`RECONNECT_FAILURE_THRESHOLD`] failed attempts it opens and waits,
-//!   doubling the wait up to [`RECONNECT_MAX_OPEN`]; a successful connect
-//!   closes it. Subscriptions are remembered by the driver, so they survive
-//!   a Redis restart without the adapter knowing.
+//!   the heartbeat; a second one (never subscribed) carries the history, so
+//!   a large history answer never counts against Redis's pub/sub
+//!   output-buffer limit, which would close the subscriber. A supervisor
+//!   task connects both, subscribes every channel the adapter asked for, and
+//!   on any loss (a disconnection push, a failed or timed-out command) drops
+//!   them and connects again. Every reconnect is paced: an attempt is a
+//!   connect plus a first heartbeat, and goes through a [`CircuitBreaker`]
+//!   (the pure core's); it counts as a success only once Redis answers a
+//!   later heartbeat on the live link, so a link lost at once is a failure.
+//!   After [`RECONNECT_FAILURE_THRESHOLD`] failed attempts the breaker opens
+//!   and waits, doubling the wait up to [`RECONNECT_MAX_OPEN`]; between
+//!   attempts the supervisor waits a delay that doubles up to the heartbeat
+//!   interval (reset by a healthy link). No path reconnects at once.
+//!   Subscriptions are remembered by the driver, so they survive a Redis
+//!   restart without the adapter knowing.
+//! - Foreign data is ignored and counted (`foreign_ignored`), never a
+//!   failure of the link: a field of `<prefix>:nodes` that is not
+//!   `<node id>: <epoch ms>`, a history entry that is not an event. The
+//!   first is logged once. `last_error` clears at the next good heartbeat.
 //! - Subscribing never waits for Redis: the channel is registered at once and
 //!   subscribed on the live connection (now, or when one exists). That is why
 //!   a node starts, and its namespace registers, while Redis is down.
@@ -59,7 +70,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Rejected};
+use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
 use crate::daemon::checkers::{DependencyFacts, DependencySource};
@@ -245,6 +256,7 @@ struct Counters {
     history_written: AtomicU64,
     history_overflowed: AtomicU64,
     history_read_failures: AtomicU64,
+    foreign_ignored: AtomicU64,
 }
 
 /// The latest facts of the heartbeat and the connection.
@@ -296,6 +308,10 @@ pub struct ClusterSnapshot {
     /// Redis refused.
     pub history_overflowed: u64,
     pub history_read_failures: u64,
+    /// Entries in warden's keys that are not warden's (a malformed field of
+    /// `<prefix>:nodes`, a history entry that is not an event): ignored.
+    pub foreign_ignored: u64,
+    /// The last failure, cleared by the next successful heartbeat.
     pub last_error: Option<String>,
 }
 
@@ -305,8 +321,12 @@ struct Link {
     clock: Arc<dyn Clock>,
     /// Channels the adapter subscribed, and where their messages go.
     handlers: RwLock<HashMap<String, mpsc::Sender<ChanItem>>>,
-    /// The live connection and its generation, if any.
+    /// The live (subscriber) connection and its generation, if any.
     conn: RwLock<Option<(u64, MultiplexedConnection)>>,
+    /// The history connection of the same generation: never subscribed.
+    data: RwLock<Option<(u64, MultiplexedConnection)>>,
+    /// Whether foreign data was logged (it is logged once, counted always).
+    foreign_logged: std::sync::atomic::AtomicBool,
     generation: AtomicU64,
     state: watch::Sender<RedisState>,
     subs_changed: Notify,
@@ -358,6 +378,8 @@ impl Cluster {
             clock,
             handlers: RwLock::new(HashMap::new()),
             conn: RwLock::new(None),
+            data: RwLock::new(None),
+            foreign_logged: std::sync::atomic::AtomicBool::new(false),
             generation: AtomicU64::new(0),
             state,
             subs_changed: Notify::new(),
@@ -459,6 +481,7 @@ impl Cluster {
             history_written: load(&c.history_written),
             history_overflowed: load(&c.history_overflowed),
             history_read_failures: load(&c.history_read_failures),
+            foreign_ignored: load(&c.foreign_ignored),
             last_error: facts.last_error,
         }
     }
@@ -467,7 +490,7 @@ impl Cluster {
     /// unsubscribed when the hub closed). Pending history is written first,
     /// bounded by the command timeout.
     pub async fn shutdown(&self) {
-        let conn = self.link.connection().ok();
+        let conn = self.link.data_connection().ok();
         if let Some((_, mut conn)) = conn {
             let batch = self.link.pending_batch(usize::MAX);
             if !batch.is_empty() {
@@ -482,6 +505,11 @@ impl Cluster {
         *self
             .link
             .conn
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .link
+            .data
             .write()
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
@@ -590,6 +618,31 @@ impl Link {
             .ok_or(ClusterError::NotConnected)
     }
 
+    /// The live history connection (never subscribed), or `NotConnected`.
+    fn data_connection(&self) -> Result<(u64, MultiplexedConnection), ClusterError> {
+        self.data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(ClusterError::NotConnected)
+    }
+
+    /// Counts `n` ignored foreign entries under `key`; logs the first time.
+    fn foreign(&self, n: u64, key: &str, what: &str) {
+        if n == 0 {
+            return;
+        }
+        self.counters
+            .foreign_ignored
+            .fetch_add(n, Ordering::Relaxed);
+        if !self.foreign_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "Cluster: ignoring {n} entries of {key} that are not {what} (written by \
+                 something else); they are counted in foreign_ignored and not logged again"
+            );
+        }
+    }
+
     fn set_state(&self, state: RedisState) {
         let changed = self.state.send_if_modified(|s| {
             let changed = *s != state;
@@ -613,6 +666,12 @@ impl Link {
                 _ => false,
             }
         };
+        {
+            let mut data = self.data.write().unwrap_or_else(PoisonError::into_inner);
+            if matches!(&*data, Some((g, _)) if *g == generation) {
+                *data = None;
+            }
+        }
         if dropped {
             self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
             lock(&self.facts).last_error = Some(why.to_string());
@@ -693,6 +752,16 @@ impl Link {
             let list: Vec<&String> = channels.iter().collect();
             self.timed(conn.subscribe(list)).await?;
         }
+        let data_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.settings.command_timeout))
+            .set_response_timeout(Some(self.settings.command_timeout));
+        let data = self
+            .timed(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&data_config),
+            )
+            .await?;
+        *self.data.write().unwrap_or_else(PoisonError::into_inner) = Some((generation, data));
         *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Some((generation, conn));
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         self.set_state(RedisState::Connected);
@@ -735,7 +804,7 @@ impl Link {
         let key = s.nodes_key();
         let now_ms = self.clock.wall().as_millis();
         let started = tokio::time::Instant::now();
-        let (_pong, _added, nodes): (String, i64, HashMap<String, u64>) = self
+        let (_pong, _added, raw): (String, i64, HashMap<Vec<u8>, Vec<u8>>) = self
             .timed(
                 redis::pipe()
                     .cmd("PING")
@@ -749,6 +818,23 @@ impl Link {
             )
             .await?;
         let rtt = started.elapsed();
+        // Anyone with access to Redis can write this hash: a field that is
+        // not `<node id>: <epoch ms>` is ignored (and counted), never a
+        // failure of the heartbeat.
+        let mut nodes: HashMap<String, u64> = HashMap::with_capacity(raw.len());
+        let mut foreign = 0u64;
+        for (field, value) in raw {
+            let seen = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (String::from_utf8(field), seen) {
+                (Ok(id), Some(seen)) if is_valid_node_name(&id) => {
+                    nodes.insert(id, seen);
+                }
+                _ => foreign += 1,
+            }
+        }
+        self.foreign(foreign, &key, "`<node id>: <epoch ms>`");
         let fresh = u64::try_from(s.heartbeat_interval.as_millis() * 3).unwrap_or(u64::MAX);
         let forget = u64::try_from(NODE_FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
         let mut peers: Vec<String> = nodes
@@ -776,6 +862,7 @@ impl Link {
         facts.last_rtt = Some(rtt);
         facts.last_heartbeat = Some(self.clock.now());
         facts.peers = peers;
+        facts.last_error = None;
         Ok(())
     }
 
@@ -828,7 +915,9 @@ impl Link {
 
     /// The stream's `limit` most recent events (all it keeps if `None`), oldest first.
     async fn read_history(&self, limit: Option<usize>) -> Result<Vec<Value>, ClusterError> {
-        let (_, mut conn) = self.connection()?;
+        // Never the subscriber: Redis closes a subscribed connection whose
+        // pending output passes the pub/sub buffer limit (32 MB by default).
+        let (_, mut conn) = self.data_connection()?;
         let count = limit
             .unwrap_or(self.settings.history_len)
             .min(self.settings.history_len);
@@ -846,6 +935,7 @@ impl Link {
                     .query_async(&mut conn),
             )
             .await?;
+        let entries = reply.ids.len();
         let mut events: Vec<Value> = reply
             .ids
             .into_iter()
@@ -854,6 +944,11 @@ impl Link {
                 serde_json::from_str(&raw).ok()
             })
             .collect();
+        self.foreign(
+            (entries - events.len()) as u64,
+            &self.settings.history_key(),
+            "warden events",
+        );
         events.reverse();
         Ok(events)
     }
@@ -888,23 +983,59 @@ async fn supervise(link: Arc<Link>) {
                 continue;
             }
         };
-        match link.connect().await {
+        // An attempt is a connect and a first heartbeat: a link that
+        // connects but cannot beat is a failed attempt, paced as any other.
+        let attempt = match link.connect().await {
+            Ok((generation, subscribed)) => match link.heartbeat().await {
+                Err(error) if error.is_connection_error() => {
+                    link.connection_lost(generation, &error.to_string());
+                    Err(error)
+                }
+                Err(error) => {
+                    // Redis refused a command (a wrong type under one of
+                    // warden's keys): the link works, keep it.
+                    lock(&link.facts).last_error = Some(error.to_string());
+                    tracing::warn!("Cluster: Redis refused the heartbeat: {error}");
+                    Ok((generation, subscribed))
+                }
+                Ok(()) => Ok((generation, subscribed)),
+            },
+            Err(error) => Err(error),
+        };
+        match attempt {
             Ok((generation, mut subscribed)) => {
-                breaker.on_success(permit, link.clock.now());
-                lock(&link.facts).breaker = Some(breaker.state());
-                lock(&link.facts).last_error = None;
-                delay = RETRY_DELAY;
                 failures_logged = 0;
                 tracing::info!(
                     "Cluster: connected to Redis {} as node {}; relaying across nodes",
                     redact_url(&link.settings.redis_url),
                     link.settings.node_id
                 );
-                if let Err(error) = link.heartbeat().await {
-                    link.connection_lost(generation, &error.to_string());
-                    continue;
+                // The attempt succeeds for the breaker only once Redis has
+                // answered a heartbeat on the live link (see serve_connection).
+                let mut attempt = Some(permit);
+                let lasted = serve_connection(
+                    &link,
+                    generation,
+                    &mut subscribed,
+                    &mut breaker,
+                    &mut attempt,
+                )
+                .await;
+                if link.stop.is_cancelled() {
+                    return;
                 }
-                serve_connection(&link, generation, &mut subscribed).await;
+                if let Some(permit) = attempt.take() {
+                    // Lost before it answered a heartbeat (Redis closing it at
+                    // once, say): a failed attempt, so the breaker opens after
+                    // a few and no loop is ever hot.
+                    breaker.on_failure(permit, link.clock.now());
+                    lock(&link.facts).breaker = Some(breaker.state());
+                }
+                if lasted {
+                    delay = RETRY_DELAY;
+                }
+                sleep_or_stop(&link, delay).await;
+                delay = (delay * 2).min(link.settings.heartbeat_interval);
             }
             Err(error) => {
                 breaker.on_failure(permit, link.clock.now());
@@ -934,34 +1065,61 @@ async fn supervise(link: Arc<Link>) {
 }
 
 /// Until the connection is lost or the link stops: keeps the subscriptions
-/// in step with the adapter and beats the heart.
-async fn serve_connection(link: &Arc<Link>, generation: u64, subscribed: &mut HashSet<String>) {
+/// in step with the adapter and beats the heart. At the first heartbeat that
+/// Redis answers (even with a refusal), the connect's `attempt` is reported
+/// to `breaker` as a success. Returns whether that happened (the connection
+/// was healthy for an interval at least).
+async fn serve_connection(
+    link: &Arc<Link>,
+    generation: u64,
+    subscribed: &mut HashSet<String>,
+    breaker: &mut CircuitBreaker,
+    attempt: &mut Option<Permit>,
+) -> bool {
     let mut beat = tokio::time::interval(link.settings.heartbeat_interval);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     beat.tick().await;
+    let mut healthy = false;
     loop {
         let current = matches!(
             &*link.conn.read().unwrap_or_else(PoisonError::into_inner),
             Some((g, _)) if *g == generation
         );
         if !current {
-            return;
+            return healthy;
         }
-        let result = tokio::select! {
-            () = link.stop.cancelled() => return,
-            () = link.lost.notified() => Ok(()),
-            () = link.subs_changed.notified() => link.sync_subscriptions(subscribed).await,
-            _ = beat.tick() => link.heartbeat().await,
+        let (result, was_beat) = tokio::select! {
+            () = link.stop.cancelled() => return healthy,
+            () = link.lost.notified() => (Ok(()), false),
+            () = link.subs_changed.notified() => (link.sync_subscriptions(subscribed).await, false),
+            _ = beat.tick() => (link.heartbeat().await, true),
         };
+        let answered = match &result {
+            Ok(()) => true,
+            Err(error) => !error.is_connection_error(),
+        };
+        if was_beat
+            && answered
+            && let Some(permit) = attempt.take()
+        {
+            healthy = true;
+            breaker.on_success(permit, link.clock.now());
+            lock(&link.facts).breaker = Some(breaker.state());
+        }
         match result {
             Ok(()) => {}
             Err(error) if error.is_connection_error() => {
                 link.connection_lost(generation, &error.to_string());
-                return;
+                return healthy;
             }
             Err(error) => {
-                lock(&link.facts).last_error = Some(error.to_string());
-                tracing::warn!("Cluster: Redis refused a command: {error}");
+                // Logged when it starts (or changes), not at every heartbeat.
+                let text = error.to_string();
+                let repeated =
+                    lock(&link.facts).last_error.replace(text) == Some(error.to_string());
+                if !repeated {
+                    tracing::warn!("Cluster: Redis refused a command: {error}");
+                }
             }
         }
     }
@@ -985,7 +1143,7 @@ async fn write_history(link: Arc<Link>) {
                 () = link.history_ready.notified() => continue,
             }
         }
-        let Ok((generation, mut conn)) = link.connection() else {
+        let Ok((generation, mut conn)) = link.data_connection() else {
             tokio::select! {
                 () = link.stop.cancelled() => return,
                 _ = state.wait_for(|s| *s == RedisState::Connected) => continue,

@@ -4,7 +4,11 @@
 //! [`inspect`] reads the PID file without claiming it and classifies the
 //! instance. A pid is only ever signalled when the file's lock is held *and*
 //! the live process's identity (OS start time, command line) matches the
-//! record, judged by the core's own lifecycle rules ([`crate::pidfile::decide`]).
+//! record, judged by the core's own lifecycle rules ([`crate::pidfile::decide`]),
+//! *and* the kernel names the recorded pid as the lock's holder
+//! (`/proc/locks`; [`holder_mismatch`]): the record is written by whoever can
+//! write the file, so a forged one naming a victim, with the lock held by
+//! another process, is never signalled.
 //! A legacy or corrupt file, or a record whose pid now names another
 //! program, is never signalled.
 //!
@@ -14,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::daemon::clock::wall_now;
-use crate::daemon::pidfile::{PidFile, PidFileError};
+use crate::daemon::pidfile::{LockHolders, PidFile, PidFileError};
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, LockObservation, PidFileContent, PidRecord, StaleReason,
     decide,
@@ -82,9 +86,10 @@ pub fn inspect(
     probe: &dyn ProcessProbe,
 ) -> Result<Instance, PidFileError> {
     let pid_file = PidFile::path(state_dir, port);
-    let Some((content, held)) = PidFile::read(state_dir, port)? else {
+    let Some(view) = PidFile::view(state_dir, port)? else {
         return Ok(Instance::NotRunning { pid_file });
     };
+    let (content, held) = (view.content, view.held);
     let me = std::process::id();
     let recorded_process = content.pid().filter(|p| *p != me).map(|p| probe.probe(p));
     let file_modified = std::fs::symlink_metadata(&pid_file)
@@ -156,6 +161,11 @@ pub fn inspect(
             record.pid
         )));
     }
+    // Whoever can write the file writes the record: the pid to signal must
+    // also be the one the kernel names as the lock's holder.
+    if let Some(mismatch) = holder_mismatch(record.pid, &view.holders) {
+        return Ok(unverifiable(mismatch.to_string()));
+    }
     match (decision, recorded_process) {
         (ClaimDecision::Conflict { .. }, Some(ProbeOutcome::Found(process))) => {
             Ok(Instance::Running {
@@ -177,6 +187,51 @@ pub fn inspect(
             "process {} could not be verified ({other:?})",
             record.pid
         ))),
+    }
+}
+
+/// Why the PID file's record is not trusted although its lock is held: the
+/// kernel does not name the recorded pid as the lock's holder.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LockHolderMismatch {
+    #[error(
+        "its lock is held by {}, not by the recorded pid {recorded}, so the record may be forged \
+         and names a process that is not warden",
+        pids_text(.holders)
+    )]
+    OtherHolder { recorded: u32, holders: Vec<u32> },
+    #[error(
+        "the kernel does not say which process holds its lock (/proc/locks does not list it), \
+         so the recorded pid {recorded} cannot be verified as the holder"
+    )]
+    HolderUnknown { recorded: u32 },
+}
+
+fn pids_text(pids: &[u32]) -> String {
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    match list.len() {
+        1 => format!("pid {}", list[0]),
+        _ => format!("pids {}", list.join(", ")),
+    }
+}
+
+/// `None` when the kernel names `recorded` as a holder of the lock. Only
+/// Linux's `/proc/locks` names flock holders; elsewhere (no /proc/locks)
+/// the record's identity check stands alone.
+pub fn holder_mismatch(recorded: u32, holders: &LockHolders) -> Option<LockHolderMismatch> {
+    match holders {
+        LockHolders::Known(pids) if pids.contains(&recorded) => None,
+        LockHolders::Known(pids) if pids.is_empty() => {
+            Some(LockHolderMismatch::HolderUnknown { recorded })
+        }
+        LockHolders::Known(pids) => Some(LockHolderMismatch::OtherHolder {
+            recorded,
+            holders: pids.clone(),
+        }),
+        LockHolders::Unknown if cfg!(target_os = "linux") => {
+            Some(LockHolderMismatch::HolderUnknown { recorded })
+        }
+        LockHolders::Unknown => None,
     }
 }
 

@@ -81,6 +81,18 @@ pub enum LoggingError {
     CreateDir { path: PathBuf, source: io::Error },
     #[error("cannot open the log file {}: {source}", .path.display())]
     Open { path: PathBuf, source: io::Error },
+    #[error(
+        "refusing to write the log file {}: it is a symbolic link, and warden never follows \
+         links there. Remove the link (`rm {}`) or set logging.file to a real file.",
+        .0.display(), .0.display()
+    )]
+    Symlink(PathBuf),
+    #[error(
+        "refusing to write the log file {}: it is not a regular file. Move it away or set \
+         logging.file to a regular file.",
+        .0.display()
+    )]
+    NotRegular(PathBuf),
     #[error("the log file size limit {bytes} bytes does not fit in memory addressing")]
     SizeTooLarge { bytes: u64 },
     #[error("logging is already initialised in this process: {0}")]
@@ -162,10 +174,38 @@ pub fn rotating_writer(
     };
     create_private_dir(&dir)?;
     let options = open_options();
-    options.open(path).map_err(|source| LoggingError::Open {
-        path: path.to_path_buf(),
-        source,
+    // The first open is also the check: never through a link (O_NOFOLLOW),
+    // never blocking on a FIFO (O_NONBLOCK), and only a regular file.
+    let mut first = open_options();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        first.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    }
+    let file = first.open(path).map_err(|source| {
+        #[cfg(unix)]
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return LoggingError::Symlink(path.to_path_buf());
+        }
+        LoggingError::Open {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
+    let is_file = file
+        .metadata()
+        .map_err(|source| LoggingError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .is_file();
+    if !is_file {
+        return Err(LoggingError::NotRegular(path.to_path_buf()));
+    }
+    // file-rotate opens the file again with `options`, at start and after
+    // each rotation (which renames, never follows, the old files):
+    // O_NOFOLLOW is in them, so a link planted after a rotation is refused
+    // too (its lines are lost, none reach the link's target).
     let rotate = FileRotate::new(
         path,
         AppendCount::new(backup_count as usize),
@@ -187,7 +227,8 @@ fn open_options() -> std::fs::OpenOptions {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
     }
     o
 }

@@ -381,6 +381,7 @@ mod tests {
             history_written: 40,
             history_overflowed: 0,
             history_read_failures: 0,
+            foreign_ignored: 0,
             last_error: None,
         });
         let text = render(&with).expect("encodes");

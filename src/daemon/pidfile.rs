@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::daemon::settings::check_state_dir;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
     PidFileContent, PidRecord, ProcessInfo, RecheckOutcome, ReleaseAction, StaleReason,
@@ -56,6 +57,8 @@ pub enum PidFileError {
          Remove the link (`rm {path}`) or choose another --state-dir."
     )]
     Symlink { path: PathBuf },
+    #[error(transparent)]
+    StateDir(#[from] crate::daemon::settings::StateDirError),
     #[error(
         "the PID file path {path} is not a regular file. Move it away or choose another --state-dir."
     )]
@@ -164,6 +167,11 @@ impl PidFile {
         probe: &dyn ProcessProbe,
     ) -> Result<(PidGuard, Option<StaleReason>, PendingSync), PidFileError> {
         claim_inner(state_dir, port, draft, probe, Durability::Later)
+    }
+
+    /// See [`read_pid_file_view`].
+    pub fn view(state_dir: &Path, port: u16) -> Result<Option<PidFileView>, PidFileError> {
+        read_pid_file_view(state_dir, port)
     }
 
     /// See [`read_pid_file`].
@@ -326,6 +334,36 @@ pub fn read_pid_file(
     state_dir: &Path,
     port: u16,
 ) -> Result<Option<(PidFileContent, bool)>, PidFileError> {
+    Ok(read_pid_file_view(state_dir, port)?.map(|v| (v.content, v.held)))
+}
+
+/// Which processes hold a PID file's lock, as the kernel says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockHolders {
+    /// The pids `/proc/locks` lists for the file's exclusive flock: the
+    /// process that took the lock (its pid at `flock` time). Empty when it
+    /// lists none (the lock may still be held: see [`PidFileView::held`]).
+    Known(Vec<u32>),
+    /// No `/proc/locks` (not Linux, or /proc not mounted).
+    Unknown,
+}
+
+/// A PID file as [`read_pid_file_view`] found it, without claiming it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PidFileView {
+    pub content: PidFileContent,
+    /// Whether some process holds the lock.
+    pub held: bool,
+    /// Who holds it, where the kernel tells.
+    pub holders: LockHolders,
+}
+
+/// [`read_pid_file`], with the lock holders' pids: `warden stop` signals a
+/// recorded pid only when the kernel names it as the holder.
+pub fn read_pid_file_view(
+    state_dir: &Path,
+    port: u16,
+) -> Result<Option<PidFileView>, PidFileError> {
     let path = pid_file_path(state_dir, port);
     let file = match OpenOptions::new()
         .read(true)
@@ -341,11 +379,15 @@ pub fn read_pid_file(
         return Err(PidFileError::NotRegularFile { path });
     }
     let content = parse_pid_file(&read_content(&file, &path)?);
-    let held = match lock_held_from_proc_locks(meta.dev(), meta.ino()) {
-        Some(true) => true,
+    let holders = match flock_holders_from_proc_locks(meta.dev(), meta.ino()) {
+        Some(pids) => LockHolders::Known(pids),
+        None => LockHolders::Unknown,
+    };
+    let held = match &holders {
+        LockHolders::Known(pids) if !pids.is_empty() => true,
         // Not listed (or no /proc/locks; some file systems report another
         // device there): test the lock by taking it for an instant.
-        Some(false) | None => match file.try_lock() {
+        _ => match file.try_lock() {
             Ok(()) => {
                 file.unlock().map_err(io_err(&path, "unlock"))?;
                 false
@@ -354,7 +396,11 @@ pub fn read_pid_file(
             Err(TryLockError::Error(e)) => return Err(io_err(&path, "test the lock of")(e)),
         },
     };
-    Ok(Some((content, held)))
+    Ok(Some(PidFileView {
+        content,
+        held,
+        holders,
+    }))
 }
 
 impl PidGuard {
@@ -412,15 +458,17 @@ impl PidGuard {
     }
 }
 
+/// Creates the state directory (0700, as are the parents it creates) and
+/// checks that it can be trusted ([`check_state_dir`]): also when it existed,
+/// or was created by someone else since the configuration was loaded.
 fn ensure_state_dir(dir: &Path) -> Result<(), PidFileError> {
-    match std::fs::DirBuilder::new()
+    std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io_err(dir, "create the state directory")(e)),
-    }
+        .map_err(io_err(dir, "create the state directory"))?;
+    check_state_dir(dir)?;
+    Ok(())
 }
 
 fn map_open_error(path: &Path, e: io::Error) -> PidFileError {
@@ -626,23 +674,51 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Linux: whether `/proc/locks` lists an exclusive flock on (dev, ino). This
-/// answers without taking the lock, so `warden status` never makes a
-/// concurrent start see a busy lock. `None` when /proc/locks is unreadable.
-fn lock_held_from_proc_locks(dev: u64, ino: u64) -> Option<bool> {
+/// Linux: the pids `/proc/locks` lists as holding an exclusive flock on
+/// (dev, ino). This answers without taking the lock, so `warden status` never
+/// makes a concurrent start see a busy lock. `None` when /proc/locks is
+/// unreadable.
+fn flock_holders_from_proc_locks(dev: u64, ino: u64) -> Option<Vec<u32>> {
     if !cfg!(target_os = "linux") {
         return None;
     }
     let text = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(flock_holders(&text, dev, ino))
+}
+
+/// The holders of an exclusive flock on (dev, ino) in `/proc/locks` text.
+fn flock_holders(proc_locks: &str, dev: u64, ino: u64) -> Vec<u32> {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let wanted = format!("{major:02x}:{minor:02x}:{ino}");
-    Some(text.lines().any(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; blocked waiters
-        // have "->" in the second column and hold nothing.
-        cols.get(1) == Some(&"FLOCK")
-            && cols.get(3) == Some(&"WRITE")
-            && cols.get(5) == Some(&wanted.as_str())
-    }))
+    proc_locks
+        .lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; blocked
+            // waiters have "->" in the second column and hold nothing.
+            (cols.get(1) == Some(&"FLOCK")
+                && cols.get(3) == Some(&"WRITE")
+                && cols.get(5) == Some(&wanted.as_str()))
+            .then(|| cols.get(4)?.parse().ok())
+            .flatten()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_locks_names_the_flock_holder() {
+        let text = "1: FLOCK  ADVISORY  WRITE 16509 fe:00:10010704 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 16141 fe:00:10010704 0 EOF\n\
+                    3: -> FLOCK  ADVISORY  WRITE 777 fe:00:10010704 0 EOF\n\
+                    4: POSIX  ADVISORY  WRITE 999 fe:00:10010704 0 EOF\n\
+                    5: FLOCK  ADVISORY  WRITE 42 fe:00:10010705 0 EOF\n";
+        let dev = 0xfe << 8; // major fe, minor 00
+        assert_eq!(flock_holders(text, dev, 10_010_704), vec![16509]);
+        assert_eq!(flock_holders(text, dev, 1), Vec::<u32>::new());
+    }
 }

@@ -12,10 +12,16 @@
 //! `ServerConfig::state_dir` documents: a daemon started with another state
 //! directory keeps its log there too.
 //!
+//! The file system is distrusted as sshd does ([`check_state_dir`]): a state
+//! directory another user can write or owns is refused, the auto-loaded file
+//! is read only from a trusted directory and only when private, and every
+//! config file must be a regular file of at most [`MAX_CONFIG_BYTES`].
+//!
 //! This is the edge where the environment (`HOME`) and the file system are
 //! read; parsing and validation are the pure `crate::config`'s.
 
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::config::{
@@ -83,8 +89,177 @@ pub enum LoadError {
         .path.display()
     )]
     TooLarge { path: PathBuf },
+    #[error(
+        "the config file {} is not a regular file (it is {kind}); warden reads its config only \
+         from a regular file. Point --config at one.",
+        .path.display()
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "refusing to load {}: it is writable by {} (mode {mode:04o}), so they could configure \
+         warden. Fix: chmod go-w {}",
+        .path.display(), writable_by(*.mode), .path.display()
+    )]
+    ConfigWritable { path: PathBuf, mode: u32 },
+    #[error(
+        "refusing to load {}: it is owned by uid {owner}, not by uid {euid} (this user), so its \
+         owner could configure warden. Fix: chown {euid} {} (as root), or remove it.",
+        .path.display(), .path.display()
+    )]
+    ConfigForeignOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
     #[error("{0}")]
     Invalid(#[from] ConfigError),
+}
+
+/// Why a state directory is not trusted (the rules of sshd's `StrictModes`):
+/// the directory must be this user's and writable by nobody else, and no
+/// directory above it may let another user replace it. Each message names
+/// the path, what is wrong, and the command that fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    #[error(
+        "refusing to use the state directory {}: it is writable by {} (mode {mode:04o}), so \
+         another user could plant a PID file, a log link or a config there. \
+         Fix: chmod 700 {}",
+        .path.display(), writable_by(*.mode), .path.display()
+    )]
+    Writable { path: PathBuf, mode: u32 },
+    #[error(
+        "refusing to use the state directory {}: it is owned by uid {owner}, not by uid {euid} \
+         (this user), so its owner controls warden's PID file and config. \
+         Fix: chown {euid} {} (as root), or choose another --state-dir.",
+        .path.display(), .path.display()
+    )]
+    ForeignOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error(
+        "refusing to use the state directory {}: the directory above it, {}, is writable by {} \
+         without the sticky bit (mode {mode:04o}), so another user could replace the state \
+         directory. Fix: chmod go-w {} (or chmod +t {} if it is shared, as /tmp is), or choose \
+         another --state-dir.",
+        .path.display(), .parent.display(), writable_by(*.mode), .parent.display(), .parent.display()
+    )]
+    ParentWritable {
+        path: PathBuf,
+        parent: PathBuf,
+        mode: u32,
+    },
+    #[error(
+        "refusing to use the state directory {}: the directory above it, {}, is owned by uid \
+         {owner}, neither root nor uid {euid} (this user), so its owner could replace the state \
+         directory. Fix: choose a --state-dir under a directory that you or root own.",
+        .path.display(), .parent.display()
+    )]
+    ParentForeignOwner {
+        path: PathBuf,
+        parent: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error(
+        "the state directory {} is not a directory. Move it away or choose another --state-dir.",
+        .path.display()
+    )]
+    NotADirectory { path: PathBuf },
+    #[error("cannot inspect the state directory {}: {source}", .path.display())]
+    Stat { path: PathBuf, source: io::Error },
+}
+
+/// "its group", "others" or "group and others", from the write bits of `mode`.
+fn writable_by(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "group and others",
+        (true, false) => "its group",
+        _ => "others",
+    }
+}
+
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Checks that `dir` (which must exist) can be trusted with the PID file, the
+/// log and the config: a directory owned by this user (the effective uid)
+/// and not writable by group or others, and, all the way up to `/`, no
+/// directory that another user could use to replace it: each is owned by
+/// root or this user and is not writable by group or others unless it has
+/// the sticky bit (as `/tmp` has). Links are resolved first; the checks apply
+/// to the real directories.
+///
+/// The state directory itself is refused when group- or other-writable even
+/// with the sticky bit: another user could still create files in it (a PID
+/// file they hold the lock of, a config).
+pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    check_state_dir_as(dir, euid())
+}
+
+fn check_state_dir_as(dir: &Path, euid: u32) -> Result<(), StateDirError> {
+    let stat_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateDirError::Stat { path, source }
+    };
+    let real = std::fs::canonicalize(dir).map_err(stat_err(dir))?;
+    let meta = std::fs::metadata(&real).map_err(stat_err(dir))?;
+    if !meta.is_dir() {
+        return Err(StateDirError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    if meta.uid() != euid {
+        return Err(StateDirError::ForeignOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            euid,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StateDirError::Writable {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    for parent in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(parent).map_err(stat_err(parent))?;
+        let owner = meta.uid();
+        if owner != 0 && owner != euid {
+            return Err(StateDirError::ParentForeignOwner {
+                path: dir.to_path_buf(),
+                parent: parent.to_path_buf(),
+                owner,
+                euid,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(StateDirError::ParentWritable {
+                path: dir.to_path_buf(),
+                parent: parent.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`check_state_dir`] when `dir` exists; nothing to check when it does not
+/// (warden creates it 0700 when it first writes there).
+pub fn check_state_dir_if_present(dir: &Path) -> Result<(), StateDirError> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        _ => check_state_dir(dir),
+    }
 }
 
 /// `$HOME`, when set and not empty.
@@ -129,12 +304,20 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         }
         None => {
             let candidate = bootstrap_dir.join(CONFIG_FILE_NAME);
-            candidate.exists().then_some(candidate)
+            if std::fs::symlink_metadata(&candidate).is_ok() {
+                // Whoever can write the state directory supplies this file:
+                // it is only read from a trusted directory.
+                check_state_dir(&bootstrap_dir)?;
+                Some(candidate)
+            } else {
+                None
+            }
         }
     };
+    let auto_loaded = req.config_file.is_none();
     let mut config = match &file {
         Some(path) => {
-            let text = read_config(path)?;
+            let text = read_config_as(path, auto_loaded.then(euid))?;
             parse_config_with_profile(&text, path, req.profile)?
         }
         None => match req.profile {
@@ -152,6 +335,7 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         Some(dir) => expand(dir, home)?,
         None => bootstrap_dir,
     };
+    check_state_dir_if_present(&state_dir)?;
     config.server.state_dir = Some(state_dir.clone());
     config.logging.file = match config.logging.file.take() {
         Some(f) if f == Path::new(DEFAULT_LOG_FILE) => Some(state_dir.join(LOG_FILE_NAME)),
@@ -165,18 +349,78 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
     })
 }
 
-fn read_config(path: &Path) -> Result<String, LoadError> {
+/// Reads a config file: a regular file (a FIFO, a device or a directory is
+/// refused without blocking: the file is opened non-blocking and checked with
+/// `fstat` before a byte is read) of at most [`MAX_CONFIG_BYTES`].
+pub fn read_config(path: &Path) -> Result<String, LoadError> {
+    read_config_as(path, None)
+}
+
+/// [`read_config`]; with `owner`, the file must also be owned by that uid
+/// and not writable by group or others (the auto-loaded
+/// `<state dir>/socketio-config.json`).
+fn read_config_as(path: &Path, owner: Option<u32>) -> Result<String, LoadError> {
     let read_err = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if meta.len() > MAX_CONFIG_BYTES {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
+    }
+    if let Some(euid) = owner {
+        if meta.uid() != euid {
+            return Err(LoadError::ConfigForeignOwner {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                euid,
+            });
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(LoadError::ConfigWritable {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    (&file)
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(LoadError::TooLarge {
             path: path.to_path_buf(),
         });
     }
-    std::fs::read_to_string(path).map_err(read_err)
+    String::from_utf8(bytes).map_err(|e| read_err(io::Error::new(io::ErrorKind::InvalidData, e)))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +522,49 @@ mod tests {
             text.contains("bad.json:2:") && text.contains("server.prot"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn state_dir_rules() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        chmod(&dir, 0o700);
+        assert!(check_state_dir(&dir).is_ok());
+        // Another euid than the owner's: refused (root is not special for
+        // the directory itself).
+        assert!(matches!(
+            check_state_dir_as(&dir, euid().wrapping_add(1)),
+            Err(StateDirError::ForeignOwner { .. })
+        ));
+        chmod(&dir, 0o1777);
+        assert!(matches!(
+            check_state_dir(&dir),
+            Err(StateDirError::Writable { mode: 0o1777, .. })
+        ));
+        chmod(&dir, 0o700);
+        chmod(top.path(), 0o777);
+        assert!(matches!(
+            check_state_dir(&dir),
+            Err(StateDirError::ParentWritable { .. })
+        ));
+        chmod(top.path(), 0o1777);
+        assert!(check_state_dir(&dir).is_ok());
+        // A link to a trusted directory is judged by the directory.
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(check_state_dir(&link).is_ok());
+        let file = top.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            check_state_dir(&file),
+            Err(StateDirError::NotADirectory { .. })
+        ));
+        chmod(top.path(), 0o700);
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Bad command-line usage (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
-/// `stop`, `status`, `health`: no warden runs on that port (no PID file, or a
-/// stale one).
+/// `status`, `health`: no warden runs on that port (no PID file, or a stale
+/// one). `stop` then succeeds (0), like `systemctl stop`.
 pub const EXIT_NOT_RUNNING: i32 = 3;
 /// `status`, `health`: the warden runs (its PID file is locked) but does not
 /// answer over HTTP.
@@ -455,13 +455,16 @@ fn describe_not_running(instance: &Instance, port: u16) -> String {
 }
 
 /// Stops the instance of `effective`'s port. `Ok(true)` when one was stopped,
-/// `Ok(false)` when none ran.
+/// `Ok(false)` when none ran (said on stderr: nothing to stop).
 fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> {
     let probe = SysinfoProbe::new();
     let instance = inspect_or_report(effective, &probe)?;
     match instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
-            eprintln!("{}", describe_not_running(&instance, effective.port()));
+            eprintln!(
+                "{}; nothing to stop",
+                describe_not_running(&instance, effective.port())
+            );
             Ok(false)
         }
         Instance::Unverifiable { pid_file, why, .. } => {
@@ -503,9 +506,10 @@ fn cmd_stop(args: &StopArgs) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
+    // Stopping a stopped service succeeds, as `systemctl stop` and LSB init
+    // scripts do: the wanted state (not running) holds.
     match stop_instance(&effective, timeout) {
-        Ok(true) => EXIT_OK,
-        Ok(false) => EXIT_NOT_RUNNING,
+        Ok(_) => EXIT_OK,
         Err(code) => code,
     }
 }

@@ -1,0 +1,38 @@
+//! Snapshots of the command line's own messages, produced by the real
+//! binary. Ports, pids, paths and times vary per run and are replaced by
+//! placeholders (`[PORT]`, `[PID]`, `[STATE]`, ...) before comparing.
+
+mod daemon_common;
+
+use daemon_common::*;
+
+/// Replaces this test's variable parts with placeholders.
+fn stable(env: &Env, text: &str) -> String {
+    text.replace(&env.state_dir().display().to_string(), "[STATE]")
+        .replace(&env.home.path().display().to_string(), "[HOME]")
+        .replace(&env.port.to_string(), "[PORT]")
+}
+
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => "../snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            filters => vec![
+                (r"pid \d+", "pid [PID]"),
+                (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+            ],
+        }, {
+            insta::assert_snapshot!(format!("cli__{}", $name), $value);
+        })
+    };
+}
+
+#[test]
+fn stop_when_nothing_runs() {
+    let env = Env::new();
+    let out = env.run(&["stop"]);
+    assert_eq!(out.status.code(), Some(0));
+    snap!("stop_not_running", stable(&env, &text(&out.stderr)));
+}

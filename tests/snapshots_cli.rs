@@ -36,3 +36,50 @@ fn stop_when_nothing_runs() {
     assert_eq!(out.status.code(), Some(0));
     snap!("stop_not_running", stable(&env, &text(&out.stderr)));
 }
+
+#[test]
+fn reload_when_nothing_runs() {
+    let env = Env::new();
+    let out = env.run(&["reload"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("reload_not_running", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn reload_log_lines() {
+    use std::path::PathBuf;
+    use warden::daemon::reload::ReloadOutcome;
+    let lines = [
+        ReloadOutcome::Refused {
+            error: "/etc/warden/config.json:3:20: health_monitoring.thresholds.memory_mb: \
+                    invalid value: integer `-1`, expected u64"
+                .into(),
+        },
+        ReloadOutcome::Reloaded {
+            file: Some(PathBuf::from("/etc/warden/config.json")),
+            applied: vec![],
+            need_restart: vec![],
+            level_note: None,
+        },
+        ReloadOutcome::Reloaded {
+            file: Some(PathBuf::from("/etc/warden/config.json")),
+            applied: vec![
+                "health_monitoring.thresholds.memory_mb".into(),
+                "logging.level".into(),
+            ],
+            need_restart: vec!["server.max_payload_bytes".into()],
+            level_note: Some("WARDEN_LOG is set and keeps the log filter".into()),
+        },
+        ReloadOutcome::Reloaded {
+            file: None,
+            applied: vec![],
+            need_restart: vec!["server.port".into()],
+            level_note: None,
+        },
+    ]
+    .iter()
+    .map(ReloadOutcome::describe)
+    .collect::<Vec<_>>()
+    .join("\n");
+    snap!("reload_log_lines", lines);
+}

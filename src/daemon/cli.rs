@@ -84,6 +84,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Stop the daemon if it runs, then start it with the given flags.
     Restart(RestartArgs),
+    /// Make the running daemon re-read its configuration (SIGHUP).
+    Reload(TargetArgs),
     /// Whether a daemon runs on the port, and what it says about itself.
     Status(StatusArgs),
     /// Print the running daemon's /health.
@@ -232,6 +234,7 @@ where
         Command::Start(args) => cmd_start(&args),
         Command::Stop(args) => cmd_stop(&args),
         Command::Restart(args) => cmd_restart(&args),
+        Command::Reload(args) => cmd_reload(&args),
         Command::Status(args) => cmd_status(&args),
         Command::Health(args) => cmd_health(&args),
         Command::Doctor(args) => cmd_doctor(&args),
@@ -287,7 +290,11 @@ fn cmd_start(args: &StartArgs) -> i32 {
     if args.detach && !args.detached_child {
         return start_detached(args, &effective);
     }
-    run_foreground(&effective, args.detached_child)
+    run_foreground(
+        &effective,
+        request(args.host.clone(), args.port, &args.config),
+        args.detached_child,
+    )
 }
 
 /// The arguments the detached child runs with: the same flags, plus the
@@ -364,13 +371,24 @@ fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
     }
 }
 
-fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
-    let guard = match logging::init(&effective.config.logging, logging::env_debug_requested()) {
+/// Runs the daemon here; `request` is what a SIGHUP reload loads again.
+fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child: bool) -> i32 {
+    let env_debug = logging::env_debug_requested();
+    let guard = match logging::init(&effective.config.logging, env_debug) {
         Ok(guard) => guard,
+        Err(e @ logging::LoggingError::BadFilter { .. }) => {
+            eprintln!("warden: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
         Err(e) => {
             eprintln!("warden: cannot set up logging: {e}");
             return EXIT_FAILURE;
         }
+    };
+    let reload = run::ReloadSource {
+        request,
+        level: Some(guard.level_control()),
+        env_debug,
     };
     if let Some(file) = &effective.config_file {
         tracing::info!("configuration read from {}", file.display());
@@ -386,7 +404,7 @@ fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let result = runtime.block_on(run::run(effective, |_daemon| {
+    let result = runtime.block_on(run::run(effective, reload, |_daemon| {
         if detached_child && let Err(e) = run::detach_stdio() {
             tracing::warn!("could not detach stdio: {e}");
         }
@@ -530,7 +548,59 @@ fn cmd_restart(args: &RestartArgs) -> i32 {
     if s.detach {
         start_detached(s, &effective)
     } else {
-        run_foreground(&effective, false)
+        run_foreground(
+            &effective,
+            request(s.host.clone(), s.port, &s.config),
+            false,
+        )
+    }
+}
+
+/// `warden reload`: SIGHUP to the verified instance of the port.
+fn cmd_reload(args: &TargetArgs) -> i32 {
+    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let probe = SysinfoProbe::new();
+    let instance = match inspect_or_report(&effective, &probe) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let port = effective.port();
+    match instance {
+        Instance::NotRunning { .. } | Instance::Stale { .. } => {
+            eprintln!(
+                "{}; nothing to reload",
+                describe_not_running(&instance, port)
+            );
+            EXIT_NOT_RUNNING
+        }
+        Instance::Unverifiable { pid_file, why, .. } => {
+            eprintln!(
+                "warden: refusing to signal anything: the PID file {} is locked, but {why}.",
+                pid_file.display()
+            );
+            EXIT_FAILURE
+        }
+        Instance::Running { process, .. } => match control::reload(&process) {
+            Ok(()) => {
+                eprintln!(
+                    "sent SIGHUP to warden (pid {}) on port {port}: it re-reads {} and logs \
+                     what it applied and what needs a restart",
+                    process.pid,
+                    effective.config_file.as_deref().map_or_else(
+                        || "its configuration".to_string(),
+                        |p| p.display().to_string()
+                    )
+                );
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("warden: {e}");
+                EXIT_FAILURE
+            }
+        },
     }
 }
 

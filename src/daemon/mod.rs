@@ -18,6 +18,7 @@ pub mod monitor;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;
+pub mod reload;
 pub mod run;
 pub mod server;
 pub mod settings;

@@ -74,7 +74,7 @@ impl Env {
         let sub = args.first().copied().unwrap_or_default();
         let takes_target = matches!(
             sub,
-            "start" | "stop" | "restart" | "status" | "health" | "doctor"
+            "start" | "stop" | "restart" | "status" | "health" | "doctor" | "reload" | "logs"
         );
         if takes_target && !args.contains(&"--port") {
             c.args(["--port", &self.port.to_string()]);
@@ -86,6 +86,9 @@ impl Env {
             .env_remove("WARDEN_STATE_DIR")
             .env_remove("WARDEN_DEBUG")
             .env_remove("CLAUDE_MPM_DEBUG")
+            .env_remove("WARDEN_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null());
         c
     }

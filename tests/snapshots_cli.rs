@@ -83,3 +83,33 @@ fn reload_log_lines() {
     .join("\n");
     snap!("reload_log_lines", lines);
 }
+
+#[test]
+fn status_when_nothing_runs_names_the_log_file() {
+    let env = Env::new();
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("status_not_running", stable(&env, &text(&out.stdout)));
+}
+
+#[test]
+fn logs_without_a_log_file() {
+    let env = Env::new();
+    let config = env.state_dir().join("socketio-config.json");
+    std::fs::write(&config, r#"{"logging": {"file": null}}"#).unwrap();
+    let out = env.run(&["logs"]);
+    assert_eq!(out.status.code(), Some(1));
+    snap!("logs_no_file", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn a_bad_warden_log_filter() {
+    let env = Env::new();
+    let out = env
+        .command(&["start", "--host", "127.0.0.1"])
+        .env("WARDEN_LOG", "warden=notalevel")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    snap!("bad_warden_log", stable(&env, &text(&out.stderr)));
+}

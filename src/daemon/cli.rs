@@ -61,6 +61,10 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// Default seconds `stop` waits after SIGTERM before SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT_SECS: f64 = 10.0;
+/// Lines `logs` prints by default.
+pub const DEFAULT_LOG_LINES: usize = 10;
+/// How often `logs -f` looks for new lines.
+pub const LOG_FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -90,6 +94,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the running daemon's /health.
     Health(TargetArgs),
+    /// Print the end of the log file (like tail).
+    Logs(LogsArgs),
     /// Diagnose the port: PID file, port owner, config; print a troubleshooting guide.
     Doctor(DoctorArgs),
     /// Validate or show the configuration.
@@ -185,6 +191,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Port of the daemon (its config names the log file).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// How many lines from the end.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = DEFAULT_LOG_LINES)]
+    pub lines: usize,
+    /// Keep printing lines as they are written (until interrupted).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -237,6 +258,7 @@ where
         Command::Reload(args) => cmd_reload(&args),
         Command::Status(args) => cmd_status(&args),
         Command::Health(args) => cmd_health(&args),
+        Command::Logs(args) => cmd_logs(&args),
         Command::Doctor(args) => cmd_doctor(&args),
         Command::Config(ConfigCommand::Check { file, profile }) => {
             cmd_config_check(&file, profile.map(Profile::from))
@@ -630,10 +652,12 @@ fn cmd_status(args: &StatusArgs) -> i32 {
         Err(code) => return code,
     };
     let port = effective.port();
+    let log_file = log_file_of(&effective).ok();
     let mut report = json!({
         "state": instance.state(),
         "port": port,
         "pid_file": instance.pid_file().display().to_string(),
+        "log_file": log_file.as_ref().map(|p| p.display().to_string()),
     });
     let code = match &instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
@@ -695,6 +719,11 @@ fn cmd_status(args: &StatusArgs) -> i32 {
     };
     if args.json {
         println!("{report}");
+    } else {
+        match &log_file {
+            Some(path) => println!("log file: {}", path.display()),
+            None => println!("log file: none (logging.file is null: stderr only)"),
+        }
     }
     code
 }
@@ -775,6 +804,64 @@ fn cmd_health(args: &TargetArgs) -> i32 {
         Err(e) => {
             eprintln!("warden on port {port} does not answer: {e}");
             EXIT_NOT_ANSWERING
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// logs
+
+/// The log file of `effective`, or the message saying why there is none.
+fn log_file_of(effective: &Effective) -> Result<PathBuf, String> {
+    match logging::resolve_log_file(&effective.config.logging) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Err(
+            "logging.file is null: warden logs to stderr only (under systemd: \
+                         `journalctl -u warden`)"
+                .to_string(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn cmd_logs(args: &LogsArgs) -> i32 {
+    use std::io::Write;
+    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let path = match log_file_of(&effective) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("warden: {why}");
+            return EXIT_FAILURE;
+        }
+    };
+    let (lines, mut offset) = match logging::tail_lines(&path, args.lines) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warden: cannot read the log file {}: {e}", path.display());
+            return EXIT_FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(&lines).and_then(|()| out.flush()).is_err() {
+        return EXIT_OK; // stdout closed (a pipe to head): nothing more to say
+    }
+    if !args.follow {
+        return EXIT_OK;
+    }
+    loop {
+        std::thread::sleep(LOG_FOLLOW_POLL);
+        match logging::read_from(&path, offset) {
+            Ok((bytes, next)) => {
+                offset = next;
+                if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                    return EXIT_OK;
+                }
+            }
+            // Rotated away for a moment: try again at the next poll.
+            Err(_) => offset = 0,
         }
     }
 }

@@ -482,6 +482,68 @@ impl tracing::field::Visit for JsonVisitor {
     }
 }
 
+/// The most `tail_lines` reads from the end of a file, whatever `n` is.
+pub const TAIL_READ_LIMIT: u64 = 8 * 1024 * 1024;
+/// Block size of the backwards read.
+const TAIL_BLOCK: u64 = 64 * 1024;
+
+/// The last `n` lines of `path` (bytes, each ending with its newline when it
+/// has one) and the file's length. Reads backwards from the end in blocks,
+/// at most [`TAIL_READ_LIMIT`] bytes: never the whole of a large file.
+pub fn tail_lines(path: &Path, n: usize) -> io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if n == 0 {
+        return Ok((Vec::new(), len));
+    }
+    let floor = len.saturating_sub(TAIL_READ_LIMIT);
+    let mut start = len;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Newlines in buf, not counting a final one that ends the last line.
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let newlines = body.iter().filter(|b| **b == b'\n').count();
+        if newlines >= n || start == floor {
+            let skip = if newlines >= n {
+                let mut seen = 0;
+                body.iter()
+                    .rposition(|b| {
+                        if *b == b'\n' {
+                            seen += 1;
+                        }
+                        seen == n
+                    })
+                    .map_or(0, |i| i + 1)
+            } else {
+                0
+            };
+            return Ok((buf.split_off(skip), len));
+        }
+        let from = start.saturating_sub(TAIL_BLOCK).max(floor);
+        let mut block = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut block)?;
+        block.extend_from_slice(&buf);
+        buf = block;
+        start = from;
+    }
+}
+
+/// What was appended to `path` since `offset`, and the new offset. A file
+/// shorter than `offset` was rotated: it is read from its start.
+pub fn read_from(path: &Path, offset: u64) -> io::Result<(Vec<u8>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let from = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(TAIL_READ_LIMIT).read_to_end(&mut bytes)?;
+    let next = from + bytes.len() as u64;
+    Ok((bytes, next))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +575,26 @@ mod tests {
             filter_for(LevelFilter::TRACE).to_string(),
             "warden=trace,trace"
         );
+    }
+
+    #[test]
+    fn tail_reads_the_last_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let (tail, len) = tail_lines(&path, 3).unwrap();
+        assert_eq!(
+            String::from_utf8(tail).unwrap(),
+            "line 99997\nline 99998\nline 99999\n"
+        );
+        assert_eq!(len, text.len() as u64);
+        std::fs::write(&path, "a\nb").unwrap();
+        assert_eq!(tail_lines(&path, 5).unwrap().0, b"a\nb");
+        assert_eq!(tail_lines(&path, 1).unwrap().0, b"b");
+        assert_eq!(tail_lines(&path, 0).unwrap().0, b"");
+        let (more, next) = read_from(&path, 2).unwrap();
+        assert_eq!((more.as_slice(), next), (&b"b"[..], 3));
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Env {
 
     /// Starts `warden start <extra>` in the foreground, stderr into a file.
     pub fn spawn(&self, extra: &[&str]) -> Daemon {
+        self.spawn_env(extra, &[])
+    }
+
+    /// [`Env::spawn`] with extra environment variables.
+    pub fn spawn_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let stderr_path = self
             .state
             .path()
@@ -109,6 +114,7 @@ impl Env {
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .spawn()

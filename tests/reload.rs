@@ -10,10 +10,22 @@ use daemon_common::*;
 use serde_json::{Value, json};
 
 fn write_config(env: &Env, memory_mb: u64, max_payload_bytes: u64) -> std::path::PathBuf {
+    write_config_with(env, memory_mb, max_payload_bytes, 1)
+}
+
+fn write_config_with(
+    env: &Env,
+    memory_mb: u64,
+    max_payload_bytes: u64,
+    check_interval: u64,
+) -> std::path::PathBuf {
     let path = env.state_dir().join("socketio-config.json");
     let body = json!({
         "server": { "max_payload_bytes": max_payload_bytes },
-        "health_monitoring": { "check_interval": 1, "thresholds": { "memory_mb": memory_mb } },
+        "health_monitoring": {
+            "check_interval": check_interval,
+            "thresholds": { "memory_mb": memory_mb },
+        },
     });
     std::fs::write(&path, body.to_string()).unwrap();
     path
@@ -43,8 +55,9 @@ fn sighup_does_not_kill_and_a_changed_threshold_is_applied() {
     );
     assert_eq!(env.http_get("/status").0, 200);
 
-    // A threshold (live) and a server limit (needs a restart) change.
-    write_config(&env, 600, 2_000_000);
+    // A threshold and the interval (live) and a server limit (needs a
+    // restart) change.
+    write_config_with(&env, 600, 2_000_000, 2);
     let out = env.run(&["reload"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
@@ -55,9 +68,18 @@ fn sighup_does_not_kill_and_a_changed_threshold_is_applied() {
     wait_until("the new threshold in /diagnostics", || {
         config_section(&env)["thresholds"]["memory_mb"] == 600
     });
-    env.wait_log(&["applied health_monitoring.thresholds.memory_mb; \
-         needs a restart to take effect: server.max_payload_bytes"]);
+    env.wait_log(&[
+        "applied health_monitoring.check_interval, health_monitoring.thresholds.memory_mb; \
+         needs a restart to take effect: server.max_payload_bytes",
+    ]);
     assert_eq!(config_section(&env)["reloads"], 1);
+    assert_eq!(config_section(&env)["check_interval_seconds"], 2.0);
+    let (_, body) = env.http_get("/diagnostics");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["health_monitor"]["check_interval_seconds"], 2.0,
+        "the monitor's own"
+    );
 
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0), "{}", daemon.stderr());

@@ -10,7 +10,8 @@ use daemon_common::*;
 fn stable(env: &Env, text: &str) -> String {
     text.replace(&env.state_dir().display().to_string(), "[STATE]")
         .replace(&env.home.path().display().to_string(), "[HOME]")
-        .replace(&env.port.to_string(), "[PORT]")
+        .replace(&format!("port {}", env.port), "port [PORT]")
+        .replace(&format!("-{}.pid", env.port), "-[PORT].pid")
 }
 
 macro_rules! snap {
@@ -112,4 +113,18 @@ fn a_bad_warden_log_filter() {
         .unwrap();
     assert_eq!(out.status.code(), Some(EXIT_CONFIG));
     snap!("bad_warden_log", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn reload_of_a_running_daemon() {
+    let env = Env::new();
+    std::fs::write(env.state_dir().join("socketio-config.json"), "{}").unwrap();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let out = env.run(&["reload"]);
+    assert_eq!(out.status.code(), Some(0));
+    snap!("reload_sent", stable(&env, &text(&out.stderr)));
+    env.wait_log(&["received SIGHUP"]);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
 }

@@ -46,7 +46,10 @@ fn the_unit_says_what_an_operator_needs() {
     assert!(start.contains("--state-dir /var/lib/warden"), "{start}");
     let stop = value(&text, "ExecStop").unwrap();
     assert!(stop.contains("--state-dir /var/lib/warden"), "{stop}");
-    assert!(value(&text, "ExecReload").is_some(), "systemctl reload works");
+    assert!(
+        value(&text, "ExecReload").is_some(),
+        "systemctl reload works"
+    );
     assert!(
         !text.contains("RUST_LOG=") || text.contains("WARDEN_LOG="),
         "the filter variable warden reads"

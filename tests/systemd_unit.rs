@@ -50,9 +50,18 @@ fn the_unit_says_what_an_operator_needs() {
         value(&text, "ExecReload").is_some(),
         "systemctl reload works"
     );
+    let environment: Vec<String> = directives(&text)
+        .into_iter()
+        .filter(|(k, _)| k == "Environment")
+        .map(|(_, v)| v)
+        .collect();
     assert!(
-        !text.contains("RUST_LOG=") || text.contains("WARDEN_LOG="),
-        "the filter variable warden reads"
+        environment.iter().all(|v| !v.contains("RUST_LOG")),
+        "RUST_LOG is only a fallback: the unit sets WARDEN_LOG"
+    );
+    assert!(
+        environment.iter().any(|v| v.starts_with("WARDEN_LOG=")),
+        "{environment:?}"
     );
     assert_eq!(
         value(&text, "Documentation"),

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         axum::Router::new(),
     )?;
     let handle = server::serve_tcp(listener, app, &hub);
-    let (checkers, _, target) = checkers(
+    let (checkers, _, target, _) = checkers(
         &cfg,
         &hub,
         std::process::id(),

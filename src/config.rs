@@ -466,6 +466,19 @@ pub struct LoggingConfig {
     /// Rotated files kept (`.1` newest ... `.N` oldest).
     #[serde(deserialize_with = "de_u32_in::<_, 1, 100>")]
     pub backup_count: u32,
+    /// `text` (human lines) or `json` (one JSON object a line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written (`logging.format`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `<time> <LEVEL> <target>: <message> <fields>`.
+    #[default]
+    Text,
+    /// `{"timestamp", "level", "target", "message", "fields"}` per line.
+    Json,
 }
 
 /// Cluster mode: several warden nodes sharing one hub through Redis. Off
@@ -756,6 +769,7 @@ impl Default for LoggingConfig {
             file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             max_size_mb: 50,
             backup_count: 5,
+            format: LogFormat::Text,
         }
     }
 }

@@ -2,9 +2,12 @@
 //! loopback port, persistence off) and two or three real `warden` processes
 //! against it, with real Socket.IO clients on each node.
 //!
-//! `redis-server` must be on the PATH (Debian package `redis-server`; `.ci/run`
-//! installs it). Without it these tests fail and say so, unless
-//! `WARDEN_SKIP_REDIS_TESTS=1` asks to skip them knowingly.
+//! `redis-server` must be on the PATH (Debian package `redis-server`;
+//! `scripts/test` installs it). Without it these tests fail and say how to
+//! install it, unless `WARDEN_SKIP_REDIS_TESTS=1` asks to skip them knowingly:
+//! each then prints `SKIPPED` on the terminal (written past the test
+//! harness's output capture, so it shows even though the test passes; stable
+//! Rust has no way for a test to report itself skipped at run time).
 
 mod daemon_common;
 mod hub_common;
@@ -35,7 +38,7 @@ impl Redis {
     /// [`Redis::start`] with extra `redis-server` arguments.
     fn start_with(extra: &[&str]) -> Option<Redis> {
         if std::env::var("WARDEN_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
-            eprintln!("WARDEN_SKIP_REDIS_TESTS=1: cluster tests skipped");
+            report_skipped();
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -86,8 +89,10 @@ impl Redis {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot run redis-server ({e}): install it (Debian: apt-get install \
-                     redis-server) or set WARDEN_SKIP_REDIS_TESTS=1 to skip the cluster tests"
+                    "cannot run redis-server ({e}): the cluster tests need it. Run the tests \
+                     with `scripts/test` (installs it), or install it yourself (Debian: \
+                     apt-get install redis-server), or set WARDEN_SKIP_REDIS_TESTS=1 to skip \
+                     the cluster tests knowingly"
                 )
             });
         self.child = Some(child);
@@ -110,6 +115,22 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Says loudly that this test did not run. `eprintln!` would be captured by
+/// the test harness and never shown for a passing test, so this writes to the
+/// process's stderr directly.
+fn report_skipped() {
+    use std::io::Write;
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a cluster test")
+        .to_string();
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n*** SKIPPED {test}: WARDEN_SKIP_REDIS_TESTS=1 (it needs redis-server; \
+         `scripts/test` installs it) ***"
+    );
 }
 
 /// One warden node: its world, its process.

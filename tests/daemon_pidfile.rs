@@ -93,14 +93,9 @@ fn a_pid_file_naming_a_live_unrelated_process_is_treated_as_reused() {
     });
     std::fs::write(env.pid_file(), record.to_string()).unwrap();
 
-    // stop must never signal it.
+    // stop must never signal it: the file is stale, nothing to stop.
     let out = env.run(&["stop"]);
-    assert_eq!(
-        out.status.code(),
-        Some(EXIT_NOT_RUNNING),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         sleeper.try_wait().unwrap().is_none(),
         "stop signalled an unrelated process"

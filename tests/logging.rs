@@ -100,6 +100,7 @@ fn init_writes_tracing_events_to_the_file_with_debug_forced() {
         file: Some(path.clone()),
         max_size_mb: 1,
         backup_count: 2,
+        ..LoggingConfig::default()
     };
     let guard = init(&cfg, true).unwrap();
     assert_eq!(guard.file(), Some(path.as_path()));

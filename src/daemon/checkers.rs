@@ -124,7 +124,8 @@ pub struct ProcessSample {
 pub struct ProcessResourceChecker {
     pid: u32,
     probe: Arc<dyn ProcessProbe>,
-    thresholds: ResourceThresholds,
+    /// Read at each check: a config reload changes it in place.
+    thresholds: Arc<RwLock<ResourceThresholds>>,
     cores: usize,
     latest: Arc<RwLock<Option<ProcessSample>>>,
 }
@@ -140,10 +141,16 @@ impl ProcessResourceChecker {
         ProcessResourceChecker {
             pid,
             probe,
-            thresholds,
+            thresholds: Arc::new(RwLock::new(thresholds)),
             cores: cores.max(1),
             latest: Arc::new(RwLock::new(None)),
         }
+    }
+
+    /// The thresholds the next checks judge by; writing them changes the
+    /// running checker (config reload).
+    pub fn thresholds_handle(&self) -> Arc<RwLock<ResourceThresholds>> {
+        Arc::clone(&self.thresholds)
     }
 
     /// The sample of the latest successful check (shared with the endpoints).
@@ -211,7 +218,11 @@ impl Checker for ProcessResourceChecker {
                 );
             }
         };
-        let t = &self.thresholds;
+        let t = self
+            .thresholds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let cpu = f64::from(snapshot.cpu_percent);
         let mut metrics = vec![
             thresholded("cpu_percent", cpu, t.cpu_percent, "%"),
@@ -482,7 +493,8 @@ pub const MIN_OPERATIONS_FOR_ERROR_RATE: u64 = 10;
 /// operations. Dropped events and idleness are reported, never judged.
 pub struct ServiceHealthChecker {
     stats: Arc<dyn StatsSource>,
-    thresholds: ServiceThresholds,
+    /// Read at each check: a config reload changes it in place.
+    thresholds: Arc<RwLock<ServiceThresholds>>,
     previous: Mutex<Option<(Moment, ServiceStatsSnapshot)>>,
 }
 
@@ -490,9 +502,14 @@ impl ServiceHealthChecker {
     pub fn new(stats: Arc<dyn StatsSource>, thresholds: ServiceThresholds) -> Self {
         ServiceHealthChecker {
             stats,
-            thresholds,
+            thresholds: Arc::new(RwLock::new(thresholds)),
             previous: Mutex::new(None),
         }
+    }
+
+    /// The thresholds the next checks judge by (config reload writes them).
+    pub fn thresholds_handle(&self) -> Arc<RwLock<ServiceThresholds>> {
+        Arc::clone(&self.thresholds)
     }
 }
 
@@ -528,7 +545,11 @@ impl Checker for ServiceHealthChecker {
         let events = now.events_processed.saturating_sub(before.events_processed);
         let errors = now.errors.saturating_sub(before.errors);
         let dropped = now.events_dropped.saturating_sub(before.events_dropped);
-        let t = &self.thresholds;
+        let t = self
+            .thresholds
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
 
         let mut metrics = vec![thresholded(
             "clients_connected",

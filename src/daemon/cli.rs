@@ -33,8 +33,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
 /// Bad command-line usage (clap's own code).
 pub const EXIT_USAGE: i32 = 2;
-/// `stop`, `status`, `health`: no warden runs on that port (no PID file, or a
-/// stale one).
+/// `status`, `health`: no warden runs on that port (no PID file, or a stale
+/// one). `stop` then succeeds (0), like `systemctl stop`.
 pub const EXIT_NOT_RUNNING: i32 = 3;
 /// `status`, `health`: the warden runs (its PID file is locked) but does not
 /// answer over HTTP.
@@ -58,6 +58,10 @@ pub const EXIT_CONFIG: i32 = 78;
 
 /// Default seconds `stop` waits after SIGTERM before SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT_SECS: f64 = 10.0;
+/// Lines `logs` prints by default.
+pub const DEFAULT_LOG_LINES: usize = 10;
+/// How often `logs -f` looks for new lines.
+pub const LOG_FOLLOW_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,10 +85,14 @@ pub enum Command {
     Stop(StopArgs),
     /// Stop the daemon if it runs, then start it with the given flags.
     Restart(RestartArgs),
+    /// Make the running daemon re-read its configuration (SIGHUP).
+    Reload(TargetArgs),
     /// Whether a daemon runs on the port, and what it says about itself.
     Status(StatusArgs),
     /// The running daemon's health: a summary per checker (`--json`: /health as is).
     Health(StatusArgs),
+    /// Print the end of the log file (like tail).
+    Logs(LogsArgs),
     /// Diagnose the port: PID file, port owner, config; print a troubleshooting guide.
     Doctor(DoctorArgs),
     /// Validate or show the configuration.
@@ -182,6 +190,21 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Port of the daemon (its config names the log file).
+    #[arg(long)]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// How many lines from the end.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = DEFAULT_LOG_LINES)]
+    pub lines: usize,
+    /// Keep printing lines as they are written (until interrupted).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -231,8 +254,10 @@ where
         Command::Start(args) => cmd_start(&args),
         Command::Stop(args) => cmd_stop(&args),
         Command::Restart(args) => cmd_restart(&args),
+        Command::Reload(args) => cmd_reload(&args),
         Command::Status(args) => cmd_status(&args),
         Command::Health(args) => cmd_health(&args),
+        Command::Logs(args) => cmd_logs(&args),
         Command::Doctor(args) => cmd_doctor(&args),
         Command::Config(ConfigCommand::Check { file, profile }) => {
             cmd_config_check(&file, profile.map(Profile::from))
@@ -284,7 +309,11 @@ fn cmd_start(args: &StartArgs) -> i32 {
     if args.detach && !args.detached_child {
         return start_detached(args, &effective);
     }
-    run_foreground(&effective, args.detached_child)
+    run_foreground(
+        &effective,
+        request(args.host.clone(), args.port, &args.config),
+        args.detached_child,
+    )
 }
 
 /// The arguments the detached child runs with: the same flags, plus the
@@ -357,9 +386,15 @@ fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
     }
 }
 
-fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
-    let guard = match logging::init(&effective.config.logging, logging::env_debug_requested()) {
+/// Runs the daemon here; `request` is what a SIGHUP reload loads again.
+fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child: bool) -> i32 {
+    let env_debug = logging::env_debug_requested();
+    let guard = match logging::init(&effective.config.logging, env_debug) {
         Ok(guard) => guard,
+        Err(e @ logging::LoggingError::BadFilter { .. }) => {
+            eprintln!("warden: configuration error: {e}");
+            return EXIT_CONFIG;
+        }
         Err(e) => {
             eprintln!("warden: cannot set up logging: {e}");
             return match e {
@@ -369,6 +404,11 @@ fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
                 _ => EXIT_FAILURE,
             };
         }
+    };
+    let reload = run::ReloadSource {
+        request,
+        level: Some(guard.level_control()),
+        env_debug,
     };
     if let Some(file) = &effective.config_file {
         tracing::info!("configuration read from {}", file.display());
@@ -384,7 +424,7 @@ fn run_foreground(effective: &Effective, detached_child: bool) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    let result = runtime.block_on(run::run(effective, |_daemon| {
+    let result = runtime.block_on(run::run(effective, reload, |_daemon| {
         if detached_child && let Err(e) = run::detach_stdio() {
             tracing::warn!("could not detach stdio: {e}");
         }
@@ -455,13 +495,16 @@ fn describe_not_running(instance: &Instance, port: u16) -> String {
 }
 
 /// Stops the instance of `effective`'s port. `Ok(true)` when one was stopped,
-/// `Ok(false)` when none ran.
+/// `Ok(false)` when none ran (said on stderr: nothing to stop).
 fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> {
     let probe = SysinfoProbe::new();
     let instance = inspect_or_report(effective, &probe)?;
     match instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
-            eprintln!("{}", describe_not_running(&instance, effective.port()));
+            eprintln!(
+                "{}; nothing to stop",
+                describe_not_running(&instance, effective.port())
+            );
             Ok(false)
         }
         Instance::Unverifiable { pid_file, why, .. } => {
@@ -503,9 +546,10 @@ fn cmd_stop(args: &StopArgs) -> i32 {
         Ok(t) => t,
         Err(code) => return code,
     };
+    // Stopping a stopped service succeeds, as `systemctl stop` and LSB init
+    // scripts do: the wanted state (not running) holds.
     match stop_instance(&effective, timeout) {
-        Ok(true) => EXIT_OK,
-        Ok(false) => EXIT_NOT_RUNNING,
+        Ok(_) => EXIT_OK,
         Err(code) => code,
     }
 }
@@ -526,7 +570,59 @@ fn cmd_restart(args: &RestartArgs) -> i32 {
     if s.detach {
         start_detached(s, &effective)
     } else {
-        run_foreground(&effective, false)
+        run_foreground(
+            &effective,
+            request(s.host.clone(), s.port, &s.config),
+            false,
+        )
+    }
+}
+
+/// `warden reload`: SIGHUP to the verified instance of the port.
+fn cmd_reload(args: &TargetArgs) -> i32 {
+    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let probe = SysinfoProbe::new();
+    let instance = match inspect_or_report(&effective, &probe) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let port = effective.port();
+    match instance {
+        Instance::NotRunning { .. } | Instance::Stale { .. } => {
+            eprintln!(
+                "{}; nothing to reload",
+                describe_not_running(&instance, port)
+            );
+            EXIT_NOT_RUNNING
+        }
+        Instance::Unverifiable { pid_file, why, .. } => {
+            eprintln!(
+                "warden: refusing to signal anything: the PID file {} is locked, but {why}.",
+                pid_file.display()
+            );
+            EXIT_FAILURE
+        }
+        Instance::Running { process, .. } => match control::reload(&process) {
+            Ok(()) => {
+                eprintln!(
+                    "sent SIGHUP to warden (pid {}) on port {port}: it re-reads {} and logs \
+                     what it applied and what needs a restart",
+                    process.pid,
+                    effective.config_file.as_deref().map_or_else(
+                        || "its configuration".to_string(),
+                        |p| p.display().to_string()
+                    )
+                );
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("warden: {e}");
+                EXIT_FAILURE
+            }
+        },
     }
 }
 
@@ -556,10 +652,12 @@ fn cmd_status(args: &StatusArgs) -> i32 {
         Err(code) => return code,
     };
     let port = effective.port();
+    let log_file = log_file_of(&effective).ok();
     let mut report = json!({
         "state": instance.state(),
         "port": port,
         "pid_file": instance.pid_file().display().to_string(),
+        "log_file": log_file.as_ref().map(|p| p.display().to_string()),
     });
     let code = match &instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
@@ -621,6 +719,11 @@ fn cmd_status(args: &StatusArgs) -> i32 {
     };
     if args.json {
         println!("{report}");
+    } else {
+        match &log_file {
+            Some(path) => println!("log file: {}", path.display()),
+            None => println!("log file: none (logging.file is null: stderr only)"),
+        }
     }
     code
 }
@@ -712,6 +815,64 @@ fn cmd_health(args: &StatusArgs) -> i32 {
         200..=299 => EXIT_OK,
         503 => EXIT_UNHEALTHY,
         _ => EXIT_FAILURE,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// logs
+
+/// The log file of `effective`, or the message saying why there is none.
+fn log_file_of(effective: &Effective) -> Result<PathBuf, String> {
+    match logging::resolve_log_file(&effective.config.logging) {
+        Ok(Some(path)) => Ok(path),
+        Ok(None) => Err(
+            "logging.file is null: warden logs to stderr only (under systemd: \
+                         `journalctl -u warden`)"
+                .to_string(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn cmd_logs(args: &LogsArgs) -> i32 {
+    use std::io::Write;
+    let effective = match load_or_report(&request(None, args.port, &args.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let path = match log_file_of(&effective) {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("warden: {why}");
+            return EXIT_FAILURE;
+        }
+    };
+    let (lines, mut offset) = match logging::tail_lines(&path, args.lines) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warden: cannot read the log file {}: {e}", path.display());
+            return EXIT_FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if out.write_all(&lines).and_then(|()| out.flush()).is_err() {
+        return EXIT_OK; // stdout closed (a pipe to head): nothing more to say
+    }
+    if !args.follow {
+        return EXIT_OK;
+    }
+    loop {
+        std::thread::sleep(LOG_FOLLOW_POLL);
+        match logging::read_from(&path, offset) {
+            Ok((bytes, next)) => {
+                offset = next;
+                if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                    return EXIT_OK;
+                }
+            }
+            // Rotated away for a moment: try again at the next poll.
+            Err(_) => offset = 0,
+        }
     }
 }
 

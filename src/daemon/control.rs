@@ -288,6 +288,12 @@ pub fn stop(
     }
 }
 
+/// Sends SIGHUP (reload the configuration) to the verified instance
+/// `process` (from [`inspect`]'s `Running`, as for [`stop`]).
+pub fn reload(process: &ProcessSnapshot) -> Result<(), StopError> {
+    signal(process.pid, libc::SIGHUP)
+}
+
 /// True once `process` has exited (gone, zombie, or its pid reused).
 fn wait_gone(process: &ProcessSnapshot, timeout: Duration, probe: &dyn ProcessProbe) -> bool {
     let deadline = Instant::now() + timeout;

@@ -38,6 +38,7 @@ use crate::daemon::recovery::{
     self, ActionFuture, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError,
     RouterFactory, ServiceControl, ServiceSettings, StopReason, WeakService,
 };
+use crate::daemon::reload::LiveSettings;
 use crate::daemon::run::DaemonControl;
 use crate::daemon::server::ShutdownReport;
 use crate::daemon::sysprobe::SysinfoProbe;
@@ -78,6 +79,8 @@ pub struct Prepared {
     pub recovery: Arc<RecoveryManager>,
     pub endpoints: Arc<HealthEndpoints>,
     pub alerts: Option<Arc<Alerter>>,
+    /// What a config reload changes in the running checks.
+    pub live: LiveSettings,
     target: TargetSetter,
     control: Arc<LateControl>,
     monitoring_enabled: bool,
@@ -96,13 +99,19 @@ pub fn monitor_settings(cfg: &WardenConfig) -> MonitorSettings {
 }
 
 /// The three checkers of the seed for the process `pid`; the network
-/// checker's address is set through the returned [`TargetSetter`].
+/// checker's address is set through the returned [`TargetSetter`]; the
+/// thresholds' handles let a config reload change them.
 pub fn checkers<A: Adapter>(
     cfg: &WardenConfig,
     hub: &Hub<A>,
     pid: u32,
     probe: Arc<dyn ProcessProbe>,
-) -> (Vec<Arc<dyn Checker>>, SampleHandle, TargetSetter) {
+) -> (
+    Vec<Arc<dyn Checker>>,
+    SampleHandle,
+    TargetSetter,
+    ThresholdHandles,
+) {
     let t = &cfg.health_monitoring.thresholds;
     let process = ProcessResourceChecker::new(
         pid,
@@ -125,11 +134,22 @@ pub fn checkers<A: Adapter>(
             max_error_rate: t.error_rate,
         },
     );
+    let handles = ThresholdHandles {
+        resource: process.thresholds_handle(),
+        service: service.thresholds_handle(),
+    };
     (
         vec![Arc::new(process), Arc::new(network), Arc::new(service)],
         samples,
         target,
+        handles,
     )
+}
+
+/// Where the running checkers read their thresholds.
+pub struct ThresholdHandles {
+    pub resource: Arc<std::sync::RwLock<ResourceThresholds>>,
+    pub service: Arc<std::sync::RwLock<ServiceThresholds>>,
 }
 
 impl Prepared {
@@ -162,7 +182,7 @@ impl Prepared {
     ) -> Result<Prepared, HealingError> {
         let pid = std::process::id();
         let clock = Arc::clone(hub.clock());
-        let (mut checkers, samples, target) = checkers(cfg, hub, pid, probe);
+        let (mut checkers, samples, target, thresholds) = checkers(cfg, hub, pid, probe);
         if let Some(cluster) = &cluster {
             checkers.push(Arc::new(DependencyChecker::new(Arc::new(cluster.clone()))));
         }
@@ -171,6 +191,12 @@ impl Prepared {
             cfg.health_monitoring.enabled,
             Arc::clone(&clock),
             checkers,
+        );
+        let live = LiveSettings::new(
+            cfg,
+            thresholds.resource,
+            thresholds.service,
+            monitor.clone(),
         );
         let control = Arc::new(LateControl::default());
         let recovery = RecoveryManager::new(
@@ -215,6 +241,7 @@ impl Prepared {
             recovery: Arc::clone(&recovery),
             service: Arc::clone(&control) as Arc<dyn ServiceControl>,
             process: samples,
+            live: Some(live.clone()),
             info: ServerInfo {
                 version: hub.settings().version.clone(),
                 pid,
@@ -228,6 +255,7 @@ impl Prepared {
             recovery,
             endpoints,
             alerts,
+            live,
             target,
             control,
             monitoring_enabled: cfg.health_monitoring.enabled,
@@ -318,6 +346,9 @@ impl Healing {
     pub async fn shutdown(self) -> Option<ShutdownReport> {
         systemd::notify_stopping();
         self.stop_monitor.cancel();
+        // The action that asked for this stop (an emergency stop) is
+        // recorded and told to the alerts before the manager goes.
+        self.recovery.settle(Duration::from_secs(1)).await;
         for task in &self.tasks {
             task.abort();
         }

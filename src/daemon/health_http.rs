@@ -9,7 +9,9 @@
 //!   blind probe into an outage; readiness is `/readyz`'s job.
 //! - `GET /diagnostics`: server_info, health_monitor (with the aggregated
 //!   window), recovery_manager (breaker state and status, counts, recent
-//!   events, strategy rung), process_info, latest_report.
+//!   events, strategy rung), process_info, latest_report, and `config`: the
+//!   thresholds, interval, window and log level in force (changed by a
+//!   SIGHUP reload, see `reload`).
 //! - `GET /metrics`: OpenMetrics text (see `metrics`).
 //! - `GET /livez`: 200 whenever the daemon can answer at all.
 //! - `GET /readyz`: 503 while the circuit breaker blocks recovery (open or
@@ -38,6 +40,7 @@ use crate::daemon::hub::HubStatus;
 use crate::daemon::metrics::{self, MetricsInputs};
 use crate::daemon::monitor::HealthMonitor;
 use crate::daemon::recovery::{RecoveryManager, ServiceControl};
+use crate::daemon::reload::LiveSettings;
 use crate::health::HealthStatus;
 use crate::time::WallTime;
 
@@ -94,6 +97,8 @@ pub struct HealthEndpoints {
     /// Serving state (draining, restarts), for `/readyz` and `/diagnostics`.
     pub service: Arc<dyn ServiceControl>,
     pub process: SampleHandle,
+    /// The configuration in force, for `/diagnostics`' `config` section.
+    pub live: Option<LiveSettings>,
     pub info: ServerInfo,
 }
 
@@ -208,6 +213,7 @@ async fn diagnostics(
         "process_info": process_info,
         "service_stats": e.hub.stats_snapshot(),
         "latest_report": e.monitor.latest(),
+        "config": e.live.as_ref().map(LiveSettings::to_json),
         "cluster": match &e.cluster {
             Some(cluster) => json!({ "enabled": true, "state": cluster.snapshot() }),
             None => json!({ "enabled": false }),

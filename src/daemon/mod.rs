@@ -22,6 +22,7 @@ pub mod netif;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;
+pub mod reload;
 pub mod run;
 pub mod server;
 pub mod settings;

@@ -18,7 +18,7 @@
 //! report (`recovery`), how a window is folded (`crate::health`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -102,7 +102,11 @@ struct State {
 }
 
 struct Inner {
-    settings: MonitorSettings,
+    /// `check_interval` and `aggregation_window` change on a config reload
+    /// ([`HealthMonitor::set_timing`]); the rest is fixed at start.
+    settings: RwLock<MonitorSettings>,
+    /// Wakes the run loop when the interval changed.
+    timing_changed: tokio::sync::Notify,
     enabled: bool,
     clock: Arc<dyn Clock>,
     slots: Vec<Slot>,
@@ -133,7 +137,8 @@ impl HealthMonitor {
         let history = HealthHistory::new(settings.history_size);
         HealthMonitor {
             inner: Arc::new(Inner {
-                settings,
+                settings: RwLock::new(settings),
+                timing_changed: tokio::sync::Notify::new(),
                 enabled,
                 clock,
                 slots: checkers
@@ -154,8 +159,28 @@ impl HealthMonitor {
         }
     }
 
-    pub fn settings(&self) -> &MonitorSettings {
-        &self.inner.settings
+    pub fn settings(&self) -> MonitorSettings {
+        self.inner
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the interval between cycles (from the next one on: a shorter
+    /// interval takes effect at once) and the aggregation window of the
+    /// status (config reload).
+    pub fn set_timing(&self, check_interval: Duration, aggregation_window: Duration) {
+        {
+            let mut s = self
+                .inner
+                .settings
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            s.check_interval = check_interval;
+            s.aggregation_window = aggregation_window;
+        }
+        self.inner.timing_changed.notify_one();
     }
 
     pub fn enabled(&self) -> bool {
@@ -177,7 +202,7 @@ impl HealthMonitor {
 
         let clock = &self.inner.clock;
         let (at, wall) = (clock.now(), clock.wall());
-        let timeout = self.inner.settings.check_timeout;
+        let timeout = self.settings().check_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pending = Vec::with_capacity(self.inner.slots.len());
         for slot in &self.inner.slots {
@@ -307,12 +332,13 @@ impl HealthMonitor {
 
     /// The monitor's status, aggregated over the configured window.
     pub fn status(&self) -> MonitorStatus {
-        self.status_over(self.inner.settings.aggregation_window)
+        self.status_over(self.settings().aggregation_window)
     }
 
     /// The monitor's status with the history aggregated over `window`
     /// (`/diagnostics?window_seconds=`).
     pub fn status_over(&self, window: Duration) -> MonitorStatus {
+        let settings = self.settings();
         let aggregated = self.aggregated(window);
         let state = lock(&self.inner.state);
         MonitorStatus {
@@ -324,7 +350,7 @@ impl HealthMonitor {
                 .map_or(HealthStatus::Unknown, |r| r.overall_status),
             checks_performed: state.checks_performed,
             checks_failed: state.checks_failed,
-            check_interval_seconds: self.inner.settings.check_interval.as_secs_f64(),
+            check_interval_seconds: settings.check_interval.as_secs_f64(),
             history_size: state.history.capacity(),
             history_len: state.history.len(),
             aggregated,
@@ -341,9 +367,9 @@ impl HealthMonitor {
             stop.cancelled().await;
             return;
         }
-        let interval = self.inner.settings.check_interval;
-        let allowed_age = interval + self.inner.settings.check_timeout;
+        let mut interval = self.settings().check_interval;
         let mut next_check = tokio::time::Instant::now();
+        let mut last_started = next_check;
         let mut last_completed: Option<tokio::time::Instant> = None;
         let mut next_ping = tokio::time::Instant::now();
         loop {
@@ -354,10 +380,16 @@ impl HealthMonitor {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
+                () = self.inner.timing_changed.notified() => {
+                    interval = self.settings().check_interval;
+                    next_check = last_started + interval;
+                    continue;
+                }
                 () = tokio::time::sleep_until(wake) => {}
             }
             let now = tokio::time::Instant::now();
             if now >= next_check {
+                last_started = now;
                 self.run_cycle().await;
                 last_completed = Some(tokio::time::Instant::now());
                 next_check = now + interval;
@@ -365,6 +397,7 @@ impl HealthMonitor {
             if let Some(dog) = &watchdog {
                 let now = tokio::time::Instant::now();
                 if now >= next_ping {
+                    let allowed_age = interval + self.settings().check_timeout;
                     if last_completed.is_some_and(|t| now.duration_since(t) <= allowed_age) {
                         dog.ping();
                     }

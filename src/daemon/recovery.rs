@@ -646,6 +646,9 @@ pub struct RecoveryManager {
     actions: Arc<dyn RecoveryActions>,
     state: Mutex<State>,
     busy: AtomicBool,
+    /// True from an action's start until its event is recorded and told to
+    /// the listeners (`busy` clears earlier, when the action returns).
+    acting: AtomicBool,
     queue_tx: mpsc::Sender<HealthReport>,
     queue_rx: tokio::sync::Mutex<mpsc::Receiver<HealthReport>>,
 }
@@ -679,6 +682,7 @@ impl RecoveryManager {
             clock,
             actions,
             busy: AtomicBool::new(false),
+            acting: AtomicBool::new(false),
             queue_tx,
             queue_rx: tokio::sync::Mutex::new(queue_rx),
         }))
@@ -686,6 +690,16 @@ impl RecoveryManager {
 
     pub fn enabled(&self) -> bool {
         self.settings.enabled
+    }
+
+    /// Waits, at most `max`, for an action under way to be recorded and told
+    /// to the listeners: the shutdown calls it before it stops the manager,
+    /// so the emergency stop that caused the shutdown is not lost.
+    pub async fn settle(&self, max: Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.acting.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Registers `listener` for every recovery event recorded from now on.
@@ -788,6 +802,7 @@ impl RecoveryManager {
         };
 
         self.busy.store(true, Ordering::Release);
+        self.acting.store(true, Ordering::Release);
         tracing::warn!(
             action = %action,
             health_status = %report.overall_status,
@@ -869,6 +884,7 @@ impl RecoveryManager {
         for listener in listeners {
             listener(&event);
         }
+        self.acting.store(false, Ordering::Release);
         Some(event)
     }
 

@@ -12,7 +12,9 @@
 //!    owner where the OS tells, and our PID file is released (removed);
 //! 5. the hub serves until SIGTERM/SIGINT or an emergency stop; then every
 //!    transport is closed (clients see "transport close"), the PID file is
-//!    removed and the process exits.
+//!    removed and the process exits. SIGHUP never stops it: it reloads the
+//!    configuration (see `reload`), its handler installed before anything
+//!    else so that a SIGHUP during startup is not fatal either.
 //!
 //! [`Daemon`] holds the parts that live as long as the process: the hub, the
 //! serving generation, the PID guard and the services merged into the router
@@ -41,10 +43,12 @@ use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
 use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
+use crate::daemon::logging::LevelControl;
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
+use crate::daemon::reload::Reloader;
 use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport, ShutdownSignal};
-use crate::daemon::settings::Effective;
+use crate::daemon::settings::{ConfigRequest, Effective};
 use crate::daemon::sysprobe::SysinfoProbe;
 use crate::errors::{
     ConflictingProcess, DaemonConflictError, PortConflictError, PortHolder, log_markers,
@@ -230,6 +234,34 @@ pub struct Daemon<A: HubAdapter = LocalAdapter> {
     state: Arc<ServingState>,
     /// Set once the PID file was found replaced, so it is reported once.
     pid_file_lost: bool,
+    /// SIGHUP, and what it reloads (see [`Daemon::reload_on_hangup`]).
+    hangup: Option<tokio::signal::unix::Signal>,
+    reloader: Option<Reloader>,
+}
+
+/// What a SIGHUP reload reads again: the original invocation's request, and
+/// the logging level control.
+#[derive(Clone, Debug, Default)]
+pub struct ReloadSource {
+    pub request: ConfigRequest,
+    pub level: Option<LevelControl>,
+    /// `WARDEN_DEBUG` asked for debug at start (kept across reloads).
+    pub env_debug: bool,
+}
+
+/// Registers the SIGHUP handler (replacing the default action, which ends
+/// the process).
+pub fn install_hangup() -> io::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+}
+
+/// The next SIGHUP, or never when none is registered.
+async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangup {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl<A: HubAdapter> std::fmt::Debug for Daemon<A> {
@@ -383,7 +415,36 @@ impl<A: HubAdapter> Daemon<A> {
             control_rx,
             state: Arc::new(ServingState::default()),
             pid_file_lost: false,
+            hangup: None,
+            reloader: None,
         })
+    }
+
+    /// From now on, SIGHUP (`hangup`, from [`install_hangup`]) runs
+    /// `reloader` and logs what it did; without a reloader SIGHUP is logged
+    /// and ignored.
+    pub fn reload_on_hangup(
+        &mut self,
+        hangup: tokio::signal::unix::Signal,
+        reloader: Option<Reloader>,
+    ) {
+        self.hangup = Some(hangup);
+        self.reloader = reloader;
+    }
+
+    fn on_hangup(&mut self) {
+        match &mut self.reloader {
+            Some(reloader) => {
+                let outcome = reloader.reload();
+                match outcome {
+                    crate::daemon::reload::ReloadOutcome::Refused { .. } => {
+                        tracing::error!("received SIGHUP: {}", outcome.describe());
+                    }
+                    _ => tracing::info!("received SIGHUP: {}", outcome.describe()),
+                }
+            }
+            None => tracing::warn!("received SIGHUP: no configuration to reload; ignored"),
+        }
     }
 
     pub fn hub(&self) -> &Hub<A> {
@@ -498,6 +559,7 @@ impl<A: HubAdapter> Daemon<A> {
                         return DaemonExit::EmergencyStop { reason };
                     }
                 },
+                Some(()) = next_hangup(&mut self.hangup) => self.on_hangup(),
                 _ = tick.tick() => self.self_check().await,
             }
         }
@@ -624,10 +686,14 @@ pub async fn bind_exclusive(host: &str, port: u16) -> Result<tokio::net::TcpList
 /// `cluster.rs`); Redis being unreachable does not stop the start.
 pub async fn run(
     effective: &Effective,
+    reload: ReloadSource,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<DaemonExit, StartError> {
+    let hangup = install_hangup()
+        .map_err(|e| StartError::Internal(format!("cannot install signal handlers: {e}")))?;
     let signals = server::ShutdownSignals::install()
         .map_err(|e| StartError::Internal(format!("cannot install signal handlers: {e}")))?;
+    let hangup = (hangup, reload);
     let clock = Arc::new(SystemClock::new());
     let settings = hub_settings(&effective.config);
     match ClusterSettings::from_config(&effective.config, &cluster::hostname()) {
@@ -635,7 +701,7 @@ pub async fn run(
             let hub = Hub::new(settings, clock);
             let prepared =
                 healing::Prepared::new(&effective.config, &hub, Arc::new(SysinfoProbe::new()));
-            run_hub(effective, hub, prepared, signals, on_ready).await
+            run_hub(effective, hub, prepared, signals, hangup, on_ready).await
         }
         Some(cluster_settings) => {
             let cluster = Cluster::start(cluster_settings, clock.clone())
@@ -647,7 +713,7 @@ pub async fn run(
                 Arc::new(SysinfoProbe::new()),
                 cluster.clone(),
             );
-            let exit = run_hub(effective, hub, prepared, signals, on_ready).await;
+            let exit = run_hub(effective, hub, prepared, signals, hangup, on_ready).await;
             cluster.shutdown().await;
             exit
         }
@@ -659,6 +725,7 @@ async fn run_hub<A: HubAdapter>(
     hub: Hub<A>,
     prepared: Result<healing::Prepared, healing::HealingError>,
     mut signals: server::ShutdownSignals,
+    (hangup, reload): (tokio::signal::unix::Signal, ReloadSource),
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<DaemonExit, StartError> {
     let prepared =
@@ -668,6 +735,14 @@ async fn run_hub<A: HubAdapter>(
         extra_routes: prepared.routes(),
     };
     let mut daemon = Daemon::start(effective, hub, services).await?;
+    let reloader = Reloader::new(
+        reload.request,
+        &effective.config,
+        prepared.live.clone(),
+        reload.level.unwrap_or_else(LevelControl::none),
+        reload.env_debug,
+    );
+    daemon.reload_on_hangup(hangup, Some(reloader));
     let healing = prepared.activate(
         daemon.local_addr(),
         Arc::new(healing::RunnerControl::new(

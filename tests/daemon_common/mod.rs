@@ -74,7 +74,7 @@ impl Env {
         let sub = args.first().copied().unwrap_or_default();
         let takes_target = matches!(
             sub,
-            "start" | "stop" | "restart" | "status" | "health" | "doctor"
+            "start" | "stop" | "restart" | "status" | "health" | "doctor" | "reload" | "logs"
         );
         if takes_target && !args.contains(&"--port") {
             c.args(["--port", &self.port.to_string()]);
@@ -86,6 +86,9 @@ impl Env {
             .env_remove("WARDEN_STATE_DIR")
             .env_remove("WARDEN_DEBUG")
             .env_remove("CLAUDE_MPM_DEBUG")
+            .env_remove("WARDEN_LOG")
+            .env_remove("RUST_LOG")
+            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null());
         c
     }
@@ -97,6 +100,11 @@ impl Env {
 
     /// Starts `warden start <extra>` in the foreground, stderr into a file.
     pub fn spawn(&self, extra: &[&str]) -> Daemon {
+        self.spawn_env(extra, &[])
+    }
+
+    /// [`Env::spawn`] with extra environment variables.
+    pub fn spawn_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let stderr_path = self
             .state
             .path()
@@ -106,6 +114,7 @@ impl Env {
         args.extend_from_slice(extra);
         let child = self
             .command(&args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -1,0 +1,130 @@
+//! Snapshots of the command line's own messages, produced by the real
+//! binary. Ports, pids, paths and times vary per run and are replaced by
+//! placeholders (`[PORT]`, `[PID]`, `[STATE]`, ...) before comparing.
+
+mod daemon_common;
+
+use daemon_common::*;
+
+/// Replaces this test's variable parts with placeholders.
+fn stable(env: &Env, text: &str) -> String {
+    text.replace(&env.state_dir().display().to_string(), "[STATE]")
+        .replace(&env.home.path().display().to_string(), "[HOME]")
+        .replace(&format!("port {}", env.port), "port [PORT]")
+        .replace(&format!("-{}.pid", env.port), "-[PORT].pid")
+}
+
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => "../snapshots",
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            filters => vec![
+                (r"pid \d+", "pid [PID]"),
+                (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "[TIME]"),
+            ],
+        }, {
+            insta::assert_snapshot!(format!("cli__{}", $name), $value);
+        })
+    };
+}
+
+#[test]
+fn stop_when_nothing_runs() {
+    let env = Env::new();
+    let out = env.run(&["stop"]);
+    assert_eq!(out.status.code(), Some(0));
+    snap!("stop_not_running", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn reload_when_nothing_runs() {
+    let env = Env::new();
+    let out = env.run(&["reload"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("reload_not_running", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn reload_log_lines() {
+    use std::path::PathBuf;
+    use warden::daemon::reload::ReloadOutcome;
+    let lines = [
+        ReloadOutcome::Refused {
+            error: "/etc/warden/config.json:3:20: health_monitoring.thresholds.memory_mb: \
+                    invalid value: integer `-1`, expected u64"
+                .into(),
+        },
+        ReloadOutcome::Reloaded {
+            file: Some(PathBuf::from("/etc/warden/config.json")),
+            applied: vec![],
+            need_restart: vec![],
+            level_note: None,
+        },
+        ReloadOutcome::Reloaded {
+            file: Some(PathBuf::from("/etc/warden/config.json")),
+            applied: vec![
+                "health_monitoring.thresholds.memory_mb".into(),
+                "logging.level".into(),
+            ],
+            need_restart: vec!["server.max_payload_bytes".into()],
+            level_note: Some("WARDEN_LOG is set and keeps the log filter".into()),
+        },
+        ReloadOutcome::Reloaded {
+            file: None,
+            applied: vec![],
+            need_restart: vec!["server.port".into()],
+            level_note: None,
+        },
+    ]
+    .iter()
+    .map(ReloadOutcome::describe)
+    .collect::<Vec<_>>()
+    .join("\n");
+    snap!("reload_log_lines", lines);
+}
+
+#[test]
+fn status_when_nothing_runs_names_the_log_file() {
+    let env = Env::new();
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("status_not_running", stable(&env, &text(&out.stdout)));
+}
+
+#[test]
+fn logs_without_a_log_file() {
+    let env = Env::new();
+    let config = env.state_dir().join("socketio-config.json");
+    std::fs::write(&config, r#"{"logging": {"file": null}}"#).unwrap();
+    let out = env.run(&["logs"]);
+    assert_eq!(out.status.code(), Some(1));
+    snap!("logs_no_file", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn a_bad_warden_log_filter() {
+    let env = Env::new();
+    let out = env
+        .command(&["start", "--host", "127.0.0.1"])
+        .env("WARDEN_LOG", "warden=notalevel")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    snap!("bad_warden_log", stable(&env, &text(&out.stderr)));
+}
+
+#[test]
+fn reload_of_a_running_daemon() {
+    let env = Env::new();
+    std::fs::write(env.state_dir().join("socketio-config.json"), "{}").unwrap();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let out = env.run(&["reload"]);
+    assert_eq!(out.status.code(), Some(0));
+    snap!("reload_sent", stable(&env, &text(&out.stderr)));
+    env.wait_log(&["received SIGHUP"]);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}

@@ -80,6 +80,27 @@ pub struct ServerConfig {
     /// Directory for the PID file and the default log; `None` means
     /// `~/.claude-mpm`. May start with `~`, expanded by the daemon.
     pub state_dir: Option<PathBuf>,
+    /// A new connection must send a complete request head within this time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 100, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub header_read_timeout: Duration,
+    /// A kept-alive HTTP connection with no request in flight is closed after this.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub idle_timeout: Duration,
+    /// An Engine.IO session must join the Socket.IO namespace within this time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub handshake_timeout: Duration,
+    /// Open connections allowed from one IP address; 0 means no cap.
+    #[serde(deserialize_with = "de_u32_in::<_, 0, 1_000_000>")]
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +115,10 @@ impl Default for ServerConfig {
             socket_buffer_packets: 4096,
             event_history_size: 1000,
             state_dir: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 0,
         }
     }
 }

@@ -49,6 +49,35 @@ pub struct CorsError {
     pub origin: String,
 }
 
+/// The shared secret of `server.auth_token`. Compared in constant time; its
+/// `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(String);
+
+impl AuthToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AuthToken(token.into())
+    }
+
+    /// True if `offered` is the token. The time taken depends on the
+    /// lengths only, never on where the first difference is.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        let mut difference = expected.len() ^ offered.len();
+        for (i, byte) in expected.iter().enumerate() {
+            let other = offered.get(i).copied().unwrap_or(0);
+            difference |= usize::from(byte ^ other);
+        }
+        std::hint::black_box(difference) == 0
+    }
+}
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
 struct HttpState<A: Adapter> {
     hub: Hub<A>,
     health: Arc<dyn HealthProvider>,

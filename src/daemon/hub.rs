@@ -48,6 +48,7 @@ use socketioxide::socket::{Sid, Socket};
 use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
 
+use crate::daemon::server::DoorSettings;
 use crate::time::{Clock, Moment, WallTime};
 
 /// The event a hook sends and dashboards receive.
@@ -93,6 +94,8 @@ pub struct HubSettings {
     /// for the answer before dropping the client. socket.io's 25 s / 20 s.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// Connection bounds and the optional token (see `server::DoorSettings`).
+    pub door: DoorSettings,
 }
 
 impl HubSettings {
@@ -115,6 +118,7 @@ impl HubSettings {
             cors_allowed_origins: None,
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
+            door: DoorSettings::default(),
         }
     }
 }
@@ -372,6 +376,7 @@ impl<A: Adapter> Hub<A> {
             .max_buffer_size(s.socket_buffer_packets)
             .ping_interval(s.ping_interval)
             .ping_timeout(s.ping_timeout)
+            .connect_timeout(s.door.handshake_timeout)
     }
 
     /// Makes `io` the current serving generation. The caller registers the

@@ -39,6 +39,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tower::ServiceExt;
 
+use crate::daemon::server::{self, Door};
+
 /// Paths the lane answers itself (GET or HEAD, any query string).
 pub const LANE_PATHS: [&str; 3] = ["/health", "/livez", "/readyz"];
 
@@ -190,7 +192,11 @@ impl Lane {
 /// "the main runtime"). Returns the listener to serve `router` on in the main
 /// runtime and the lane's handle, or the listener back, untouched, if the
 /// lane cannot start (the caller then serves it directly).
-pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), TcpListener> {
+pub fn start(
+    listener: TcpListener,
+    router: Router,
+    door: Arc<Door>,
+) -> Result<(Handoff, Lane), TcpListener> {
     let Ok(local_addr) = listener.local_addr() else {
         return Err(listener);
     };
@@ -214,7 +220,7 @@ pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), T
             run_lane(
                 lane_listener,
                 local_addr,
-                router,
+                App { router, door },
                 main,
                 handoff_tx,
                 stop_rx,
@@ -244,10 +250,16 @@ pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), T
     }
 }
 
+/// What the lane serves its probe connections with.
+struct App {
+    router: Router,
+    door: Arc<Door>,
+}
+
 fn run_lane(
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
-    router: Router,
+    App { router, door }: App,
     main: Handle,
     handoff: mpsc::Sender<std::net::TcpStream>,
     stop: oneshot::Receiver<()>,
@@ -291,11 +303,12 @@ fn run_lane(
                 incoming: lane_rx,
                 local_addr,
             };
-            let _ = axum::serve(listener, lane_app)
-                .with_graceful_shutdown(async move {
-                    let _ = lane_stop_rx.await;
-                })
-                .await;
+            // The same door as the main runtime's: a probe connection kept
+            // open and silent is closed like any other.
+            server::serve_connections(listener, lane_app, door, async move {
+                let _ = lane_stop_rx.await;
+            })
+            .await;
         });
         accept_loop(&listener, &handoff, &lane_tx, stop).await;
         drop(listener);

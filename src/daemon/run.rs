@@ -102,6 +102,11 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.cors_allowed_origins = server
         .enable_cors
         .then(|| server.cors_allowed_origins.clone());
+    s.door.header_read_timeout = server.header_read_timeout;
+    s.door.idle_timeout = server.idle_timeout;
+    s.door.handshake_timeout = server.handshake_timeout;
+    s.door.max_connections_per_ip =
+        (server.max_connections_per_ip > 0).then_some(server.max_connections_per_ip);
     s
 }
 

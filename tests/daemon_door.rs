@@ -1,0 +1,186 @@
+//! Bounds at the door, against the real binary: connections that send
+//! nothing, or half a request, or go quiet after one, are closed by the
+//! server after the configured timeouts and their descriptors come back,
+//! with no recovery action; an address over `server.max_connections_per_ip`
+//! is answered 429 and closed.
+
+mod daemon_common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use daemon_common::*;
+use serde_json::{Value, json};
+
+/// Silent connections opened by the flood test: enough to show the leak on
+/// the old code (none was ever closed), well under the test's and the
+/// daemon's descriptor limits.
+const SILENT_CONNECTIONS: usize = 300;
+
+/// Writes `config` and starts the daemon with it, ready to serve.
+fn start(env: &Env, config: Value) -> Daemon {
+    let path: PathBuf = env.state_dir().join("door-config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut daemon = env.spawn(&["--config", path.to_str().unwrap()]);
+    env.wait_ready(&mut daemon);
+    daemon
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// Blocks until the server closes `stream` (EOF or reset) or `deadline`;
+/// true if it closed. Whatever the server sends first (a 408, say) is read
+/// and ignored.
+fn closed_by_server(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_reset) => return true,
+        }
+    }
+}
+
+fn recovery_actions(env: &Env) -> Vec<String> {
+    let (code, body) = env.http_get("/diagnostics");
+    assert_eq!(code, 200, "{body}");
+    let diag: Value = serde_json::from_str(&body).unwrap();
+    diag["recovery_manager"]["recent_events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| e["action"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fails on the old code: axum::serve ran hyper without a timer, so a
+/// connection that never sent a request was kept forever.
+#[test]
+fn silent_and_half_sent_connections_are_closed_and_their_descriptors_return() {
+    let env = Env::new();
+    let mut daemon = start(
+        &env,
+        json!({
+            "server": {"header_read_timeout": 1, "idle_timeout": 2},
+            "health_monitoring": {"check_interval": 1, "aggregation_window": 60},
+        }),
+    );
+    let pid = daemon.pid();
+    let baseline = open_fds(pid);
+
+    let mut streams = Vec::with_capacity(SILENT_CONNECTIONS);
+    for i in 0..SILENT_CONNECTIONS {
+        let mut stream = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+        // One in three sends half a request head and stops (slowloris).
+        if i % 3 == 0 {
+            stream
+                .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+        }
+        streams.push(stream);
+    }
+    // One honest keep-alive client that then goes quiet: the idle timeout.
+    let mut idle = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    idle.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+
+    // The daemon really holds them (so their release below means something).
+    let peak = {
+        let start = Instant::now();
+        let mut peak = 0;
+        while start.elapsed() < Duration::from_secs(10) {
+            peak = peak.max(open_fds(pid));
+            if peak >= baseline + SILENT_CONNECTIONS {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    };
+    println!(
+        "descriptors: {baseline} at rest, {peak} with {SILENT_CONNECTIONS} silent connections"
+    );
+
+    let deadline = Instant::now() + DEADLINE;
+    for (i, stream) in streams.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream, deadline),
+            "connection {i} of {SILENT_CONNECTIONS} is still open"
+        );
+    }
+    assert!(
+        closed_by_server(&mut idle, deadline),
+        "an idle keep-alive connection is still open"
+    );
+    drop(streams);
+    drop(idle);
+
+    wait_until("the daemon's descriptors back near their baseline", || {
+        open_fds(pid) <= baseline + 8
+    });
+    println!("descriptors after the timeouts: {}", open_fds(pid));
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
+    assert_eq!(env.http_get("/livez").0, 200);
+    let actions = recovery_actions(&env);
+    assert!(actions.is_empty(), "recovery acted: {actions:?}");
+}
+
+/// Fails on the old code: there was no per-address cap at all.
+#[test]
+fn an_address_over_its_connection_cap_is_answered_429_and_closed() {
+    let env = Env::new();
+    let _daemon = start(&env, json!({"server": {"max_connections_per_ip": 3}}));
+
+    // Three kept-alive connections that each completed a request.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+        stream
+            .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+
+    let mut fourth = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    fourth.set_read_timeout(Some(DEADLINE)).unwrap();
+    fourth
+        .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    fourth.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("max_connections_per_ip"), "{answer}");
+
+    // A slot comes back when a connection closes.
+    drop(held.pop());
+    wait_until("a fourth connection served again", || {
+        env.http_get("/status").0 == 200
+    });
+}

@@ -184,3 +184,120 @@ fn an_address_over_its_connection_cap_is_answered_429_and_closed() {
         env.http_get("/status").0 == 200
     });
 }
+
+/// Connections that send the start of a probe's request line and stop: each
+/// kept the old lane re-peeking every millisecond for a second.
+const PARTIAL_CONNECTIONS: usize = 2_000;
+
+/// The health lane's thread (named `warden-health`) in process `pid`.
+/// Waits for it: a new thread carries its parent's name until it sets its own.
+fn lane_thread(pid: u32) -> u32 {
+    let find = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim() == "warden-health")
+            })
+            .and_then(|task| task.file_name().to_str()?.parse().ok())
+    };
+    wait_until("the warden-health thread", || find().is_some());
+    find().unwrap()
+}
+
+/// CPU time a thread has used (user + system), in clock ticks.
+fn thread_cpu_ticks(pid: u32, tid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): state is the
+    // 3rd field of the line, utime the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).unwrap_or(100)
+}
+
+/// Fails on the old code: every half-sent connection was peeked again every
+/// millisecond for a second, so a couple of thousand of them kept the lane's
+/// thread busy for as long as they lasted (and delayed probes behind them).
+#[test]
+fn half_sent_request_lines_neither_spin_the_lane_nor_stop_probes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let env = Env::new();
+    let daemon = start(
+        &env,
+        json!({
+            "server": {"header_read_timeout": 2},
+            // The flood's descriptors are not what this test is about.
+            "health_monitoring": {"thresholds": {"file_descriptors": 100_000}},
+        }),
+    );
+    let pid = daemon.pid();
+    let lane = lane_thread(pid);
+    let cpu_before = thread_cpu_ticks(pid, lane);
+
+    // Probes run through both phases: while the flood connects (each probe
+    // queues in the kernel's accept queue behind the flood's connections)
+    // and while it is held open.
+    let opened = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (opened, stop) = (Arc::clone(&opened), Arc::clone(&stop));
+        let port = env.port;
+        std::thread::spawn(move || {
+            let mut probes = 0u32;
+            let mut slowest = [Duration::ZERO; 2];
+            while !stop.load(Ordering::Relaxed) {
+                let phase = usize::from(opened.load(Ordering::Relaxed));
+                let sent = Instant::now();
+                let (code, body) = http_get(port, "/livez");
+                assert_eq!(code, 200, "{body}");
+                slowest[phase] = slowest[phase].max(sent.elapsed());
+                probes += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (probes, slowest)
+        })
+    };
+
+    let mut partial = Vec::with_capacity(PARTIAL_CONNECTIONS);
+    for _ in 0..PARTIAL_CONNECTIONS {
+        let mut stream = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+        stream.write_all(b"GET /liv").unwrap();
+        partial.push(stream);
+    }
+    opened.store(true, Ordering::Relaxed);
+    let cpu_opened = thread_cpu_ticks(pid, lane);
+    // Held longer than the old lane's one-second peek deadline.
+    std::thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, Ordering::Relaxed);
+    let (probes, [slowest_connecting, slowest_held]) = prober.join().unwrap();
+
+    let ticks = clock_ticks_per_second();
+    let cpu_end = thread_cpu_ticks(pid, lane);
+    let connecting_cpu_ms = (cpu_opened - cpu_before) * 1000 / ticks;
+    let held_cpu_ms = (cpu_end - cpu_opened) * 1000 / ticks;
+    println!(
+        "{PARTIAL_CONNECTIONS} half-sent connections: {probes} /livez probes, all 200; slowest \
+         {slowest_connecting:?} while the flood connected, {slowest_held:?} while it was held; \
+         the lane's thread used {connecting_cpu_ms} ms of CPU accepting them, \
+         {held_cpu_ms} ms while they were held"
+    );
+    // Not a timing: CPU used, which a busy machine does not inflate. Once
+    // they are open, the connections cost the lane nothing but the probes'
+    // own service; the old lane spun on them (700 ms and more in this test).
+    assert!(
+        held_cpu_ms < 250,
+        "the lane's thread used {held_cpu_ms} ms of CPU while {PARTIAL_CONNECTIONS} half-sent \
+         connections sat idle"
+    );
+    drop(partial);
+    assert_eq!(env.http_get("/livez").0, 200);
+}

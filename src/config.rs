@@ -61,7 +61,10 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de_u16_in::<_, 1, 65535>")]
     pub port: u16,
     pub enable_cors: bool,
-    /// Origins allowed by CORS when `enable_cors` is on; `"*"` allows any.
+    /// Origins allowed besides the local ones (`http(s)://localhost`,
+    /// `127.0.0.1` and `[::1]`, any port, always allowed); `"*"` allows any.
+    /// A request from any other origin gets no CORS headers, and one that
+    /// carries it (a page's Socket.IO connection, a POST) is refused (403).
     pub cors_allowed_origins: Vec<String>,
     /// Hard limit on connected Socket.IO clients.
     #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
@@ -101,6 +104,11 @@ pub struct ServerConfig {
     /// Open connections allowed from one IP address; 0 means no cap.
     #[serde(deserialize_with = "de_u32_in::<_, 0, 1_000_000>")]
     pub max_connections_per_ip: u32,
+    /// Shared secret required by `POST /api/events`, `/diagnostics`,
+    /// `/metrics` (`Authorization: Bearer`) and Socket.IO connects (auth
+    /// payload `{"token": ..}`) when set; `null` requires nothing.
+    #[serde(deserialize_with = "de_auth_token")]
+    pub auth_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -109,7 +117,7 @@ impl Default for ServerConfig {
             host: "localhost".to_string(),
             port: 8765,
             enable_cors: true,
-            cors_allowed_origins: vec!["*".to_string()],
+            cors_allowed_origins: Vec::new(),
             max_clients: 1000,
             max_payload_bytes: 1_000_000,
             socket_buffer_packets: 4096,
@@ -119,6 +127,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,
+            auth_token: None,
         }
     }
 }
@@ -1140,6 +1149,56 @@ fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         },
         expected: "a host name or IP address without spaces",
     })
+}
+
+/// Shortest and longest `server.auth_token`.
+pub const AUTH_TOKEN_CHARS: (usize, usize) = (16, 1024);
+
+fn de_auth_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_option(AuthTokenVisitor)
+}
+
+/// `null` or a token; a rejected token is never echoed.
+struct AuthTokenVisitor;
+
+impl<'de> de::Visitor<'de> for AuthTokenVisitor {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = AUTH_TOKEN_CHARS;
+        write!(
+            f,
+            "null or a token of {min} to {max} visible ASCII characters (no spaces)"
+        )
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if is_valid_auth_token(v) {
+            Ok(Some(v.to_string()))
+        } else {
+            let shown = format!("a string of {} characters", v.chars().count());
+            Err(E::invalid_value(Unexpected::Other(&shown), &self))
+        }
+    }
+}
+
+/// 16 to 1024 visible ASCII characters: what fits an `Authorization` header
+/// unchanged and is long enough not to be guessed.
+pub fn is_valid_auth_token(token: &str) -> bool {
+    let (min, max) = AUTH_TOKEN_CHARS;
+    (min..=max).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn de_redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

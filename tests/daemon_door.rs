@@ -301,3 +301,221 @@ fn half_sent_request_lines_neither_spin_the_lane_nor_stop_probes() {
     drop(partial);
     assert_eq!(env.http_get("/livez").0, 200);
 }
+
+/// One raw HTTP/1.1 request (closed after the answer): status, lower-cased
+/// head, body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Fails on the old code: CORS answered `*` to every origin and
+/// `POST /api/events` took `text/plain`, so any web page the operator
+/// visited could post events and read the hub's answers.
+#[test]
+fn by_default_foreign_origins_get_no_cors_and_events_must_be_json() {
+    let env = Env::new();
+    let _daemon = start(&env, json!({}));
+    let port = env.port;
+
+    let (code, head, _) = request(
+        port,
+        "GET",
+        "/status",
+        &[("Origin", "https://evil.example")],
+        "",
+    );
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    assert_eq!(code, 403, "{head}");
+    // A page's Socket.IO connection (WebSocket is not covered by CORS).
+    let (code, head, _) = request(
+        port,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling",
+        &[("Origin", "https://evil.example")],
+        "",
+    );
+    assert_eq!(code, 403, "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+
+    // Pages served from this machine, any port, are allowed.
+    for origin in [
+        "http://localhost:3000",
+        "http://127.0.0.1:8080",
+        "https://localhost",
+    ] {
+        let (code, head, _) = request(port, "GET", "/status", &[("Origin", origin)], "");
+        assert_eq!(code, 200, "{origin}: {head}");
+        assert!(
+            head.contains(&format!("access-control-allow-origin: {origin}")),
+            "{origin}: {head}"
+        );
+    }
+
+    let event = r#"{"type": "hook"}"#;
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/events",
+        &[("Content-Type", "text/plain")],
+        event,
+    );
+    assert_eq!(code, 415, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/json"),
+        "{body}"
+    );
+    let (code, _, body) = request(port, "POST", "/api/events", &[], event);
+    assert_eq!(code, 415, "{body}");
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/events",
+        &[("Content-Type", "application/json; charset=utf-8")],
+        event,
+    );
+    assert_eq!(code, 204, "{body}");
+}
+
+const TOKEN: &str = "door-test-token-0123456789";
+
+/// Fails on the old code: there was no token (the key did not exist).
+#[test]
+fn with_a_token_events_diagnostics_and_metrics_require_it_and_probes_stay_open() {
+    let env = Env::new();
+    let _daemon = start(&env, json!({"server": {"auth_token": TOKEN}}));
+    let port = env.port;
+    let json_type = ("Content-Type", "application/json");
+    let bearer = format!("Bearer {TOKEN}");
+    let right = ("Authorization", bearer.as_str());
+    let wrong = ("Authorization", "Bearer door-test-token-0123456788");
+
+    let (code, head, body) = request(port, "POST", "/api/events", &[json_type], "{}");
+    assert_eq!(code, 401, "{body}");
+    assert!(head.contains("www-authenticate: bearer"), "{head}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    let (code, _, body) = request(port, "POST", "/api/events", &[json_type, wrong], "{}");
+    assert_eq!(code, 401, "{body}");
+    let (code, _, body) = request(port, "POST", "/api/events", &[json_type, right], "{}");
+    assert_eq!(code, 204, "{body}");
+
+    for path in ["/diagnostics", "/metrics"] {
+        assert_eq!(request(port, "GET", path, &[], "").0, 401, "{path}");
+        assert_eq!(request(port, "GET", path, &[wrong], "").0, 401, "{path}");
+        assert_eq!(request(port, "GET", path, &[right], "").0, 200, "{path}");
+    }
+    for path in ["/health", "/livez", "/readyz", "/status"] {
+        assert_eq!(request(port, "GET", path, &[], "").0, 200, "{path}");
+    }
+}
+
+/// Fails on the old code: any Socket.IO client was let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_a_socketio_client_without_it_is_refused_with_the_reason() {
+    use futures_util::FutureExt;
+    use rust_socketio::asynchronous::{Client, ClientBuilder};
+    use rust_socketio::{Event, Payload, TransportType};
+    use std::sync::{Arc, Mutex};
+
+    let env = Env::new();
+    let _daemon = start(
+        &env,
+        json!({"server": {"auth_token": TOKEN, "handshake_timeout": 2}}),
+    );
+    let url = format!("http://127.0.0.1:{}/", env.port);
+
+    async fn connect(
+        url: &str,
+        auth: Option<Value>,
+    ) -> (Client, Arc<Mutex<Vec<(String, String)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let errors = Arc::clone(&seen);
+        let mut builder = ClientBuilder::new(url)
+            .transport_type(TransportType::Websocket)
+            .reconnect(false)
+            // A connect error reaches the "error" callback, not on_any.
+            .on("error", move |payload: Payload, _client: Client| {
+                let errors = Arc::clone(&errors);
+                async move {
+                    errors
+                        .lock()
+                        .unwrap()
+                        .push(("error".to_string(), format!("{payload:?}")));
+                }
+                .boxed()
+            })
+            .on_any(move |event: Event, payload: Payload, _client: Client| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    let name = match event {
+                        Event::Custom(name) => name,
+                        other => other.as_str().to_owned(),
+                    };
+                    sink.lock().unwrap().push((name, format!("{payload:?}")));
+                }
+                .boxed()
+            });
+        if let Some(auth) = auth {
+            builder = builder.auth(auth);
+        }
+        (builder.connect().await.expect("engine.io connect"), seen)
+    }
+
+    async fn wait_for(seen: &Mutex<Vec<(String, String)>>, name: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some((_, payload)) = seen.lock().unwrap().iter().find(|(n, _)| n == name) {
+                return payload.clone();
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {name} event: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let (_without, seen) = connect(&url, None).await;
+    let error = wait_for(&seen, "error").await;
+    assert!(error.contains("requires a token"), "{error}");
+    let (_wrong, seen_wrong) =
+        connect(&url, Some(json!({"token": "door-test-token-0123456788"}))).await;
+    let error = wait_for(&seen_wrong, "error").await;
+    assert!(error.contains("not the server's token"), "{error}");
+
+    let (_with, seen_ok) = connect(&url, Some(json!({"token": TOKEN}))).await;
+    wait_for(&seen_ok, "connection_ack").await;
+    for refused in [&seen, &seen_wrong] {
+        assert!(
+            !refused
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(n, _)| n == "connection_ack"),
+            "a refused client was acknowledged"
+        );
+    }
+}

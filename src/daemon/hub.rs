@@ -41,13 +41,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{Data, SocketRef};
-use socketioxide::handler::{FromMessageParts, MessageHandler};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
 use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
 
+use crate::daemon::http;
 use crate::daemon::server::DoorSettings;
 use crate::time::{Clock, Moment, WallTime};
 
@@ -664,9 +665,12 @@ impl<A: HubAdapter> Hub<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         let hub = self.clone();
-        A::finish_init(io.ns("/", async move |socket: SocketRef<A>| {
-            hub.on_connect(socket)
-        }));
+        let on_connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
+        // With `server.auth_token`, a connect without it gets a connect error.
+        A::finish_init(match self.inner.settings.door.auth_token.clone() {
+            Some(token) => io.ns("/", on_connect.with(http::socket_auth(token))),
+            None => io.ns("/", on_connect),
+        });
         self.attach(io);
         layer
     }

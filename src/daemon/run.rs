@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::WardenConfig;
 use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
-use crate::daemon::http::{self, CorsError, HealthProvider};
+use crate::daemon::http::{self, AuthToken, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
@@ -107,6 +107,7 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.door.handshake_timeout = server.handshake_timeout;
     s.door.max_connections_per_ip =
         (server.max_connections_per_ip > 0).then_some(server.max_connections_per_ip);
+    s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
     s
 }
 
@@ -375,6 +376,11 @@ impl<A: HubAdapter> Daemon<A> {
             std::process::id(),
             hub.settings().server_id
         );
+        if let Some(warning) =
+            server::exposure_warning(addr, hub.settings().door.auth_token.is_some())
+        {
+            tracing::warn!("{warning}");
+        }
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         Ok(Daemon {
             config,

@@ -545,6 +545,18 @@ async fn serve_connection<I>(
     drop(open);
 }
 
+/// The startup warning for a daemon that other machines can reach and that
+/// requires no token; `None` on a loopback address or with a token.
+pub fn exposure_warning(addr: SocketAddr, token_set: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !token_set).then(|| {
+        format!(
+            "listening on {addr}, reachable from other machines, without server.auth_token: \
+             anyone who can connect can post events, receive every relayed event and read \
+             /diagnostics and /metrics. Set server.auth_token, or listen on 127.0.0.1 (--host)"
+        )
+    })
+}
+
 /// The signal that asked the daemon to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownSignal {

@@ -519,3 +519,34 @@ async fn with_a_token_a_socketio_client_without_it_is_refused_with_the_reason() 
         );
     }
 }
+
+/// Fails on the old code: socketioxide's default connect timeout (45 s)
+/// kept a session that never joined the namespace long past this test.
+#[test]
+fn an_engineio_session_that_never_joins_the_namespace_is_closed() {
+    let env = Env::new();
+    let _daemon = start(&env, json!({"server": {"handshake_timeout": 1}}));
+    let port = env.port;
+
+    // Engine.IO's open packet: `0{"sid":"...",...}`.
+    let (code, _, body) = request(port, "GET", "/socket.io/?EIO=4&transport=polling", &[], "");
+    assert_eq!(code, 200, "{body}");
+    let open: Value = serde_json::from_str(body.trim_start_matches('0')).unwrap();
+    let sid = open["sid"].as_str().unwrap().to_string();
+
+    // Never sends the Socket.IO CONNECT (`40`): the session must go, well
+    // before socketioxide's default 45 s (20 s is twenty times the bound).
+    let poll = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let start = Instant::now();
+    loop {
+        let (code, _, body) = request(port, "GET", &poll, &[], "");
+        if code == 400 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the session that never joined is still open: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

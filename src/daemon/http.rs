@@ -242,6 +242,7 @@ impl Gate {
     fn check(&self, request: &Request) -> Result<(), Refusal> {
         if let Some(origin) = request.headers().get(header::ORIGIN)
             && !self.origins.allows(origin)
+            && !is_same_origin(origin, request.headers().get(header::HOST))
         {
             return Err(Refusal::ForeignOrigin {
                 origin: String::from_utf8_lossy(origin.as_bytes()).into_owned(),
@@ -262,6 +263,28 @@ impl Gate {
         }
         Ok(())
     }
+}
+
+/// The origin names the host the request was sent to (`Host`), and that
+/// host is an IP address: a client that sets `Origin` to its target, as
+/// Python's websocket-client does. A host *name* is not enough: a page of
+/// a name the attacker points at this address (DNS rebinding) would pass.
+fn is_same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let Ok(host_text) = host.to_str() else {
+        return false;
+    };
+    let is_ip = host_text.parse::<std::net::SocketAddr>().is_ok()
+        || host_text.parse::<std::net::IpAddr>().is_ok();
+    if !is_ip {
+        return false;
+    }
+    let origin = origin.as_bytes();
+    [&b"http://"[..], &b"https://"[..]]
+        .iter()
+        .any(|scheme| origin.strip_prefix(*scheme) == Some(host.as_bytes()))
 }
 
 /// The credentials of `Bearer <credentials>` (scheme case-insensitive).
@@ -457,6 +480,23 @@ mod tests {
         assert!(!listed.allows(&origin("https://other.example")));
         let any = Origins::new(&["*".into()]).unwrap();
         assert!(any.allows(&origin("https://other.example")));
+    }
+
+    #[test]
+    fn an_origin_naming_the_requested_host_is_the_same_origin() {
+        let value = |s: &'static str| HeaderValue::from_static(s);
+        let host = value("10.0.0.5:8765");
+        assert!(is_same_origin(&value("http://10.0.0.5:8765"), Some(&host)));
+        assert!(is_same_origin(&value("https://10.0.0.5:8765"), Some(&host)));
+        assert!(!is_same_origin(&value("http://10.0.0.5:8766"), Some(&host)));
+        assert!(!is_same_origin(&value("http://evil.example"), Some(&host)));
+        assert!(!is_same_origin(&value("http://10.0.0.5:8765"), None));
+        // A name could be rebound to this address by a foreign page.
+        let named = value("rebound.example:8765");
+        assert!(!is_same_origin(
+            &value("http://rebound.example:8765"),
+            Some(&named)
+        ));
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //!
 //! A serving generation is: [`bind`] (or [`bind_host`]) → [`serve_tcp`] (or
 //! the generic [`serve`], for simulated listeners) → [`ServingHandle::shutdown`].
-//! Shutdown closes every Socket.IO transport through [`Hub::close`] inside
-//! axum's graceful shutdown, so clients see "transport close" and reconnect,
-//! long-polling requests end at once, and the listening socket is released
-//! when `shutdown` returns, ready to be bound again.
+//! Shutdown closes every Socket.IO transport through [`Hub::close`] inside a
+//! graceful shutdown (as `axum::serve` does it), so clients see "transport
+//! close" and reconnect, long-polling requests end at once, and the
+//! listening socket is released when `shutdown` returns, ready to be bound
+//! again.
+//!
+//! Connections are served here, not by `axum::serve`, because the door's
+//! bounds need hyper's timer ([`DoorSettings`]: header-read and idle
+//! timeouts, a cap per address): a client that holds connections open is
+//! shed at the door, never answered by a restart.
 //!
 //! Not here: what to serve (see `http`), the hub (see `hub`), the PID file and
 //! the decision to restart (the daemon and the recovery manager).
@@ -25,7 +31,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::serve::{Listener, ListenerExt};
 use socketioxide::adapter::Adapter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -430,8 +436,11 @@ Content-Length: 90\r\n\
 \r\n\
 {\"error\":\"too many connections from this address (server.max_connections_per_ip reached)\"}";
 
-/// How long a refused connection is given to take its 429.
+/// How long a refused connection is given to take its 429 and close.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes read and discarded from a refused connection before it is closed.
+const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
 
 /// Accepts on `listener` and serves every connection with the door's
 /// bounds until `shutdown` resolves; then stops accepting, asks every
@@ -478,10 +487,23 @@ pub(crate) async fn serve_connections<L, F>(
     open_tx.closed().await;
 }
 
-async fn refuse<I: AsyncWrite + Unpin>(mut io: I) {
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
     let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
         io.write_all(REFUSED_RESPONSE).await?;
-        io.shutdown().await
+        io.shutdown().await?;
+        // A lingering close: closing with the request still unread would
+        // send a reset, which can destroy the 429 before the client reads
+        // it. Read (and discard) a bounded amount until the client closes.
+        let mut sink = [0u8; 4096];
+        let mut left = REFUSE_DRAIN_BYTES;
+        while left > 0 {
+            let n = io.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<(), io::Error>(())
     })
     .await;
 }

@@ -71,7 +71,10 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de_u16_in::<_, 1, 65535>")]
     pub port: u16,
     pub enable_cors: bool,
-    /// Origins allowed by CORS when `enable_cors` is on; `"*"` allows any.
+    /// Origins allowed besides the local ones (`http(s)://localhost`,
+    /// `127.0.0.1` and `[::1]`, any port, always allowed); `"*"` allows any.
+    /// A request from any other origin gets no CORS headers, and one that
+    /// carries it (a page's Socket.IO connection, a POST) is refused (403).
     pub cors_allowed_origins: Vec<String>,
     /// Hard limit on connected Socket.IO clients.
     #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
@@ -90,6 +93,32 @@ pub struct ServerConfig {
     /// Directory for the PID file and the default log; `None` means
     /// `~/.claude-mpm`. May start with `~`, expanded by the daemon.
     pub state_dir: Option<PathBuf>,
+    /// A new connection must send a complete request head within this time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 100, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub header_read_timeout: Duration,
+    /// A kept-alive HTTP connection with no request in flight is closed after this.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub idle_timeout: Duration,
+    /// An Engine.IO session must join the Socket.IO namespace within this time.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub handshake_timeout: Duration,
+    /// Open connections allowed from one IP address; 0 means no cap.
+    #[serde(deserialize_with = "de_u32_in::<_, 0, 1_000_000>")]
+    pub max_connections_per_ip: u32,
+    /// Shared secret required by `POST /api/events`, `/diagnostics`,
+    /// `/metrics` (`Authorization: Bearer`) and Socket.IO connects (auth
+    /// payload `{"token": ..}`) when set; `null` requires nothing.
+    #[serde(deserialize_with = "de_auth_token")]
+    pub auth_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,12 +127,17 @@ impl Default for ServerConfig {
             host: "localhost".to_string(),
             port: 8765,
             enable_cors: true,
-            cors_allowed_origins: vec!["*".to_string()],
+            cors_allowed_origins: Vec::new(),
             max_clients: 1000,
             max_payload_bytes: 1_000_000,
             socket_buffer_packets: 4096,
             event_history_size: 1000,
             state_dir: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 0,
+            auth_token: None,
         }
     }
 }
@@ -1400,6 +1434,56 @@ fn de_seed_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
 
 fn de_seed_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     de_u16_in::<_, 1, 65535>(d).map(Some)
+}
+
+/// Shortest and longest `server.auth_token`.
+pub const AUTH_TOKEN_CHARS: (usize, usize) = (16, 1024);
+
+fn de_auth_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    d.deserialize_option(AuthTokenVisitor)
+}
+
+/// `null` or a token; a rejected token is never echoed.
+struct AuthTokenVisitor;
+
+impl<'de> de::Visitor<'de> for AuthTokenVisitor {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = AUTH_TOKEN_CHARS;
+        write!(
+            f,
+            "null or a token of {min} to {max} visible ASCII characters (no spaces)"
+        )
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        if is_valid_auth_token(v) {
+            Ok(Some(v.to_string()))
+        } else {
+            let shown = format!("a string of {} characters", v.chars().count());
+            Err(E::invalid_value(Unexpected::Other(&shown), &self))
+        }
+    }
+}
+
+/// 16 to 1024 visible ASCII characters: what fits an `Authorization` header
+/// unchanged and is long enough not to be guessed.
+pub fn is_valid_auth_token(token: &str) -> bool {
+    let (min, max) = AUTH_TOKEN_CHARS;
+    (min..=max).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn de_redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -149,6 +149,7 @@ fn events_are_relayed_end_to_end_through_the_binary() {
         let client = reqwest::Client::new();
         let resp = client
             .post(format!("http://127.0.0.1:{}/api/events", env.port))
+            .header("content-type", "application/json")
             .body(r#"{"type": "from_http"}"#)
             .send()
             .await

@@ -15,6 +15,7 @@ async fn a_posted_event_reaches_every_client_without_a_json_content_type() {
 
     let response = reqwest::Client::new()
         .post(hub.http("/api/events"))
+        .header("content-type", "application/json")
         .header("content-type", "text/plain")
         .body(r#"{"type":"hook","subtype":"post_tool","z":1,"a":2}"#)
         .send()
@@ -47,6 +48,7 @@ async fn bad_json_is_a_400_with_a_json_message_and_nothing_is_relayed() {
     let hub = TestHub::start(settings()).await;
     let response = reqwest::Client::new()
         .post(hub.http("/api/events"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -66,6 +68,7 @@ async fn a_body_over_max_payload_is_refused() {
     let big = json!({ "blob": "x".repeat(2_000) }).to_string();
     let response = reqwest::Client::new()
         .post(hub.http("/api/events"))
+        .header("content-type", "application/json")
         .body(big)
         .send()
         .await
@@ -83,6 +86,7 @@ async fn status_and_stats_report_the_real_counters() {
     let _b = TestClient::connect(&hub.url()).await;
     reqwest::Client::new()
         .post(hub.http("/api/events"))
+        .header("content-type", "application/json")
         .body("[1,2,3]")
         .send()
         .await

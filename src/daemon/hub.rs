@@ -41,13 +41,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{Data, SocketRef};
-use socketioxide::handler::{FromMessageParts, MessageHandler};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
 use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
 
+use crate::daemon::http;
+use crate::daemon::server::DoorSettings;
 use crate::time::{Clock, Moment, WallTime};
 
 /// The event a hook sends and dashboards receive.
@@ -93,6 +95,8 @@ pub struct HubSettings {
     /// for the answer before dropping the client. socket.io's 25 s / 20 s.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// Connection bounds and the optional token (see `server::DoorSettings`).
+    pub door: DoorSettings,
 }
 
 impl HubSettings {
@@ -115,6 +119,7 @@ impl HubSettings {
             cors_allowed_origins: None,
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
+            door: DoorSettings::default(),
         }
     }
 }
@@ -372,6 +377,7 @@ impl<A: Adapter> Hub<A> {
             .max_buffer_size(s.socket_buffer_packets)
             .ping_interval(s.ping_interval)
             .ping_timeout(s.ping_timeout)
+            .connect_timeout(s.door.handshake_timeout)
     }
 
     /// Makes `io` the current serving generation. The caller registers the
@@ -659,9 +665,12 @@ impl<A: HubAdapter> Hub<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         let hub = self.clone();
-        A::finish_init(io.ns("/", async move |socket: SocketRef<A>| {
-            hub.on_connect(socket)
-        }));
+        let on_connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
+        // With `server.auth_token`, a connect without it gets a connect error.
+        A::finish_init(match self.inner.settings.door.auth_token.clone() {
+            Some(token) => io.ns("/", on_connect.with(http::socket_auth(token))),
+            None => io.ns("/", on_connect),
+        });
         self.attach(io);
         layer
     }

@@ -15,7 +15,7 @@
 //! runtime would give; any later request on that connection for another path
 //! is forwarded to the main runtime and awaited there. Every other connection
 //! (Socket.IO, `/status`, `/api/events`, a client silent for
-//! [`PEEK_TIMEOUT`]) is converted to a std socket (`into_std`) and sent over a
+//! [`PEEK_WINDOW`]) is converted to a std socket (`into_std`) and sent over a
 //! bounded queue to the main runtime, which serves it as before (`from_std`).
 //! The handlers the lane runs read cached state only (the monitor's latest
 //! completed report, the breaker's status): no check runs in a request.
@@ -25,7 +25,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,17 +34,24 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::serve::Listener;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tower::ServiceExt;
 
+use crate::daemon::server::{self, Door};
+
 /// Paths the lane answers itself (GET or HEAD, any query string).
 pub const LANE_PATHS: [&str; 3] = ["/health", "/livez", "/readyz"];
 
-/// How long the lane waits for a new connection's first request line before
-/// handing it to the main runtime undecided.
-pub const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the lane waits for a new connection's request line to say where
+/// it belongs before handing it to the main runtime undecided (where
+/// `server.header_read_timeout` then bounds it). Real clients send the
+/// request line in the connection's first packet; 100 ms covers one split
+/// across a slow link, and keeps a flood of silent or half-sent connections
+/// from holding the lane's slots ([`MAX_PEEKING`]) for long.
+pub const PEEK_WINDOW: Duration = Duration::from_millis(100);
 
 /// Accepted connections not yet served by the lane or queued for the main
 /// runtime; while this many are pending, the lane stops accepting.
@@ -64,9 +71,6 @@ const LANE_STACK_BYTES: usize = 256 * 1024;
 
 /// Bytes peeked: enough for `HEAD /readyz?` and more.
 const PEEK_BYTES: usize = 16;
-
-/// Pause between peeks while a request line arrives in pieces.
-const PEEK_RETRY: Duration = Duration::from_millis(1);
 
 /// What the first bytes of a connection say about where it belongs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +194,11 @@ impl Lane {
 /// "the main runtime"). Returns the listener to serve `router` on in the main
 /// runtime and the lane's handle, or the listener back, untouched, if the
 /// lane cannot start (the caller then serves it directly).
-pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), TcpListener> {
+pub fn start(
+    listener: TcpListener,
+    router: Router,
+    door: Arc<Door>,
+) -> Result<(Handoff, Lane), TcpListener> {
     let Ok(local_addr) = listener.local_addr() else {
         return Err(listener);
     };
@@ -214,7 +222,7 @@ pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), T
             run_lane(
                 lane_listener,
                 local_addr,
-                router,
+                App { router, door },
                 main,
                 handoff_tx,
                 stop_rx,
@@ -244,10 +252,16 @@ pub fn start(listener: TcpListener, router: Router) -> Result<(Handoff, Lane), T
     }
 }
 
+/// What the lane serves its probe connections with.
+struct App {
+    router: Router,
+    door: Arc<Door>,
+}
+
 fn run_lane(
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
-    router: Router,
+    App { router, door }: App,
     main: Handle,
     handoff: mpsc::Sender<std::net::TcpStream>,
     stop: oneshot::Receiver<()>,
@@ -291,11 +305,12 @@ fn run_lane(
                 incoming: lane_rx,
                 local_addr,
             };
-            let _ = axum::serve(listener, lane_app)
-                .with_graceful_shutdown(async move {
-                    let _ = lane_stop_rx.await;
-                })
-                .await;
+            // The same door as the main runtime's: a probe connection kept
+            // open and silent is closed like any other.
+            server::serve_connections(listener, lane_app, door, async move {
+                let _ = lane_stop_rx.await;
+            })
+            .await;
         });
         accept_loop(&listener, &handoff, &lane_tx, stop).await;
         drop(listener);
@@ -400,28 +415,61 @@ async fn dispatch(
     }
 }
 
-/// Peeks until the first bytes decide the route or [`PEEK_TIMEOUT`] passes.
+/// Peeks until the first bytes decide the route or [`PEEK_WINDOW`] passes.
+/// Never polls: between two peeks the task sleeps until the socket reports
+/// new bytes (edge-triggered readiness), so a connection that sent half a
+/// request line and stopped costs one wake-up per packet, not one per
+/// millisecond.
 async fn peek_route(stream: &TcpStream) -> Route {
-    let deadline = tokio::time::Instant::now() + PEEK_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + PEEK_WINDOW;
     let mut head = [0u8; PEEK_BYTES];
+    let mut seen = 0;
     loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut head)).await;
-        let n = match peeked {
-            Ok(Ok(n)) if n > 0 => n,
-            // Closed or reset before a byte (the connectivity check):
-            // nothing to serve.
-            Ok(Ok(_)) | Ok(Err(_)) => return Route::Closed,
-            // Silent: the main runtime waits for it as before.
-            Err(_) => return Route::Main,
-        };
-        match classify(&head[..n]) {
-            Route::Undecided if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(PEEK_RETRY).await;
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            // Silent or still partial: the main runtime takes it, where the
+            // header-read timeout bounds it.
+            Err(_elapsed) => return Route::Main,
+            Ok(Err(_)) => return Route::Closed,
+            Ok(Ok(())) => {}
+        }
+        // Bytes already peeked are still readable; reporting them as
+        // `WouldBlock` clears the readiness, so the next `readable` waits
+        // for the next packet instead of returning at once.
+        let peeked = stream.try_io(Interest::READABLE, || match peek_now(stream, &mut head) {
+            Ok(n) if n > 0 && n == seen => Err(io::ErrorKind::WouldBlock.into()),
+            other => other,
+        });
+        match peeked {
+            // Closed before a byte (the connectivity check): nothing to serve.
+            Ok(0) => return Route::Closed,
+            Ok(n) => {
+                seen = n;
+                match classify(&head[..n]) {
+                    Route::Undecided => continue,
+                    decided => return decided,
+                }
             }
-            Route::Undecided => return Route::Main,
-            decided => return decided,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_reset) => return Route::Closed,
         }
     }
+}
+
+/// One non-blocking `recv(MSG_PEEK)`: the bytes waiting, left in the socket.
+fn peek_now(stream: &TcpStream, head: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `head` is a valid, writable buffer of `head.len()` bytes for
+    // the duration of the call, and the descriptor is the open socket that
+    // `stream` owns; MSG_DONTWAIT keeps the call from blocking.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            head.as_mut_ptr().cast(),
+            head.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    // Negative means an error, which errno holds.
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 async fn accept_error_pause(error: &io::Error) {

@@ -41,7 +41,7 @@ use crate::config::WardenConfig;
 use crate::daemon::clock::{SystemClock, wall_now};
 use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
-use crate::daemon::http::{self, CorsError, HealthProvider};
+use crate::daemon::http::{self, AuthToken, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
@@ -106,6 +106,12 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.cors_allowed_origins = server
         .enable_cors
         .then(|| server.cors_allowed_origins.clone());
+    s.door.header_read_timeout = server.header_read_timeout;
+    s.door.idle_timeout = server.idle_timeout;
+    s.door.handshake_timeout = server.handshake_timeout;
+    s.door.max_connections_per_ip =
+        (server.max_connections_per_ip > 0).then_some(server.max_connections_per_ip);
+    s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
     s
 }
 
@@ -402,6 +408,11 @@ impl<A: HubAdapter> Daemon<A> {
             std::process::id(),
             hub.settings().server_id
         );
+        if let Some(warning) =
+            server::exposure_warning(addr, hub.settings().door.auth_token.is_some())
+        {
+            tracing::warn!("{warning}");
+        }
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         Ok(Daemon {
             config,

@@ -5,26 +5,39 @@
 //!
 //! A serving generation is: [`bind`] (or [`bind_host`]) → [`serve_tcp`] (or
 //! the generic [`serve`], for simulated listeners) → [`ServingHandle::shutdown`].
-//! Shutdown closes every Socket.IO transport through [`Hub::close`] inside
-//! axum's graceful shutdown, so clients see "transport close" and reconnect,
-//! long-polling requests end at once, and the listening socket is released
-//! when `shutdown` returns, ready to be bound again.
+//! Shutdown closes every Socket.IO transport through [`Hub::close`] inside a
+//! graceful shutdown (as `axum::serve` does it), so clients see "transport
+//! close" and reconnect, long-polling requests end at once, and the
+//! listening socket is released when `shutdown` returns, ready to be bound
+//! again.
+//!
+//! Connections are served here, not by `axum::serve`, because the door's
+//! bounds need hyper's timer ([`DoorSettings`]: header-read and idle
+//! timeouts, a cap per address): a client that holds connections open is
+//! shed at the door, never answered by a restart.
 //!
 //! Not here: what to serve (see `http`), the hub (see `hub`), the PID file and
 //! the decision to restart (the daemon and the recovery manager).
 
-use std::fmt::Debug;
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::serve::{Listener, ListenerExt};
 use socketioxide::adapter::Adapter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
+pub use crate::daemon::http::AuthToken;
 use crate::daemon::hub::Hub;
 use crate::daemon::lane::{self, Lane};
 
@@ -195,10 +208,12 @@ impl ServingHandle {
 /// otherwise). The health lane (see `lane`) accepts on its own thread and
 /// answers `/health`, `/livez` and `/readyz` there, so probes are not queued
 /// behind the relay; if its thread cannot start, the runtime accepts alone.
+/// The hub's [`DoorSettings`] bound every connection, on both sides.
 pub fn serve_tcp<A: Adapter>(listener: TcpListener, router: Router, hub: &Hub<A>) -> ServingHandle {
-    let listener = match lane::start(listener, router.clone()) {
+    let door = Door::new(hub.settings().door.clone());
+    let listener = match lane::start(listener, router.clone(), Arc::clone(&door)) {
         Ok((handoff, lane)) => {
-            let mut handle = serve(handoff, router, hub);
+            let mut handle = serve_with(handoff, router, hub, door);
             handle.lane = Some(lane);
             return handle;
         }
@@ -209,16 +224,24 @@ pub fn serve_tcp<A: Adapter>(listener: TcpListener, router: Router, hub: &Hub<A>
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    serve(listener, router, hub)
+    serve_with(listener, router, hub, door)
 }
 
 /// Serves `router` on any axum listener (a simulated one in the turmoil
-/// suites) until [`ServingHandle::shutdown`]. Must be called inside a tokio
-/// runtime.
+/// suites) until [`ServingHandle::shutdown`], with the hub's
+/// [`DoorSettings`]. Must be called inside a tokio runtime.
 pub fn serve<L, A>(listener: L, router: Router, hub: &Hub<A>) -> ServingHandle
 where
-    L: Listener,
-    L::Addr: Debug,
+    L: Listener<Addr = SocketAddr>,
+    A: Adapter,
+{
+    let door = Door::new(hub.settings().door.clone());
+    serve_with(listener, router, hub, door)
+}
+
+fn serve_with<L, A>(listener: L, router: Router, hub: &Hub<A>, door: Arc<Door>) -> ServingHandle
+where
+    L: Listener<Addr = SocketAddr>,
     A: Adapter,
 {
     let (trigger, triggered) = oneshot::channel::<()>();
@@ -230,18 +253,330 @@ where
         let clients = hub.close().await;
         let _ = report_closed.send(clients);
     };
-    let task = tokio::spawn(async move {
-        // axum's serve future never fails: accept errors are retried inside.
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(drain)
-            .await;
-    });
+    let task = tokio::spawn(serve_connections(listener, router, door, drain));
     ServingHandle {
         trigger,
         closed,
         task,
         lane: None,
     }
+}
+
+/// The bounds the door puts on every connection (`server.*` in the config;
+/// README lists them with their defaults). Clients that hold connections
+/// open cost the daemon descriptors and memory: these bounds shed them at
+/// the door, so that no client-made pressure ever needs a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorSettings {
+    /// A new connection must send its first complete request head within
+    /// this time, or it is closed.
+    pub header_read_timeout: Duration,
+    /// A kept-alive HTTP connection with no request in flight is closed
+    /// after this time (a request head after the first must also arrive
+    /// within it). Upgraded WebSocket connections are Engine.IO's (pings).
+    pub idle_timeout: Duration,
+    /// An Engine.IO session that has not joined the Socket.IO namespace
+    /// within this time is closed (socketioxide's `connect_timeout`).
+    pub handshake_timeout: Duration,
+    /// Open connections from one IP address; beyond it a new connection is
+    /// answered `429` and closed. `None`: no cap.
+    pub max_connections_per_ip: Option<u32>,
+    /// When set, required by `POST /api/events`, `/diagnostics`, `/metrics`
+    /// (`Authorization: Bearer`) and Socket.IO connects (`auth.token`).
+    pub auth_token: Option<AuthToken>,
+}
+
+impl DoorSettings {
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
+impl Default for DoorSettings {
+    fn default() -> Self {
+        DoorSettings {
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections_per_ip: None,
+            auth_token: None,
+        }
+    }
+}
+
+/// One serving generation's door: its settings and the open connections per
+/// address, shared by the main runtime and the health lane.
+#[derive(Debug)]
+pub struct Door {
+    settings: DoorSettings,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    refused: AtomicU64,
+}
+
+impl Door {
+    pub fn new(settings: DoorSettings) -> Arc<Self> {
+        Arc::new(Door {
+            settings,
+            per_ip: Mutex::new(HashMap::new()),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    pub fn settings(&self) -> &DoorSettings {
+        &self.settings
+    }
+
+    /// A slot for one more connection from `ip`, or `None` if the address
+    /// already holds `max_connections_per_ip`.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let Some(cap) = self.settings.max_connections_per_ip else {
+            return Some(PeerSlot { door: None, ip });
+        };
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = per_ip.entry(ip).or_insert(0);
+        if *open >= cap {
+            return None;
+        }
+        *open += 1;
+        Some(PeerSlot {
+            door: Some(Arc::clone(self)),
+            ip,
+        })
+    }
+
+    /// Counts a refusal; logs the first and then every power of two, so a
+    /// flood costs a handful of lines.
+    fn note_refused(&self, ip: IpAddr) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                "refused a connection from {ip}: server.max_connections_per_ip ({}) reached \
+                 ({refused} refused so far in this serving generation)",
+                self.settings.max_connections_per_ip.unwrap_or(0)
+            );
+        }
+    }
+}
+
+/// One open connection counted against its address; released on drop.
+#[derive(Debug)]
+struct PeerSlot {
+    door: Option<Arc<Door>>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some(door) = &self.door {
+            let mut per_ip = door.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(open) = per_ip.get_mut(&self.ip) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// A connection's I/O with its [`PeerSlot`]: the slot lives as long as the
+/// socket, including after a WebSocket upgrade hands the socket to
+/// Engine.IO.
+struct Counted<I> {
+    io: I,
+    _slot: PeerSlot,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What a connection over `max_connections_per_ip` reads before it is
+/// closed.
+const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Content-Type: application/json\r\n\
+Connection: close\r\n\
+Content-Length: 90\r\n\
+\r\n\
+{\"error\":\"too many connections from this address (server.max_connections_per_ip reached)\"}";
+
+/// How long a refused connection is given to take its 429 and close.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes read and discarded from a refused connection before it is closed.
+const REFUSE_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Accepts on `listener` and serves every connection with the door's
+/// bounds until `shutdown` resolves; then stops accepting, asks every
+/// connection to finish (graceful HTTP/1 shutdown) and returns once all
+/// have closed. The shape of `axum::serve(..).with_graceful_shutdown(..)`,
+/// plus the timeouts axum does not offer.
+pub(crate) async fn serve_connections<L, F>(
+    mut listener: L,
+    router: Router,
+    door: Arc<Door>,
+    shutdown: F,
+) where
+    L: Listener<Addr = SocketAddr>,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = watch::channel(());
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let Some(slot) = door.admit(peer.ip()) else {
+            door.note_refused(peer.ip());
+            tokio::spawn(refuse(io));
+            continue;
+        };
+        let io = Counted { io, _slot: slot };
+        tokio::spawn(serve_connection(
+            io,
+            router.clone(),
+            Arc::clone(&door),
+            stop_rx.clone(),
+            open_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(open_rx);
+    // Connections still open hear this and finish their current request.
+    drop(stop_rx);
+    let _ = stop_tx.send(());
+    // Every connection task holds a receiver: closed means all are gone.
+    open_tx.closed().await;
+}
+
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+    let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
+        io.write_all(REFUSED_RESPONSE).await?;
+        io.shutdown().await?;
+        // A lingering close: closing with the request still unread would
+        // send a reset, which can destroy the 429 before the client reads
+        // it. Read (and discard) a bounded amount until the client closes.
+        let mut sink = [0u8; 4096];
+        let mut left = REFUSE_DRAIN_BYTES;
+        while left > 0 {
+            let n = io.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// Serves one connection: HTTP/1.1 with upgrades (WebSocket), hyper's
+/// header-read timer set to the idle timeout, and the first request head
+/// due within the header-read timeout.
+async fn serve_connection<I>(
+    io: I,
+    router: Router,
+    door: Arc<Door>,
+    mut stop: watch::Receiver<()>,
+    open: watch::Receiver<()>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = door.settings();
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = {
+        let requested = Arc::clone(&requested);
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            requested.store(true, Ordering::Relaxed);
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(settings.idle_timeout);
+    let connection = builder
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let first_head = tokio::time::sleep(settings.header_read_timeout);
+    let mut first_head = std::pin::pin!(first_head);
+    let mut awaiting_first_head = true;
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::trace!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut first_head, if awaiting_first_head => {
+                if !requested.load(Ordering::Relaxed) {
+                    tracing::trace!("closed a connection that sent no request in time");
+                    break;
+                }
+                awaiting_first_head = false;
+            }
+            changed = stop.changed(), if !stopping => {
+                // Sent or dropped: either way the generation is ending.
+                let _ = changed;
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+    drop(open);
+}
+
+/// The startup warning for a daemon that other machines can reach and that
+/// requires no token; `None` on a loopback address or with a token.
+pub fn exposure_warning(addr: SocketAddr, token_set: bool) -> Option<String> {
+    (!addr.ip().is_loopback() && !token_set).then(|| {
+        format!(
+            "listening on {addr}, reachable from other machines, without server.auth_token: \
+             anyone who can connect can post events, receive every relayed event and read \
+             /diagnostics and /metrics. Set server.auth_token, or listen on 127.0.0.1 (--host)"
+        )
+    })
 }
 
 /// The signal that asked the daemon to stop.

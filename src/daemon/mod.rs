@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod netif;
+pub mod page;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;

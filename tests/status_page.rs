@@ -286,6 +286,39 @@ fn a_healthy_daemon_its_event_tail_and_the_unreachable_banner() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     assert_eq!(browser.page()["errors"], "", "the page's error hook");
+    // The console check can see an error: one logged now is reported.
+    browser.eval("console.error('status page probe'); return null;");
+    let errors = browser.console_errors();
+    assert!(
+        errors.iter().any(|e| e.contains("status page probe")),
+        "the browser log misses a console error: {errors:?}"
+    );
+
+    // Phone width: nothing wider than the screen.
+    browser.command(
+        reqwest::Method::POST,
+        "/window/rect",
+        Some(json!({"width": 390, "height": 844})),
+    );
+    let start = Instant::now();
+    loop {
+        let widths = browser.eval(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+        );
+        let (scroll, client) = (widths[0].as_u64(), widths[1].as_u64());
+        if client.is_some_and(|c| c <= 400) {
+            assert!(
+                scroll <= client,
+                "the page overflows a phone's width: {widths}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the window never narrowed: {widths}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();

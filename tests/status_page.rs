@@ -11,6 +11,9 @@
 //!   restart_service and says so, and shows the banner once the emergency
 //!   stop ends the daemon.
 //!
+//! - a watcher that stops reading is dropped (a `lagged` event, then the
+//!   stream ends) instead of being buffered for.
+//!
 //! Needs Debian's `chromium` and `chromium-driver`; without them the tests
 //! FAIL with the install command. `WARDEN_UPDATE_SCREENSHOT=1` rewrites
 //! docs/status-page.png from the healthy test.
@@ -364,4 +367,43 @@ fn a_forced_ladder_shows_critical_and_recovery_reconnects_after_restart_then_the
     browser.wait_for("the unreachable banner after the emergency stop", |p| {
         p["banner_shown"] == true && text(p, "banner").contains("Daemon unreachable")
     });
+}
+
+/// A stream whose reader stops reading is dropped once it falls more than
+/// the tap's capacity (256 events) behind: it gets a `lagged` event and
+/// ends, instead of the daemon buffering for it without bound. 400 events of
+/// 100 kB (40 MB) are more than loopback's socket buffers hold.
+#[test]
+fn a_watcher_that_stops_reading_is_dropped_not_buffered() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let _daemon = spawn_with(&env, json!({"health_monitoring": {"check_interval": 30}}));
+    let mut watcher = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    write!(
+        watcher,
+        "GET /status-page/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = watcher.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+
+    let filler = "x".repeat(100_000);
+    for i in 0..400 {
+        post_event(
+            env.port,
+            &json!({"type": "flood", "i": i, "filler": filler}),
+        );
+    }
+
+    watcher.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    watcher
+        .read_to_end(&mut rest)
+        .expect("the stream ends (EOF) instead of waiting for the reader");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("event: lagged"), "no lagged notice");
+    let delivered = rest.matches("event: claude_event").count();
+    assert!(delivered < 400, "every event was buffered: {delivered}");
+    assert_eq!(env.http_get("/livez").0, 200);
 }

@@ -9,8 +9,7 @@
 //! - a forced ladder (memory_mb 1): the page shows critical, the rung and the
 //!   recovery events without a reload, reconnects by itself after
 //!   restart_service and says so, and shows the banner once the emergency
-//!   stop ends the daemon.
-//!
+//!   stop ends the daemon;
 //! - a watcher that stops reading is dropped (a `lagged` event, then the
 //!   stream ends) instead of being buffered for.
 //!

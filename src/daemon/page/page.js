@@ -224,6 +224,9 @@
       var event = JSON.parse(e.data);
       if (paused) { held.push(event); if (held.length > TAIL_MAX) held.shift(); } else addTail(event);
     });
+    es.addEventListener('lagged', function (e) {
+      $('tailnote').textContent = 'fell ' + e.data + ' events behind; reconnecting (events in between are not shown)';
+    });
     es.onerror = function () {
       es.close();
       lost();

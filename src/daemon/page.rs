@@ -218,3 +218,47 @@ async fn events(State(state): State<Arc<PageState>>) -> impl IntoResponse {
         Box::pin(stream);
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{HealthCheckResult, HealthMetric, HealthStatus};
+    use crate::time::{Moment, WallTime};
+
+    #[test]
+    fn a_compact_report_keeps_statuses_and_numeric_metrics_only() {
+        let at = Moment::from_millis(5);
+        let wall = WallTime::from_millis(1_796_074_563_169);
+        let process = HealthCheckResult::from_metrics(
+            "process_resources",
+            vec![
+                HealthMetric::new("memory_mb", 21.757_812_5, HealthStatus::Critical),
+                HealthMetric::new(
+                    "process_status",
+                    "sleeping".to_string(),
+                    HealthStatus::Healthy,
+                ),
+            ],
+            at,
+            wall,
+            Duration::ZERO,
+        );
+        let network = HealthCheckResult::failed(
+            "network_connectivity",
+            "timed out",
+            at,
+            wall,
+            Duration::ZERO,
+        );
+        let report = HealthReport::from_results(vec![process, network], at, wall);
+        assert_eq!(
+            compact(&report),
+            json!({
+                "t": "2026-11-30T21:36:03.169Z",
+                "s": "critical",
+                "c": {"process_resources": "critical", "network_connectivity": "unknown"},
+                "m": {"memory_mb": 21.76},
+            })
+        );
+    }
+}

@@ -593,6 +593,7 @@ impl<A: Adapter> Hub<A> {
         }
         ServiceStats::add(&self.inner.stats.events_processed, 1);
         if self.inner.tap.receiver_count() > 0 {
+            // Fails only if the last watcher left since the count: no one to tell.
             let _ = self.inner.tap.send(event.clone());
         }
         event

@@ -21,7 +21,7 @@ fn stub(dir: &Path, name: &str, body: &str) {
 }
 
 /// Runs the script with a PATH of stubs; returns (exit code, the calls log).
-fn run(with_redis: bool, skip_redis: bool) -> (Option<i32>, String, String) {
+fn run(with_redis: bool, skip_redis: bool, with_browser: bool) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -42,6 +42,10 @@ fn run(with_redis: bool, skip_redis: bool) -> (Option<i32>, String, String) {
     if with_redis {
         stub(&bin, "redis-server", "true");
         stub(&bin, "redis-cli", "true");
+    }
+    if with_browser {
+        stub(&bin, "chromium", "true");
+        stub(&bin, "chromedriver", "true");
     }
     let mut command = Command::new("/bin/bash");
     command
@@ -64,7 +68,7 @@ fn run(with_redis: bool, skip_redis: bool) -> (Option<i32>, String, String) {
 
 #[test]
 fn a_fresh_machine_gets_redis_installed_then_the_workspace_tested() {
-    let (code, calls, stderr) = run(false, false);
+    let (code, calls, stderr) = run(false, false, false);
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = calls.lines().collect();
     assert_eq!(
@@ -82,6 +86,15 @@ fn a_fresh_machine_gets_redis_installed_then_the_workspace_tested() {
             .any(|l| l.starts_with("apt-get install") && l.ends_with(" redis-server")),
         "{calls}"
     );
+    // The status page's browser tests need Debian's Chromium and its driver.
+    for package in [" chromium", " chromium-driver"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("apt-get install") && l.ends_with(package)),
+            "{package}: {calls}"
+        );
+    }
     assert_eq!(
         lines.last(),
         Some(&"cargo test --workspace -- --nocapture"),
@@ -91,14 +104,14 @@ fn a_fresh_machine_gets_redis_installed_then_the_workspace_tested() {
 
 #[test]
 fn a_prepared_machine_installs_nothing() {
-    let (code, calls, stderr) = run(true, false);
+    let (code, calls, stderr) = run(true, false, true);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(calls.trim(), "cargo test --workspace -- --nocapture");
 }
 
 #[test]
 fn skipping_redis_knowingly_installs_no_redis_and_says_so() {
-    let (code, calls, stderr) = run(false, true);
+    let (code, calls, stderr) = run(false, true, true);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(calls.trim(), "cargo test --workspace -- --nocapture");
     assert!(stderr.contains("SKIPPED"), "{stderr}");

@@ -34,6 +34,7 @@ use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
 use crate::daemon::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::{HealthMonitor, MonitorSettings};
+use crate::daemon::page::{self, PageState};
 use crate::daemon::recovery::{
     self, ActionFuture, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError,
     RouterFactory, ServiceControl, ServiceSettings, StopReason, WeakService,
@@ -81,6 +82,7 @@ pub struct Prepared {
     pub alerts: Option<Arc<Alerter>>,
     /// What a config reload changes in the running checks.
     pub live: LiveSettings,
+    page: Arc<PageState>,
     target: TargetSetter,
     control: Arc<LateControl>,
     monitoring_enabled: bool,
@@ -250,10 +252,16 @@ impl Prepared {
                 start_time: clock.wall(),
             },
         });
+        let tap_hub = hub.clone();
+        let page = Arc::new(PageState {
+            endpoints: Arc::clone(&endpoints),
+            events: Arc::new(move || tap_hub.subscribe_events()),
+        });
         Ok(Prepared {
             monitor,
             recovery,
             endpoints,
+            page,
             alerts,
             live,
             target,
@@ -268,9 +276,10 @@ impl Prepared {
         Arc::new(self.monitor.clone())
     }
 
-    /// `/health`, `/diagnostics`, `/metrics`, `/livez`, `/readyz`.
+    /// `/health`, `/diagnostics`, `/metrics`, `/livez`, `/readyz`, and the
+    /// status page (`/`, `/status-page/...`).
     pub fn routes(&self) -> Router {
-        health_http::routes(Arc::clone(&self.endpoints))
+        health_http::routes(Arc::clone(&self.endpoints)).merge(page::routes(Arc::clone(&self.page)))
     }
 
     /// Starts checking and recovering once the hub serves on `addr`, with

@@ -178,11 +178,26 @@ async fn diagnostics(
         Ok(w) => w,
         Err(message) => return bad_query(message),
     };
+    Json(diagnostics_value(
+        &e,
+        window,
+        query.limit.unwrap_or(RECENT_EVENTS),
+    ))
+    .into_response()
+}
+
+/// `/diagnostics`' body: the health history aggregated over `window` (the
+/// configured one if `None`) and the `limit` most recent recovery events.
+/// The status page streams the same object.
+pub fn diagnostics_value(
+    e: &HealthEndpoints,
+    window: Option<std::time::Duration>,
+    limit: usize,
+) -> Value {
     let health_monitor = match window {
         Some(w) => e.monitor.status_over(w),
         None => e.monitor.status(),
     };
-    let limit = query.limit.unwrap_or(RECENT_EVENTS);
     let sample = e.process.get();
     let process_info = match &sample {
         Some(s) => json!({
@@ -197,7 +212,7 @@ async fn diagnostics(
         }),
         None => json!({ "pid": e.info.pid, "sampled_at": null }),
     };
-    Json(json!({
+    json!({
         "server_info": {
             "version": e.info.version,
             "pid": e.info.pid,
@@ -222,8 +237,7 @@ async fn diagnostics(
             Some(alerts) => json!({ "enabled": true, "state": alerts.status() }),
             None => json!({ "enabled": false }),
         },
-    }))
-    .into_response()
+    })
 }
 
 async fn metrics_text(State(e): S) -> Response {

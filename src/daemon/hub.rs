@@ -300,7 +300,13 @@ struct Inner<A: Adapter> {
     adapter_state: AdapterStateFactory<A>,
     /// The other nodes, in cluster mode.
     shared: OnceLock<Arc<dyn SharedHub>>,
+    /// Stamped events for live watchers (the status page); sent to only
+    /// while someone subscribed, bounded (a lagging watcher loses events).
+    tap: tokio::sync::broadcast::Sender<Value>,
 }
+
+/// Events a live watcher may fall behind by before it is told it lagged.
+pub const EVENT_TAP_CAPACITY: usize = 256;
 
 /// Locks a mutex even if a thread panicked while holding it: the data behind
 /// every lock here (a history, a set of ids) stays valid after any panic.
@@ -337,6 +343,7 @@ impl<A: Adapter> Hub<A> {
                 io: RwLock::new(None),
                 adapter_state,
                 shared: OnceLock::new(),
+                tap: tokio::sync::broadcast::Sender::new(EVENT_TAP_CAPACITY),
             }),
         }
     }
@@ -591,7 +598,16 @@ impl<A: Adapter> Hub<A> {
             history.push_back(event.clone());
         }
         ServiceStats::add(&self.inner.stats.events_processed, 1);
+        if self.inner.tap.receiver_count() > 0 {
+            // Fails only if the last watcher left since the count: no one to tell.
+            let _ = self.inner.tap.send(event.clone());
+        }
         event
+    }
+
+    /// Every event ingested from now on, stamped, for a live watcher.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Value> {
+        self.inner.tap.subscribe()
     }
 
     fn touch(&self) -> WallTime {

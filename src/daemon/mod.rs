@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod netif;
+pub mod page;
 pub mod pidfile;
 pub mod port;
 pub mod recovery;

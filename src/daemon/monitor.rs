@@ -316,6 +316,11 @@ impl HealthMonitor {
         lock(&self.inner.state).history.latest().cloned()
     }
 
+    /// The kept reports, oldest first (at most `history_size`).
+    pub fn history(&self) -> Vec<HealthReport> {
+        lock(&self.inner.state).history.iter().cloned().collect()
+    }
+
     /// The latest overall status; `unknown` before the first cycle.
     pub fn current_status(&self) -> HealthStatus {
         lock(&self.inner.state)

@@ -77,6 +77,15 @@ pub struct ServerConfig {
     /// Relayed events kept for `get_history`.
     #[serde(deserialize_with = "de_u64_in::<_, 1, 100_000>")]
     pub event_history_size: u64,
+    /// Bad packets one client may send within `client_error_window` before
+    /// it is disconnected (its errors, never the hub's).
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub client_error_budget: u32,
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub client_error_window: Duration,
     /// Directory for the PID file and the default log; `None` means
     /// `~/.claude-mpm`. May start with `~`, expanded by the daemon.
     pub state_dir: Option<PathBuf>,
@@ -93,6 +102,8 @@ impl Default for ServerConfig {
             max_payload_bytes: 1_000_000,
             socket_buffer_packets: 4096,
             event_history_size: 1000,
+            client_error_budget: 20,
+            client_error_window: Duration::from_secs(60),
             state_dir: None,
         }
     }

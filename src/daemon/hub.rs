@@ -87,6 +87,11 @@ pub struct HubSettings {
     pub inbound_queue_events: usize,
     /// Events kept for `get_history`; the oldest is forgotten first.
     pub event_history_size: usize,
+    /// Bad packets (undecodable `claude_event`s) and refused events one
+    /// client may cause within `client_error_window` before it is
+    /// disconnected. They are that client's errors, never the hub's.
+    pub client_error_budget: u32,
+    pub client_error_window: Duration,
     /// Origins allowed by CORS (`["*"]` for any); `None` sends no CORS headers.
     pub cors_allowed_origins: Option<Vec<String>>,
     /// Engine.IO heartbeat: how often the server pings, and how long it waits
@@ -100,6 +105,8 @@ impl HubSettings {
     pub const DEFAULT_SOCKET_BUFFER_PACKETS: usize = 8_192;
     pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 8_192;
     pub const DEFAULT_EVENT_HISTORY_SIZE: usize = 1_000;
+    pub const DEFAULT_CLIENT_ERROR_BUDGET: u32 = 20;
+    pub const DEFAULT_CLIENT_ERROR_WINDOW: Duration = Duration::from_secs(60);
     pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
     pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -112,6 +119,8 @@ impl HubSettings {
             socket_buffer_packets: Self::DEFAULT_SOCKET_BUFFER_PACKETS,
             inbound_queue_events: Self::DEFAULT_INBOUND_QUEUE_EVENTS,
             event_history_size: Self::DEFAULT_EVENT_HISTORY_SIZE,
+            client_error_budget: Self::DEFAULT_CLIENT_ERROR_BUDGET,
+            client_error_window: Self::DEFAULT_CLIENT_ERROR_WINDOW,
             cors_allowed_origins: None,
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
@@ -130,7 +139,11 @@ impl HubSettings {
 /// connected at that moment) when the adapter failed before any delivery or
 /// the sender's queue was full, and one per failed reply
 /// (`connection_ack`, `pong`, ...). `errors` counts failures of the hub itself
-/// (undecodable payloads, adapter or serialisation failures, queue overflow).
+/// (adapter or serialisation failures): it feeds the service checker's error
+/// rate, so nothing a client controls is counted there. What a client does
+/// wrong is that client's: `client_errors` counts its bad packets (an
+/// undecodable `claude_event`), and `clients_disconnected_for_abuse` the
+/// clients cut off for spending their budget (`client_error_budget`).
 #[derive(Debug, Default)]
 pub struct ServiceStats {
     clients_connected: AtomicU64,
@@ -138,18 +151,24 @@ pub struct ServiceStats {
     events_relayed: AtomicU64,
     events_dropped: AtomicU64,
     errors: AtomicU64,
+    client_errors: AtomicU64,
+    clients_disconnected_for_abuse: AtomicU64,
     /// Epoch milliseconds of the last client activity; 0 means none yet.
     last_activity_ms: AtomicU64,
 }
 
 /// A copy of [`ServiceStats`] at one moment.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceStatsSnapshot {
     pub clients_connected: u64,
     pub events_processed: u64,
     pub events_relayed: u64,
     pub events_dropped: u64,
+    /// The hub's own failures (the only errors the service checker judges).
     pub errors: u64,
+    /// Bad packets sent by clients (never in `errors`).
+    pub client_errors: u64,
+    pub clients_disconnected_for_abuse: u64,
     /// ISO-8601 in JSON, `null` before the first activity.
     #[serde(serialize_with = "serialize_wall_time")]
     pub last_activity: Option<WallTime>,
@@ -174,6 +193,10 @@ impl ServiceStats {
             events_relayed: self.events_relayed.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            clients_disconnected_for_abuse: self
+                .clients_disconnected_for_abuse
+                .load(Ordering::Relaxed),
             last_activity: (last != 0).then_some(WallTime::from_millis(last)),
         }
     }
@@ -224,6 +247,83 @@ pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Va
         Value::String(received_at.to_iso8601()),
     );
     Value::Object(object)
+}
+
+/// A client's budget of strikes (bad packets, refused events): at most
+/// `limit` in a fixed window of `window`, counted from its first strike.
+/// Time is data here: [`ErrorBudget::charge`] is given the moment.
+#[derive(Debug)]
+struct ErrorBudget {
+    limit: u32,
+    window: Duration,
+    window_start: Option<Moment>,
+    strikes: u32,
+}
+
+impl ErrorBudget {
+    fn new(limit: u32, window: Duration) -> Self {
+        ErrorBudget {
+            limit,
+            window,
+            window_start: None,
+            strikes: 0,
+        }
+    }
+
+    /// Counts one strike at `at`; true once the window holds more than `limit`.
+    fn charge(&mut self, at: Moment) -> bool {
+        match self.window_start {
+            Some(start) if at.saturating_since(start) < self.window => {}
+            _ => {
+                self.window_start = Some(at);
+                self.strikes = 0;
+            }
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        self.strikes > self.limit
+    }
+}
+
+/// How often a warning that repeats (one per bad packet, per refused
+/// event...) is logged: once per interval, with a count.
+pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A warning that may repeat: [`Throttled::hit`] says when to log it and how
+/// many times it happened since the last line. Never one line per event.
+#[derive(Debug, Default)]
+struct Throttled {
+    state: Mutex<(Option<Moment>, u64)>,
+}
+
+impl Throttled {
+    /// Counts one occurrence at `at`; `Some(n)` when a line is due, `n`
+    /// being the occurrences since the previous line (this one included).
+    fn hit(&self, at: Moment) -> Option<u64> {
+        let mut state = lock(&self.state);
+        let (last, pending) = &mut *state;
+        *pending += 1;
+        let due = last.is_none_or(|last| at.saturating_since(last) >= REPEATED_WARNING_INTERVAL);
+        if !due {
+            return None;
+        }
+        *last = Some(at);
+        Some(std::mem::take(pending))
+    }
+}
+
+/// The repeated warnings of one hub.
+#[derive(Debug, Default)]
+struct Warnings {
+    bad_packet: Throttled,
+    abuse_disconnect: Throttled,
+}
+
+/// What one connected client has cost: shared by its handlers.
+#[derive(Debug)]
+struct ClientLedger {
+    budget: Mutex<ErrorBudget>,
+    /// Set once the client spent its budget: its later packets are ignored.
+    cut_off: std::sync::atomic::AtomicBool,
 }
 
 /// The other nodes of a cluster, as the hub needs them (see `cluster.rs`).
@@ -295,6 +395,7 @@ struct Inner<A: Adapter> {
     adapter_state: AdapterStateFactory<A>,
     /// The other nodes, in cluster mode.
     shared: OnceLock<Arc<dyn SharedHub>>,
+    warnings: Warnings,
 }
 
 /// Locks a mutex even if a thread panicked while holding it: the data behind
@@ -332,6 +433,7 @@ impl<A: Adapter> Hub<A> {
                 io: RwLock::new(None),
                 adapter_state,
                 shared: OnceLock::new(),
+                warnings: Warnings::default(),
             }),
         }
     }
@@ -399,11 +501,19 @@ impl<A: Adapter> Hub<A> {
         self.count_connected(socket.id);
         self.inner.stats.record_activity(now);
 
+        let s = &self.inner.settings;
         socket.on(
             CLAUDE_EVENT,
             OrderedEventHandler {
                 hub: self.clone(),
                 queue: OnceLock::new(),
+                client: ClientLedger {
+                    budget: Mutex::new(ErrorBudget::new(
+                        s.client_error_budget,
+                        s.client_error_window,
+                    )),
+                    cut_off: false.into(),
+                },
             },
         );
 
@@ -535,7 +645,8 @@ impl<A: Adapter> Hub<A> {
                     disconnected += 1;
                 }
                 Err(error) => {
-                    ServiceStats::add(&self.inner.stats.errors, 1);
+                    // Its outgoing buffer is full: that client's doing, not
+                    // the hub's (its transport closes at the next heartbeat).
                     tracing::warn!(%sid, %error, "could not disconnect client");
                 }
             }
@@ -690,6 +801,7 @@ struct OrderedEventHandler<A: Adapter> {
     /// clients (dashboards) never send one, and a thousand idle queues and
     /// tasks would cost their memory for nothing.
     queue: OnceLock<mpsc::Sender<Queued<A>>>,
+    client: ClientLedger,
 }
 
 impl<A: Adapter> OrderedEventHandler<A> {
@@ -700,6 +812,30 @@ impl<A: Adapter> OrderedEventHandler<A> {
             tokio::spawn(relay_in_order(self.hub.clone(), rx));
             tx
         })
+    }
+}
+
+impl<A: Adapter> OrderedEventHandler<A> {
+    /// Charges one strike to this client; past its budget it is cut off:
+    /// disconnected, its later packets ignored, and counted.
+    fn strike(&self, socket: &Arc<Socket<A>>, at: Moment) {
+        let spent = lock(&self.client.budget).charge(at);
+        if !spent || self.client.cut_off.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let inner = &self.hub.inner;
+        ServiceStats::add(&inner.stats.clients_disconnected_for_abuse, 1);
+        let result = Arc::clone(socket).disconnect();
+        if let Some(count) = inner.warnings.abuse_disconnect.hit(at) {
+            tracing::warn!(
+                sid = %socket.id,
+                budget = inner.settings.client_error_budget,
+                window_s = inner.settings.client_error_window.as_secs_f64(),
+                disconnected = result.is_ok(),
+                count,
+                "client spent its error budget and was cut off (count since the last such line)"
+            );
+        }
     }
 }
 
@@ -715,11 +851,18 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         ack: Option<i64>,
     ) {
         let stats = &self.hub.inner.stats;
+        if self.client.cut_off.load(Ordering::Relaxed) {
+            return;
+        }
         let payload = match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
             Ok(Data(payload)) => payload,
             Err(error) => {
-                ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(sid = %socket.id, %error, "undecodable claude_event");
+                ServiceStats::add(&stats.client_errors, 1);
+                let now = self.hub.inner.clock.now();
+                if let Some(count) = self.hub.inner.warnings.bad_packet.hit(now) {
+                    tracing::warn!(sid = %socket.id, %error, count, "undecodable claude_event (client error; count since the last such line)");
+                }
+                self.strike(&socket, now);
                 return;
             }
         };
@@ -788,6 +931,40 @@ mod tests {
         assert_eq!(event["data"], json!([1, 2]));
         assert_eq!(event["server_id"], "srv");
         assert_eq!(event["received_at"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_budget_allows_its_limit_per_window_then_is_spent() {
+        let mut budget = ErrorBudget::new(3, Duration::from_secs(60));
+        let at = Moment::from_secs(100);
+        assert!(!budget.charge(at));
+        assert!(!budget.charge(at));
+        assert!(!budget.charge(at + Duration::from_secs(59)));
+        assert!(budget.charge(at + Duration::from_secs(59)));
+        // A new window starts afresh.
+        let mut budget = ErrorBudget::new(3, Duration::from_secs(60));
+        for n in 0..3 {
+            assert!(!budget.charge(at + Duration::from_secs(60 * n)));
+        }
+        for _ in 0..3 {
+            assert!(!budget.charge(at + Duration::from_secs(600)));
+        }
+    }
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_interval_with_its_count() {
+        let warning = Throttled::default();
+        let at = Moment::from_secs(100);
+        assert_eq!(warning.hit(at), Some(1));
+        for _ in 0..999 {
+            assert_eq!(warning.hit(at + Duration::from_secs(1)), None);
+        }
+        assert_eq!(
+            warning.hit(at + REPEATED_WARNING_INTERVAL),
+            Some(1_000),
+            "every occurrence is counted in the next line"
+        );
+        assert_eq!(warning.hit(at + REPEATED_WARNING_INTERVAL), None);
     }
 
     #[test]

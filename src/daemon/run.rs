@@ -99,6 +99,8 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.max_payload_bytes = server.max_payload_bytes;
     s.socket_buffer_packets = usize::try_from(server.socket_buffer_packets).unwrap_or(usize::MAX);
     s.event_history_size = usize::try_from(server.event_history_size).unwrap_or(usize::MAX);
+    s.client_error_budget = server.client_error_budget;
+    s.client_error_window = server.client_error_window;
     s.cors_allowed_origins = server
         .enable_cors
         .then(|| server.cors_allowed_origins.clone());

@@ -33,19 +33,19 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::extract::{Data, SocketRef};
-use socketioxide::handler::{FromMessageParts, MessageHandler};
+use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
-use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
+use socketioxide::{BroadcastError, SendError, SocketError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
 
 use crate::time::{Clock, Moment, WallTime};
@@ -60,6 +60,9 @@ pub const EVENT_HISTORY: &str = "event_history";
 /// Application-level liveness check (distinct from Engine.IO's own pings).
 pub const PING: &str = "ping";
 pub const PONG: &str = "pong";
+/// Told to a sender whose `claude_event` was refused (its relay queue is
+/// full), when it did not ask for an ack: `{"error": "event_refused", "reason": ..}`.
+pub const EVENT_REFUSED: &str = "event_refused";
 /// Request and answer for the server's version.
 pub const GET_VERSION: &str = "get_version";
 pub const VERSION_INFO: &str = "version_info";
@@ -81,12 +84,21 @@ pub struct HubSettings {
     /// default of 128 loses events when a hook bursts; 8,192 absorbs a burst
     /// of 5,000 events to several dashboards (measured in `tests/hub_relay.rs`).
     pub socket_buffer_packets: usize,
-    /// Incoming `claude_event`s queued per sender awaiting relay. An event
-    /// that finds the queue full is kept in the history but not relayed, and
-    /// is counted in `events_dropped` and `errors`.
+    /// Incoming `claude_event`s queued per sender awaiting relay, bounded in
+    /// count and in bytes (of the packets as they arrived). An event that
+    /// does not fit is refused: not kept, not relayed, and its sender is told
+    /// ([`EVENT_REFUSED`], or an ack error); each refusal is a strike in the
+    /// sender's `client_error_budget`. Every accepted event is relayed.
     pub inbound_queue_events: usize,
+    pub inbound_queue_bytes: usize,
+    /// How long the relay waits for a recipient whose buffer is full to make
+    /// room before dropping its deliveries (see `Hub::deliver_patiently`).
+    pub slow_reader_timeout: Duration,
     /// Events kept for `get_history`; the oldest is forgotten first.
     pub event_history_size: usize,
+    /// Connected clients at most: one more is refused with a Socket.IO
+    /// connect error ([`ServerFull`]) and not counted.
+    pub max_clients: usize,
     /// Bad packets (undecodable `claude_event`s) and refused events one
     /// client may cause within `client_error_window` before it is
     /// disconnected. They are that client's errors, never the hub's.
@@ -103,8 +115,11 @@ pub struct HubSettings {
 impl HubSettings {
     pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
     pub const DEFAULT_SOCKET_BUFFER_PACKETS: usize = 8_192;
-    pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 8_192;
+    pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 65_536;
+    pub const DEFAULT_INBOUND_QUEUE_BYTES: usize = 16 << 20;
+    pub const DEFAULT_SLOW_READER_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_EVENT_HISTORY_SIZE: usize = 1_000;
+    pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
     pub const DEFAULT_CLIENT_ERROR_BUDGET: u32 = 20;
     pub const DEFAULT_CLIENT_ERROR_WINDOW: Duration = Duration::from_secs(60);
     pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -118,7 +133,10 @@ impl HubSettings {
             max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
             socket_buffer_packets: Self::DEFAULT_SOCKET_BUFFER_PACKETS,
             inbound_queue_events: Self::DEFAULT_INBOUND_QUEUE_EVENTS,
+            inbound_queue_bytes: Self::DEFAULT_INBOUND_QUEUE_BYTES,
+            slow_reader_timeout: Self::DEFAULT_SLOW_READER_TIMEOUT,
             event_history_size: Self::DEFAULT_EVENT_HISTORY_SIZE,
+            max_clients: Self::DEFAULT_MAX_CLIENTS,
             client_error_budget: Self::DEFAULT_CLIENT_ERROR_BUDGET,
             client_error_window: Self::DEFAULT_CLIENT_ERROR_WINDOW,
             cors_allowed_origins: None,
@@ -134,11 +152,15 @@ impl HubSettings {
 /// Units: `events_processed` counts accepted `claude_event`s (socket or HTTP);
 /// `events_relayed` counts events handed to the adapter for relay (once per
 /// event, whatever the number of recipients); `events_dropped` counts
-/// deliveries that did not happen: one per recipient whose buffer was full or
-/// whose socket was closing, one per intended recipient (every other client
-/// connected at that moment) when the adapter failed before any delivery or
-/// the sender's queue was full, and one per failed reply
-/// (`connection_ack`, `pong`, ...). `errors` counts failures of the hub itself
+/// deliveries that did not happen: one per recipient whose buffer was full
+/// (also in `events_dropped_recipient_full`: a reader too slow for the
+/// relay, whose transport the next heartbeat closes) or whose socket was
+/// closing (`events_dropped_recipient_closed`), one per intended recipient
+/// (every other client connected at that moment) when the adapter failed
+/// before any delivery, and one per failed reply (`connection_ack`, `pong`,
+/// ...). `events_refused` counts `claude_event`s refused to their sender
+/// because its relay queue was full: the sender's overload, told to it,
+/// neither kept nor relayed, never a hub error. `errors` counts failures of the hub itself
 /// (adapter or serialisation failures): it feeds the service checker's error
 /// rate, so nothing a client controls is counted there. What a client does
 /// wrong is that client's: `client_errors` counts its bad packets (an
@@ -153,6 +175,10 @@ pub struct ServiceStats {
     errors: AtomicU64,
     client_errors: AtomicU64,
     clients_disconnected_for_abuse: AtomicU64,
+    events_refused: AtomicU64,
+    clients_refused_max_clients: AtomicU64,
+    events_dropped_recipient_full: AtomicU64,
+    events_dropped_recipient_closed: AtomicU64,
     /// Epoch milliseconds of the last client activity; 0 means none yet.
     last_activity_ms: AtomicU64,
 }
@@ -169,6 +195,13 @@ pub struct ServiceStatsSnapshot {
     /// Bad packets sent by clients (never in `errors`).
     pub client_errors: u64,
     pub clients_disconnected_for_abuse: u64,
+    /// Events refused to a sender whose relay queue was full (told to it).
+    pub events_refused: u64,
+    /// Connections refused because `max_clients` were connected.
+    pub clients_refused_max_clients: u64,
+    /// Of `events_dropped`: recipients whose buffer was full / which were closing.
+    pub events_dropped_recipient_full: u64,
+    pub events_dropped_recipient_closed: u64,
     /// ISO-8601 in JSON, `null` before the first activity.
     #[serde(serialize_with = "serialize_wall_time")]
     pub last_activity: Option<WallTime>,
@@ -196,6 +229,14 @@ impl ServiceStats {
             client_errors: self.client_errors.load(Ordering::Relaxed),
             clients_disconnected_for_abuse: self
                 .clients_disconnected_for_abuse
+                .load(Ordering::Relaxed),
+            events_refused: self.events_refused.load(Ordering::Relaxed),
+            clients_refused_max_clients: self.clients_refused_max_clients.load(Ordering::Relaxed),
+            events_dropped_recipient_full: self
+                .events_dropped_recipient_full
+                .load(Ordering::Relaxed),
+            events_dropped_recipient_closed: self
+                .events_dropped_recipient_closed
                 .load(Ordering::Relaxed),
             last_activity: (last != 0).then_some(WallTime::from_millis(last)),
         }
@@ -284,6 +325,9 @@ impl ErrorBudget {
     }
 }
 
+/// How often the relay retries a recipient whose buffer is full.
+const SLOW_READER_POLL: Duration = Duration::from_millis(1);
+
 /// How often a warning that repeats (one per bad packet, per refused
 /// event...) is logged: once per interval, with a count.
 pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -316,6 +360,8 @@ impl Throttled {
 struct Warnings {
     bad_packet: Throttled,
     abuse_disconnect: Throttled,
+    refused: Throttled,
+    relay_failed: Throttled,
 }
 
 /// What one connected client has cost: shared by its handlers.
@@ -324,6 +370,15 @@ struct ClientLedger {
     budget: Mutex<ErrorBudget>,
     /// Set once the client spent its budget: its later packets are ignored.
     cut_off: std::sync::atomic::AtomicBool,
+}
+
+/// The connect error a client gets when `max_clients` are connected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "server full: {max_clients} clients are connected, the most this server accepts (server.max_clients); try again later"
+)]
+pub struct ServerFull {
+    pub max_clients: usize,
 }
 
 /// The other nodes of a cluster, as the hub needs them (see `cluster.rs`).
@@ -396,6 +451,8 @@ struct Inner<A: Adapter> {
     /// The other nodes, in cluster mode.
     shared: OnceLock<Arc<dyn SharedHub>>,
     warnings: Warnings,
+    /// Recipients that read nothing for `slow_reader_timeout`: not waited for.
+    stalled: Mutex<HashSet<Sid>>,
 }
 
 /// Locks a mutex even if a thread panicked while holding it: the data behind
@@ -434,6 +491,7 @@ impl<A: Adapter> Hub<A> {
                 adapter_state,
                 shared: OnceLock::new(),
                 warnings: Warnings::default(),
+                stalled: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -583,9 +641,12 @@ impl<A: Adapter> Hub<A> {
     /// Emits `event` to `to`'s recipients: on every node while the cluster
     /// can relay, else (or when the publish fails, which the adapter reports
     /// before any local delivery) to this node's recipients only, once.
+    ///
+    /// This node's recipients are served patiently ([`Hub::deliver_patiently`]);
+    /// a cross-node relay is one adapter broadcast.
     async fn relay(&self, to: BroadcastOperators<A>, event: &Value) -> Result<(), BroadcastError> {
         let Some(shared) = self.shared() else {
-            return to.emit(CLAUDE_EVENT, event).await;
+            return self.deliver_patiently(to.sockets(), event).await;
         };
         if shared.relays_across_nodes() {
             match to.clone().emit(CLAUDE_EVENT, event).await {
@@ -596,7 +657,66 @@ impl<A: Adapter> Hub<A> {
             }
         }
         shared.local_fallback();
-        to.local().emit(CLAUDE_EVENT, event).await
+        self.deliver_patiently(to.local().sockets(), event).await
+    }
+
+    /// Emits `event` to each recipient, waiting while a recipient's buffer is
+    /// full (backpressure: the sender's queue then fills and its next events
+    /// are refused to it, told) for at most `slow_reader_timeout` without
+    /// progress. A recipient that makes no progress in that time is stalled:
+    /// its deliveries are dropped (counted as its own,
+    /// `events_dropped_recipient_full`) without waiting, until its buffer has
+    /// room again; its transport is closed by the next Engine.IO heartbeat
+    /// (the ping cannot be queued). socketioxide 0.18.9 offers no public way
+    /// to close one socket's transport while its buffer is full
+    /// (`Socket::disconnect` must queue a packet first).
+    async fn deliver_patiently(
+        &self,
+        recipients: Vec<SocketRef<A>>,
+        event: &Value,
+    ) -> Result<(), BroadcastError> {
+        let mut failed = Vec::new();
+        for socket in recipients {
+            let mut waited = Duration::ZERO;
+            loop {
+                match socket.emit(CLAUDE_EVENT, event) {
+                    Ok(()) => {
+                        if waited > Duration::ZERO || self.is_stalled(socket.id) {
+                            lock(&self.inner.stalled).remove(&socket.id);
+                        }
+                        break;
+                    }
+                    Err(SendError::Socket(SocketError::InternalChannelFull))
+                        if !self.is_stalled(socket.id)
+                            && waited < self.inner.settings.slow_reader_timeout =>
+                    {
+                        tokio::time::sleep(SLOW_READER_POLL).await;
+                        waited += SLOW_READER_POLL;
+                    }
+                    Err(SendError::Socket(error)) => {
+                        if matches!(error, SocketError::InternalChannelFull)
+                            && lock(&self.inner.stalled).insert(socket.id)
+                        {
+                            tracing::warn!(sid = %socket.id, "a recipient read nothing for {:?}: its deliveries are dropped until it reads", self.inner.settings.slow_reader_timeout);
+                        }
+                        failed.push(error);
+                        break;
+                    }
+                    Err(SendError::Serialize(error)) => {
+                        return Err(BroadcastError::Serialize(error));
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(BroadcastError::Socket(failed))
+        }
+    }
+
+    fn is_stalled(&self, sid: Sid) -> bool {
+        lock(&self.inner.stalled).contains(&sid)
     }
 
     /// `get_history`'s answer: the shared history in cluster mode (this
@@ -722,13 +842,27 @@ impl<A: Adapter> Hub<A> {
         match result {
             Ok(()) => {}
             Err(BroadcastError::Socket(failed)) => {
+                // The recipients' doing (a full buffer: a reader too slow for
+                // the relay; or closing): counted per cause, never a hub error.
                 ServiceStats::add(&stats.events_dropped, failed.len() as u64);
+                for error in &failed {
+                    match error {
+                        SocketError::InternalChannelFull => {
+                            ServiceStats::add(&stats.events_dropped_recipient_full, 1);
+                        }
+                        SocketError::Closed => {
+                            ServiceStats::add(&stats.events_dropped_recipient_closed, 1);
+                        }
+                    }
+                }
                 tracing::debug!(failed = failed.len(), "relay dropped for some clients");
             }
             Err(error) => {
                 ServiceStats::add(&stats.events_dropped, self.other_clients());
                 ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(%error, "relay failed");
+                if let Some(count) = self.inner.warnings.relay_failed.hit(self.inner.clock.now()) {
+                    tracing::warn!(%error, count, "relay failed (count since the last such line)");
+                }
             }
         }
     }
@@ -738,6 +872,26 @@ impl<A: Adapter> Hub<A> {
     fn other_clients(&self) -> u64 {
         let connected = self.inner.stats.clients_connected.load(Ordering::Relaxed);
         connected.saturating_sub(1)
+    }
+
+    /// Admits a connecting client if fewer than `max_clients` are counted,
+    /// counting it at once (so that a burst of connects cannot pass the
+    /// limit); the connect handler's own count is then a no-op.
+    fn admit(&self, sid: Sid) -> Result<(), ServerFull> {
+        let max_clients = self.inner.settings.max_clients;
+        let mut clients = lock(&self.inner.clients);
+        if clients.len() >= max_clients && !clients.contains(&sid) {
+            drop(clients);
+            ServiceStats::add(&self.inner.stats.clients_refused_max_clients, 1);
+            tracing::debug!(%sid, max_clients, "connection refused: server full");
+            return Err(ServerFull { max_clients });
+        }
+        clients.insert(sid);
+        self.inner
+            .stats
+            .clients_connected
+            .store(clients.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn count_connected(&self, sid: Sid) {
@@ -751,6 +905,7 @@ impl<A: Adapter> Hub<A> {
 
     /// Uncounts a client; false if it was not counted (already forgotten).
     fn forget_client(&self, sid: Sid) -> bool {
+        lock(&self.inner.stalled).remove(&sid);
         let mut clients = lock(&self.inner.clients);
         let removed = clients.remove(&sid);
         self.inner
@@ -770,9 +925,12 @@ impl<A: HubAdapter> Hub<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         let hub = self.clone();
-        A::finish_init(io.ns("/", async move |socket: SocketRef<A>| {
-            hub.on_connect(socket)
-        }));
+        let door = self.clone();
+        let connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
+        A::finish_init(io.ns(
+            "/",
+            connect.with(async move |socket: SocketRef<A>| door.admit(socket.id)),
+        ));
         self.attach(io);
         layer
     }
@@ -790,8 +948,32 @@ impl<A: Adapter> HubStatus for Hub<A> {
     }
 }
 
-/// One message of a sender's queue: the socket to relay from and the stamped event.
-type Queued<A> = (Arc<Socket<A>>, Value);
+/// One message of a sender's queue: the socket to relay from, the stamped
+/// event and the bytes it is charged in the queue.
+type Queued<A> = (Arc<Socket<A>>, Value, usize);
+
+/// A sender's relay queue: bounded in count by the channel, in bytes by
+/// `bytes` (added when an event is queued, removed once it is relayed).
+struct RelayQueue<A: Adapter> {
+    tx: mpsc::Sender<Queued<A>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// Why an event was refused to its sender.
+#[derive(Copy, Clone, Debug)]
+enum Refusal {
+    QueueFull,
+    QueueBytes,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "relay queue full (events): send slower",
+            Refusal::QueueBytes => "relay queue full (bytes): send slower",
+        }
+    }
+}
 
 /// The `claude_event` handler. `call` runs synchronously, in arrival order, on
 /// the socket's receive path; it must not block.
@@ -800,18 +982,58 @@ struct OrderedEventHandler<A: Adapter> {
     /// The sender's relay queue and task, created on its first event: most
     /// clients (dashboards) never send one, and a thousand idle queues and
     /// tasks would cost their memory for nothing.
-    queue: OnceLock<mpsc::Sender<Queued<A>>>,
+    queue: OnceLock<RelayQueue<A>>,
     client: ClientLedger,
 }
 
 impl<A: Adapter> OrderedEventHandler<A> {
-    fn queue(&self) -> &mpsc::Sender<Queued<A>> {
+    fn queue(&self) -> &RelayQueue<A> {
         self.queue.get_or_init(|| {
             let capacity = self.hub.inner.settings.inbound_queue_events.max(1);
             let (tx, rx) = mpsc::channel(capacity);
-            tokio::spawn(relay_in_order(self.hub.clone(), rx));
-            tx
+            let bytes = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(relay_in_order(self.hub.clone(), rx, Arc::clone(&bytes)));
+            RelayQueue { tx, bytes }
         })
+    }
+
+    /// Refuses an event to its sender: counted as its overload, told to it
+    /// (an ack error if it asked for an ack, else [`EVENT_REFUSED`]), and a
+    /// strike in its budget.
+    fn refuse(
+        &self,
+        socket: &Arc<Socket<A>>,
+        value: &mut socketioxide::handler::Value,
+        ack: Option<i64>,
+        why: Refusal,
+    ) {
+        let inner = &self.hub.inner;
+        ServiceStats::add(&inner.stats.events_refused, 1);
+        let answer = serde_json::json!({
+            "error": EVENT_REFUSED,
+            "event": CLAUDE_EVENT,
+            "reason": why.reason(),
+        });
+        let told = match ack {
+            Some(_) => ack_sender(socket, value, ack).send(&answer),
+            None => socket.emit(EVENT_REFUSED, &answer),
+        };
+        let now = inner.clock.now();
+        if let Some(count) = inner.warnings.refused.hit(now) {
+            tracing::warn!(
+                sid = %socket.id,
+                reason = why.reason(),
+                told = told.is_ok(),
+                count,
+                "claude_event refused to its sender (count since the last such line)"
+            );
+        }
+        if told.is_ok() {
+            self.strike(socket, now);
+        } else {
+            // It cannot even be told (its own buffer is full): cut it off.
+            self.cut_off(socket, now);
+        }
     }
 }
 
@@ -819,8 +1041,14 @@ impl<A: Adapter> OrderedEventHandler<A> {
     /// Charges one strike to this client; past its budget it is cut off:
     /// disconnected, its later packets ignored, and counted.
     fn strike(&self, socket: &Arc<Socket<A>>, at: Moment) {
-        let spent = lock(&self.client.budget).charge(at);
-        if !spent || self.client.cut_off.swap(true, Ordering::Relaxed) {
+        if lock(&self.client.budget).charge(at) {
+            self.cut_off(socket, at);
+        }
+    }
+
+    /// Disconnects this client for good: its later packets are ignored.
+    fn cut_off(&self, socket: &Arc<Socket<A>>, at: Moment) {
+        if self.client.cut_off.swap(true, Ordering::Relaxed) {
             return;
         }
         let inner = &self.hub.inner;
@@ -854,6 +1082,12 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         if self.client.cut_off.load(Ordering::Relaxed) {
             return;
         }
+        let size = match &value {
+            socketioxide::handler::Value::Str(text, binaries) => {
+                text.len() + binaries.iter().flatten().map(|b| b.len()).sum::<usize>()
+            }
+            socketioxide::handler::Value::Bytes(bytes) => bytes.len(),
+        };
         let payload = match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
             Ok(Data(payload)) => payload,
             Err(error) => {
@@ -866,28 +1100,64 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
                 return;
             }
         };
-        let event = self.hub.ingest(payload);
-        match self.queue().try_send((socket, event)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
-                ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(sid = %socket.id, "relay queue full; event kept in history, not relayed");
+        // The event is accepted only once it has a place in the queue: what
+        // the hub accepts, it relays.
+        let queue = self.queue();
+        let permit = match queue.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                return self.refuse(&socket, &mut value, ack, Refusal::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 tracing::debug!(sid = %socket.id, "relay queue closed");
+                return;
+            }
+        };
+        let queued = queue.bytes.load(Ordering::Relaxed);
+        // An event larger than the whole bound still passes an empty queue
+        // (`max_payload_bytes` bounds it).
+        if queued > 0 && queued.saturating_add(size) > self.hub.inner.settings.inbound_queue_bytes {
+            drop(permit);
+            return self.refuse(&socket, &mut value, ack, Refusal::QueueBytes);
+        }
+        let event = self.hub.ingest(payload);
+        queue.bytes.fetch_add(size, Ordering::Relaxed);
+        if ack.is_some() {
+            let accepted = serde_json::json!({ "accepted": true });
+            if ack_sender(&socket, &mut value, ack)
+                .send(&accepted)
+                .is_err()
+            {
+                ServiceStats::add(&stats.events_dropped, 1);
             }
         }
+        permit.send((socket, event, size));
+    }
+}
+
+/// The ack of one incoming message (`None` ack id: sending does nothing).
+fn ack_sender<A: Adapter>(
+    socket: &Arc<Socket<A>>,
+    value: &mut socketioxide::handler::Value,
+    ack: Option<i64>,
+) -> AckSender<A> {
+    match AckSender::from_message_parts(socket, value, &ack) {
+        Ok(sender) => sender,
+        Err(never) => match never {},
     }
 }
 
 /// Relays one sender's events in the order they arrived. Ends when the
 /// socket (which owns the sending half, in its handler) is dropped.
-async fn relay_in_order<A: Adapter>(hub: Hub<A>, mut queue: mpsc::Receiver<Queued<A>>) {
-    while let Some((socket, event)) = queue.recv().await {
+async fn relay_in_order<A: Adapter>(
+    hub: Hub<A>,
+    mut queue: mpsc::Receiver<Queued<A>>,
+    bytes: Arc<AtomicUsize>,
+) {
+    while let Some((socket, event, size)) = queue.recv().await {
         let result = hub.relay(socket.broadcast(), &event).await;
         hub.count_relay(result);
+        bytes.fetch_sub(size, Ordering::Relaxed);
     }
 }
 

@@ -103,6 +103,21 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         ConstCounter::new(inputs.stats.clients_disconnected_for_abuse),
     );
     r.register(
+        "socketio_events_refused",
+        "Events refused to a sender whose relay queue was full (told to it)",
+        ConstCounter::new(inputs.stats.events_refused),
+    );
+    r.register(
+        "socketio_clients_refused_max_clients",
+        "Connections refused because server.max_clients were connected",
+        ConstCounter::new(inputs.stats.clients_refused_max_clients),
+    );
+    r.register(
+        "socketio_events_dropped_recipient_full",
+        "Deliveries dropped because the recipient's buffer was full (a slow reader)",
+        ConstCounter::new(inputs.stats.events_dropped_recipient_full),
+    );
+    r.register(
         "socketio_health_status",
         "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
         ConstGauge::new(i64::from(inputs.health.prometheus_code())),

@@ -90,6 +90,12 @@ pub struct ServerConfig {
     /// Relayed events kept for `get_history`.
     #[serde(deserialize_with = "de_u64_in::<_, 1, 100_000>")]
     pub event_history_size: u64,
+    /// The same history, in bytes of the stamped events.
+    #[serde(deserialize_with = "de_u64_in::<_, 1_024, 4_294_967_296>")]
+    pub event_history_max_bytes: u64,
+    /// Bytes of events one `get_history` answer holds at most.
+    #[serde(deserialize_with = "de_u64_in::<_, 1_024, 1_073_741_824>")]
+    pub history_answer_max_bytes: u64,
     /// Bad packets one client may send within `client_error_window` before
     /// it is disconnected (its errors, never the hub's).
     #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
@@ -118,6 +124,8 @@ impl Default for ServerConfig {
             inbound_queue_bytes: 16 << 20,
             slow_reader_timeout: Duration::from_secs(2),
             event_history_size: 1000,
+            event_history_max_bytes: 16 << 20,
+            history_answer_max_bytes: 4 << 20,
             client_error_budget: 20,
             client_error_window: Duration::from_secs(60),
             state_dir: None,

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, Data, SocketRef};
@@ -96,6 +97,12 @@ pub struct HubSettings {
     pub slow_reader_timeout: Duration,
     /// Events kept for `get_history`; the oldest is forgotten first.
     pub event_history_size: usize,
+    /// Total bytes of the kept events (their stamped JSON); the oldest is
+    /// forgotten first.
+    pub event_history_max_bytes: usize,
+    /// Bytes of events one `get_history` answer holds at most (the newest
+    /// that fit); its `limit` is capped by the history itself.
+    pub history_answer_max_bytes: usize,
     /// Connected clients at most: one more is refused with a Socket.IO
     /// connect error ([`ServerFull`]) and not counted.
     pub max_clients: usize,
@@ -120,6 +127,8 @@ impl HubSettings {
     pub const DEFAULT_SLOW_READER_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_EVENT_HISTORY_SIZE: usize = 1_000;
     pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
+    pub const DEFAULT_EVENT_HISTORY_MAX_BYTES: usize = 16 << 20;
+    pub const DEFAULT_HISTORY_ANSWER_MAX_BYTES: usize = 4 << 20;
     pub const DEFAULT_CLIENT_ERROR_BUDGET: u32 = 20;
     pub const DEFAULT_CLIENT_ERROR_WINDOW: Duration = Duration::from_secs(60);
     pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
@@ -137,6 +146,8 @@ impl HubSettings {
             slow_reader_timeout: Self::DEFAULT_SLOW_READER_TIMEOUT,
             event_history_size: Self::DEFAULT_EVENT_HISTORY_SIZE,
             max_clients: Self::DEFAULT_MAX_CLIENTS,
+            event_history_max_bytes: Self::DEFAULT_EVENT_HISTORY_MAX_BYTES,
+            history_answer_max_bytes: Self::DEFAULT_HISTORY_ANSWER_MAX_BYTES,
             client_error_budget: Self::DEFAULT_CLIENT_ERROR_BUDGET,
             client_error_window: Self::DEFAULT_CLIENT_ERROR_WINDOW,
             cors_allowed_origins: None,
@@ -290,6 +301,86 @@ pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Va
     Value::Object(object)
 }
 
+/// A stamped event as the bytes it is relayed and kept as: serialised once
+/// when accepted, shared (not copied) by the history, the relay queue and
+/// every `get_history` answer, and written verbatim into each packet. A
+/// payload parsed into `serde_json::Value` costs many times its size (a
+/// 1 MB `[0,0,...]` about 34 MB); these bytes cost their length.
+#[derive(Clone, Debug)]
+pub struct StampedEvent(Arc<RawValue>);
+
+impl StampedEvent {
+    fn new(event: &Value) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw)))
+    }
+
+    /// The event's JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Its size in bytes (what bounds in bytes count).
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The event parsed (for callers that need to look inside).
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl Serialize for StampedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// The kept events, oldest first, bounded in count and in bytes.
+#[derive(Debug, Default)]
+struct History {
+    events: VecDeque<StampedEvent>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, event: StampedEvent, max_events: usize, max_bytes: usize) {
+        if max_events == 0 || event.len() > max_bytes {
+            return;
+        }
+        while self.events.len() >= max_events || self.bytes + event.len() > max_bytes {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+        self.bytes += event.len();
+        self.events.push_back(event);
+    }
+
+    /// The newest events, at most `limit` and `max_bytes` in all, oldest first.
+    fn newest(&self, limit: usize, max_bytes: usize) -> Vec<StampedEvent> {
+        let mut bytes = 0;
+        let mut picked: Vec<StampedEvent> = self
+            .events
+            .iter()
+            .rev()
+            .take(limit)
+            .take_while(|event| {
+                bytes += event.len();
+                bytes <= max_bytes
+            })
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
+    }
+}
+
 /// A client's budget of strikes (bad packets, refused events): at most
 /// `limit` in a fixed window of `window`, counted from its first strike.
 /// Time is data here: [`ErrorBudget::charge`] is given the moment.
@@ -439,7 +530,7 @@ struct Inner<A: Adapter> {
     started: Moment,
     stats: Arc<ServiceStats>,
     /// Stamped events, oldest first, at most `settings.event_history_size`.
-    history: Mutex<VecDeque<Value>>,
+    history: Mutex<History>,
     /// Sockets counted in `clients_connected`; the counter always equals its
     /// length, so a socket is uncounted exactly once whichever path (its own
     /// disconnect, `disconnect_all`, `close`) gets there first.
@@ -478,14 +569,13 @@ impl<A: Adapter> Hub<A> {
         adapter_state: AdapterStateFactory<A>,
     ) -> Self {
         let started = clock.now();
-        let history_capacity = settings.event_history_size.min(4_096);
         Hub {
             inner: Arc::new(Inner {
                 settings,
                 clock,
                 started,
                 stats: Arc::new(ServiceStats::default()),
-                history: Mutex::new(VecDeque::with_capacity(history_capacity)),
+                history: Mutex::new(History::default()),
                 clients: Mutex::new(HashSet::new()),
                 io: RwLock::new(None),
                 adapter_state,
@@ -585,8 +675,10 @@ impl<A: Adapter> Hub<A> {
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
                 let events = hub.shared_history(limit).await;
-                let count = events.len();
-                let answer = serde_json::json!({ "events": events, "count": count });
+                let answer = HistoryAnswer {
+                    count: events.len(),
+                    events,
+                };
                 hub.reply(&socket, EVENT_HISTORY, &answer);
             },
         );
@@ -629,13 +721,14 @@ impl<A: Adapter> Hub<A> {
     /// Accepts an event from outside Socket.IO (`POST /api/events`): stamped,
     /// kept in the history and delivered to every client, like a socket's
     /// `claude_event`. Returns the stamped event.
-    pub async fn publish(&self, payload: Value) -> Value {
-        let event = self.ingest(payload);
+    /// `None` if it could not be serialised (counted in `errors`).
+    pub async fn publish(&self, payload: Value) -> Option<StampedEvent> {
+        let event = self.ingest(payload)?;
         if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
             let result = self.relay(ns, &event).await;
             self.count_relay(result);
         }
-        event
+        Some(event)
     }
 
     /// Emits `event` to `to`'s recipients: on every node while the cluster
@@ -644,7 +737,11 @@ impl<A: Adapter> Hub<A> {
     ///
     /// This node's recipients are served patiently ([`Hub::deliver_patiently`]);
     /// a cross-node relay is one adapter broadcast.
-    async fn relay(&self, to: BroadcastOperators<A>, event: &Value) -> Result<(), BroadcastError> {
+    async fn relay(
+        &self,
+        to: BroadcastOperators<A>,
+        event: &StampedEvent,
+    ) -> Result<(), BroadcastError> {
         let Some(shared) = self.shared() else {
             return self.deliver_patiently(to.sockets(), event).await;
         };
@@ -673,7 +770,7 @@ impl<A: Adapter> Hub<A> {
     async fn deliver_patiently(
         &self,
         recipients: Vec<SocketRef<A>>,
-        event: &Value,
+        event: &StampedEvent,
     ) -> Result<(), BroadcastError> {
         let mut failed = Vec::new();
         for socket in recipients {
@@ -721,25 +818,55 @@ impl<A: Adapter> Hub<A> {
 
     /// `get_history`'s answer: the shared history in cluster mode (this
     /// node's own while it cannot be read), this node's otherwise.
-    pub async fn shared_history(&self, limit: Option<usize>) -> Vec<Value> {
+    /// At most `limit` events (capped by `event_history_size`) and
+    /// `history_answer_max_bytes` bytes.
+    pub async fn shared_history(&self, limit: Option<usize>) -> Vec<StampedEvent> {
+        let s = &self.inner.settings;
+        let limit = limit.unwrap_or(usize::MAX).min(s.event_history_size);
         if let Some(shared) = self.shared()
-            && let Some(events) = shared.history(limit).await
+            && let Some(events) = shared.history(Some(limit)).await
         {
-            return events;
+            let mut bytes = 0;
+            let mut answer: Vec<StampedEvent> = events
+                .iter()
+                .rev()
+                .filter_map(|event| StampedEvent::new(event).ok())
+                .take_while(|event| {
+                    bytes += event.len();
+                    bytes <= s.history_answer_max_bytes
+                })
+                .collect();
+            answer.reverse();
+            return answer;
         }
-        self.history(limit)
+        self.history_events(Some(limit))
     }
 
-    /// Up to `limit` most recent events (all kept events if `None`), oldest first.
+    /// Up to `limit` most recent events (all kept events if `None`) within
+    /// `history_answer_max_bytes`, oldest first, as kept.
+    pub fn history_events(&self, limit: Option<usize>) -> Vec<StampedEvent> {
+        lock(&self.inner.history).newest(
+            limit.unwrap_or(usize::MAX),
+            self.inner.settings.history_answer_max_bytes,
+        )
+    }
+
+    /// [`Hub::history_events`], parsed.
     pub fn history(&self, limit: Option<usize>) -> Vec<Value> {
-        let history = lock(&self.inner.history);
-        let take = limit.unwrap_or(usize::MAX).min(history.len());
-        history.iter().skip(history.len() - take).cloned().collect()
+        self.history_events(limit)
+            .iter()
+            .filter_map(|event| event.to_value().ok())
+            .collect()
+    }
+
+    /// Total bytes of the kept events.
+    pub fn history_bytes(&self) -> usize {
+        lock(&self.inner.history).bytes
     }
 
     /// How many events the history holds now.
     pub fn history_len(&self) -> usize {
-        lock(&self.inner.history).len()
+        lock(&self.inner.history).events.len()
     }
 
     /// Disconnects every client of this node (the recovery manager's
@@ -800,23 +927,32 @@ impl<A: Adapter> Hub<A> {
     }
 
     /// Stamps, counts and records an event; the caller relays it.
-    fn ingest(&self, payload: Value) -> Value {
+    /// The parsed payload is dropped here: only the stamped bytes are kept.
+    /// `None` (counted in `errors`) if it cannot be serialised.
+    fn ingest(&self, payload: Value) -> Option<StampedEvent> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
         let event = stamp_event(payload, &self.inner.settings.server_id, now);
+        let stamped = match StampedEvent::new(&event) {
+            Ok(stamped) => stamped,
+            Err(error) => {
+                ServiceStats::add(&self.inner.stats.errors, 1);
+                tracing::warn!(%error, "event could not be serialised");
+                return None;
+            }
+        };
         if let Some(shared) = self.shared() {
             shared.record(&event);
         }
-        let size = self.inner.settings.event_history_size;
-        if size > 0 {
-            let mut history = lock(&self.inner.history);
-            while history.len() >= size {
-                history.pop_front();
-            }
-            history.push_back(event.clone());
-        }
+        drop(event);
+        let s = &self.inner.settings;
+        lock(&self.inner.history).push(
+            stamped.clone(),
+            s.event_history_size,
+            s.event_history_max_bytes,
+        );
         ServiceStats::add(&self.inner.stats.events_processed, 1);
-        event
+        Some(stamped)
     }
 
     fn touch(&self) -> WallTime {
@@ -826,7 +962,7 @@ impl<A: Adapter> Hub<A> {
     }
 
     /// Emits to one socket; a failure is counted, never silent.
-    fn reply(&self, socket: &Socket<A>, event: &str, data: &Value) {
+    fn reply<T: Serialize + ?Sized>(&self, socket: &Socket<A>, event: &str, data: &T) {
         if let Err(error) = socket.emit(event, data) {
             ServiceStats::add(&self.inner.stats.events_dropped, 1);
             if matches!(error, SendError::Serialize(_)) {
@@ -936,6 +1072,13 @@ impl<A: HubAdapter> Hub<A> {
     }
 }
 
+/// The `event_history` answer.
+#[derive(Serialize)]
+struct HistoryAnswer {
+    events: Vec<StampedEvent>,
+    count: usize,
+}
+
 impl<A: Adapter> HubStatus for Hub<A> {
     fn stats_snapshot(&self) -> ServiceStatsSnapshot {
         self.inner.stats.snapshot()
@@ -950,7 +1093,7 @@ impl<A: Adapter> HubStatus for Hub<A> {
 
 /// One message of a sender's queue: the socket to relay from, the stamped
 /// event and the bytes it is charged in the queue.
-type Queued<A> = (Arc<Socket<A>>, Value, usize);
+type Queued<A> = (Arc<Socket<A>>, StampedEvent, usize);
 
 /// A sender's relay queue: bounded in count by the channel, in bytes by
 /// `bytes` (added when an event is queued, removed once it is relayed).
@@ -1120,7 +1263,10 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             drop(permit);
             return self.refuse(&socket, &mut value, ack, Refusal::QueueBytes);
         }
-        let event = self.hub.ingest(payload);
+        let Some(event) = self.hub.ingest(payload) else {
+            return;
+        };
+        let size = event.len();
         queue.bytes.fetch_add(size, Ordering::Relaxed);
         if ack.is_some() {
             let accepted = serde_json::json!({ "accepted": true });
@@ -1219,6 +1365,31 @@ mod tests {
         for _ in 0..3 {
             assert!(!budget.charge(at + Duration::from_secs(600)));
         }
+    }
+
+    #[test]
+    fn the_history_is_bounded_in_count_and_bytes_and_answers_within_a_budget() {
+        let event =
+            |n: usize| StampedEvent::new(&json!({ "n": n, "pad": "x".repeat(90) })).unwrap();
+        // Three-digit numbers: every event has the same size.
+        let size = event(100).len();
+        let mut history = History::default();
+        for n in 100..200 {
+            history.push(event(n), 50, 10 * size);
+            assert!(history.events.len() <= 50 && history.bytes <= 10 * size);
+        }
+        assert_eq!(history.events.len(), 10, "the byte bound binds first");
+        assert_eq!(history.bytes, 10 * size);
+        let newest = history.newest(usize::MAX, 3 * size);
+        let ns: Vec<u64> = newest
+            .iter()
+            .map(|e| e.to_value().unwrap()["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, [197, 198, 199], "the newest that fit, oldest first");
+        assert_eq!(history.newest(2, usize::MAX).len(), 2);
+        // An event larger than the whole bound is not kept.
+        history.push(event(100), 50, size - 1);
+        assert_eq!(history.bytes, 10 * size);
     }
 
     #[test]

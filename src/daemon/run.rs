@@ -101,6 +101,10 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.event_history_size = usize::try_from(server.event_history_size).unwrap_or(usize::MAX);
     s.client_error_budget = server.client_error_budget;
     s.max_clients = usize::try_from(server.max_clients).unwrap_or(usize::MAX);
+    s.event_history_max_bytes =
+        usize::try_from(server.event_history_max_bytes).unwrap_or(usize::MAX);
+    s.history_answer_max_bytes =
+        usize::try_from(server.history_answer_max_bytes).unwrap_or(usize::MAX);
     s.inbound_queue_events = usize::try_from(server.inbound_queue_events).unwrap_or(usize::MAX);
     s.inbound_queue_bytes = usize::try_from(server.inbound_queue_bytes).unwrap_or(usize::MAX);
     s.slow_reader_timeout = server.slow_reader_timeout;

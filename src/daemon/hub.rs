@@ -15,7 +15,14 @@
 //! [`MessageHandler`] directly: its `call` runs synchronously in the socket's
 //! receive path (in arrival order), stamps the event, appends it to the
 //! history and pushes it onto a bounded per-socket queue drained by one task
-//! per socket, which relays the events one after another.
+//! per socket, which relays the events one after another. An event that
+//! finds no place in that queue is refused to its sender (told), never
+//! accepted half-way; what the hub accepts, it relays.
+//!
+//! Attribution: what a client does wrong (bad packets, overflowing its own
+//! queue, reading too slowly) is counted as that client's and charged to it
+//! (a budget, a refusal, a disconnect); `ServiceStats.errors`, which the
+//! service checker judges, counts only the hub's own failures.
 //!
 //! The handlers are generic over the socketioxide [`Adapter`] so that the
 //! Redis adapter of cluster mode (`cluster.rs`) runs the same code:
@@ -86,7 +93,7 @@ pub struct HubSettings {
     /// of 5,000 events to several dashboards (measured in `tests/hub_relay.rs`).
     pub socket_buffer_packets: usize,
     /// Incoming `claude_event`s queued per sender awaiting relay, bounded in
-    /// count and in bytes (of the packets as they arrived). An event that
+    /// count and in bytes (of the stamped events). An event that
     /// does not fit is refused: not kept, not relayed, and its sender is told
     /// ([`EVENT_REFUSED`], or an ack error); each refusal is a strike in the
     /// sender's `client_error_budget`. Every accepted event is relayed.

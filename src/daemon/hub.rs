@@ -774,6 +774,11 @@ impl<A: Adapter> Hub<A> {
     /// (the ping cannot be queued). socketioxide 0.18.9 offers no public way
     /// to close one socket's transport while its buffer is full
     /// (`Socket::disconnect` must queue a packet first).
+    ///
+    /// The cost: each recipient's packet is its own copy of the event's bytes
+    /// (socketioxide has no public way to hand one pre-built packet to one
+    /// socket), where an adapter broadcast shares one; a broadcast, though,
+    /// cannot say which recipient was full, so it could not wait for it.
     async fn deliver_patiently(
         &self,
         recipients: Vec<SocketRef<A>>,

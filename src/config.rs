@@ -87,9 +87,37 @@ pub struct ServerConfig {
     /// default of 128 drops events under bursts).
     #[serde(deserialize_with = "de_u64_in::<_, 16, 1_048_576>")]
     pub socket_buffer_packets: u64,
+    /// A sender's relay queue, in events and in bytes: an event that does
+    /// not fit is refused to its sender (told, never silently lost).
+    #[serde(deserialize_with = "de_u64_in::<_, 16, 16_777_216>")]
+    pub inbound_queue_events: u64,
+    #[serde(deserialize_with = "de_u64_in::<_, 65_536, 4_294_967_296>")]
+    pub inbound_queue_bytes: u64,
+    /// How long the relay waits for a reader whose buffer is full before
+    /// dropping its deliveries (it is closed at the next heartbeat).
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 10, 60_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub slow_reader_timeout: Duration,
     /// Relayed events kept for `get_history`.
     #[serde(deserialize_with = "de_u64_in::<_, 1, 100_000>")]
     pub event_history_size: u64,
+    /// The same history, in bytes of the stamped events.
+    #[serde(deserialize_with = "de_u64_in::<_, 1_024, 4_294_967_296>")]
+    pub event_history_max_bytes: u64,
+    /// Bytes of events one `get_history` answer holds at most.
+    #[serde(deserialize_with = "de_u64_in::<_, 1_024, 1_073_741_824>")]
+    pub history_answer_max_bytes: u64,
+    /// Bad packets one client may send within `client_error_window` before
+    /// it is disconnected (its errors, never the hub's).
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub client_error_budget: u32,
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub client_error_window: Duration,
     /// Directory for the PID file and the default log; `None` means
     /// `~/.claude-mpm`. May start with `~`, expanded by the daemon.
     pub state_dir: Option<PathBuf>,
@@ -131,7 +159,14 @@ impl Default for ServerConfig {
             max_clients: 1000,
             max_payload_bytes: 1_000_000,
             socket_buffer_packets: 4096,
+            inbound_queue_events: 65_536,
+            inbound_queue_bytes: 16 << 20,
+            slow_reader_timeout: Duration::from_secs(2),
             event_history_size: 1000,
+            event_history_max_bytes: 16 << 20,
+            history_answer_max_bytes: 4 << 20,
+            client_error_budget: 20,
+            client_error_window: Duration::from_secs(60),
             state_dir: None,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

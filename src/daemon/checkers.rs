@@ -490,7 +490,10 @@ pub const MIN_OPERATIONS_FOR_ERROR_RATE: u64 = 10;
 /// fresh burst is not diluted by a long history. The first check compares
 /// against zero counters. `error_rate = errors / events` of the window,
 /// judged only when the window saw at least [`MIN_OPERATIONS_FOR_ERROR_RATE`]
-/// operations. Dropped events and idleness are reported, never judged.
+/// operations. `errors` are the hub's own failures only: a client's bad
+/// packets (`client_errors`) are that client's, reported here but never part
+/// of the rate, so no client can drive the recovery ladder. Dropped events
+/// and idleness are reported, never judged.
 pub struct ServiceHealthChecker {
     stats: Arc<dyn StatsSource>,
     /// Read at each check: a config reload changes it in place.
@@ -530,17 +533,7 @@ impl Checker for ServiceHealthChecker {
             let mut guard = self.previous.lock().unwrap_or_else(PoisonError::into_inner);
             guard.replace((at, now))
         };
-        let (since, before) = previous.unwrap_or((
-            at,
-            ServiceStatsSnapshot {
-                clients_connected: 0,
-                events_processed: 0,
-                events_relayed: 0,
-                events_dropped: 0,
-                errors: 0,
-                last_activity: None,
-            },
-        ));
+        let (since, before) = previous.unwrap_or((at, ServiceStatsSnapshot::default()));
         let window = at.saturating_since(since);
         let events = now.events_processed.saturating_sub(before.events_processed);
         let errors = now.errors.saturating_sub(before.errors);
@@ -584,6 +577,11 @@ impl Checker for ServiceHealthChecker {
         rate_metric.unit = None;
         metrics.push(rate_metric);
         metrics.push(reported("errors_in_window", errors, None));
+        metrics.push(reported(
+            "client_errors_in_window",
+            now.client_errors.saturating_sub(before.client_errors),
+            None,
+        ));
         metrics.push(reported("events_dropped_in_window", dropped, None));
         metrics.push(reported("events_dropped", now.events_dropped, None));
         let idle = match now.last_activity {
@@ -941,6 +939,7 @@ mod tests {
             events_dropped: 0,
             errors,
             last_activity: last,
+            ..ServiceStatsSnapshot::default()
         }
     }
 

@@ -403,6 +403,7 @@ async fn stats<A: Adapter>(State(state): State<HttpState<A>>) -> Json<Value> {
         body.extend(counters);
     }
     body.insert("history_size".into(), json!(hub.history_len()));
+    body.insert("history_bytes".into(), json!(hub.history_bytes()));
     Json(Value::Object(body))
 }
 

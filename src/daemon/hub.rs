@@ -15,7 +15,14 @@
 //! [`MessageHandler`] directly: its `call` runs synchronously in the socket's
 //! receive path (in arrival order), stamps the event, appends it to the
 //! history and pushes it onto a bounded per-socket queue drained by one task
-//! per socket, which relays the events one after another.
+//! per socket, which relays the events one after another. An event that
+//! finds no place in that queue is refused to its sender (told), never
+//! accepted half-way; what the hub accepts, it relays.
+//!
+//! Attribution: what a client does wrong (bad packets, overflowing its own
+//! queue, reading too slowly) is counted as that client's and charged to it
+//! (a budget, a refusal, a disconnect); `ServiceStats.errors`, which the
+//! service checker judges, counts only the hub's own failures.
 //!
 //! The handlers are generic over the socketioxide [`Adapter`] so that the
 //! Redis adapter of cluster mode (`cluster.rs`) runs the same code:
@@ -33,19 +40,20 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::extract::{Data, SocketRef};
+use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
-use socketioxide::{BroadcastError, SendError, SocketIo, SocketIoBuilder};
+use socketioxide::{BroadcastError, SendError, SocketError, SocketIo, SocketIoBuilder};
 use tokio::sync::mpsc;
 
 use crate::daemon::http;
@@ -62,6 +70,9 @@ pub const EVENT_HISTORY: &str = "event_history";
 /// Application-level liveness check (distinct from Engine.IO's own pings).
 pub const PING: &str = "ping";
 pub const PONG: &str = "pong";
+/// Told to a sender whose `claude_event` was refused (its relay queue is
+/// full), when it did not ask for an ack: `{"error": "event_refused", "reason": ..}`.
+pub const EVENT_REFUSED: &str = "event_refused";
 /// Request and answer for the server's version.
 pub const GET_VERSION: &str = "get_version";
 pub const VERSION_INFO: &str = "version_info";
@@ -83,12 +94,32 @@ pub struct HubSettings {
     /// default of 128 loses events when a hook bursts; 8,192 absorbs a burst
     /// of 5,000 events to several dashboards (measured in `tests/hub_relay.rs`).
     pub socket_buffer_packets: usize,
-    /// Incoming `claude_event`s queued per sender awaiting relay. An event
-    /// that finds the queue full is kept in the history but not relayed, and
-    /// is counted in `events_dropped` and `errors`.
+    /// Incoming `claude_event`s queued per sender awaiting relay, bounded in
+    /// count and in bytes (of the stamped events). An event that
+    /// does not fit is refused: not kept, not relayed, and its sender is told
+    /// ([`EVENT_REFUSED`], or an ack error); each refusal is a strike in the
+    /// sender's `client_error_budget`. Every accepted event is relayed.
     pub inbound_queue_events: usize,
+    pub inbound_queue_bytes: usize,
+    /// How long the relay waits for a recipient whose buffer is full to make
+    /// room before dropping its deliveries (see `Hub::deliver_patiently`).
+    pub slow_reader_timeout: Duration,
     /// Events kept for `get_history`; the oldest is forgotten first.
     pub event_history_size: usize,
+    /// Total bytes of the kept events (their stamped JSON); the oldest is
+    /// forgotten first.
+    pub event_history_max_bytes: usize,
+    /// Bytes of events one `get_history` answer holds at most (the newest
+    /// that fit); its `limit` is capped by the history itself.
+    pub history_answer_max_bytes: usize,
+    /// Connected clients at most: one more is refused with a Socket.IO
+    /// connect error ([`ServerFull`]) and not counted.
+    pub max_clients: usize,
+    /// Bad packets (undecodable `claude_event`s) and refused events one
+    /// client may cause within `client_error_window` before it is
+    /// disconnected. They are that client's errors, never the hub's.
+    pub client_error_budget: u32,
+    pub client_error_window: Duration,
     /// Origins allowed by CORS (`["*"]` for any); `None` sends no CORS headers.
     pub cors_allowed_origins: Option<Vec<String>>,
     /// Engine.IO heartbeat: how often the server pings, and how long it waits
@@ -102,8 +133,15 @@ pub struct HubSettings {
 impl HubSettings {
     pub const DEFAULT_MAX_PAYLOAD_BYTES: u64 = 1_000_000;
     pub const DEFAULT_SOCKET_BUFFER_PACKETS: usize = 8_192;
-    pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 8_192;
+    pub const DEFAULT_INBOUND_QUEUE_EVENTS: usize = 65_536;
+    pub const DEFAULT_INBOUND_QUEUE_BYTES: usize = 16 << 20;
+    pub const DEFAULT_SLOW_READER_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_EVENT_HISTORY_SIZE: usize = 1_000;
+    pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
+    pub const DEFAULT_EVENT_HISTORY_MAX_BYTES: usize = 16 << 20;
+    pub const DEFAULT_HISTORY_ANSWER_MAX_BYTES: usize = 4 << 20;
+    pub const DEFAULT_CLIENT_ERROR_BUDGET: u32 = 20;
+    pub const DEFAULT_CLIENT_ERROR_WINDOW: Duration = Duration::from_secs(60);
     pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
     pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -115,7 +153,14 @@ impl HubSettings {
             max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
             socket_buffer_packets: Self::DEFAULT_SOCKET_BUFFER_PACKETS,
             inbound_queue_events: Self::DEFAULT_INBOUND_QUEUE_EVENTS,
+            inbound_queue_bytes: Self::DEFAULT_INBOUND_QUEUE_BYTES,
+            slow_reader_timeout: Self::DEFAULT_SLOW_READER_TIMEOUT,
             event_history_size: Self::DEFAULT_EVENT_HISTORY_SIZE,
+            max_clients: Self::DEFAULT_MAX_CLIENTS,
+            event_history_max_bytes: Self::DEFAULT_EVENT_HISTORY_MAX_BYTES,
+            history_answer_max_bytes: Self::DEFAULT_HISTORY_ANSWER_MAX_BYTES,
+            client_error_budget: Self::DEFAULT_CLIENT_ERROR_BUDGET,
+            client_error_window: Self::DEFAULT_CLIENT_ERROR_WINDOW,
             cors_allowed_origins: None,
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
@@ -130,12 +175,20 @@ impl HubSettings {
 /// Units: `events_processed` counts accepted `claude_event`s (socket or HTTP);
 /// `events_relayed` counts events handed to the adapter for relay (once per
 /// event, whatever the number of recipients); `events_dropped` counts
-/// deliveries that did not happen: one per recipient whose buffer was full or
-/// whose socket was closing, one per intended recipient (every other client
-/// connected at that moment) when the adapter failed before any delivery or
-/// the sender's queue was full, and one per failed reply
-/// (`connection_ack`, `pong`, ...). `errors` counts failures of the hub itself
-/// (undecodable payloads, adapter or serialisation failures, queue overflow).
+/// deliveries that did not happen: one per recipient whose buffer was full
+/// (also in `events_dropped_recipient_full`: a reader too slow for the
+/// relay, whose transport the next heartbeat closes) or whose socket was
+/// closing (`events_dropped_recipient_closed`), one per intended recipient
+/// (every other client connected at that moment) when the adapter failed
+/// before any delivery, and one per failed reply (`connection_ack`, `pong`,
+/// ...). `events_refused` counts `claude_event`s refused to their sender
+/// because its relay queue was full: the sender's overload, told to it,
+/// neither kept nor relayed, never a hub error. `errors` counts failures of the hub itself
+/// (adapter or serialisation failures): it feeds the service checker's error
+/// rate, so nothing a client controls is counted there. What a client does
+/// wrong is that client's: `client_errors` counts its bad packets (an
+/// undecodable `claude_event`), and `clients_disconnected_for_abuse` the
+/// clients cut off for spending their budget (`client_error_budget`).
 #[derive(Debug, Default)]
 pub struct ServiceStats {
     clients_connected: AtomicU64,
@@ -143,18 +196,35 @@ pub struct ServiceStats {
     events_relayed: AtomicU64,
     events_dropped: AtomicU64,
     errors: AtomicU64,
+    client_errors: AtomicU64,
+    clients_disconnected_for_abuse: AtomicU64,
+    events_refused: AtomicU64,
+    clients_refused_max_clients: AtomicU64,
+    events_dropped_recipient_full: AtomicU64,
+    events_dropped_recipient_closed: AtomicU64,
     /// Epoch milliseconds of the last client activity; 0 means none yet.
     last_activity_ms: AtomicU64,
 }
 
 /// A copy of [`ServiceStats`] at one moment.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceStatsSnapshot {
     pub clients_connected: u64,
     pub events_processed: u64,
     pub events_relayed: u64,
     pub events_dropped: u64,
+    /// The hub's own failures (the only errors the service checker judges).
     pub errors: u64,
+    /// Bad packets sent by clients (never in `errors`).
+    pub client_errors: u64,
+    pub clients_disconnected_for_abuse: u64,
+    /// Events refused to a sender whose relay queue was full (told to it).
+    pub events_refused: u64,
+    /// Connections refused because `max_clients` were connected.
+    pub clients_refused_max_clients: u64,
+    /// Of `events_dropped`: recipients whose buffer was full / which were closing.
+    pub events_dropped_recipient_full: u64,
+    pub events_dropped_recipient_closed: u64,
     /// ISO-8601 in JSON, `null` before the first activity.
     #[serde(serialize_with = "serialize_wall_time")]
     pub last_activity: Option<WallTime>,
@@ -179,6 +249,18 @@ impl ServiceStats {
             events_relayed: self.events_relayed.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            clients_disconnected_for_abuse: self
+                .clients_disconnected_for_abuse
+                .load(Ordering::Relaxed),
+            events_refused: self.events_refused.load(Ordering::Relaxed),
+            clients_refused_max_clients: self.clients_refused_max_clients.load(Ordering::Relaxed),
+            events_dropped_recipient_full: self
+                .events_dropped_recipient_full
+                .load(Ordering::Relaxed),
+            events_dropped_recipient_closed: self
+                .events_dropped_recipient_closed
+                .load(Ordering::Relaxed),
             last_activity: (last != 0).then_some(WallTime::from_millis(last)),
         }
     }
@@ -229,6 +311,177 @@ pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Va
         Value::String(received_at.to_iso8601()),
     );
     Value::Object(object)
+}
+
+/// A stamped event as the bytes it is relayed and kept as: serialised once
+/// when accepted, shared (not copied) by the history, the relay queue and
+/// every `get_history` answer, and written verbatim into each packet. A
+/// payload parsed into `serde_json::Value` costs many times its size (a
+/// 1 MB `[0,0,...]` about 34 MB); these bytes cost their length.
+#[derive(Clone, Debug)]
+pub struct StampedEvent(Arc<RawValue>);
+
+impl StampedEvent {
+    fn new(event: &Value) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw)))
+    }
+
+    /// The event's JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Its size in bytes (what bounds in bytes count).
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The event parsed (for callers that need to look inside).
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+}
+
+impl Serialize for StampedEvent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+/// The kept events, oldest first, bounded in count and in bytes.
+#[derive(Debug, Default)]
+struct History {
+    events: VecDeque<StampedEvent>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, event: StampedEvent, max_events: usize, max_bytes: usize) {
+        if max_events == 0 || event.len() > max_bytes {
+            return;
+        }
+        while self.events.len() >= max_events || self.bytes + event.len() > max_bytes {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+        self.bytes += event.len();
+        self.events.push_back(event);
+    }
+
+    /// The newest events, at most `limit` and `max_bytes` in all, oldest first.
+    fn newest(&self, limit: usize, max_bytes: usize) -> Vec<StampedEvent> {
+        let mut bytes = 0;
+        let mut picked: Vec<StampedEvent> = self
+            .events
+            .iter()
+            .rev()
+            .take(limit)
+            .take_while(|event| {
+                bytes += event.len();
+                bytes <= max_bytes
+            })
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
+    }
+}
+
+/// A client's budget of strikes (bad packets, refused events): at most
+/// `limit` in a fixed window of `window`, counted from its first strike.
+/// Time is data here: [`ErrorBudget::charge`] is given the moment.
+#[derive(Debug)]
+struct ErrorBudget {
+    limit: u32,
+    window: Duration,
+    window_start: Option<Moment>,
+    strikes: u32,
+}
+
+impl ErrorBudget {
+    fn new(limit: u32, window: Duration) -> Self {
+        ErrorBudget {
+            limit,
+            window,
+            window_start: None,
+            strikes: 0,
+        }
+    }
+
+    /// Counts one strike at `at`; true once the window holds more than `limit`.
+    fn charge(&mut self, at: Moment) -> bool {
+        match self.window_start {
+            Some(start) if at.saturating_since(start) < self.window => {}
+            _ => {
+                self.window_start = Some(at);
+                self.strikes = 0;
+            }
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        self.strikes > self.limit
+    }
+}
+
+/// How often the relay retries a recipient whose buffer is full.
+const SLOW_READER_POLL: Duration = Duration::from_millis(1);
+
+/// How often a warning that repeats (one per bad packet, per refused
+/// event...) is logged: once per interval, with a count.
+pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A warning that may repeat: [`Throttled::hit`] says when to log it and how
+/// many times it happened since the last line. Never one line per event.
+#[derive(Debug, Default)]
+struct Throttled {
+    state: Mutex<(Option<Moment>, u64)>,
+}
+
+impl Throttled {
+    /// Counts one occurrence at `at`; `Some(n)` when a line is due, `n`
+    /// being the occurrences since the previous line (this one included).
+    fn hit(&self, at: Moment) -> Option<u64> {
+        let mut state = lock(&self.state);
+        let (last, pending) = &mut *state;
+        *pending += 1;
+        let due = last.is_none_or(|last| at.saturating_since(last) >= REPEATED_WARNING_INTERVAL);
+        if !due {
+            return None;
+        }
+        *last = Some(at);
+        Some(std::mem::take(pending))
+    }
+}
+
+/// The repeated warnings of one hub.
+#[derive(Debug, Default)]
+struct Warnings {
+    bad_packet: Throttled,
+    abuse_disconnect: Throttled,
+    refused: Throttled,
+    relay_failed: Throttled,
+}
+
+/// What one connected client has cost: shared by its handlers.
+#[derive(Debug)]
+struct ClientLedger {
+    budget: Mutex<ErrorBudget>,
+    /// Set once the client spent its budget: its later packets are ignored.
+    cut_off: std::sync::atomic::AtomicBool,
+}
+
+/// The connect error a client gets when `max_clients` are connected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "server full: {max_clients} clients are connected, the most this server accepts (server.max_clients); try again later"
+)]
+pub struct ServerFull {
+    pub max_clients: usize,
 }
 
 /// The other nodes of a cluster, as the hub needs them (see `cluster.rs`).
@@ -289,7 +542,7 @@ struct Inner<A: Adapter> {
     started: Moment,
     stats: Arc<ServiceStats>,
     /// Stamped events, oldest first, at most `settings.event_history_size`.
-    history: Mutex<VecDeque<Value>>,
+    history: Mutex<History>,
     /// Sockets counted in `clients_connected`; the counter always equals its
     /// length, so a socket is uncounted exactly once whichever path (its own
     /// disconnect, `disconnect_all`, `close`) gets there first.
@@ -302,7 +555,10 @@ struct Inner<A: Adapter> {
     shared: OnceLock<Arc<dyn SharedHub>>,
     /// Stamped events for live watchers (the status page); sent to only
     /// while someone subscribed, bounded (a lagging watcher loses events).
-    tap: tokio::sync::broadcast::Sender<Value>,
+    tap: tokio::sync::broadcast::Sender<StampedEvent>,
+    warnings: Warnings,
+    /// Recipients that read nothing for `slow_reader_timeout`: not waited for.
+    stalled: Mutex<HashSet<Sid>>,
 }
 
 /// Events a live watcher may fall behind by before it is told it lagged.
@@ -331,19 +587,20 @@ impl<A: Adapter> Hub<A> {
         adapter_state: AdapterStateFactory<A>,
     ) -> Self {
         let started = clock.now();
-        let history_capacity = settings.event_history_size.min(4_096);
         Hub {
             inner: Arc::new(Inner {
                 settings,
                 clock,
                 started,
                 stats: Arc::new(ServiceStats::default()),
-                history: Mutex::new(VecDeque::with_capacity(history_capacity)),
+                history: Mutex::new(History::default()),
                 clients: Mutex::new(HashSet::new()),
                 io: RwLock::new(None),
                 adapter_state,
                 shared: OnceLock::new(),
                 tap: tokio::sync::broadcast::Sender::new(EVENT_TAP_CAPACITY),
+                warnings: Warnings::default(),
+                stalled: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -412,11 +669,19 @@ impl<A: Adapter> Hub<A> {
         self.count_connected(socket.id);
         self.inner.stats.record_activity(now);
 
+        let s = &self.inner.settings;
         socket.on(
             CLAUDE_EVENT,
             OrderedEventHandler {
                 hub: self.clone(),
                 queue: OnceLock::new(),
+                client: ClientLedger {
+                    budget: Mutex::new(ErrorBudget::new(
+                        s.client_error_budget,
+                        s.client_error_window,
+                    )),
+                    cut_off: false.into(),
+                },
             },
         );
 
@@ -430,8 +695,10 @@ impl<A: Adapter> Hub<A> {
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
                 let events = hub.shared_history(limit).await;
-                let count = events.len();
-                let answer = serde_json::json!({ "events": events, "count": count });
+                let answer = HistoryAnswer {
+                    count: events.len(),
+                    events,
+                };
                 hub.reply(&socket, EVENT_HISTORY, &answer);
             },
         );
@@ -474,21 +741,29 @@ impl<A: Adapter> Hub<A> {
     /// Accepts an event from outside Socket.IO (`POST /api/events`): stamped,
     /// kept in the history and delivered to every client, like a socket's
     /// `claude_event`. Returns the stamped event.
-    pub async fn publish(&self, payload: Value) -> Value {
-        let event = self.ingest(payload);
+    /// `None` if it could not be serialised (counted in `errors`).
+    pub async fn publish(&self, payload: Value) -> Option<StampedEvent> {
+        let event = self.ingest(payload)?;
         if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
             let result = self.relay(ns, &event).await;
             self.count_relay(result);
         }
-        event
+        Some(event)
     }
 
     /// Emits `event` to `to`'s recipients: on every node while the cluster
     /// can relay, else (or when the publish fails, which the adapter reports
     /// before any local delivery) to this node's recipients only, once.
-    async fn relay(&self, to: BroadcastOperators<A>, event: &Value) -> Result<(), BroadcastError> {
+    ///
+    /// This node's recipients are served patiently ([`Hub::deliver_patiently`]);
+    /// a cross-node relay is one adapter broadcast.
+    async fn relay(
+        &self,
+        to: BroadcastOperators<A>,
+        event: &StampedEvent,
+    ) -> Result<(), BroadcastError> {
         let Some(shared) = self.shared() else {
-            return to.emit(CLAUDE_EVENT, event).await;
+            return self.deliver_patiently(to.sockets(), event).await;
         };
         if shared.relays_across_nodes() {
             match to.clone().emit(CLAUDE_EVENT, event).await {
@@ -499,30 +774,124 @@ impl<A: Adapter> Hub<A> {
             }
         }
         shared.local_fallback();
-        to.local().emit(CLAUDE_EVENT, event).await
+        self.deliver_patiently(to.local().sockets(), event).await
+    }
+
+    /// Emits `event` to each recipient, waiting while a recipient's buffer is
+    /// full (backpressure: the sender's queue then fills and its next events
+    /// are refused to it, told) for at most `slow_reader_timeout` without
+    /// progress. A recipient that makes no progress in that time is stalled:
+    /// its deliveries are dropped (counted as its own,
+    /// `events_dropped_recipient_full`) without waiting, until its buffer has
+    /// room again; its transport is closed by the next Engine.IO heartbeat
+    /// (the ping cannot be queued). socketioxide 0.18.9 offers no public way
+    /// to close one socket's transport while its buffer is full
+    /// (`Socket::disconnect` must queue a packet first).
+    ///
+    /// The cost: each recipient's packet is its own copy of the event's bytes
+    /// (socketioxide has no public way to hand one pre-built packet to one
+    /// socket), where an adapter broadcast shares one; a broadcast, though,
+    /// cannot say which recipient was full, so it could not wait for it.
+    async fn deliver_patiently(
+        &self,
+        recipients: Vec<SocketRef<A>>,
+        event: &StampedEvent,
+    ) -> Result<(), BroadcastError> {
+        let mut failed = Vec::new();
+        for socket in recipients {
+            let mut waited = Duration::ZERO;
+            loop {
+                match socket.emit(CLAUDE_EVENT, event) {
+                    Ok(()) => {
+                        if waited > Duration::ZERO || self.is_stalled(socket.id) {
+                            lock(&self.inner.stalled).remove(&socket.id);
+                        }
+                        break;
+                    }
+                    Err(SendError::Socket(SocketError::InternalChannelFull))
+                        if !self.is_stalled(socket.id)
+                            && waited < self.inner.settings.slow_reader_timeout =>
+                    {
+                        tokio::time::sleep(SLOW_READER_POLL).await;
+                        waited += SLOW_READER_POLL;
+                    }
+                    Err(SendError::Socket(error)) => {
+                        if matches!(error, SocketError::InternalChannelFull)
+                            && lock(&self.inner.stalled).insert(socket.id)
+                        {
+                            tracing::warn!(sid = %socket.id, "a recipient read nothing for {:?}: its deliveries are dropped until it reads", self.inner.settings.slow_reader_timeout);
+                        }
+                        failed.push(error);
+                        break;
+                    }
+                    Err(SendError::Serialize(error)) => {
+                        return Err(BroadcastError::Serialize(error));
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(BroadcastError::Socket(failed))
+        }
+    }
+
+    fn is_stalled(&self, sid: Sid) -> bool {
+        lock(&self.inner.stalled).contains(&sid)
     }
 
     /// `get_history`'s answer: the shared history in cluster mode (this
     /// node's own while it cannot be read), this node's otherwise.
-    pub async fn shared_history(&self, limit: Option<usize>) -> Vec<Value> {
+    /// At most `limit` events (capped by `event_history_size`) and
+    /// `history_answer_max_bytes` bytes.
+    pub async fn shared_history(&self, limit: Option<usize>) -> Vec<StampedEvent> {
+        let s = &self.inner.settings;
+        let limit = limit.unwrap_or(usize::MAX).min(s.event_history_size);
         if let Some(shared) = self.shared()
-            && let Some(events) = shared.history(limit).await
+            && let Some(events) = shared.history(Some(limit)).await
         {
-            return events;
+            let mut bytes = 0;
+            let mut answer: Vec<StampedEvent> = events
+                .iter()
+                .rev()
+                .filter_map(|event| StampedEvent::new(event).ok())
+                .take_while(|event| {
+                    bytes += event.len();
+                    bytes <= s.history_answer_max_bytes
+                })
+                .collect();
+            answer.reverse();
+            return answer;
         }
-        self.history(limit)
+        self.history_events(Some(limit))
     }
 
-    /// Up to `limit` most recent events (all kept events if `None`), oldest first.
+    /// Up to `limit` most recent events (all kept events if `None`) within
+    /// `history_answer_max_bytes`, oldest first, as kept.
+    pub fn history_events(&self, limit: Option<usize>) -> Vec<StampedEvent> {
+        lock(&self.inner.history).newest(
+            limit.unwrap_or(usize::MAX),
+            self.inner.settings.history_answer_max_bytes,
+        )
+    }
+
+    /// [`Hub::history_events`], parsed.
     pub fn history(&self, limit: Option<usize>) -> Vec<Value> {
-        let history = lock(&self.inner.history);
-        let take = limit.unwrap_or(usize::MAX).min(history.len());
-        history.iter().skip(history.len() - take).cloned().collect()
+        self.history_events(limit)
+            .iter()
+            .filter_map(|event| event.to_value().ok())
+            .collect()
+    }
+
+    /// Total bytes of the kept events.
+    pub fn history_bytes(&self) -> usize {
+        lock(&self.inner.history).bytes
     }
 
     /// How many events the history holds now.
     pub fn history_len(&self) -> usize {
-        lock(&self.inner.history).len()
+        lock(&self.inner.history).events.len()
     }
 
     /// Disconnects every client of this node (the recovery manager's
@@ -548,7 +917,8 @@ impl<A: Adapter> Hub<A> {
                     disconnected += 1;
                 }
                 Err(error) => {
-                    ServiceStats::add(&self.inner.stats.errors, 1);
+                    // Its outgoing buffer is full: that client's doing, not
+                    // the hub's (its transport closes at the next heartbeat).
                     tracing::warn!(%sid, %error, "could not disconnect client");
                 }
             }
@@ -582,31 +952,40 @@ impl<A: Adapter> Hub<A> {
     }
 
     /// Stamps, counts and records an event; the caller relays it.
-    fn ingest(&self, payload: Value) -> Value {
+    /// The parsed payload is dropped here: only the stamped bytes are kept.
+    /// `None` (counted in `errors`) if it cannot be serialised.
+    fn ingest(&self, payload: Value) -> Option<StampedEvent> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
         let event = stamp_event(payload, &self.inner.settings.server_id, now);
+        let stamped = match StampedEvent::new(&event) {
+            Ok(stamped) => stamped,
+            Err(error) => {
+                ServiceStats::add(&self.inner.stats.errors, 1);
+                tracing::warn!(%error, "event could not be serialised");
+                return None;
+            }
+        };
         if let Some(shared) = self.shared() {
             shared.record(&event);
         }
-        let size = self.inner.settings.event_history_size;
-        if size > 0 {
-            let mut history = lock(&self.inner.history);
-            while history.len() >= size {
-                history.pop_front();
-            }
-            history.push_back(event.clone());
-        }
+        drop(event);
+        let s = &self.inner.settings;
+        lock(&self.inner.history).push(
+            stamped.clone(),
+            s.event_history_size,
+            s.event_history_max_bytes,
+        );
         ServiceStats::add(&self.inner.stats.events_processed, 1);
         if self.inner.tap.receiver_count() > 0 {
             // Fails only if the last watcher left since the count: no one to tell.
-            let _ = self.inner.tap.send(event.clone());
+            let _ = self.inner.tap.send(stamped.clone());
         }
-        event
+        Some(stamped)
     }
 
     /// Every event ingested from now on, stamped, for a live watcher.
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Value> {
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<StampedEvent> {
         self.inner.tap.subscribe()
     }
 
@@ -617,7 +996,7 @@ impl<A: Adapter> Hub<A> {
     }
 
     /// Emits to one socket; a failure is counted, never silent.
-    fn reply(&self, socket: &Socket<A>, event: &str, data: &Value) {
+    fn reply<T: Serialize + ?Sized>(&self, socket: &Socket<A>, event: &str, data: &T) {
         if let Err(error) = socket.emit(event, data) {
             ServiceStats::add(&self.inner.stats.events_dropped, 1);
             if matches!(error, SendError::Serialize(_)) {
@@ -633,13 +1012,27 @@ impl<A: Adapter> Hub<A> {
         match result {
             Ok(()) => {}
             Err(BroadcastError::Socket(failed)) => {
+                // The recipients' doing (a full buffer: a reader too slow for
+                // the relay; or closing): counted per cause, never a hub error.
                 ServiceStats::add(&stats.events_dropped, failed.len() as u64);
+                for error in &failed {
+                    match error {
+                        SocketError::InternalChannelFull => {
+                            ServiceStats::add(&stats.events_dropped_recipient_full, 1);
+                        }
+                        SocketError::Closed => {
+                            ServiceStats::add(&stats.events_dropped_recipient_closed, 1);
+                        }
+                    }
+                }
                 tracing::debug!(failed = failed.len(), "relay dropped for some clients");
             }
             Err(error) => {
                 ServiceStats::add(&stats.events_dropped, self.other_clients());
                 ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(%error, "relay failed");
+                if let Some(count) = self.inner.warnings.relay_failed.hit(self.inner.clock.now()) {
+                    tracing::warn!(%error, count, "relay failed (count since the last such line)");
+                }
             }
         }
     }
@@ -649,6 +1042,26 @@ impl<A: Adapter> Hub<A> {
     fn other_clients(&self) -> u64 {
         let connected = self.inner.stats.clients_connected.load(Ordering::Relaxed);
         connected.saturating_sub(1)
+    }
+
+    /// Admits a connecting client if fewer than `max_clients` are counted,
+    /// counting it at once (so that a burst of connects cannot pass the
+    /// limit); the connect handler's own count is then a no-op.
+    fn admit(&self, sid: Sid) -> Result<(), ServerFull> {
+        let max_clients = self.inner.settings.max_clients;
+        let mut clients = lock(&self.inner.clients);
+        if clients.len() >= max_clients && !clients.contains(&sid) {
+            drop(clients);
+            ServiceStats::add(&self.inner.stats.clients_refused_max_clients, 1);
+            tracing::debug!(%sid, max_clients, "connection refused: server full");
+            return Err(ServerFull { max_clients });
+        }
+        clients.insert(sid);
+        self.inner
+            .stats
+            .clients_connected
+            .store(clients.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn count_connected(&self, sid: Sid) {
@@ -662,6 +1075,7 @@ impl<A: Adapter> Hub<A> {
 
     /// Uncounts a client; false if it was not counted (already forgotten).
     fn forget_client(&self, sid: Sid) -> bool {
+        lock(&self.inner.stalled).remove(&sid);
         let mut clients = lock(&self.inner.clients);
         let removed = clients.remove(&sid);
         self.inner
@@ -681,15 +1095,29 @@ impl<A: HubAdapter> Hub<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         let hub = self.clone();
+        let door = self.clone();
         let on_connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
-        // With `server.auth_token`, a connect without it gets a connect error.
+        // Past `max_clients`, a connect gets a connect error (`admit`); with
+        // `server.auth_token`, so does a connect without the token (checked
+        // first, so a refused stranger never takes a client's place).
+        let admit = async move |socket: SocketRef<A>| door.admit(socket.id);
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
-            Some(token) => io.ns("/", on_connect.with(http::socket_auth(token))),
-            None => io.ns("/", on_connect),
+            Some(token) => io.ns(
+                "/",
+                on_connect.with(admit).with(http::socket_auth(token)),
+            ),
+            None => io.ns("/", on_connect.with(admit)),
         });
         self.attach(io);
         layer
     }
+}
+
+/// The `event_history` answer.
+#[derive(Serialize)]
+struct HistoryAnswer {
+    events: Vec<StampedEvent>,
+    count: usize,
 }
 
 impl<A: Adapter> HubStatus for Hub<A> {
@@ -704,8 +1132,32 @@ impl<A: Adapter> HubStatus for Hub<A> {
     }
 }
 
-/// One message of a sender's queue: the socket to relay from and the stamped event.
-type Queued<A> = (Arc<Socket<A>>, Value);
+/// One message of a sender's queue: the socket to relay from, the stamped
+/// event and the bytes it is charged in the queue.
+type Queued<A> = (Arc<Socket<A>>, StampedEvent, usize);
+
+/// A sender's relay queue: bounded in count by the channel, in bytes by
+/// `bytes` (added when an event is queued, removed once it is relayed).
+struct RelayQueue<A: Adapter> {
+    tx: mpsc::Sender<Queued<A>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// Why an event was refused to its sender.
+#[derive(Copy, Clone, Debug)]
+enum Refusal {
+    QueueFull,
+    QueueBytes,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "relay queue full (events): send slower",
+            Refusal::QueueBytes => "relay queue full (bytes): send slower",
+        }
+    }
+}
 
 /// The `claude_event` handler. `call` runs synchronously, in arrival order, on
 /// the socket's receive path; it must not block.
@@ -714,17 +1166,88 @@ struct OrderedEventHandler<A: Adapter> {
     /// The sender's relay queue and task, created on its first event: most
     /// clients (dashboards) never send one, and a thousand idle queues and
     /// tasks would cost their memory for nothing.
-    queue: OnceLock<mpsc::Sender<Queued<A>>>,
+    queue: OnceLock<RelayQueue<A>>,
+    client: ClientLedger,
 }
 
 impl<A: Adapter> OrderedEventHandler<A> {
-    fn queue(&self) -> &mpsc::Sender<Queued<A>> {
+    fn queue(&self) -> &RelayQueue<A> {
         self.queue.get_or_init(|| {
             let capacity = self.hub.inner.settings.inbound_queue_events.max(1);
             let (tx, rx) = mpsc::channel(capacity);
-            tokio::spawn(relay_in_order(self.hub.clone(), rx));
-            tx
+            let bytes = Arc::new(AtomicUsize::new(0));
+            tokio::spawn(relay_in_order(self.hub.clone(), rx, Arc::clone(&bytes)));
+            RelayQueue { tx, bytes }
         })
+    }
+
+    /// Refuses an event to its sender: counted as its overload, told to it
+    /// (an ack error if it asked for an ack, else [`EVENT_REFUSED`]), and a
+    /// strike in its budget.
+    fn refuse(
+        &self,
+        socket: &Arc<Socket<A>>,
+        value: &mut socketioxide::handler::Value,
+        ack: Option<i64>,
+        why: Refusal,
+    ) {
+        let inner = &self.hub.inner;
+        ServiceStats::add(&inner.stats.events_refused, 1);
+        let answer = serde_json::json!({
+            "error": EVENT_REFUSED,
+            "event": CLAUDE_EVENT,
+            "reason": why.reason(),
+        });
+        let told = match ack {
+            Some(_) => ack_sender(socket, value, ack).send(&answer),
+            None => socket.emit(EVENT_REFUSED, &answer),
+        };
+        let now = inner.clock.now();
+        if let Some(count) = inner.warnings.refused.hit(now) {
+            tracing::warn!(
+                sid = %socket.id,
+                reason = why.reason(),
+                told = told.is_ok(),
+                count,
+                "claude_event refused to its sender (count since the last such line)"
+            );
+        }
+        if told.is_ok() {
+            self.strike(socket, now);
+        } else {
+            // It cannot even be told (its own buffer is full): cut it off.
+            self.cut_off(socket, now);
+        }
+    }
+}
+
+impl<A: Adapter> OrderedEventHandler<A> {
+    /// Charges one strike to this client; past its budget it is cut off:
+    /// disconnected, its later packets ignored, and counted.
+    fn strike(&self, socket: &Arc<Socket<A>>, at: Moment) {
+        if lock(&self.client.budget).charge(at) {
+            self.cut_off(socket, at);
+        }
+    }
+
+    /// Disconnects this client for good: its later packets are ignored.
+    fn cut_off(&self, socket: &Arc<Socket<A>>, at: Moment) {
+        if self.client.cut_off.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let inner = &self.hub.inner;
+        ServiceStats::add(&inner.stats.clients_disconnected_for_abuse, 1);
+        let result = Arc::clone(socket).disconnect();
+        if let Some(count) = inner.warnings.abuse_disconnect.hit(at) {
+            tracing::warn!(
+                sid = %socket.id,
+                budget = inner.settings.client_error_budget,
+                window_s = inner.settings.client_error_window.as_secs_f64(),
+                disconnected = result.is_ok(),
+                count,
+                "client spent its error budget and was cut off (count since the last such line)"
+            );
+        }
     }
 }
 
@@ -740,36 +1263,88 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         ack: Option<i64>,
     ) {
         let stats = &self.hub.inner.stats;
+        if self.client.cut_off.load(Ordering::Relaxed) {
+            return;
+        }
+        let size = match &value {
+            socketioxide::handler::Value::Str(text, binaries) => {
+                text.len() + binaries.iter().flatten().map(|b| b.len()).sum::<usize>()
+            }
+            socketioxide::handler::Value::Bytes(bytes) => bytes.len(),
+        };
         let payload = match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
             Ok(Data(payload)) => payload,
             Err(error) => {
-                ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(sid = %socket.id, %error, "undecodable claude_event");
+                ServiceStats::add(&stats.client_errors, 1);
+                let now = self.hub.inner.clock.now();
+                if let Some(count) = self.hub.inner.warnings.bad_packet.hit(now) {
+                    tracing::warn!(sid = %socket.id, %error, count, "undecodable claude_event (client error; count since the last such line)");
+                }
+                self.strike(&socket, now);
                 return;
             }
         };
-        let event = self.hub.ingest(payload);
-        match self.queue().try_send((socket, event)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
-                ServiceStats::add(&stats.errors, 1);
-                tracing::warn!(sid = %socket.id, "relay queue full; event kept in history, not relayed");
+        // The event is accepted only once it has a place in the queue: what
+        // the hub accepts, it relays.
+        let queue = self.queue();
+        let permit = match queue.tx.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                return self.refuse(&socket, &mut value, ack, Refusal::QueueFull);
             }
-            Err(mpsc::error::TrySendError::Closed((socket, _))) => {
-                ServiceStats::add(&stats.events_dropped, self.hub.other_clients());
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 tracing::debug!(sid = %socket.id, "relay queue closed");
+                return;
+            }
+        };
+        let queued = queue.bytes.load(Ordering::Relaxed);
+        // An event larger than the whole bound still passes an empty queue
+        // (`max_payload_bytes` bounds it).
+        if queued > 0 && queued.saturating_add(size) > self.hub.inner.settings.inbound_queue_bytes {
+            drop(permit);
+            return self.refuse(&socket, &mut value, ack, Refusal::QueueBytes);
+        }
+        let Some(event) = self.hub.ingest(payload) else {
+            return;
+        };
+        let size = event.len();
+        queue.bytes.fetch_add(size, Ordering::Relaxed);
+        if ack.is_some() {
+            let accepted = serde_json::json!({ "accepted": true });
+            if ack_sender(&socket, &mut value, ack)
+                .send(&accepted)
+                .is_err()
+            {
+                ServiceStats::add(&stats.events_dropped, 1);
             }
         }
+        permit.send((socket, event, size));
+    }
+}
+
+/// The ack of one incoming message (`None` ack id: sending does nothing).
+fn ack_sender<A: Adapter>(
+    socket: &Arc<Socket<A>>,
+    value: &mut socketioxide::handler::Value,
+    ack: Option<i64>,
+) -> AckSender<A> {
+    match AckSender::from_message_parts(socket, value, &ack) {
+        Ok(sender) => sender,
+        Err(never) => match never {},
     }
 }
 
 /// Relays one sender's events in the order they arrived. Ends when the
 /// socket (which owns the sending half, in its handler) is dropped.
-async fn relay_in_order<A: Adapter>(hub: Hub<A>, mut queue: mpsc::Receiver<Queued<A>>) {
-    while let Some((socket, event)) = queue.recv().await {
+async fn relay_in_order<A: Adapter>(
+    hub: Hub<A>,
+    mut queue: mpsc::Receiver<Queued<A>>,
+    bytes: Arc<AtomicUsize>,
+) {
+    while let Some((socket, event, size)) = queue.recv().await {
         let result = hub.relay(socket.broadcast(), &event).await;
         hub.count_relay(result);
+        bytes.fetch_sub(size, Ordering::Relaxed);
     }
 }
 
@@ -813,6 +1388,65 @@ mod tests {
         assert_eq!(event["data"], json!([1, 2]));
         assert_eq!(event["server_id"], "srv");
         assert_eq!(event["received_at"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_budget_allows_its_limit_per_window_then_is_spent() {
+        let mut budget = ErrorBudget::new(3, Duration::from_secs(60));
+        let at = Moment::from_secs(100);
+        assert!(!budget.charge(at));
+        assert!(!budget.charge(at));
+        assert!(!budget.charge(at + Duration::from_secs(59)));
+        assert!(budget.charge(at + Duration::from_secs(59)));
+        // A new window starts afresh.
+        let mut budget = ErrorBudget::new(3, Duration::from_secs(60));
+        for n in 0..3 {
+            assert!(!budget.charge(at + Duration::from_secs(60 * n)));
+        }
+        for _ in 0..3 {
+            assert!(!budget.charge(at + Duration::from_secs(600)));
+        }
+    }
+
+    #[test]
+    fn the_history_is_bounded_in_count_and_bytes_and_answers_within_a_budget() {
+        let event =
+            |n: usize| StampedEvent::new(&json!({ "n": n, "pad": "x".repeat(90) })).unwrap();
+        // Three-digit numbers: every event has the same size.
+        let size = event(100).len();
+        let mut history = History::default();
+        for n in 100..200 {
+            history.push(event(n), 50, 10 * size);
+            assert!(history.events.len() <= 50 && history.bytes <= 10 * size);
+        }
+        assert_eq!(history.events.len(), 10, "the byte bound binds first");
+        assert_eq!(history.bytes, 10 * size);
+        let newest = history.newest(usize::MAX, 3 * size);
+        let ns: Vec<u64> = newest
+            .iter()
+            .map(|e| e.to_value().unwrap()["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, [197, 198, 199], "the newest that fit, oldest first");
+        assert_eq!(history.newest(2, usize::MAX).len(), 2);
+        // An event larger than the whole bound is not kept.
+        history.push(event(100), 50, size - 1);
+        assert_eq!(history.bytes, 10 * size);
+    }
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_per_interval_with_its_count() {
+        let warning = Throttled::default();
+        let at = Moment::from_secs(100);
+        assert_eq!(warning.hit(at), Some(1));
+        for _ in 0..999 {
+            assert_eq!(warning.hit(at + Duration::from_secs(1)), None);
+        }
+        assert_eq!(
+            warning.hit(at + REPEATED_WARNING_INTERVAL),
+            Some(1_000),
+            "every occurrence is counted in the next line"
+        );
+        assert_eq!(warning.hit(at + REPEATED_WARNING_INTERVAL), None);
     }
 
     #[test]

@@ -96,6 +96,31 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         ConstCounter::new(inputs.stats.errors),
     );
     r.register(
+        "socketio_client_errors",
+        "Bad packets sent by clients (their errors, not the hub's)",
+        ConstCounter::new(inputs.stats.client_errors),
+    );
+    r.register(
+        "socketio_clients_disconnected_for_abuse",
+        "Clients disconnected for spending their error budget",
+        ConstCounter::new(inputs.stats.clients_disconnected_for_abuse),
+    );
+    r.register(
+        "socketio_events_refused",
+        "Events refused to a sender whose relay queue was full (told to it)",
+        ConstCounter::new(inputs.stats.events_refused),
+    );
+    r.register(
+        "socketio_clients_refused_max_clients",
+        "Connections refused because server.max_clients were connected",
+        ConstCounter::new(inputs.stats.clients_refused_max_clients),
+    );
+    r.register(
+        "socketio_events_dropped_recipient_full",
+        "Deliveries dropped because the recipient's buffer was full (a slow reader)",
+        ConstCounter::new(inputs.stats.events_dropped_recipient_full),
+    );
+    r.register(
         "socketio_health_status",
         "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
         ConstGauge::new(i64::from(inputs.health.prometheus_code())),
@@ -328,7 +353,9 @@ mod tests {
                 events_relayed: 1250,
                 events_dropped: 0,
                 errors: 2,
-                last_activity: None,
+                client_errors: 5,
+                clients_disconnected_for_abuse: 1,
+                ..ServiceStatsSnapshot::default()
             },
             health: HealthStatus::Healthy,
             sample: Some(ProcessSample {

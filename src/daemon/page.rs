@@ -44,6 +44,7 @@ use crate::daemon::cluster::{Cluster, RedisState};
 use crate::daemon::health_http::{self, HealthEndpoints, RECENT_EVENTS};
 #[cfg(doc)]
 use crate::daemon::hub::EVENT_TAP_CAPACITY;
+use crate::daemon::hub::StampedEvent;
 use crate::health::{HealthReport, MetricValue};
 
 const HTML: &str = include_str!("page/index.html");
@@ -57,7 +58,7 @@ const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
 const DRAIN_POLL: Duration = Duration::from_millis(200);
 
 /// A new subscription to the hub's stamped events.
-pub type EventTap = Arc<dyn Fn() -> broadcast::Receiver<Value> + Send + Sync>;
+pub type EventTap = Arc<dyn Fn() -> broadcast::Receiver<StampedEvent> + Send + Sync>;
 
 /// What the page's routes read.
 pub struct PageState {
@@ -153,7 +154,7 @@ fn readiness(e: &HealthEndpoints) -> Value {
 /// One watcher's stream state.
 struct Watch {
     state: Arc<PageState>,
-    events: broadcast::Receiver<Value>,
+    events: broadcast::Receiver<StampedEvent>,
     snapshots: Interval,
     drain: Interval,
     done: bool,
@@ -178,7 +179,7 @@ impl Watch {
                 }
                 received = self.events.recv() => match received {
                     Ok(event) => {
-                        return Some(Event::default().event("claude_event").data(event.to_string()));
+                        return Some(Event::default().event("claude_event").data(event.as_str()));
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "status page watcher fell behind; dropped");

@@ -103,6 +103,16 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.max_payload_bytes = server.max_payload_bytes;
     s.socket_buffer_packets = usize::try_from(server.socket_buffer_packets).unwrap_or(usize::MAX);
     s.event_history_size = usize::try_from(server.event_history_size).unwrap_or(usize::MAX);
+    s.client_error_budget = server.client_error_budget;
+    s.max_clients = usize::try_from(server.max_clients).unwrap_or(usize::MAX);
+    s.event_history_max_bytes =
+        usize::try_from(server.event_history_max_bytes).unwrap_or(usize::MAX);
+    s.history_answer_max_bytes =
+        usize::try_from(server.history_answer_max_bytes).unwrap_or(usize::MAX);
+    s.inbound_queue_events = usize::try_from(server.inbound_queue_events).unwrap_or(usize::MAX);
+    s.inbound_queue_bytes = usize::try_from(server.inbound_queue_bytes).unwrap_or(usize::MAX);
+    s.slow_reader_timeout = server.slow_reader_timeout;
+    s.client_error_window = server.client_error_window;
     s.cors_allowed_origins = server
         .enable_cors
         .then(|| server.cors_allowed_origins.clone());

@@ -1,0 +1,84 @@
+//! Memory is bounded in bytes, not only in count, in the real `warden`
+//! binary (default config): sixty 1 MB bodies `[0,0,0,...]` posted to
+//! `/api/events` keep the daemon's resident memory bounded (each event is
+//! kept as the stamped bytes, the history is capped at
+//! `event_history_max_bytes`), and one `get_history` asking for everything
+//! answers within `history_answer_max_bytes`.
+//! (Before: each such body cost ~34 MB once parsed and kept; sixty took the
+//! daemon to 2 GB, and one get_history cloned the whole history.)
+
+mod daemon_common;
+mod hub_common;
+
+use daemon_common::Env;
+use hub_common::TestClient;
+use serde_json::json;
+
+const HISTORY_MAX_BYTES: usize = 16 << 20;
+const ANSWER_MAX_BYTES: usize = 4 << 20;
+const RSS_BOUND_KB: u64 = 200 << 10;
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_one_megabyte_events_and_a_full_get_history_keep_memory_bounded() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    tokio::task::block_in_place(|| env.wait_ready(&mut daemon));
+    let pid = daemon.pid();
+
+    // [0,0,...,0]: just under the 1,000,000-byte payload limit.
+    let zeros = 499_990;
+    let mut body = String::with_capacity(2 * zeros + 2);
+    body.push('[');
+    for i in 0..zeros {
+        body.push_str(if i == 0 { "0" } else { ",0" });
+    }
+    body.push(']');
+    let http = reqwest::Client::new();
+    let mut peak_kb = 0;
+    for _ in 0..60 {
+        let response = http
+            .post(format!("http://127.0.0.1:{}/api/events", env.port))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert!(response.status().is_success(), "{}", response.status());
+        peak_kb = peak_kb.max(rss_kb(pid));
+    }
+    let (_, stats) = env.http_get("/stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats");
+    assert_eq!(stats["events_processed"], 60);
+    let kept = stats["history_bytes"].as_u64().expect("history_bytes") as usize;
+    assert!(kept <= HISTORY_MAX_BYTES, "{stats}");
+    assert!(
+        kept >= HISTORY_MAX_BYTES / 2,
+        "the history still holds events: {stats}"
+    );
+
+    let asker = TestClient::connect(&env.url()).await;
+    asker.emit("get_history", json!({"limit": 1_000_000})).await;
+    let answer = asker.recorder.wait_for("event_history", 1).await.remove(0);
+    let events = answer["events"].as_array().expect("events");
+    assert!(!events.is_empty());
+    assert_eq!(answer["count"], events.len());
+    let answered: usize = events.iter().map(|e| e.to_string().len()).sum();
+    assert!(answered <= ANSWER_MAX_BYTES, "{answered} bytes answered");
+    assert_eq!(events[0]["data"].as_array().map(Vec::len), Some(zeros));
+
+    peak_kb = peak_kb.max(rss_kb(pid));
+    eprintln!("peak RSS {peak_kb} kB, history {kept} bytes, answer {answered} bytes");
+    assert!(
+        peak_kb < RSS_BOUND_KB,
+        "RSS {peak_kb} kB exceeds {RSS_BOUND_KB} kB"
+    );
+}

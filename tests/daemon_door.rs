@@ -428,6 +428,40 @@ fn with_a_token_events_diagnostics_and_metrics_require_it_and_probes_stay_open()
     for path in ["/health", "/livez", "/readyz", "/status"] {
         assert_eq!(request(port, "GET", path, &[], "").0, 200, "{path}");
     }
+
+    // The status page's stream carries what /diagnostics does: it needs the
+    // token too, which a browser's EventSource sends as `?token=` (only this
+    // path takes it there). Its answer never ends, so only the head is read.
+    let stream_status = |path: &str, headers: &[(&str, &str)]| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut raw = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        for (name, value) in headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("\r\n");
+        stream.write_all(raw.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head[9..12])
+            .parse::<u16>()
+            .unwrap()
+    };
+    assert_eq!(stream_status("/status-page/events", &[]), 401);
+    assert_eq!(
+        stream_status("/status-page/events?token=door-test-token-0123456788", &[]),
+        401
+    );
+    assert_eq!(
+        stream_status(&format!("/status-page/events?token={TOKEN}"), &[]),
+        200
+    );
+    assert_eq!(stream_status("/status-page/events", &[right]), 200);
+    // The query is not a way in anywhere else.
+    assert_eq!(
+        request(port, "GET", &format!("/diagnostics?token={TOKEN}"), &[], "").0,
+        401
+    );
 }
 
 /// Fails on the old code: any Socket.IO client was let in.

@@ -227,7 +227,17 @@ impl IntoResponse for Refusal {
 /// Paths that require the token when `server.auth_token` is set. The probes
 /// (`/health`, `/livez`, `/readyz`), `/status` and `/stats` stay open; the
 /// Socket.IO connect is checked by [`socket_auth`].
-pub const TOKEN_PATHS: [&str; 3] = ["/api/events", "/diagnostics", "/metrics"];
+pub const TOKEN_PATHS: [&str; 4] = [
+    "/api/events",
+    "/diagnostics",
+    "/metrics",
+    STATUS_PAGE_STREAM,
+];
+
+/// The status page's stream: it carries what `/diagnostics` does, so it
+/// needs the token too. A browser's `EventSource` cannot send a header, so
+/// this path (only this one) also takes the token as `?token=`.
+pub const STATUS_PAGE_STREAM: &str = "/status-page/events";
 
 /// The door's check on every HTTP request: a browser origin that is not
 /// allowed is refused (Socket.IO included: CORS does not cover WebSocket),
@@ -251,10 +261,18 @@ impl Gate {
         if let Some(token) = &self.token
             && TOKEN_PATHS.contains(&request.uri().path())
         {
+            let from_query = || {
+                (request.uri().path() == STATUS_PAGE_STREAM)
+                    .then(|| request.uri().query())
+                    .flatten()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+                    .map(str::as_bytes)
+            };
             let offered = request
                 .headers()
                 .get(header::AUTHORIZATION)
-                .and_then(|value| bearer(value.as_bytes()));
+                .and_then(|value| bearer(value.as_bytes()))
+                .or_else(from_query);
             match offered {
                 None => return Err(Refusal::MissingToken),
                 Some(offered) if !token.matches(offered) => return Err(Refusal::WrongToken),

@@ -1102,10 +1102,7 @@ impl<A: HubAdapter> Hub<A> {
         // first, so a refused stranger never takes a client's place).
         let admit = async move |socket: SocketRef<A>| door.admit(socket.id);
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
-            Some(token) => io.ns(
-                "/",
-                on_connect.with(admit).with(http::socket_auth(token)),
-            ),
+            Some(token) => io.ns("/", on_connect.with(admit).with(http::socket_auth(token))),
             None => io.ns("/", on_connect.with(admit)),
         });
         self.attach(io);

@@ -210,7 +210,10 @@
     setConn('Connection lost at ' + clock(new Date(lostAt)) + '; reconnecting...', 'lost');
   }
   function connect() {
-    es = new EventSource('/status-page/events');
+    // With server.auth_token, open the page as /?token=... : the stream
+    // needs it, and an EventSource cannot send a header.
+    var token = new URLSearchParams(location.search).get('token');
+    es = new EventSource('/status-page/events' + (token ? '?token=' + encodeURIComponent(token) : ''));
     es.onopen = function () {
       lastMessage = Date.now();
       if (lostAt !== null) setConn('Reconnected at ' + clock(new Date()) + ' (lost at ' + clock(new Date(lostAt)) + ')', 'back');

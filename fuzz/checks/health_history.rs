@@ -168,7 +168,6 @@ fn check_aggregate(history: &HealthHistory, window: Duration, now: Moment) {
 
 /// One fuzz input, checked: the body of the fuzz target, shared with
 /// `tests/fuzz_regressions.rs`, which replays the saved inputs on stable.
-#[allow(dead_code)] // used by the fuzz target, not by the stable replay
 pub fn check(input: Input) {
     let mut history = HealthHistory::new(usize::from(input.capacity));
     assert_eq!(history.capacity(), usize::from(input.capacity).max(1));
@@ -212,17 +211,4 @@ pub fn check(input: Input) {
     let all = history.aggregate(Duration::MAX, Moment::from_millis(u64::MAX));
     assert_eq!(all.samples, history.len());
     assert_eq!(all.counts.total(), history.len());
-}
-
-/// Raw fuzzer bytes decoded as libfuzzer-sys decodes them (too short or
-/// undecodable inputs are skipped), then checked.
-#[allow(dead_code)] // used by the stable replay, not by the fuzz target
-pub fn check_bytes(data: &[u8]) {
-    use arbitrary::{Arbitrary, Unstructured};
-    if data.len() < <Input as Arbitrary>::size_hint(0).0 {
-        return;
-    }
-    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
-        check(input);
-    }
 }

@@ -377,7 +377,6 @@ async fn run(input: Input) {
 
 /// One fuzz input, checked: the body of the fuzz target, shared with
 /// `tests/fuzz_regressions.rs`, which replays the saved inputs on stable.
-#[allow(dead_code)] // used by the fuzz target, not by the stable replay
 pub fn check(input: Input) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,17 +384,4 @@ pub fn check(input: Input) {
         .build()
         .expect("a current-thread runtime");
     runtime.block_on(run(input));
-}
-
-/// Raw fuzzer bytes decoded as libfuzzer-sys decodes them (too short or
-/// undecodable inputs are skipped), then checked.
-#[allow(dead_code)] // used by the stable replay, not by the fuzz target
-pub fn check_bytes(data: &[u8]) {
-    use arbitrary::{Arbitrary, Unstructured};
-    if data.len() < <Input as Arbitrary>::size_hint(0).0 {
-        return;
-    }
-    if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
-        check(input);
-    }
 }

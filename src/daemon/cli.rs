@@ -465,6 +465,14 @@ fn stop_timeout(secs: f64) -> Result<Duration, i32> {
     })
 }
 
+/// The settings of `target` and what runs on its port, or the exit code of
+/// the error already reported (what `reload`, `status` and `health` start with).
+fn load_and_inspect(target: &TargetArgs) -> Result<(Effective, Instance), i32> {
+    let effective = load_or_report(&request(None, target.port, &target.config))?;
+    let instance = inspect_or_report(&effective, &SysinfoProbe::new())?;
+    Ok((effective, instance))
+}
+
 fn inspect_or_report(effective: &Effective, probe: &dyn ProcessProbe) -> Result<Instance, i32> {
     control::inspect(&effective.state_dir, effective.port(), probe).map_err(|e| {
         eprintln!("warden: {e}");
@@ -580,13 +588,8 @@ fn cmd_restart(args: &RestartArgs) -> i32 {
 
 /// `warden reload`: SIGHUP to the verified instance of the port.
 fn cmd_reload(args: &TargetArgs) -> i32 {
-    let effective = match load_or_report(&request(None, args.port, &args.config)) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let probe = SysinfoProbe::new();
-    let instance = match inspect_or_report(&effective, &probe) {
-        Ok(i) => i,
+    let (effective, instance) = match load_and_inspect(args) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let port = effective.port();
@@ -642,13 +645,8 @@ fn contact_host(flag: Option<&str>, instance: &Instance, effective: &Effective) 
 
 fn cmd_status(args: &StatusArgs) -> i32 {
     let t = &args.target;
-    let effective = match load_or_report(&request(None, t.port, &t.config)) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let probe = SysinfoProbe::new();
-    let instance = match inspect_or_report(&effective, &probe) {
-        Ok(i) => i,
+    let (effective, instance) = match load_and_inspect(t) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let port = effective.port();
@@ -761,16 +759,11 @@ fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientErr
 
 fn cmd_health(args: &StatusArgs) -> i32 {
     let t = &args.target;
-    let effective = match load_or_report(&request(None, t.port, &t.config)) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
     if let Err(code) = current_thread_runtime() {
         return code;
     }
-    let probe = SysinfoProbe::new();
-    let instance = match inspect_or_report(&effective, &probe) {
-        Ok(i) => i,
+    let (effective, instance) = match load_and_inspect(t) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let port = effective.port();

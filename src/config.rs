@@ -142,6 +142,11 @@ pub struct ServerConfig {
     /// Open connections allowed from one IP address; 0 means no cap.
     #[serde(deserialize_with = "de_u32_in::<_, 0, 1_000_000>")]
     pub max_connections_per_ip: u32,
+    /// Open client connections allowed in all (the daemon lowers it to its
+    /// descriptor limit less a reserve of its own); beyond it a connection is
+    /// answered 429 and closed.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub max_connections: u32,
     /// Shared secret required by `POST /api/events`, `/diagnostics`,
     /// `/metrics` (`Authorization: Bearer`) and Socket.IO connects (auth
     /// payload `{"token": ..}`) when set; `null` requires nothing.
@@ -172,6 +177,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,
+            max_connections: 4096,
             auth_token: None,
         }
     }

@@ -128,7 +128,13 @@ pub struct ProcessResourceChecker {
     thresholds: Arc<RwLock<ResourceThresholds>>,
     cores: usize,
     latest: Arc<RwLock<Option<ProcessSample>>>,
+    /// Client connections open now (the hub's count at the door): their
+    /// descriptors are the clients', shed at the door, not the daemon's.
+    client_connections: Option<ConnectionCount>,
 }
+
+/// How many client connections are open now.
+pub type ConnectionCount = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl ProcessResourceChecker {
     /// `cores` is reported beside the CPU metric (use [`available_cores`] in the daemon).
@@ -144,7 +150,18 @@ impl ProcessResourceChecker {
             thresholds: Arc::new(RwLock::new(thresholds)),
             cores: cores.max(1),
             latest: Arc::new(RwLock::new(None)),
+            client_connections: None,
         }
+    }
+
+    /// Attribution before remedy: `file_descriptors` is judged on the
+    /// daemon's own descriptors, those of open client connections
+    /// (`count`) left out. Clients that hold connections are shed at the
+    /// door (timeouts, `max_connections`); a restart cannot fix them (they
+    /// come back), a descriptor leak of the daemon's own it can.
+    pub fn with_client_connections(mut self, count: ConnectionCount) -> Self {
+        self.client_connections = Some(count);
+        self
     }
 
     /// The thresholds the next checks judge by; writing them changes the
@@ -234,12 +251,18 @@ impl Checker for ProcessResourceChecker {
             ),
         ];
         if let Some(fds) = snapshot.open_fds {
+            let clients = self.client_connections.as_ref().map_or(0, |count| count());
+            let clients = clients.min(fds);
             metrics.push(thresholded(
                 "file_descriptors",
-                fds as f64,
+                (fds - clients) as f64,
                 t.file_descriptors,
                 "",
             ));
+            if self.client_connections.is_some() {
+                metrics.push(reported("client_connections", clients as f64, None));
+                metrics.push(reported("open_fds_total", fds as f64, None));
+            }
         }
         if let Some(threads) = snapshot.threads {
             metrics.push(reported("thread_count", threads, None));
@@ -858,6 +881,38 @@ mod tests {
         assert_eq!(checker.latest_sample().map(|s| s.cpu_percent), Some(300.0));
         probe.set(snapshot(50.0, 10, 10));
         assert_eq!(process_checker(&probe, 1).check(m, w).status, Healthy);
+    }
+
+    #[test]
+    fn client_connections_descriptors_are_the_clients_not_the_daemons() {
+        let probe = Arc::new(FakeProbe::new());
+        let (m, w) = at(1);
+        probe.set(snapshot(0.0, 10, 1600));
+        let clients = Arc::new(std::sync::atomic::AtomicU64::new(1580));
+        let count = Arc::clone(&clients);
+        let checker = process_checker(&probe, 1).with_client_connections(Arc::new(move || {
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        }));
+        let r = checker.check(m, w);
+        assert_eq!(
+            metric(&r, "file_descriptors").value,
+            MetricValue::Number(20.0)
+        );
+        assert_eq!(metric(&r, "file_descriptors").status, Healthy);
+        assert_eq!(
+            metric(&r, "client_connections").value,
+            MetricValue::Number(1580.0)
+        );
+        assert_eq!(
+            metric(&r, "open_fds_total").value,
+            MetricValue::Number(1600.0)
+        );
+        // A leak of the daemon's own is still judged.
+        clients.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            metric(&checker.check(m, w), "file_descriptors").status,
+            Critical
+        );
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub fn checkers<A: Adapter>(
             file_descriptors: t.file_descriptors as f64,
         },
         available_cores(),
-    );
+    )
+    .with_client_connections({
+        let stats = Arc::clone(hub.stats());
+        Arc::new(move || stats.connections_open() + crate::daemon::lane::connections_in_flight())
+    });
     let samples = process.sample_handle();
     let (network, target) =
         NetworkConnectivityChecker::deferred(cfg.health_monitoring.network_timeout);

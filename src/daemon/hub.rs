@@ -202,6 +202,12 @@ pub struct ServiceStats {
     clients_refused_max_clients: AtomicU64,
     events_dropped_recipient_full: AtomicU64,
     events_dropped_recipient_closed: AtomicU64,
+    /// TCP connections open from clients now (HTTP, polling, WebSocket;
+    /// counted at the door, on every serving generation).
+    connections_open: AtomicU64,
+    /// Connections refused at the door (`max_connections`,
+    /// `max_connections_per_ip`).
+    connections_refused: AtomicU64,
     /// Epoch milliseconds of the last client activity; 0 means none yet.
     last_activity_ms: AtomicU64,
 }
@@ -225,6 +231,9 @@ pub struct ServiceStatsSnapshot {
     /// Of `events_dropped`: recipients whose buffer was full / which were closing.
     pub events_dropped_recipient_full: u64,
     pub events_dropped_recipient_closed: u64,
+    /// Client TCP connections open now, and refused at the door so far.
+    pub connections_open: u64,
+    pub connections_refused: u64,
     /// ISO-8601 in JSON, `null` before the first activity.
     #[serde(serialize_with = "serialize_wall_time")]
     pub last_activity: Option<WallTime>,
@@ -261,12 +270,50 @@ impl ServiceStats {
             events_dropped_recipient_closed: self
                 .events_dropped_recipient_closed
                 .load(Ordering::Relaxed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
             last_activity: (last != 0).then_some(WallTime::from_millis(last)),
         }
     }
 
     pub fn clients_connected(&self) -> u64 {
         self.clients_connected.load(Ordering::Relaxed)
+    }
+
+    /// Client TCP connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    /// Counts a client connection as open, unless `max` are open already:
+    /// false then (refused, and counted as such).
+    pub fn try_open_connection(&self, max: Option<u64>) -> bool {
+        let admitted = self
+            .connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| match max {
+                Some(max) if open >= max => None,
+                _ => Some(open + 1),
+            })
+            .is_ok();
+        if !admitted {
+            Self::add(&self.connections_refused, 1);
+        }
+        admitted
+    }
+
+    /// Uncounts a connection counted by [`ServiceStats::try_open_connection`].
+    pub fn close_connection(&self) {
+        let _ = self
+            .connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                Some(open.saturating_sub(1))
+            });
+    }
+
+    /// Counts a connection refused at the door for another reason
+    /// (`max_connections_per_ip`).
+    pub fn count_refused_connection(&self) {
+        Self::add(&self.connections_refused, 1);
     }
 
     fn add(counter: &AtomicU64, n: u64) {

@@ -27,6 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -349,6 +350,34 @@ async fn accept_on_main(
     let _ = released.send(());
 }
 
+/// Connections accepted by the lane and not yet handed to their owner (in
+/// the process: descriptors are the process's). The process checker counts
+/// them among the clients' descriptors, with the door's open connections.
+static IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// How many accepted connections the lane is still routing (at most
+/// [`MAX_PEEKING`] per lane, each for at most [`PEEK_WINDOW`]).
+pub fn connections_in_flight() -> u64 {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// One connection counted in [`IN_FLIGHT`] until dropped (also when its
+/// task is cancelled at shutdown).
+struct InFlight;
+
+impl InFlight {
+    fn count() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: &TcpListener,
     handoff: &mpsc::Sender<std::net::TcpStream>,
@@ -384,9 +413,11 @@ async fn accept_loop(
         }
         let handoff = handoff.clone();
         let lane = lane.clone();
+        let counted = InFlight::count();
         tokio::spawn(async move {
             let route = peek_route(&stream).await;
             dispatch(stream, peer, route, &handoff, &lane).await;
+            drop(counted);
             drop(permit);
         });
     }

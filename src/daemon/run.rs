@@ -121,8 +121,27 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.door.handshake_timeout = server.handshake_timeout;
     s.door.max_connections_per_ip =
         (server.max_connections_per_ip > 0).then_some(server.max_connections_per_ip);
+    s.door.max_connections = Some(connection_cap(
+        server.max_connections,
+        crate::daemon::metrics::max_fds(),
+    ));
     s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
     s
+}
+
+/// Descriptors kept for the daemon's own use (log, PID file, listener,
+/// Redis, checks) when the connection cap follows the descriptor limit.
+pub const OWN_FD_RESERVE: u64 = 128;
+
+/// `server.max_connections`, lowered to the soft descriptor limit less
+/// [`OWN_FD_RESERVE`] when that is lower, so clients can never take the
+/// descriptors the daemon needs (at least 16 either way).
+pub fn connection_cap(configured: u32, fd_limit: Option<u64>) -> u32 {
+    let by_limit = fd_limit
+        .map(|limit| limit.saturating_sub(OWN_FD_RESERVE).max(16))
+        .and_then(|cap| u32::try_from(cap).ok())
+        .unwrap_or(u32::MAX);
+    configured.min(by_limit)
 }
 
 /// Why the daemon did not start. Nothing was left behind: no PID file of

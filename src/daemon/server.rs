@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 pub use crate::daemon::http::AuthToken;
-use crate::daemon::hub::Hub;
+use crate::daemon::hub::{Hub, ServiceStats};
 use crate::daemon::lane::{self, Lane};
 
 /// Why a listening socket could not be bound. `AddrInUse` is separate so the
@@ -210,8 +210,8 @@ impl ServingHandle {
 /// behind the relay; if its thread cannot start, the runtime accepts alone.
 /// The hub's [`DoorSettings`] bound every connection, on both sides.
 pub fn serve_tcp<A: Adapter>(listener: TcpListener, router: Router, hub: &Hub<A>) -> ServingHandle {
-    let door = Door::new(hub.settings().door.clone());
-    let listener = match lane::start(listener, router.clone(), Arc::clone(&door)) {
+    let door = Door::new(hub.settings().door.clone(), Arc::clone(hub.stats()));
+    let listener = match lane::start(listener, router.clone(), door.for_probes()) {
         Ok((handoff, lane)) => {
             let mut handle = serve_with(handoff, router, hub, door);
             handle.lane = Some(lane);
@@ -235,7 +235,7 @@ where
     L: Listener<Addr = SocketAddr>,
     A: Adapter,
 {
-    let door = Door::new(hub.settings().door.clone());
+    let door = Door::new(hub.settings().door.clone(), Arc::clone(hub.stats()));
     serve_with(listener, router, hub, door)
 }
 
@@ -281,6 +281,10 @@ pub struct DoorSettings {
     /// Open connections from one IP address; beyond it a new connection is
     /// answered `429` and closed. `None`: no cap.
     pub max_connections_per_ip: Option<u32>,
+    /// Open client connections in all; beyond it a new connection is
+    /// answered `429` and closed, so clients can never take the descriptors
+    /// the daemon needs. `None`: no cap.
+    pub max_connections: Option<u32>,
     /// When set, required by `POST /api/events`, `/diagnostics`, `/metrics`
     /// (`Authorization: Bearer`) and Socket.IO connects (`auth.token`).
     pub auth_token: Option<AuthToken>,
@@ -299,6 +303,7 @@ impl Default for DoorSettings {
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections_per_ip: None,
+            max_connections: None,
             auth_token: None,
         }
     }
@@ -309,16 +314,38 @@ impl Default for DoorSettings {
 #[derive(Debug)]
 pub struct Door {
     settings: DoorSettings,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-    refused: AtomicU64,
+    per_ip: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    refused: Arc<AtomicU64>,
+    /// False for the health lane's own connections (probes answered at once
+    /// on their thread): `max_connections` never refuses a probe.
+    global_cap: bool,
+    /// The hub's counters: open client connections are counted there, across
+    /// serving generations (the process checker tells them from the
+    /// daemon's own descriptors).
+    stats: Arc<ServiceStats>,
 }
 
 impl Door {
-    pub fn new(settings: DoorSettings) -> Arc<Self> {
+    pub fn new(settings: DoorSettings, stats: Arc<ServiceStats>) -> Arc<Self> {
         Arc::new(Door {
             settings,
-            per_ip: Mutex::new(HashMap::new()),
-            refused: AtomicU64::new(0),
+            per_ip: Arc::new(Mutex::new(HashMap::new())),
+            refused: Arc::new(AtomicU64::new(0)),
+            global_cap: true,
+            stats,
+        })
+    }
+
+    /// The same door for the health lane's probes: the per-address cap and
+    /// the counts are shared, `max_connections` does not apply (a probe is
+    /// answered at once; clients at the cap must never make `/livez` fail).
+    pub fn for_probes(&self) -> Arc<Door> {
+        Arc::new(Door {
+            settings: self.settings.clone(),
+            per_ip: Arc::clone(&self.per_ip),
+            refused: Arc::clone(&self.refused),
+            global_cap: false,
+            stats: Arc::clone(&self.stats),
         })
     }
 
@@ -326,21 +353,37 @@ impl Door {
         &self.settings
     }
 
-    /// A slot for one more connection from `ip`, or `None` if the address
-    /// already holds `max_connections_per_ip`.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
-        let Some(cap) = self.settings.max_connections_per_ip else {
-            return Some(PeerSlot { door: None, ip });
-        };
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = per_ip.entry(ip).or_insert(0);
-        if *open >= cap {
-            return None;
+    /// A slot for one more connection from `ip`, counted among the open
+    /// client connections; `None` if `max_connections` are open or the
+    /// address already holds `max_connections_per_ip`.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<PeerSlot, &'static [u8]> {
+        let max = self
+            .settings
+            .max_connections
+            .filter(|_| self.global_cap)
+            .map(u64::from);
+        if !self.stats.try_open_connection(max) {
+            return Err(REFUSED_FULL);
         }
-        *open += 1;
-        Some(PeerSlot {
-            door: Some(Arc::clone(self)),
+        let per_ip_counted = match self.settings.max_connections_per_ip {
+            None => false,
+            Some(cap) => {
+                let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+                let open = per_ip.entry(ip).or_insert(0);
+                if *open >= cap {
+                    drop(per_ip);
+                    self.stats.close_connection();
+                    self.stats.count_refused_connection();
+                    return Err(REFUSED_RESPONSE);
+                }
+                *open += 1;
+                true
+            }
+        };
+        Ok(PeerSlot {
+            door: Arc::clone(self),
             ip,
+            per_ip_counted,
         })
     }
 
@@ -350,25 +393,34 @@ impl Door {
         let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         if refused.is_power_of_two() {
             tracing::warn!(
-                "refused a connection from {ip}: server.max_connections_per_ip ({}) reached \
-                 ({refused} refused so far in this serving generation)",
+                "refused a connection from {ip}: server.max_connections ({}) or \
+                 server.max_connections_per_ip ({}) reached ({refused} refused so far in this \
+                 serving generation)",
+                self.settings.max_connections.unwrap_or(0),
                 self.settings.max_connections_per_ip.unwrap_or(0)
             );
         }
     }
 }
 
-/// One open connection counted against its address; released on drop.
+/// One open connection, counted among the open client connections (and
+/// against its address when there is a per-address cap); released on drop.
 #[derive(Debug)]
 struct PeerSlot {
-    door: Option<Arc<Door>>,
+    door: Arc<Door>,
     ip: IpAddr,
+    per_ip_counted: bool,
 }
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        if let Some(door) = &self.door {
-            let mut per_ip = door.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+        self.door.stats.close_connection();
+        if self.per_ip_counted {
+            let mut per_ip = self
+                .door
+                .per_ip
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(open) = per_ip.get_mut(&self.ip) {
                 *open = open.saturating_sub(1);
                 if *open == 0 {
@@ -427,6 +479,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     }
 }
 
+/// What a connection over `max_connections` reads before it is closed.
+const REFUSED_FULL: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Content-Type: application/json\r\n\
+Connection: close\r\n\
+Content-Length: 72\r\n\
+\r\n\
+{\"error\":\"too many connections to this server (server.max_connections)\"}";
+
 /// What a connection over `max_connections_per_ip` reads before it is
 /// closed.
 const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
@@ -464,10 +524,13 @@ pub(crate) async fn serve_connections<L, F>(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let Some(slot) = door.admit(peer.ip()) else {
-            door.note_refused(peer.ip());
-            tokio::spawn(refuse(io));
-            continue;
+        let slot = match door.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(answer) => {
+                door.note_refused(peer.ip());
+                tokio::spawn(refuse(io, answer));
+                continue;
+            }
         };
         let io = Counted { io, _slot: slot };
         tokio::spawn(serve_connection(
@@ -487,9 +550,9 @@ pub(crate) async fn serve_connections<L, F>(
     open_tx.closed().await;
 }
 
-async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) {
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, answer: &'static [u8]) {
     let _ = tokio::time::timeout(REFUSE_WRITE_TIMEOUT, async {
-        io.write_all(REFUSED_RESPONSE).await?;
+        io.write_all(answer).await?;
         io.shutdown().await?;
         // A lingering close: closing with the request still unread would
         // send a reset, which can destroy the 429 before the client reads

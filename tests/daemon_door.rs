@@ -457,6 +457,28 @@ fn with_a_token_events_diagnostics_and_metrics_require_it_and_probes_stay_open()
         200
     );
     assert_eq!(stream_status("/status-page/events", &[right]), 200);
+    // A token is any visible ASCII: the page percent-encodes it
+    // (`encodeURIComponent`), and the daemon decodes it.
+    let odd = Env::new();
+    let odd_token = "a&b=c%d+e/f?g#h-0123456789";
+    let _odd_daemon = start(&odd, json!({"server": {"auth_token": odd_token}}));
+    let encoded = "a%26b%3Dc%25d%2Be%2Ff%3Fg%23h-0123456789";
+    let odd_status = |path: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", odd.port)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head[9..12])
+            .parse::<u16>()
+            .unwrap()
+    };
+    assert_eq!(
+        odd_status(&format!("/status-page/events?token={encoded}")),
+        200
+    );
+    assert_eq!(odd_status("/status-page/events?token=a%26b"), 401);
+
     // The query is not a way in anywhere else.
     assert_eq!(
         request(port, "GET", &format!("/diagnostics?token={TOKEN}"), &[], "").0,

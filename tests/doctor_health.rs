@@ -12,10 +12,13 @@ fn a_critical_daemon_is_a_finding_with_the_health_check_guide() {
     let env = Env::new();
     let config = env.state_dir().join("critical.json");
     // memory_mb 1: every check is critical; recovery off, so it stays up.
+    // With a token: the details come from /diagnostics, which needs it, and
+    // the CLI sends the one of the config it reads.
     std::fs::write(
         &config,
         r#"{"health_monitoring": {"check_interval": 1, "thresholds": {"memory_mb": 1}},
-            "recovery": {"enabled": false}}"#,
+            "recovery": {"enabled": false},
+            "server": {"auth_token": "doctor-test-token-0123456789"}}"#,
     )
     .unwrap();
     let config = config.to_str().unwrap();

@@ -746,6 +746,17 @@ fn not_answering(
 }
 
 fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientError> {
+    http_get_as(None, host, port, path)
+}
+
+/// [`http_get`] with the daemon's `server.auth_token`, for the endpoints
+/// that need it (`/diagnostics`).
+fn http_get_as(
+    token: Option<&str>,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<HttpResponse, ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -754,7 +765,7 @@ fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientErr
             port,
             source: e,
         })?;
-    runtime.block_on(client::get(host, port, path))
+    runtime.block_on(client::get_with_token(host, port, path, token))
 }
 
 fn cmd_health(args: &StatusArgs) -> i32 {
@@ -789,7 +800,8 @@ fn cmd_health(args: &StatusArgs) -> i32 {
     };
     match resp.json() {
         Ok(body) if !args.json && body.get("checks").is_some() => {
-            let report = http_get(&host, port, "/diagnostics")
+            let token = effective.config.server.auth_token.as_deref();
+            let report = http_get_as(token, &host, port, "/diagnostics")
                 .ok()
                 .and_then(|d| d.json().ok())
                 .and_then(|d| serde_json::from_value(d["latest_report"].clone()).ok());
@@ -897,7 +909,14 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
         config_error,
         t.host.as_deref(),
         &SysinfoProbe::new(),
-        &http_get,
+        &|host: &str, port: u16, path: &str| {
+            http_get_as(
+                effective.config.server.auth_token.as_deref(),
+                host,
+                port,
+                path,
+            )
+        },
         crate::daemon::clock::wall_now(),
     );
     let diagnosis = doctor::diagnose(&facts);

@@ -79,11 +79,19 @@ pub enum ClientError {
     TooLarge { host: String, port: u16 },
 }
 
-/// `GET path` from `host:port`. Tries every address `host` resolves to until
-/// one accepts the connection.
-pub async fn get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientError> {
+/// `GET path` from `host:port`, with `Authorization: Bearer <token>` when a
+/// token is given (the daemon's `server.auth_token`, for `/diagnostics` and
+/// `/metrics`). Tries every address `host` resolves to until one accepts the
+/// connection.
+pub async fn get_with_token(
+    host: &str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> Result<HttpResponse, ClientError> {
     let stream = connect(host, port).await?;
-    match tokio::time::timeout(RESPONSE_TIMEOUT, exchange(stream, host, port, path)).await {
+    let exchanged = exchange(stream, host, port, path, token);
+    match tokio::time::timeout(RESPONSE_TIMEOUT, exchanged).await {
         Ok(result) => result,
         Err(_) => Err(ClientError::Timeout {
             host: host.to_string(),
@@ -120,14 +128,17 @@ async fn exchange(
     host: &str,
     port: u16,
     path: &str,
+    token: Option<&str>,
 ) -> Result<HttpResponse, ClientError> {
     let io_err = |source| ClientError::Io {
         host: host.to_string(),
         port,
         source,
     };
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: warden-cli\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: warden-cli\r\nAccept: */*\r\n{authorization}Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.map_err(io_err)?;
     let mut raw = Vec::new();
@@ -309,7 +320,9 @@ mod tests {
                 .unwrap();
             req
         });
-        let r = get("127.0.0.1", port, "/status").await.unwrap();
+        let r = get_with_token("127.0.0.1", port, "/status", None)
+            .await
+            .unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "ok"));
         assert!(
             server
@@ -325,7 +338,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = get("127.0.0.1", port, "/status").await.unwrap_err();
+        let err = get_with_token("127.0.0.1", port, "/status", None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::Connect { .. }), "{err}");
     }
 }

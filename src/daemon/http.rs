@@ -261,18 +261,18 @@ impl Gate {
         if let Some(token) = &self.token
             && TOKEN_PATHS.contains(&request.uri().path())
         {
-            let from_query = || {
-                (request.uri().path() == STATUS_PAGE_STREAM)
-                    .then(|| request.uri().query())
-                    .flatten()
-                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
-                    .map(str::as_bytes)
-            };
+            // The page sends `encodeURIComponent(token)`: a token may hold
+            // `&`, `%`, `+` or `=` (any visible ASCII), so it is decoded.
+            let from_query = (request.uri().path() == STATUS_PAGE_STREAM)
+                .then(|| request.uri().query())
+                .flatten()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")))
+                .map(percent_decode);
             let offered = request
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|value| bearer(value.as_bytes()))
-                .or_else(from_query);
+                .or(from_query.as_deref());
             match offered {
                 None => return Err(Refusal::MissingToken),
                 Some(offered) if !token.matches(offered) => return Err(Refusal::WrongToken),
@@ -303,6 +303,33 @@ fn is_same_origin(origin: &HeaderValue, host: Option<&HeaderValue>) -> bool {
     [&b"http://"[..], &b"https://"[..]]
         .iter()
         .any(|scheme| origin.strip_prefix(*scheme) == Some(host.as_bytes()))
+}
+
+/// A query value with its `%XX` escapes decoded (a malformed escape is kept
+/// as it is, so it can only fail to match).
+fn percent_decode(value: &str) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits make a byte: hi, lo < 16.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// The credentials of `Bearer <credentials>` (scheme case-insensitive).

@@ -3,8 +3,10 @@
 //! then runs `cargo test --workspace` with the arguments given; with them
 //! present it installs nothing; `WARDEN_SKIP_REDIS_TESTS=1` installs no Redis.
 //!
-//! The script runs for real, with a PATH holding only stubs: `apt-get` and
-//! `cargo` record their arguments, `redis-server` exists or not per case.
+//! The script runs for real, with a PATH holding only stubs: `apt-get`,
+//! `npm`, `pip` and `cargo` record their arguments, `redis-server` exists or
+//! not per case. The stock clients' directory is a copy in a temp dir
+//! (`WARDEN_TEST_CLIENTS_DIR`), prepared or not per case.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +29,9 @@ fn run(with_redis: bool, skip_redis: bool, with_browser: bool) -> (Option<i32>, 
     std::fs::create_dir(&bin).unwrap();
     let log = dir.path().join("calls.log");
     let log_s = log.display().to_string();
-    for tool in ["dirname", "cat", "sed", "cmp"] {
+    for tool in [
+        "dirname", "cat", "sed", "cmp", "mkdir", "touch", "chmod", "printf",
+    ] {
         if let Some(real) = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -37,6 +41,39 @@ fn run(with_redis: bool, skip_redis: bool, with_browser: bool) -> (Option<i32>, 
         }
     }
     stub(&bin, "id", "echo 0");
+    // Node and Python are on a fresh machine (the Rust kind has both); the
+    // stubs record what the script asks of them.
+    let clients = dir.path().join("clients");
+    std::fs::create_dir(&clients).unwrap();
+    for file in ["package.json", "package-lock.json", "requirements.txt"] {
+        std::fs::write(clients.join(file), "{}\n").unwrap();
+    }
+    let clients_s = clients.display().to_string();
+    stub(&bin, "node", "true");
+    stub(
+        &bin,
+        "npm",
+        &format!(
+            "echo \"npm $*\" >> {log_s}; mkdir -p {clients_s}/node_modules; \
+             touch {clients_s}/node_modules/.package-lock.json"
+        ),
+    );
+    stub(
+        &bin,
+        "python3",
+        &format!(
+            "if [ \"$1\" = -m ]; then echo \"python3 $*\" >> {log_s}; mkdir -p \"$3/bin\"; \
+             printf '#!/bin/bash\\necho \"pip $*\" >> {log_s}\\n' > \"$3/bin/pip\"; \
+             chmod +x \"$3/bin/pip\"; fi"
+        ),
+    );
+    if with_browser {
+        // A prepared machine: the clients were installed after their lockfiles.
+        std::fs::create_dir_all(clients.join("node_modules")).unwrap();
+        std::fs::write(clients.join("node_modules/.package-lock.json"), "").unwrap();
+        std::fs::create_dir_all(clients.join(".venv")).unwrap();
+        std::fs::write(clients.join(".venv/.installed"), "").unwrap();
+    }
     stub(&bin, "apt-get", &format!("echo \"apt-get $*\" >> {log_s}"));
     stub(&bin, "cargo", &format!("echo \"cargo $*\" >> {log_s}"));
     if with_redis {
@@ -53,7 +90,8 @@ fn run(with_redis: bool, skip_redis: bool, with_browser: bool) -> (Option<i32>, 
         .args(["--", "--nocapture"])
         .env_clear()
         .env("PATH", &bin)
-        .env("HOME", dir.path());
+        .env("HOME", dir.path())
+        .env("WARDEN_TEST_CLIENTS_DIR", &clients);
     if skip_redis {
         command.env("WARDEN_SKIP_REDIS_TESTS", "1");
     }
@@ -95,6 +133,14 @@ fn a_fresh_machine_gets_redis_installed_then_the_workspace_tested() {
             "{package}: {calls}"
         );
     }
+    // The stock clients, from their lockfile and pinned requirements.
+    assert!(lines.iter().any(|l| l.starts_with("npm ci")), "{calls}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("pip install") && l.contains("requirements.txt")),
+        "{calls}"
+    );
     assert_eq!(
         lines.last(),
         Some(&"cargo test --workspace -- --nocapture"),

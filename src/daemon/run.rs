@@ -126,6 +126,16 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         crate::daemon::metrics::max_fds(),
     ));
     s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
+    // The machine's own name is how people on the network reach a daemon
+    // listening beyond loopback.
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty());
+    s.door.host_names = std::iter::once(server.host.clone())
+        .chain(machine)
+        .chain(server.allowed_hosts.iter().cloned())
+        .collect();
     s
 }
 

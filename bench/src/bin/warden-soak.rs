@@ -185,7 +185,10 @@ async fn dashboard(
                         break true;
                     }
                 }
-                Packet::Event { name, .. } if name == "claude_event" => {
+                Packet::Event {
+                    name: "claude_event",
+                    ..
+                } => {
                     c.dashboard_events.fetch_add(1, Ordering::Relaxed);
                 }
                 Packet::Disconnect => break true,
@@ -208,7 +211,7 @@ async fn malformer(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, c: Arc<Cou
             let mut i = 0u64;
             loop {
                 i += 1;
-                let junk = if i % 2 == 0 {
+                let junk = if i.is_multiple_of(2) {
                     r#"42["claude_event"]"#
                 } else {
                     "42["
@@ -217,9 +220,8 @@ async fn malformer(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, c: Arc<Cou
                     break;
                 }
                 // Drain what the server says; a close ends the round.
-                match ws.try_recv() {
-                    Some(Err(_) | Ok(Message::Close(_))) => break,
-                    _ => {}
+                if let Some(Err(_) | Ok(Message::Close(_))) = ws.try_recv() {
+                    break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if stop.load(Ordering::Relaxed) {

@@ -98,6 +98,13 @@ pub enum Command {
     /// Validate or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `warden completions bash > /etc/bash_completion.d/warden`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `warden man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -265,6 +272,26 @@ where
         Command::Config(ConfigCommand::Show { host, port, config }) => {
             cmd_config_show(&request(host, port, &config))
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "warden", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Man => cmd_man(),
+    }
+}
+
+/// `warden man`: the manual page, from the CLI's own definition.
+fn cmd_man() -> i32 {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(command).render(&mut page) {
+        eprintln!("warden: cannot render the manual page: {e}");
+        return EXIT_FAILURE;
+    }
+    match std::io::Write::write_all(&mut std::io::stdout(), &page) {
+        Ok(()) => EXIT_OK,
+        Err(_) => EXIT_FAILURE,
     }
 }
 

@@ -58,6 +58,9 @@ _warden() {
             warden__subcmd__config,help)
                 cmd="warden__subcmd__config__subcmd__help"
                 ;;
+            warden__subcmd__config,reference)
+                cmd="warden__subcmd__config__subcmd__reference"
+                ;;
             warden__subcmd__config,show)
                 cmd="warden__subcmd__config__subcmd__show"
                 ;;
@@ -66,6 +69,9 @@ _warden() {
                 ;;
             warden__subcmd__config__subcmd__help,help)
                 cmd="warden__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            warden__subcmd__config__subcmd__help,reference)
+                cmd="warden__subcmd__config__subcmd__help__subcmd__reference"
                 ;;
             warden__subcmd__config__subcmd__help,show)
                 cmd="warden__subcmd__config__subcmd__help__subcmd__show"
@@ -109,6 +115,9 @@ _warden() {
             warden__subcmd__help__subcmd__config,check)
                 cmd="warden__subcmd__help__subcmd__config__subcmd__check"
                 ;;
+            warden__subcmd__help__subcmd__config,reference)
+                cmd="warden__subcmd__help__subcmd__config__subcmd__reference"
+                ;;
             warden__subcmd__help__subcmd__config,show)
                 cmd="warden__subcmd__help__subcmd__config__subcmd__show"
                 ;;
@@ -147,7 +156,7 @@ _warden() {
             return 0
             ;;
         warden__subcmd__config)
-            opts="-h --help check show help"
+            opts="-h --help check reference show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,7 +188,7 @@ _warden() {
             return 0
             ;;
         warden__subcmd__config__subcmd__help)
-            opts="check show help"
+            opts="check reference show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,9 +229,37 @@ _warden() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warden__subcmd__config__subcmd__help__subcmd__reference)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warden__subcmd__config__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warden__subcmd__config__subcmd__reference)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -369,7 +406,7 @@ _warden() {
             return 0
             ;;
         warden__subcmd__help__subcmd__config)
-            opts="check show"
+            opts="check reference show"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -383,6 +420,20 @@ _warden() {
             return 0
             ;;
         warden__subcmd__help__subcmd__config__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warden__subcmd__help__subcmd__config__subcmd__reference)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -112,14 +112,16 @@ production\t''
 high-traffic\t''"
 complete -c warden -n "__fish_warden_using_subcommand doctor" -l output -d 'Write the report to FILE instead of stdout' -r -F
 complete -c warden -n "__fish_warden_using_subcommand doctor" -s h -l help -d 'Print help'
-complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check show help" -s h -l help -d 'Print help'
-complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check show help" -f -a "check" -d 'Validate a config file without starting anything'
-complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check show help" -f -a "show" -d 'Print the effective configuration (defaults < profile < file < flags) as JSON'
-complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check reference show help" -s h -l help -d 'Print help'
+complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check reference show help" -f -a "check" -d 'Validate a config file without starting anything'
+complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check reference show help" -f -a "reference" -d 'Print the reference of every key: default, accepted values, effect (Markdown)'
+complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check reference show help" -f -a "show" -d 'Print the effective configuration (defaults < profile < file < flags) as JSON'
+complete -c warden -n "__fish_warden_using_subcommand config; and not __fish_seen_subcommand_from check reference show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from check" -l profile -r -f -a "development\t''
 production\t''
 high-traffic\t''"
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from reference" -s h -l help -d 'Print help'
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from show" -l host -r
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from show" -l port -r
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'Config file (default: <state dir>/socketio-config.json when present)' -r -F
@@ -129,6 +131,7 @@ production\t''
 high-traffic\t''"
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate a config file without starting anything'
+complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "reference" -d 'Print the reference of every key: default, accepted values, effect (Markdown)'
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective configuration (defaults < profile < file < flags) as JSON'
 complete -c warden -n "__fish_warden_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warden -n "__fish_warden_using_subcommand completions" -s h -l help -d 'Print help'
@@ -146,4 +149,5 @@ complete -c warden -n "__fish_warden_using_subcommand help; and not __fish_seen_
 complete -c warden -n "__fish_warden_using_subcommand help; and not __fish_seen_subcommand_from start stop restart reload status health logs doctor config completions man help" -f -a "man" -d 'Print the manual page (roff; `warden man | man -l -`)'
 complete -c warden -n "__fish_warden_using_subcommand help; and not __fish_seen_subcommand_from start stop restart reload status health logs doctor config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warden -n "__fish_warden_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate a config file without starting anything'
+complete -c warden -n "__fish_warden_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "reference" -d 'Print the reference of every key: default, accepted values, effect (Markdown)'
 complete -c warden -n "__fish_warden_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print the effective configuration (defaults < profile < file < flags) as JSON'

@@ -150,6 +150,12 @@ _arguments "${_arguments_options[@]}" : \
 ':file:_files' \
 && ret=0
 ;;
+(reference)
+_arguments "${_arguments_options[@]}" : \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
 (show)
 _arguments "${_arguments_options[@]}" : \
 '--host=[]:HOST:_default' \
@@ -174,6 +180,10 @@ _arguments "${_arguments_options[@]}" : \
         curcontext="${curcontext%:*:*}:warden-config-help-command-$line[1]:"
         case $line[1] in
             (check)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(reference)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -266,6 +276,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(reference)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (show)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -322,6 +336,7 @@ _warden__subcmd__completions_commands() {
 _warden__subcmd__config_commands() {
     local commands; commands=(
 'check:Validate a config file without starting anything' \
+'reference:Print the reference of every key\: default, accepted values, effect (Markdown)' \
 'show:Print the effective configuration (defaults < profile < file < flags) as JSON' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -336,6 +351,7 @@ _warden__subcmd__config__subcmd__check_commands() {
 _warden__subcmd__config__subcmd__help_commands() {
     local commands; commands=(
 'check:Validate a config file without starting anything' \
+'reference:Print the reference of every key\: default, accepted values, effect (Markdown)' \
 'show:Print the effective configuration (defaults < profile < file < flags) as JSON' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -351,10 +367,20 @@ _warden__subcmd__config__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'warden config help help commands' commands "$@"
 }
+(( $+functions[_warden__subcmd__config__subcmd__help__subcmd__reference_commands] )) ||
+_warden__subcmd__config__subcmd__help__subcmd__reference_commands() {
+    local commands; commands=()
+    _describe -t commands 'warden config help reference commands' commands "$@"
+}
 (( $+functions[_warden__subcmd__config__subcmd__help__subcmd__show_commands] )) ||
 _warden__subcmd__config__subcmd__help__subcmd__show_commands() {
     local commands; commands=()
     _describe -t commands 'warden config help show commands' commands "$@"
+}
+(( $+functions[_warden__subcmd__config__subcmd__reference_commands] )) ||
+_warden__subcmd__config__subcmd__reference_commands() {
+    local commands; commands=()
+    _describe -t commands 'warden config reference commands' commands "$@"
 }
 (( $+functions[_warden__subcmd__config__subcmd__show_commands] )) ||
 _warden__subcmd__config__subcmd__show_commands() {
@@ -398,6 +424,7 @@ _warden__subcmd__help__subcmd__completions_commands() {
 _warden__subcmd__help__subcmd__config_commands() {
     local commands; commands=(
 'check:Validate a config file without starting anything' \
+'reference:Print the reference of every key\: default, accepted values, effect (Markdown)' \
 'show:Print the effective configuration (defaults < profile < file < flags) as JSON' \
     )
     _describe -t commands 'warden help config commands' commands "$@"
@@ -406,6 +433,11 @@ _warden__subcmd__help__subcmd__config_commands() {
 _warden__subcmd__help__subcmd__config__subcmd__check_commands() {
     local commands; commands=()
     _describe -t commands 'warden help config check commands' commands "$@"
+}
+(( $+functions[_warden__subcmd__help__subcmd__config__subcmd__reference_commands] )) ||
+_warden__subcmd__help__subcmd__config__subcmd__reference_commands() {
+    local commands; commands=()
+    _describe -t commands 'warden help config reference commands' commands "$@"
 }
 (( $+functions[_warden__subcmd__help__subcmd__config__subcmd__show_commands] )) ||
 _warden__subcmd__help__subcmd__config__subcmd__show_commands() {

@@ -228,6 +228,8 @@ pub enum ConfigCommand {
         #[arg(long, value_enum)]
         profile: Option<ProfileArg>,
     },
+    /// Print the reference of every key: default, accepted values, effect (Markdown).
+    Reference,
     /// Print the effective configuration (defaults < profile < file < flags) as JSON.
     Show {
         #[arg(long)]
@@ -271,6 +273,13 @@ where
         }
         Command::Config(ConfigCommand::Show { host, port, config }) => {
             cmd_config_show(&request(host, port, &config))
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!(
+                "{}",
+                crate::config_reference::render(&crate::config::WardenConfig::default())
+            );
+            EXIT_OK
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -197,28 +197,7 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
     let dashboard = Arc::new(Seen::default());
     let honest = connect(&hub.url(), "claude_event", Arc::clone(&dashboard)).await;
 
-    // The stalled reader: an Engine.IO polling handshake and a namespace
-    // connect, then never another poll.
-    let http = reqwest::Client::new();
-    let open = http
-        .get(hub.http("/socket.io/?EIO=4&transport=polling"))
-        .send()
-        .await
-        .expect("handshake")
-        .text()
-        .await
-        .expect("handshake body");
-    let sid =
-        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
-            .as_str()
-            .expect("sid")
-            .to_owned();
-    let poll_url = hub.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
-    http.post(&poll_url)
-        .body("40")
-        .send()
-        .await
-        .expect("namespace connect");
+    stalled_reader(&hub).await;
     hub_common::wait_until("two clients", || hub.hub.stats().clients_connected() == 2).await;
 
     let refusals = Arc::new(Seen::default());
@@ -253,5 +232,108 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
         "every drop is the stalled reader's: {stats:?}"
     );
     let _ = honest.disconnect().await;
+    let _ = sender.disconnect().await;
+}
+
+/// A reader that never reads: an Engine.IO polling handshake and a namespace
+/// connect, then never another poll.
+async fn stalled_reader(hub: &hub_common::TestHub) {
+    let http = reqwest::Client::new();
+    let open = http
+        .get(hub.http("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .expect("handshake")
+        .text()
+        .await
+        .expect("handshake body");
+    let sid =
+        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+    let poll_url = hub.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    http.post(&poll_url)
+        .body("40")
+        .send()
+        .await
+        .expect("namespace connect");
+}
+
+/// The relay hands each event's one encoded packet to every recipient with
+/// room at once and only then waits for the full ones (together, once), so
+/// several readers that never read, among dashboards whose small buffers
+/// fill now and then, cost the dashboards nothing: each gets every accepted
+/// event, in order; every drop is a stalled reader's; the sender is told of
+/// every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_readers_among_many_dashboards_cost_the_dashboards_nothing() {
+    const DASHBOARDS: usize = 5;
+    const STALLED: u64 = 3;
+    let mut settings = hub_common::settings();
+    // The sender's queue holds the whole burst, so that the stalled readers
+    // fill their small buffers (the first 256 events) and the relay then
+    // waits for them; the dashboards' buffers fill now and then.
+    settings.inbound_queue_events = 1_024;
+    settings.socket_buffer_packets = 256;
+    settings.client_error_budget = 100_000;
+    settings.slow_reader_timeout = Duration::from_secs(2);
+    let hub = hub_common::TestHub::start(settings).await;
+    let mut dashboards = Vec::new();
+    for _ in 0..DASHBOARDS {
+        let seen = Arc::new(Seen::default());
+        let client = connect(&hub.url(), "claude_event", Arc::clone(&seen)).await;
+        dashboards.push((client, seen));
+    }
+    for _ in 0..STALLED {
+        stalled_reader(&hub).await;
+    }
+    hub_common::wait_until("every client connected", || {
+        hub.hub.stats().clients_connected() == DASHBOARDS as u64 + STALLED
+    })
+    .await;
+
+    let refusals = Arc::new(Seen::default());
+    let sender = connect(&hub.url(), "event_refused", Arc::clone(&refusals)).await;
+    let sent = 450;
+    for n in 0..sent {
+        sender
+            .emit("claude_event", json!({"run": 0, "n": n}))
+            .await
+            .expect("emit");
+    }
+    let mut accepted = 0;
+    hub_common::wait_until("every event accepted or refused", || {
+        accepted = hub.hub.stats().snapshot().events_processed;
+        accepted + refusals.per_run[0].load(Ordering::SeqCst) == sent
+    })
+    .await;
+    for (i, (_, seen)) in dashboards.iter().enumerate() {
+        hub_common::wait_until(&format!("dashboard {i} has every accepted event"), || {
+            seen.per_run[0].load(Ordering::SeqCst) >= accepted
+        })
+        .await;
+        assert_eq!(
+            seen.per_run[0].load(Ordering::SeqCst),
+            accepted,
+            "dashboard {i}"
+        );
+        assert_eq!(seen.out_of_order.load(Ordering::SeqCst), 0, "dashboard {i}");
+    }
+    let stats = hub.hub.stats().snapshot();
+    assert_eq!(stats.events_refused, sent - accepted);
+    assert_eq!(stats.errors, 0, "a sender's overload is not a hub error");
+    assert!(stats.events_dropped_recipient_full > 0, "{stats:?}");
+    assert!(
+        stats.events_dropped_recipient_full <= STALLED * accepted,
+        "only the stalled readers lose deliveries: {stats:?}"
+    );
+    assert_eq!(
+        stats.events_dropped, stats.events_dropped_recipient_full,
+        "every drop is a stalled reader's: {stats:?}"
+    );
+    for (client, _) in dashboards {
+        let _ = client.disconnect().await;
+    }
     let _ = sender.disconnect().await;
 }

@@ -402,13 +402,6 @@ impl<A: HubAdapter> Daemon<A> {
         self.serving.control()
     }
 
-    /// Stops the current serving generation (clients see "transport close")
-    /// and serves again on the same address; the PID lock is kept
-    /// throughout. See [`Serving::restart`].
-    pub async fn restart_serving(&mut self) -> Result<ShutdownReport, serving::RestartError> {
-        self.serving.restart().await
-    }
-
     /// Serves until a signal or an emergency stop, handling restart requests.
     /// Every [`SELF_CHECK_INTERVAL`] it also checks its own parts (see
     /// [`Daemon::self_check`]). Does not shut down: call [`Daemon::shutdown`]

@@ -496,3 +496,46 @@ impl<A: HubAdapter> Serving<A> {
         self.stop().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedule_pauses_between_tries_only_and_ends() {
+        let s = RetrySchedule::new(3, Duration::from_millis(50));
+        let pauses: Vec<_> = (0..=4).map(|n| s.pause_before(n)).collect();
+        assert_eq!(
+            pauses,
+            [
+                None,
+                Some(Duration::ZERO),
+                Some(Duration::from_millis(50)),
+                Some(Duration::from_millis(50)),
+                None
+            ]
+        );
+        assert_eq!(RetrySchedule::new(0, Duration::ZERO).pause_before(1), None);
+    }
+
+    #[test]
+    fn test_hooks_are_read_once_and_only_valid_numbers_count() {
+        let hooks = |name: &str| match name {
+            TEST_REBIND_PAUSE_MS => Some("2000".to_string()),
+            TEST_REBIND_RETRIES => Some(" 3 ".to_string()),
+            TEST_REBIND_RETRY_MS => Some("soon".to_string()),
+            _ => None,
+        };
+        let s = ServingSettings::default().with_test_hooks(hooks);
+        assert_eq!(s.rebind_pause, Duration::from_millis(2000));
+        assert_eq!(
+            s.retries,
+            RetrySchedule::new(3, ServingSettings::default().retries.pause)
+        );
+        assert_eq!(s.rebind, ServingSettings::default().rebind);
+        assert_eq!(
+            ServingSettings::default().with_test_hooks(|_| None),
+            ServingSettings::default()
+        );
+    }
+}

@@ -152,6 +152,16 @@ pub enum RestartError {
     Gone,
 }
 
+impl RestartError {
+    /// What went wrong, without the attempt count (for the logs).
+    fn cause(&self) -> String {
+        match self {
+            RestartError::Rebind { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What the recovery side can ask of the serving generation.
 #[derive(Debug)]
 pub enum ServingRequest {
@@ -391,7 +401,7 @@ impl<A: HubAdapter> Serving<A> {
                 Ok(report)
             }
             Err(error) => {
-                tracing::error!("{error}");
+                tracing::error!("could not rebind {}: {}", self.addr, error.cause());
                 if self.retrying.is_none() {
                     self.retrying = Some(Retrying {
                         done: 0,
@@ -421,8 +431,9 @@ impl<A: HubAdapter> Serving<A> {
                     return Ok(());
                 }
                 Err(error) => tracing::warn!(
-                    "{}: restart_service rebind retry {attempt}/{attempts} failed: {error}",
-                    log_markers::RECOVERY_ACTION
+                    "{}: restart_service rebind retry {attempt}/{attempts} failed: {}",
+                    log_markers::RECOVERY_ACTION,
+                    error.cause()
                 ),
             }
             if attempt < attempts {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use warden::daemon::clock::SystemClock;
 use warden::daemon::hub::Hub;
-use warden::daemon::run::{self, Daemon, DaemonExit, Services, StartError};
+use warden::daemon::run::{self, Daemon, DaemonExit, StartError};
 use warden::daemon::server::ShutdownSignals;
+use warden::daemon::serving::Services;
 use warden::daemon::settings::{self, ConfigRequest, Effective};
 
 fn effective(state: &std::path::Path, home: &std::path::Path, port: u16) -> Effective {

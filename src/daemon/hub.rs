@@ -41,7 +41,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -583,6 +583,29 @@ impl<A: Adapter> Clone for Hub<A> {
     }
 }
 
+/// A reference to a [`Hub`] that does not keep it alive: what the handlers
+/// of its own `SocketIo` hold (the hub holds that `SocketIo`, so a strong
+/// reference there would be a cycle, and a hub dropped without
+/// [`Hub::close`] would never be freed).
+pub struct WeakHub<A: Adapter = LocalAdapter> {
+    inner: Weak<Inner<A>>,
+}
+
+impl<A: Adapter> Clone for WeakHub<A> {
+    fn clone(&self) -> Self {
+        WeakHub {
+            inner: Weak::clone(&self.inner),
+        }
+    }
+}
+
+impl<A: Adapter> WeakHub<A> {
+    /// The hub, if it is still alive.
+    pub fn upgrade(&self) -> Option<Hub<A>> {
+        self.inner.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 struct Inner<A: Adapter> {
     settings: HubSettings,
     clock: Arc<dyn Clock>,
@@ -654,6 +677,22 @@ impl<A: Adapter> Hub<A> {
                 stalled_count: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// A [`WeakHub`] of this hub.
+    pub fn downgrade(&self) -> WeakHub<A> {
+        WeakHub {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Sockets socketioxide still holds in the default namespace of the
+    /// current generation. A disconnected socket leaves it only once its
+    /// disconnect handler has run.
+    pub fn sockets_open(&self) -> usize {
+        self.current_io()
+            .and_then(|io| io.of("/"))
+            .map_or(0, |ns| ns.sockets().len())
     }
 
     /// Joins the hub to the other nodes of a cluster; once, before serving.
@@ -1173,13 +1212,22 @@ impl<A: HubAdapter> Hub<A> {
     pub fn socketio_layer(&self) -> SocketIoLayer<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
-        let hub = self.clone();
-        let door = self.clone();
-        let on_connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
+        // Weak: the hub holds `io`, which holds these handlers.
+        let hub = self.downgrade();
+        let door = self.downgrade();
+        let on_connect = async move |socket: SocketRef<A>| {
+            if let Some(hub) = hub.upgrade() {
+                hub.on_connect(socket);
+            }
+        };
         // Past `max_clients`, a connect gets a connect error (`admit`); with
         // `server.auth_token`, so does a connect without the token (checked
-        // first, so a refused stranger never takes a client's place).
-        let admit = async move |socket: SocketRef<A>| door.admit(socket.id);
+        // first, so a refused stranger never takes a client's place). A hub
+        // that is gone admits no one.
+        let admit = async move |socket: SocketRef<A>| match door.upgrade() {
+            Some(door) => door.admit(socket.id),
+            None => Err(ServerFull { max_clients: 0 }),
+        };
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
             Some(token) => io.ns("/", on_connect.with(admit).with(http::socket_auth(token))),
             None => io.ns("/", on_connect.with(admit)),

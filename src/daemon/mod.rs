@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod reload;
 pub mod run;
 pub mod server;
+pub mod serving;
 pub mod settings;
 pub mod sysprobe;
 pub mod systemd;

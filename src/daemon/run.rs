@@ -44,6 +44,7 @@ use crate::daemon::healing;
 use crate::daemon::http::{self, AuthToken, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
+use crate::daemon::memory;
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::reload::Reloader;
@@ -774,6 +775,7 @@ async fn run_hub<A: HubAdapter>(
         health: prepared.health_provider(),
         extra_routes: prepared.routes(),
     };
+    let hub_stats = Arc::clone(hub.stats());
     let mut daemon = Daemon::start(effective, hub, services).await?;
     let reloader = Reloader::new(
         reload.request,
@@ -790,8 +792,16 @@ async fn run_hub<A: HubAdapter>(
             healing::RebindRetry::default(),
         )),
     );
+    let stop_trimming = tokio_util::sync::CancellationToken::new();
+    let trimming = tokio::spawn(memory::trim_after_load(
+        hub_stats,
+        memory::TRIM_CHECK_INTERVAL,
+        stop_trimming.clone(),
+    ));
     on_ready(daemon.local_addr());
     let exit = daemon.run_until_stopped(&mut signals).await;
+    stop_trimming.cancel();
+    let _ = trimming.await;
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

@@ -1,11 +1,12 @@
 //! Giving memory back after load.
 //!
-//! glibc's malloc keeps what a burst freed in its arenas (one per thread
-//! that allocated, up to 8 per core): the pages stay resident, so after a
-//! 1,000-client burst and every client gone the daemon held 58-107 MiB where
-//! it held 37 MiB with the same clients before the burst (issue 16,
-//! BENCHMARKS.md "Session 4"). Nothing of warden's own kept it: the relay
-//! queues, socket buffers and packets are freed when the clients leave.
+//! glibc's malloc keeps what a burst freed in its heaps: free chunks below
+//! the top of a heap stay resident until `malloc_trim` returns their pages.
+//! After a 1,000-client burst and every client gone, the daemon held 146 MiB
+//! where it held 33 MiB with the same clients before the burst (issue 16,
+//! BENCHMARKS.md "Session 4"; fewer arenas, `MALLOC_ARENA_MAX=2`, did not
+//! help). Nothing of warden's own kept it: the relay queues, socket buffers
+//! and packets are freed when the clients leave.
 //!
 //! [`trim_after_load`] watches the hub's counters and, once they stop moving
 //! after having moved (a burst ended, clients left), asks malloc to return

@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod lane;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod monitor;
 pub mod netif;

@@ -41,6 +41,7 @@ use crate::daemon::healing;
 use crate::daemon::http::{AuthToken, CorsError};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
+use crate::daemon::memory;
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::reload::Reloader;
@@ -617,8 +618,16 @@ async fn run_started<A: HubAdapter>(
         reload.env_debug,
     );
     daemon.reload_on_hangup(hangup, Some(reloader));
+    let stop_trimming = tokio_util::sync::CancellationToken::new();
+    let trimming = tokio::spawn(memory::trim_after_load(
+        Arc::clone(daemon.hub().stats()),
+        memory::TRIM_CHECK_INTERVAL,
+        stop_trimming.clone(),
+    ));
     on_ready(daemon.local_addr());
     let exit = daemon.run_until_stopped(&mut signals).await;
+    stop_trimming.cancel();
+    let _ = trimming.await;
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

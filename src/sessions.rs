@@ -184,6 +184,20 @@ impl<T: Clone> EventLog<T> {
         Ok(())
     }
 
+    /// How many events follow `offset`, if all are kept.
+    pub fn count_after(&self, offset: Offset) -> Result<usize, Gap> {
+        self.check(offset)?;
+        let start = self
+            .entries
+            .partition_point(|(seq, _, _)| *seq <= offset.seq);
+        Ok(self.entries.len() - start)
+    }
+
+    /// The oldest offset that still resumes: every kept event follows it.
+    pub fn oldest_resumable(&self) -> Offset {
+        self.offset(self.resumable_from)
+    }
+
     /// The events after `offset`, oldest first: at most `limit` and
     /// `max_bytes` in all (at least one if any follows and `limit > 0`),
     /// `more` when some were left for a next page. A gap is an error, never
@@ -247,6 +261,10 @@ pub enum Refusal {
     UnknownSession,
     /// The events after the client's offset cannot all be given.
     Gap(Gap),
+    /// The client missed more events than one replay gives.
+    TooMany,
+    /// The client's offset is not an offset at all.
+    BadOffset,
 }
 
 /// Bounds of a [`SessionTable`].
@@ -255,8 +273,12 @@ pub struct SessionLimits {
     /// How long a session outlives its connection.
     pub max_disconnection: Duration,
     /// Sessions kept at most; past it the one disconnected longest ago is
-    /// forgotten (counted as expired).
+    /// forgotten (counted as expired). Connected sessions are never
+    /// forgotten for this bound.
     pub max_sessions: usize,
+    /// Events one resume replays at most; a client that missed more gets a
+    /// new session (and can page through `get_history` instead).
+    pub max_replay_events: usize,
 }
 
 /// What the table has done so far.
@@ -312,6 +334,12 @@ impl<C: Copy + Eq + Hash> SessionTable<C> {
         self.counters
     }
 
+    /// Counts a reconnect refused before the table was asked (its offset
+    /// did not parse).
+    pub fn count_refused(&mut self) {
+        self.counters.refused += 1;
+    }
+
     /// Counts events replayed to a resumed session.
     pub fn count_replayed(&mut self, events: usize) {
         self.counters.replayed_events += events as u64;
@@ -359,9 +387,16 @@ impl<C: Copy + Eq + Hash> SessionTable<C> {
             return Err(Refusal::UnknownSession);
         };
         let from = offset.unwrap_or(session.began);
-        if let Err(gap) = log.check(from) {
-            self.counters.refused += 1;
-            return Err(Refusal::Gap(gap));
+        match log.count_after(from) {
+            Err(gap) => {
+                self.counters.refused += 1;
+                return Err(Refusal::Gap(gap));
+            }
+            Ok(missed) if missed > self.limits.max_replay_events => {
+                self.counters.refused += 1;
+                return Err(Refusal::TooMany);
+            }
+            Ok(_) => {}
         }
         let old_conn = session.conn;
         if let Some(old) = old_conn {
@@ -439,6 +474,7 @@ mod tests {
         SessionLimits {
             max_disconnection: Duration::from_secs(120),
             max_sessions: 10,
+            max_replay_events: 100,
         }
     }
 

@@ -365,6 +365,13 @@ fn three_network_blips_in_a_row_lose_nothing_and_recover_each_time() {
     let stats = service_stats(env.port);
     assert_eq!(stats["sessions_recovered"], 3);
     assert!(stats["events_replayed"].as_u64().unwrap() > 0, "{stats}");
+    let (_, metrics) = http_get(env.port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "socketio_sessions_recovered_total 3"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -19,6 +19,13 @@
 //! finds no place in that queue is refused to its sender (told), never
 //! accepted half-way; what the hub accepts, it relays.
 //!
+//! Every accepted event gets an id, `event_id` in its payload: its offset in
+//! the history (the core's `sessions::EventLog`); `get_history {since}` pages
+//! from one. With connection state recovery on (`HubSettings::recovery`),
+//! each CONNECT carries a session `pid`, each `claude_event` its offset as a
+//! last argument, and a reconnect that names a kept session gets the events
+//! it missed before any live one (see [`Gate`] and ARCHITECTURE.md).
+//!
 //! Attribution: what a client does wrong (bad packets, overflowing its own
 //! queue, reading too slowly) is counted as that client's and charged to it
 //! (a budget, a refusal, a disconnect); `ServiceStats.errors`, which the

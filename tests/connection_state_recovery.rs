@@ -13,7 +13,9 @@
 //! - clear_connections then restart_service, run by the daemon's own ladder
 //!   (memory_mb 1 makes every check critical; two actions at most);
 //! - an expired session: `recovered === false`, and `get_history {since}`
-//!   from the last event id catches up exactly.
+//!   from the last event id catches up exactly;
+//! - a python-socketio 5.18 client (no recovery in that client, and the
+//!   feature off) catches up with `get_history {since}` after it was away.
 //!
 //! No timed assertions: the pauses only pace the scenario; every wait polls
 //! with a generous deadline. Skipped (with a note) when `node` or
@@ -227,15 +229,22 @@ struct Client {
 
 impl Client {
     fn start(url: &str, options: Value) -> Client {
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(clients_dir().join("csr_client.js"))
             .arg(url)
-            .arg(options.to_string())
+            .arg(options.to_string());
+        Client::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Client {
+        let mut child = command
             .current_dir(clients_dir())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn node");
+            .expect("spawn the client");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -282,6 +291,13 @@ impl Client {
 
     fn done(&mut self) -> Value {
         self.wait_for("done", |l| l["type"] == "done")
+    }
+
+    /// Writes one command line to the client's stdin.
+    fn tell(&mut self, command: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
     }
 }
 
@@ -491,4 +507,41 @@ fn an_expired_session_is_a_new_one_and_get_history_since_catches_up() {
     let stats = service_stats(env.port);
     assert_eq!(stats["sessions_expired"], 1, "{stats}");
     assert_eq!(stats["sessions_recovered"], 0, "{stats}");
+}
+
+#[test]
+fn a_python_socketio_client_catches_up_with_get_history_since() {
+    let python = clients_dir().join(".venv/bin/python");
+    if !python.exists() {
+        eprintln!("skipped: tests/clients/.venv missing (scripts/test makes it)");
+        return;
+    }
+    let env = Env::new();
+    // Recovery off (the default): python-socketio would choke on the offset.
+    let _daemon = start(&env, json!({}));
+    let mut command = Command::new(python);
+    command
+        .arg(clients_dir().join("since_client.py"))
+        .arg(format!("http://127.0.0.1:{}", env.port));
+    let mut client = Client::spawn(command);
+    client.wait_for("connect", |l| l["type"] == "connect");
+    for seq in 1..=10 {
+        post(env.port, seq, false);
+    }
+    wait_until("the first events relayed", || {
+        service_stats(env.port)["events_relayed"].as_u64() >= Some(10)
+    });
+    thread::sleep(Duration::from_millis(300));
+    client.tell("leave");
+    client.wait_for("left", |l| l["type"] == "left");
+    for seq in 11..=25 {
+        post(env.port, seq, false);
+    }
+    client.tell("back");
+    let history = client.wait_for("the get_history answer", |l| l["type"] == "history");
+    assert_eq!(history["count"], 15, "{history}");
+    assert_eq!(history["gap"], Value::Null);
+    post(env.port, 26, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, 26);
 }

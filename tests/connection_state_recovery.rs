@@ -108,6 +108,11 @@ struct Poster {
 
 impl Poster {
     fn start(port: u16) -> Poster {
+        Poster::every(port, Duration::from_millis(20))
+    }
+
+    /// Posts with `pause` between events (none: as fast as HTTP allows).
+    fn every(port: u16, pause: Duration) -> Poster {
         let stop = Arc::new(AtomicBool::new(false));
         let posted = Arc::new(AtomicU64::new(0));
         let thread = thread::spawn({
@@ -117,7 +122,7 @@ impl Poster {
                     let seq = posted.load(Ordering::SeqCst) + 1;
                     post(port, seq, false);
                     posted.store(seq, Ordering::SeqCst);
-                    thread::sleep(Duration::from_millis(20));
+                    thread::sleep(pause);
                 }
             }
         });
@@ -323,13 +328,15 @@ fn assert_exactly_in_order(done: &Value, last: u64) {
             .filter(|s| !seqs.contains(s))
             .copied()
             .collect();
+        let (count, missing) = (missing.len(), &missing[..missing.len().min(20)]);
         let mut sorted = seqs.clone();
         sorted.dedup();
         panic!(
-            "events not exactly 1..={last} in order: {} received, missing {missing:?}, duplicates {}, in order {}",
+            "events not exactly 1..={last} in order: {} received, {count} missing (first: {missing:?}), duplicates {}, in order {}; connects {}",
             seqs.len(),
             seqs.len() - sorted.len(),
-            seqs.windows(2).all(|w| w[0] < w[1])
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            done["connects"]
         );
     }
     assert_eq!(
@@ -388,6 +395,36 @@ fn three_network_blips_in_a_row_lose_nothing_and_recover_each_time() {
             .any(|l| l == "socketio_sessions_recovered_total 3"),
         "{metrics}"
     );
+}
+
+#[test]
+fn blips_under_a_stream_as_fast_as_http_allows_lose_nothing() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    // Room for what a blip misses at this rate (thousands of events a second).
+    let mut config = recovery_on(json!({}));
+    config["server"] = json!({"event_history_size": 50_000, "socket_buffer_packets": 65_536});
+    let _daemon = start(&env, config);
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({}));
+    client.wait_connects(1);
+    // Events keep arriving while each replay is being sent.
+    let poster = Poster::every(env.port, Duration::ZERO);
+    for round in 0..2u64 {
+        thread::sleep(Duration::from_millis(400));
+        proxy.cut();
+        thread::sleep(Duration::from_millis(500));
+        proxy.restore();
+        client.wait_connects(round + 2);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let last = poster.stop() + 1;
+    post(env.port, last, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, last);
+    assert_eq!(recovered_flags(&done), [false, true, true]);
 }
 
 #[test]

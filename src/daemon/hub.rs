@@ -1091,12 +1091,19 @@ impl<A: Adapter> Hub<A> {
         let mut sent = 0;
         for event in &events {
             if let Err(error) = socket.emit(CLAUDE_EVENT, &self.outgoing(event)) {
+                // Its buffer is full (or it is closing). The gate stays shut,
+                // so it gets nothing more on this connection, never a gap:
+                // the disconnect (or, if that cannot be queued either, the
+                // next heartbeat) ends it, and the client resumes from the
+                // last event it got.
                 ServiceStats::add(&self.inner.stats.events_dropped, 1);
-                tracing::warn!(sid = %socket.id, %error, "replay interrupted: disconnecting");
-                gates.remove(&socket.id);
+                tracing::debug!(sid = %socket.id, %error, "replay interrupted: disconnecting");
                 drop(gates);
-                let _ = socket.clone().disconnect();
                 lock(&recovery.sessions).count_replayed(sent);
+                tokio::spawn(disconnect_when_possible(
+                    socket.clone(),
+                    self.inner.settings.slow_reader_timeout,
+                ));
                 return;
             }
             sent += 1;
@@ -1670,6 +1677,20 @@ fn ack_sender<A: Adapter>(
     match AckSender::from_message_parts(socket, value, &ack) {
         Ok(sender) => sender,
         Err(never) => match never {},
+    }
+}
+
+/// Disconnects `socket`, retrying while its buffer is full (the packet must
+/// be queued) for at most `patience`; past it, a socket that still reads
+/// nothing is closed by the next heartbeat.
+async fn disconnect_when_possible<A: Adapter>(socket: SocketRef<A>, patience: Duration) {
+    let mut waited = Duration::ZERO;
+    while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+        if waited >= patience {
+            return;
+        }
+        tokio::time::sleep(SLOW_READER_POLL).await;
+        waited += SLOW_READER_POLL;
     }
 }
 

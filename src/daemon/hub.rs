@@ -608,8 +608,7 @@ struct Inner<A: Adapter> {
 /// Events a live watcher may fall behind by before it is told it lagged.
 pub const EVENT_TAP_CAPACITY: usize = 256;
 
-/// Locks a mutex even if a thread panicked while holding it: the data behind
-/// every lock here (a history, a set of ids) stays valid after any panic.
+/// The `gap` of a `get_history {since}` answer.
 fn gap_reason(gap: Gap) -> &'static str {
     match gap {
         Gap::OtherEpoch => "other_epoch",
@@ -618,6 +617,8 @@ fn gap_reason(gap: Gap) -> &'static str {
     }
 }
 
+/// Locks a mutex even if a thread panicked while holding it: the data behind
+/// every lock here (a history, a set of ids) stays valid after any panic.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -51,6 +51,7 @@ pub struct WardenConfig {
     pub logging: LoggingConfig,
     pub cluster: ClusterConfig,
     pub alerts: AlertsConfig,
+    pub connection_state_recovery: ConnectionStateRecoveryConfig,
     /// The seed's flat layout: its migration guide writes `host`, `port` and
     /// `cors_allowed_origins` at the top level. Read, folded into `server`
     /// when the file is parsed ([`parse_config`]), never written.
@@ -598,6 +599,38 @@ impl ClusterConfig {
 
     pub fn enabled(&self) -> bool {
         self.redis_url.is_some()
+    }
+}
+
+/// Socket.IO connection state recovery (socket.io v4.6+'s protocol): a
+/// client that reconnects within `max_disconnection_duration` gets every
+/// event it missed, in order, and `socket.recovered === true`. Off by
+/// default: each `claude_event` then carries its offset as an extra last
+/// argument, which a handler with a fixed number of parameters (a
+/// python-socketio `def handler(data)`) refuses with a TypeError.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionStateRecoveryConfig {
+    pub enabled: bool,
+    /// How long a session outlives its connection.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub max_disconnection_duration: Duration,
+    /// Sessions kept at most (connected ones are never dropped for it);
+    /// past it the one disconnected longest ago is forgotten.
+    #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
+    pub max_sessions: u32,
+}
+
+impl Default for ConnectionStateRecoveryConfig {
+    fn default() -> Self {
+        ConnectionStateRecoveryConfig {
+            enabled: false,
+            max_disconnection_duration: Duration::from_secs(120),
+            max_sessions: 10_000,
+        }
     }
 }
 

@@ -376,6 +376,21 @@ pub const ENTRIES: &[Entry] = &[
         "Prefix of every Redis key and channel; 1 to 64 letters, digits, `.`, `_`, `-`.",
     ),
     key(
+        "connection_state_recovery.enabled",
+        None,
+        "Speak socket.io v4's connection state recovery: each session's `pid` in CONNECT, each event's offset as its last argument, missed events replayed on reconnect (off: a python-socketio handler with a fixed argument count fails on the extra argument; not in cluster mode).",
+    ),
+    key(
+        "connection_state_recovery.max_disconnection_duration",
+        Some(Secs(1.0, 86_400.0)),
+        "How long a session outlives its connection.",
+    ),
+    key(
+        "connection_state_recovery.max_sessions",
+        Some(Int(1, 1_000_000)),
+        "Sessions kept at most; past it the one disconnected longest ago is forgotten (connected ones never are).",
+    ),
+    key(
         "alerts.webhooks",
         None,
         "`http://` URLs to POST each status change and recovery event to (JSON).",

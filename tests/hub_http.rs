@@ -33,7 +33,15 @@ async fn a_posted_event_reaches_every_client_without_a_json_content_type() {
             .collect();
         assert_eq!(
             keys,
-            ["type", "subtype", "z", "a", "server_id", "received_at"]
+            [
+                "type",
+                "subtype",
+                "z",
+                "a",
+                "server_id",
+                "received_at",
+                "event_id"
+            ]
         );
     }
     // Same path as a socket event: counted and in the history.

@@ -40,7 +40,17 @@ async fn an_event_reaches_every_other_client_stamped_but_never_its_sender() {
         let events = receiver.recorder.wait_for("claude_event", 1).await;
         let event = events[0].as_object().unwrap();
         let keys: Vec<&str> = event.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["type", "subtype", "n", "server_id", "received_at"]);
+        assert_eq!(
+            keys,
+            [
+                "type",
+                "subtype",
+                "n",
+                "server_id",
+                "received_at",
+                "event_id"
+            ]
+        );
         assert_eq!(event["server_id"], "socketio-server-test");
     }
     // Had the sender been a recipient, the relay would sit in its buffer

@@ -30,7 +30,20 @@ pub struct DashboardView {
     /// Set when the dashboard saw something that must never happen (a
     /// duplicate, an out-of-order event); the scenario fails with it.
     pub violation: Option<String>,
+    /// Connection state recovery, for a dashboard made with
+    /// [`Dashboard::recovering`]: its session and last offset, sent back on
+    /// every reconnect as socket.io-client does.
+    pub recovery: Option<RecoveryState>,
     seen: BTreeSet<u64>,
+}
+
+/// What a recovering dashboard keeps across connections.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryState {
+    pub pid: Option<String>,
+    pub offset: Option<String>,
+    /// Connects whose CONNECT carried the pid it asked for.
+    pub recovered: u32,
 }
 
 impl DashboardView {
@@ -49,6 +62,13 @@ pub struct Dashboard {
 impl Dashboard {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A dashboard that asks to recover its session on every reconnect.
+    pub fn recovering() -> Self {
+        let dashboard = Self::default();
+        dashboard.view().recovery = Some(RecoveryState::default());
+        dashboard
     }
 
     pub fn view(&self) -> MutexGuard<'_, DashboardView> {
@@ -118,7 +138,12 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
         trace,
     } = actor;
     while !stop.is_stopped() {
-        let mut client = match SioClient::connect(host, port, STEP_TIMEOUT).await {
+        let auth = dashboard.view().recovery.as_ref().and_then(|r| {
+            let pid = r.pid.as_ref()?;
+            Some(serde_json::json!({"pid": pid, "offset": r.offset}))
+        });
+        let connected = SioClient::connect_with_auth(host, port, STEP_TIMEOUT, auth.as_ref()).await;
+        let mut client = match connected {
             Ok(client) => client,
             Err(error) => {
                 trace.record(&name, format!("connect failed: {}", kind(&error)));
@@ -127,13 +152,26 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
                 continue;
             }
         };
-        let connections = {
+        let (connections, recovered) = {
             let mut view = dashboard.view();
             view.connected = true;
             view.connections += 1;
-            view.connections
+            let mut recovered = false;
+            if let Some(state) = view.recovery.as_mut() {
+                recovered = state.pid.is_some() && state.pid.as_deref() == client.pid();
+                state.recovered += u32::from(recovered);
+                state.pid = client.pid().map(str::to_owned);
+            }
+            (view.connections, recovered)
         };
-        trace.record(&name, format!("connected #{connections}"));
+        if dashboard.view().recovery.is_some() {
+            trace.record(
+                &name,
+                format!("connected #{connections} recovered={recovered}"),
+            );
+        } else {
+            trace.record(&name, format!("connected #{connections}"));
+        }
         let ended = loop {
             if stop.is_stopped() {
                 break None;
@@ -145,6 +183,11 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
                         return Err(format!("{name}: claude_event without seq: {}", event.data));
                     };
                     trace.record(&name, format!("recv seq={seq}"));
+                    if let Some(state) = dashboard.view().recovery.as_mut()
+                        && event.offset.is_some()
+                    {
+                        state.offset = event.offset.clone();
+                    }
                     let count = record_seq(&dashboard, &name, seq)?;
                     if pace.every > 0 && count.is_multiple_of(pace.every) {
                         tokio::time::sleep(pace.stall).await;

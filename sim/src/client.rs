@@ -39,11 +39,14 @@ pub enum ClientError {
     Protocol(String),
 }
 
-/// One Socket.IO event received: its name and first argument (`null` if none).
+/// One Socket.IO event received: its name and first argument (`null` if
+/// none), and its last argument when that is a string after the first
+/// (connection state recovery's offset).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub name: String,
     pub data: Value,
+    pub offset: Option<String>,
 }
 
 /// A connected client of the default namespace.
@@ -54,6 +57,8 @@ pub struct SioClient {
     ping_timeout: Duration,
     last_heard: Instant,
     pings_answered: u64,
+    /// The connection state recovery session id the server's CONNECT gave.
+    pid: Option<String>,
 }
 
 impl SioClient {
@@ -64,6 +69,17 @@ impl SioClient {
         host: &str,
         port: u16,
         step_timeout: Duration,
+    ) -> Result<SioClient, ClientError> {
+        SioClient::connect_with_auth(host, port, step_timeout, None).await
+    }
+
+    /// [`SioClient::connect`] sending `auth` in the namespace connect
+    /// (`40{auth}`), as socket.io-client sends `{pid, offset}` to recover.
+    pub async fn connect_with_auth(
+        host: &str,
+        port: u16,
+        step_timeout: Duration,
+        auth: Option<&Value>,
     ) -> Result<SioClient, ClientError> {
         let stream = timeout(step_timeout, TcpStream::connect((host, port)))
             .await
@@ -81,6 +97,7 @@ impl SioClient {
             ping_timeout: step_timeout,
             last_heard: Instant::now(),
             pings_answered: 0,
+            pid: None,
         };
 
         let open = client.read_text(step_timeout, "engine.io open").await?;
@@ -98,7 +115,11 @@ impl SioClient {
         client.ping_interval = millis("pingInterval")?;
         client.ping_timeout = millis("pingTimeout")?;
 
-        client.send_text("40".to_string(), step_timeout).await?;
+        let join = match auth {
+            Some(auth) => format!("40{auth}"),
+            None => "40".to_string(),
+        };
+        client.send_text(join, step_timeout).await?;
         loop {
             let text = client.read_text(step_timeout, "socket.io connect").await?;
             if let Some(body) = text.strip_prefix("40") {
@@ -108,6 +129,7 @@ impl SioClient {
                 if ack.get("sid").and_then(Value::as_str).is_none() {
                     return Err(ClientError::Protocol("connect packet lacks sid".into()));
                 }
+                client.pid = ack.get("pid").and_then(Value::as_str).map(str::to_owned);
                 return Ok(client);
             }
             if text.starts_with("44") {
@@ -120,6 +142,12 @@ impl SioClient {
     /// The server's Engine.IO heartbeat, from its open packet.
     pub fn heartbeat(&self) -> (Duration, Duration) {
         (self.ping_interval, self.ping_timeout)
+    }
+
+    /// The session id the server gave in CONNECT (connection state
+    /// recovery on), if any.
+    pub fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
     }
 
     /// How many server pings this client answered.
@@ -243,8 +271,10 @@ fn parse_event(body: &str) -> Result<Event, ClientError> {
             )));
         }
     };
-    Ok(Event {
-        name,
-        data: items.next().unwrap_or(Value::Null),
-    })
+    let data = items.next().unwrap_or(Value::Null);
+    let offset = match items.next_back() {
+        Some(Value::String(offset)) => Some(offset),
+        _ => None,
+    };
+    Ok(Event { name, data, offset })
 }

@@ -19,6 +19,13 @@
 //! finds no place in that queue is refused to its sender (told), never
 //! accepted half-way; what the hub accepts, it relays.
 //!
+//! Every accepted event gets an id, `event_id` in its payload: its offset in
+//! the history (the core's `sessions::EventLog`); `get_history {since}` pages
+//! from one. With connection state recovery on (`HubSettings::recovery`),
+//! each CONNECT carries a session `pid`, each `claude_event` its offset as a
+//! last argument, and a reconnect that names a kept session gets the events
+//! it missed before any live one (see [`Gate`] and ARCHITECTURE.md).
+//!
 //! Attribution: what a client does wrong (bad packets, overflowing its own
 //! queue, reading too slowly) is counted as that client's and charged to it
 //! (a budget, a refusal, a disconnect); `ServiceStats.errors`, which the
@@ -37,7 +44,7 @@
 //! decisions (the pure core), configuration parsing (the daemon fills
 //! [`HubSettings`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -48,16 +55,19 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
-use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::{Sid, Socket};
-use socketioxide::{BroadcastError, SendError, SocketError, SocketIo, SocketIoBuilder};
+use socketioxide::{
+    BroadcastError, RecoveryPid, SendError, SocketError, SocketIo, SocketIoBuilder,
+};
 use tokio::sync::mpsc;
 
 use crate::daemon::http;
 use crate::daemon::server::DoorSettings;
+use crate::sessions::{Epoch, EventLog, Gap, Offset, SessionCounters, SessionLimits, SessionTable};
 use crate::time::{Clock, Moment, WallTime};
 
 /// The event a hook sends and dashboards receive.
@@ -73,6 +83,9 @@ pub const PONG: &str = "pong";
 /// Told to a sender whose `claude_event` was refused (its relay queue is
 /// full), when it did not ask for an ack: `{"error": "event_refused", "reason": ..}`.
 pub const EVENT_REFUSED: &str = "event_refused";
+/// The key of each relayed event's id (its offset in the hub's log; the
+/// text `get_history {since}` takes).
+pub const EVENT_ID: &str = "event_id";
 /// Request and answer for the server's version.
 pub const GET_VERSION: &str = "get_version";
 pub const VERSION_INFO: &str = "version_info";
@@ -128,6 +141,9 @@ pub struct HubSettings {
     pub ping_timeout: Duration,
     /// Connection bounds and the optional token (see `server::DoorSettings`).
     pub door: DoorSettings,
+    /// Socket.IO connection state recovery; `None` (the default) leaves it
+    /// off: no `pid` in CONNECT, no offset argument on `claude_event`.
+    pub recovery: Option<SessionLimits>,
 }
 
 impl HubSettings {
@@ -165,6 +181,7 @@ impl HubSettings {
             ping_interval: Self::DEFAULT_PING_INTERVAL,
             ping_timeout: Self::DEFAULT_PING_TIMEOUT,
             door: DoorSettings::default(),
+            recovery: None,
         }
     }
 }
@@ -237,6 +254,15 @@ pub struct ServiceStatsSnapshot {
     /// ISO-8601 in JSON, `null` before the first activity.
     #[serde(serialize_with = "serialize_wall_time")]
     pub last_activity: Option<WallTime>,
+    /// Connection state recovery (zero while it is off): sessions kept now
+    /// (connected or awaiting their client), reconnects that recovered their
+    /// session, sessions forgotten (expired or evicted), reconnects refused
+    /// (a new session instead) and events replayed to recovered sessions.
+    pub sessions_kept: u64,
+    pub sessions_recovered: u64,
+    pub sessions_expired: u64,
+    pub sessions_refused: u64,
+    pub events_replayed: u64,
 }
 
 fn serialize_wall_time<S: serde::Serializer>(
@@ -273,6 +299,7 @@ impl ServiceStats {
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             last_activity: (last != 0).then_some(WallTime::from_millis(last)),
+            ..ServiceStatsSnapshot::default()
         }
     }
 
@@ -365,17 +392,25 @@ pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Va
 /// every `get_history` answer, and written verbatim into each packet. A
 /// payload parsed into `serde_json::Value` costs many times its size (a
 /// 1 MB `[0,0,...]` about 34 MB); these bytes cost their length.
+///
+/// An event accepted here carries its offset (also its `event_id`); one
+/// read back from the cluster's shared history does not.
 #[derive(Clone, Debug)]
-pub struct StampedEvent(Arc<RawValue>);
+pub struct StampedEvent(Arc<RawValue>, Option<Offset>);
 
 impl StampedEvent {
     fn new(event: &Value) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw)))
+        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw), None))
     }
 
     /// The event's JSON text.
     pub fn as_str(&self) -> &str {
         self.0.get()
+    }
+
+    /// Its offset in this hub's log (the text of its `event_id`).
+    pub fn offset(&self) -> Option<Offset> {
+        self.1
     }
 
     /// Its size in bytes (what bounds in bytes count).
@@ -396,47 +431,6 @@ impl StampedEvent {
 impl Serialize for StampedEvent {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
-    }
-}
-
-/// The kept events, oldest first, bounded in count and in bytes.
-#[derive(Debug, Default)]
-struct History {
-    events: VecDeque<StampedEvent>,
-    bytes: usize,
-}
-
-impl History {
-    fn push(&mut self, event: StampedEvent, max_events: usize, max_bytes: usize) {
-        if max_events == 0 || event.len() > max_bytes {
-            return;
-        }
-        while self.events.len() >= max_events || self.bytes + event.len() > max_bytes {
-            match self.events.pop_front() {
-                Some(old) => self.bytes -= old.len(),
-                None => break,
-            }
-        }
-        self.bytes += event.len();
-        self.events.push_back(event);
-    }
-
-    /// The newest events, at most `limit` and `max_bytes` in all, oldest first.
-    fn newest(&self, limit: usize, max_bytes: usize) -> Vec<StampedEvent> {
-        let mut bytes = 0;
-        let mut picked: Vec<StampedEvent> = self
-            .events
-            .iter()
-            .rev()
-            .take(limit)
-            .take_while(|event| {
-                bytes += event.len();
-                bytes <= max_bytes
-            })
-            .cloned()
-            .collect();
-        picked.reverse();
-        picked
     }
 }
 
@@ -611,8 +605,11 @@ struct Inner<A: Adapter> {
     clock: Arc<dyn Clock>,
     started: Moment,
     stats: Arc<ServiceStats>,
-    /// Stamped events, oldest first, at most `settings.event_history_size`.
-    history: Mutex<History>,
+    /// Stamped events with their offsets, oldest first, bounded by
+    /// `settings.event_history_size` and `event_history_max_bytes`.
+    history: Mutex<EventLog<StampedEvent>>,
+    /// Connection state recovery, when on.
+    recovery: Option<Recovery>,
     /// Sockets counted in `clients_connected`; the counter always equals its
     /// length, so a socket is uncounted exactly once whichever path (its own
     /// disconnect, `disconnect_all`, `close`) gets there first.
@@ -637,10 +634,88 @@ struct Inner<A: Adapter> {
 /// Events a live watcher may fall behind by before it is told it lagged.
 pub const EVENT_TAP_CAPACITY: usize = 256;
 
+/// The `gap` of a `get_history {since}` answer.
+fn gap_reason(gap: Gap) -> &'static str {
+    match gap {
+        Gap::OtherEpoch => "other_epoch",
+        Gap::Ahead => "never_issued",
+        Gap::Forgotten => "forgotten",
+    }
+}
+
 /// Locks a mutex even if a thread panicked while holding it: the data behind
 /// every lock here (a history, a set of ids) stays valid after any panic.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Connection state recovery's state: the sessions, and the recovered
+/// sockets whose live deliveries wait for (or skip what was in) their replay.
+struct Recovery {
+    sessions: Mutex<SessionTable<Sid>>,
+    /// Lock order: `gates`, then `history`; never `history` then `gates`.
+    gates: Mutex<HashMap<Sid, Gate>>,
+}
+
+/// A recovered socket's place between its replay and live deliveries.
+#[derive(Copy, Clone, Debug)]
+enum Gate {
+    /// Resumed, replay not yet sent: live deliveries skip it (each event they
+    /// carry is in the log already, so the replay will carry it).
+    Replaying,
+    /// Replayed through this seq: live deliveries of events up to it skip it.
+    Through(u64),
+}
+
+/// Put in a resumed socket's extensions by the connect middleware: replay
+/// the events after this offset before anything else.
+#[derive(Copy, Clone, Debug)]
+struct ReplayFrom(Offset);
+
+/// A fresh epoch for this process's event log: its offsets can never be
+/// mistaken for those of another process (whose log is gone). std's
+/// `RandomState` is seeded from the OS's randomness.
+fn new_epoch() -> Epoch {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(crate::daemon::clock::wall_now().as_millis());
+    Epoch(hasher.finish())
+}
+
+/// A private session id: two random socket ids (about 190 bits).
+fn new_pid() -> String {
+    format!("{}{}", Sid::new(), Sid::new())
+}
+
+/// The last argument of a `claude_event` for a client with connection state
+/// recovery: the event, then its offset as a string (socket.io's protocol).
+struct WithOffset<'a>(&'a StampedEvent, String);
+
+impl Serialize for WithOffset<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(2)?;
+        tuple.serialize_element(self.0)?;
+        tuple.serialize_element(&self.1)?;
+        tuple.end()
+    }
+}
+
+/// What one `claude_event` packet carries: the event alone, or with its
+/// offset when recovery is on (always the same for every recipient, so
+/// it can be encoded once).
+enum Outgoing<'a> {
+    Plain(&'a StampedEvent),
+    WithOffset(WithOffset<'a>),
+}
+
+impl Serialize for Outgoing<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outgoing::Plain(event) => event.serialize(serializer),
+            Outgoing::WithOffset(pair) => pair.serialize(serializer),
+        }
+    }
 }
 
 impl Hub<LocalAdapter> {
@@ -662,11 +737,18 @@ impl<A: Adapter> Hub<A> {
         let started = clock.now();
         Hub {
             inner: Arc::new(Inner {
-                settings,
                 clock,
                 started,
                 stats: Arc::new(ServiceStats::default()),
-                history: Mutex::new(History::default()),
+                history: Mutex::new(EventLog::new(
+                    new_epoch(),
+                    settings.event_history_size,
+                    settings.event_history_max_bytes,
+                )),
+                recovery: settings.recovery.map(|limits| Recovery {
+                    sessions: Mutex::new(SessionTable::new(limits)),
+                    gates: Mutex::new(HashMap::new()),
+                }),
                 clients: Mutex::new(HashSet::new()),
                 io: RwLock::new(None),
                 adapter_state,
@@ -675,6 +757,7 @@ impl<A: Adapter> Hub<A> {
                 warnings: Warnings::default(),
                 stalled: Mutex::new(HashSet::new()),
                 stalled_count: AtomicUsize::new(0),
+                settings,
             }),
         }
     }
@@ -784,10 +867,17 @@ impl<A: Adapter> Hub<A> {
                     .get("limit")
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-                let events = hub.shared_history(limit).await;
-                let answer = HistoryAnswer {
-                    count: events.len(),
-                    events,
+                let answer = match request.get("since") {
+                    Some(since) => hub.history_since(since, limit),
+                    None => {
+                        let events = hub.shared_history(limit).await;
+                        HistoryAnswer {
+                            count: events.len(),
+                            events,
+                            more: None,
+                            gap: None,
+                        }
+                    }
                 };
                 hub.reply(&socket, EVENT_HISTORY, &answer);
             },
@@ -818,6 +908,10 @@ impl<A: Adapter> Hub<A> {
             hub.touch();
             hub.forget_client(socket.id);
         });
+
+        if let Some(ReplayFrom(from)) = socket.extensions.get::<ReplayFrom>() {
+            self.replay(&socket, from);
+        }
 
         let ack = serde_json::json!({
             "server_id": self.inner.settings.server_id,
@@ -853,7 +947,10 @@ impl<A: Adapter> Hub<A> {
         event: &StampedEvent,
     ) -> Result<(), BroadcastError> {
         let Some(shared) = self.shared() else {
-            return self.deliver_patiently(to.sockets(), event).await;
+            let recipients = self.past_their_replay(to.sockets(), event);
+            return self
+                .deliver_patiently(recipients, &self.outgoing(event))
+                .await;
         };
         if shared.relays_across_nodes() {
             match to.clone().emit(CLAUDE_EVENT, event).await {
@@ -864,7 +961,8 @@ impl<A: Adapter> Hub<A> {
             }
         }
         shared.local_fallback();
-        self.deliver_patiently(to.local().sockets(), event).await
+        self.deliver_patiently(to.local().sockets(), &self.outgoing(event))
+            .await
     }
 
     /// Emits `args` (the event's argument(s), e.g. the stamped event) as one
@@ -941,6 +1039,141 @@ impl<A: Adapter> Hub<A> {
         }
     }
 
+    /// What a `claude_event` packet carries (see [`Outgoing`]).
+    fn outgoing<'a>(&self, event: &'a StampedEvent) -> Outgoing<'a> {
+        match (&self.inner.recovery, event.offset()) {
+            (Some(_), Some(offset)) => Outgoing::WithOffset(WithOffset(event, offset.to_string())),
+            _ => Outgoing::Plain(event),
+        }
+    }
+
+    /// The recipients of a live delivery of `event`, less the recovered
+    /// sockets whose replay carries it (or will: it is in the log already).
+    fn past_their_replay(
+        &self,
+        mut recipients: Vec<SocketRef<A>>,
+        event: &StampedEvent,
+    ) -> Vec<SocketRef<A>> {
+        let (Some(recovery), Some(offset)) = (&self.inner.recovery, event.offset()) else {
+            return recipients;
+        };
+        let gates = lock(&recovery.gates);
+        if !gates.is_empty() {
+            recipients.retain(|socket| match gates.get(&socket.id) {
+                None => true,
+                Some(Gate::Replaying) => false,
+                Some(Gate::Through(seq)) => offset.seq > *seq,
+            });
+        }
+        recipients
+    }
+
+    /// The connect middleware of recovery (the last to run, so a refused
+    /// connect never opens a session): a client that names a kept session
+    /// (`pid`) and an offset whose successors are all kept resumes it (its
+    /// replay is sent by [`Hub::on_connect`]); any other gets a new session.
+    /// Either way the CONNECT packet carries the session's `pid`.
+    fn start_session(&self, socket: &Socket<A>, auth: Option<&Value>) {
+        let Some(recovery) = &self.inner.recovery else {
+            return;
+        };
+        let now = self.inner.clock.now();
+        let sid = socket.id;
+        let asked = auth
+            .and_then(|auth| auth.get("pid"))
+            .and_then(Value::as_str);
+        let offset = auth
+            .and_then(|auth| auth.get("offset"))
+            .and_then(Value::as_str)
+            .map(str::parse::<Offset>);
+        let resumed = {
+            let log = lock(&self.inner.history);
+            let mut sessions = lock(&recovery.sessions);
+            match (asked, offset) {
+                (None, _) => None,
+                (Some(_), Some(Err(_))) => {
+                    sessions.count_refused();
+                    None
+                }
+                (Some(pid), offset) => {
+                    let offset = offset.and_then(Result::ok);
+                    match sessions.resume(pid, offset, sid, now, &log) {
+                        Ok(from) => Some((pid.to_owned(), from)),
+                        Err(why) => {
+                            tracing::debug!(%sid, ?why, "session not recovered: a new one");
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        let pid = match resumed {
+            Some((pid, from)) => {
+                lock(&recovery.gates).insert(sid, Gate::Replaying);
+                socket.extensions.insert(ReplayFrom(from));
+                pid
+            }
+            None => {
+                let pid = new_pid();
+                let head = lock(&self.inner.history).head();
+                lock(&recovery.sessions).open(pid.clone(), sid, head, now);
+                pid
+            }
+        };
+        socket.extensions.insert(RecoveryPid(pid));
+    }
+
+    /// Sends a resumed socket the events it missed, in order, before any
+    /// live delivery (which skips it until then: see [`Gate`]). Under the
+    /// gates' lock, so that no live delivery passes between the log's
+    /// snapshot and the gate's opening.
+    fn replay(&self, socket: &SocketRef<A>, from: Offset) {
+        let Some(recovery) = &self.inner.recovery else {
+            return;
+        };
+        let mut gates = lock(&recovery.gates);
+        let (page, head) = {
+            let log = lock(&self.inner.history);
+            (log.after(from, usize::MAX, usize::MAX), log.head())
+        };
+        let events = match page {
+            Ok(page) => page.events,
+            Err(gap) => {
+                // Forgotten since the middleware checked (a burst in
+                // between): cut it off rather than leave a silent gap.
+                tracing::warn!(sid = %socket.id, ?gap, "replay no longer possible: disconnecting");
+                gates.remove(&socket.id);
+                drop(gates);
+                let _ = socket.clone().disconnect();
+                return;
+            }
+        };
+        let mut sent = 0;
+        for event in &events {
+            if let Err(error) = socket.emit(CLAUDE_EVENT, &self.outgoing(event)) {
+                // Its buffer is full (or it is closing). The gate stays shut,
+                // so it gets nothing more on this connection, never a gap:
+                // the disconnect (or, if that cannot be queued either, the
+                // next heartbeat) ends it, and the client resumes from the
+                // last event it got.
+                ServiceStats::add(&self.inner.stats.events_dropped, 1);
+                tracing::debug!(sid = %socket.id, %error, "replay interrupted: disconnecting");
+                drop(gates);
+                lock(&recovery.sessions).count_replayed(sent);
+                tokio::spawn(disconnect_when_possible(
+                    socket.clone(),
+                    self.inner.settings.slow_reader_timeout,
+                ));
+                return;
+            }
+            sent += 1;
+        }
+        gates.insert(socket.id, Gate::Through(head.seq));
+        drop(gates);
+        lock(&recovery.sessions).count_replayed(sent);
+        tracing::debug!(sid = %socket.id, replayed = sent, "session recovered");
+    }
+
     /// Whether `sid` is stalled; the set is locked only while some recipient is.
     fn is_stalled(&self, sid: Sid) -> bool {
         self.inner.stalled_count.load(Ordering::Relaxed) > 0
@@ -994,6 +1227,36 @@ impl<A: Adapter> Hub<A> {
         )
     }
 
+    /// `get_history {since}`: the events of this node's log after the one
+    /// whose `event_id` is `since`, oldest first, at most `limit` (capped by
+    /// `event_history_size`) and `history_answer_max_bytes`. If they cannot
+    /// all be given (an id of another process, never issued, or older than
+    /// the log), the kept events from the oldest, and `gap` says why.
+    fn history_since(&self, since: &Value, limit: Option<usize>) -> HistoryAnswer {
+        let s = &self.inner.settings;
+        let limit = limit.unwrap_or(usize::MAX).min(s.event_history_size);
+        let log = lock(&self.inner.history);
+        let (page, gap) = match since.as_str().map(str::parse::<Offset>) {
+            Some(Ok(offset)) => match log.after(offset, limit, s.history_answer_max_bytes) {
+                Ok(page) => (Ok(page), None),
+                Err(gap) => (Err(()), Some(gap_reason(gap))),
+            },
+            _ => (Err(()), Some("not_an_event_id")),
+        };
+        let page =
+            page.or_else(|()| log.after(log.oldest_resumable(), limit, s.history_answer_max_bytes));
+        let (events, more) = match page {
+            Ok(page) => (page.events, page.more),
+            Err(_) => (Vec::new(), false),
+        };
+        HistoryAnswer {
+            count: events.len(),
+            events,
+            more: Some(more),
+            gap,
+        }
+    }
+
     /// [`Hub::history_events`], parsed.
     pub fn history(&self, limit: Option<usize>) -> Vec<Value> {
         self.history_events(limit)
@@ -1004,12 +1267,19 @@ impl<A: Adapter> Hub<A> {
 
     /// Total bytes of the kept events.
     pub fn history_bytes(&self) -> usize {
-        lock(&self.inner.history).bytes
+        lock(&self.inner.history).bytes()
     }
 
     /// How many events the history holds now.
     pub fn history_len(&self) -> usize {
-        lock(&self.inner.history).events.len()
+        lock(&self.inner.history).len()
+    }
+
+    /// Connection state recovery's counters (`None` while it is off).
+    pub fn session_counters(&self) -> Option<(usize, SessionCounters)> {
+        let recovery = self.inner.recovery.as_ref()?;
+        let sessions = lock(&recovery.sessions);
+        Some((sessions.len(), sessions.counters()))
     }
 
     /// Disconnects every client of this node (the recovery manager's
@@ -1059,6 +1329,10 @@ impl<A: Adapter> Hub<A> {
         if let Some(io) = io {
             io.close().await;
         }
+        if let Some(recovery) = &self.inner.recovery {
+            lock(&recovery.gates).clear();
+            lock(&recovery.sessions).release_all(self.inner.clock.now());
+        }
         let mut clients = lock(&self.inner.clients);
         let closed = clients.len();
         clients.clear();
@@ -1075,25 +1349,30 @@ impl<A: Adapter> Hub<A> {
     fn ingest(&self, payload: Value) -> Option<StampedEvent> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
-        let event = stamp_event(payload, &self.inner.settings.server_id, now);
+        let mut event = stamp_event(payload, &self.inner.settings.server_id, now);
+        // The id is issued under the log's lock, so the log's order is the
+        // ids' order.
+        let mut log = lock(&self.inner.history);
+        let offset = log.next_offset();
+        if let Value::Object(map) = &mut event {
+            map.insert(EVENT_ID.to_owned(), Value::String(offset.to_string()));
+        }
         let stamped = match StampedEvent::new(&event) {
-            Ok(stamped) => stamped,
+            Ok(stamped) => StampedEvent(stamped.0, Some(offset)),
             Err(error) => {
+                drop(log);
                 ServiceStats::add(&self.inner.stats.errors, 1);
                 tracing::warn!(%error, "event could not be serialised");
                 return None;
             }
         };
+        let issued = log.push(stamped.clone(), stamped.len());
+        debug_assert_eq!(issued, offset);
+        drop(log);
         if let Some(shared) = self.shared() {
             shared.record(&event);
         }
         drop(event);
-        let s = &self.inner.settings;
-        lock(&self.inner.history).push(
-            stamped.clone(),
-            s.event_history_size,
-            s.event_history_max_bytes,
-        );
         ServiceStats::add(&self.inner.stats.events_processed, 1);
         if self.inner.tap.receiver_count() > 0 {
             // Fails only if the last watcher left since the count: no one to tell.
@@ -1194,6 +1473,10 @@ impl<A: Adapter> Hub<A> {
     /// Uncounts a client; false if it was not counted (already forgotten).
     fn forget_client(&self, sid: Sid) -> bool {
         self.unstall(sid);
+        if let Some(recovery) = &self.inner.recovery {
+            lock(&recovery.gates).remove(&sid);
+            lock(&recovery.sessions).release(sid, self.inner.clock.now());
+        }
         let mut clients = lock(&self.inner.clients);
         let removed = clients.remove(&sid);
         self.inner
@@ -1228,6 +1511,15 @@ impl<A: HubAdapter> Hub<A> {
             Some(door) => door.admit(socket.id),
             None => Err(ServerFull { max_clients: 0 }),
         };
+        // Runs last: only an admitted client gets (or resumes) a session.
+        let sessions = self.downgrade();
+        let start_session = async move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
+            if let Some(hub) = sessions.upgrade() {
+                hub.start_session(&socket, auth.ok().as_ref());
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let on_connect = on_connect.with(start_session);
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
             Some(token) => io.ns("/", on_connect.with(admit).with(http::socket_auth(token))),
             None => io.ns("/", on_connect.with(admit)),
@@ -1237,16 +1529,31 @@ impl<A: HubAdapter> Hub<A> {
     }
 }
 
-/// The `event_history` answer.
+/// The `event_history` answer. With `since`, also `more` (later events
+/// remain: ask again from the last one's `event_id`) and, when the events
+/// after `since` cannot all be given, `gap` (why) with the kept events from
+/// the oldest instead.
 #[derive(Serialize)]
 struct HistoryAnswer {
     events: Vec<StampedEvent>,
     count: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    more: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gap: Option<&'static str>,
 }
 
 impl<A: Adapter> HubStatus for Hub<A> {
     fn stats_snapshot(&self) -> ServiceStatsSnapshot {
-        self.inner.stats.snapshot()
+        let mut snapshot = self.inner.stats.snapshot();
+        if let Some((kept, counters)) = self.session_counters() {
+            snapshot.sessions_kept = kept as u64;
+            snapshot.sessions_recovered = counters.recovered;
+            snapshot.sessions_expired = counters.expired;
+            snapshot.sessions_refused = counters.refused;
+            snapshot.events_replayed = counters.replayed_events;
+        }
+        snapshot
     }
     fn hub_uptime(&self) -> Duration {
         self.uptime()
@@ -1458,6 +1765,20 @@ fn ack_sender<A: Adapter>(
     }
 }
 
+/// Disconnects `socket`, retrying while its buffer is full (the packet must
+/// be queued) for at most `patience`; past it, a socket that still reads
+/// nothing is closed by the next heartbeat.
+async fn disconnect_when_possible<A: Adapter>(socket: SocketRef<A>, patience: Duration) {
+    let mut waited = Duration::ZERO;
+    while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+        if waited >= patience {
+            return;
+        }
+        tokio::time::sleep(SLOW_READER_POLL).await;
+        waited += SLOW_READER_POLL;
+    }
+}
+
 /// Relays one sender's events in the order they arrived. Ends when the
 /// socket (which owns the sending half, in its handler) is dropped.
 async fn relay_in_order<A: Adapter>(
@@ -1538,13 +1859,14 @@ mod tests {
             |n: usize| StampedEvent::new(&json!({ "n": n, "pad": "x".repeat(90) })).unwrap();
         // Three-digit numbers: every event has the same size.
         let size = event(100).len();
-        let mut history = History::default();
+        let mut history = EventLog::new(Epoch(1), 50, 10 * size);
         for n in 100..200 {
-            history.push(event(n), 50, 10 * size);
-            assert!(history.events.len() <= 50 && history.bytes <= 10 * size);
+            let e = event(n);
+            history.push(e.clone(), e.len());
+            assert!(history.len() <= 50 && history.bytes() <= 10 * size);
         }
-        assert_eq!(history.events.len(), 10, "the byte bound binds first");
-        assert_eq!(history.bytes, 10 * size);
+        assert_eq!(history.len(), 10, "the byte bound binds first");
+        assert_eq!(history.bytes(), 10 * size);
         let newest = history.newest(usize::MAX, 3 * size);
         let ns: Vec<u64> = newest
             .iter()
@@ -1552,9 +1874,29 @@ mod tests {
             .collect();
         assert_eq!(ns, [197, 198, 199], "the newest that fit, oldest first");
         assert_eq!(history.newest(2, usize::MAX).len(), 2);
-        // An event larger than the whole bound is not kept.
-        history.push(event(100), 50, size - 1);
-        assert_eq!(history.bytes, 10 * size);
+    }
+
+    #[test]
+    fn an_event_with_an_offset_goes_out_with_it_as_its_last_argument() {
+        let event = StampedEvent(
+            Arc::from(serde_json::value::to_raw_value(&json!({"a": 1})).unwrap()),
+            Some(Offset {
+                epoch: Epoch(0xff),
+                seq: 7,
+            }),
+        );
+        let pair = WithOffset(&event, event.offset().unwrap().to_string());
+        assert!(socketioxide_core::parser::is_ser_tuple(
+            &Outgoing::WithOffset(pair)
+        ));
+        assert!(!socketioxide_core::parser::is_ser_tuple(&Outgoing::Plain(
+            &event
+        )));
+        let pair = WithOffset(&event, event.offset().unwrap().to_string());
+        assert_eq!(
+            serde_json::to_value(Outgoing::WithOffset(pair)).unwrap(),
+            json!([{"a": 1}, "00000000000000ff-7"])
+        );
     }
 
     #[test]

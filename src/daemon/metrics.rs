@@ -121,6 +121,31 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         ConstCounter::new(inputs.stats.events_dropped_recipient_full),
     );
     r.register(
+        "socketio_sessions_kept",
+        "Connection state recovery sessions kept (connected or awaiting their client)",
+        ConstGauge::new(inputs.stats.sessions_kept as i64),
+    );
+    r.register(
+        "socketio_sessions_recovered",
+        "Reconnects that recovered their session (socket.recovered true)",
+        ConstCounter::new(inputs.stats.sessions_recovered),
+    );
+    r.register(
+        "socketio_sessions_expired",
+        "Sessions forgotten past max_disconnection_duration or max_sessions",
+        ConstCounter::new(inputs.stats.sessions_expired),
+    );
+    r.register(
+        "socketio_sessions_refused",
+        "Reconnects that named a session that could not be recovered (a new one instead)",
+        ConstCounter::new(inputs.stats.sessions_refused),
+    );
+    r.register(
+        "socketio_events_replayed",
+        "Events replayed to recovered sessions",
+        ConstCounter::new(inputs.stats.events_replayed),
+    );
+    r.register(
         "socketio_health_status",
         "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
         ConstGauge::new(i64::from(inputs.health.prometheus_code())),

@@ -56,6 +56,7 @@ use crate::errors::{
 };
 use crate::pidfile::PidRecord;
 use crate::probe::ProcessSnapshot;
+use crate::sessions::SessionLimits;
 use socketioxide::adapter::LocalAdapter;
 
 /// How often the running daemon checks its PID file and serving task.
@@ -108,6 +109,15 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         .chain(machine)
         .chain(server.allowed_hosts.iter().cloned())
         .collect();
+    // Not yet across nodes: a cluster's offsets would have to mean the same
+    // on every node (README, "Connection state recovery").
+    let recovery = &cfg.connection_state_recovery;
+    s.recovery = (recovery.enabled && !cfg.cluster.enabled()).then(|| SessionLimits {
+        max_disconnection: recovery.max_disconnection_duration,
+        max_sessions: usize::try_from(recovery.max_sessions).unwrap_or(usize::MAX),
+        // A replay must fit in a fresh socket's buffer, with room to spare.
+        max_replay_events: s.socket_buffer_packets / 2,
+    });
     s
 }
 

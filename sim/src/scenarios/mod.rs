@@ -9,6 +9,7 @@ pub mod degraded;
 pub mod flood;
 pub mod partition;
 pub mod pid_race;
+pub mod recovery;
 pub mod restart;
 
 use std::time::Duration;

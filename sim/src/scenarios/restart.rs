@@ -15,6 +15,12 @@
 //!   only the hub's own pid ever wrote it;
 //! - at the end `clients_connected` is exactly 0, every accepted event was
 //!   relayed once, and the hub counted no error.
+//!
+//! [`run_recovering`] runs it with connection state recovery on and
+//! recovering dashboards, and also requires that every reconnect recovered
+//! its session and that every dashboard got every event the hub accepted
+//! between its first and its last, once, in order: none lost across the
+//! restarts.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -48,6 +54,15 @@ struct Restarts {
 
 /// One run of the scenario for `seed`; returns the simulated time covered.
 pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
+    run_with(seed, trace, false)
+}
+
+/// The scenario with connection state recovery (see the module doc).
+pub fn run_recovering(seed: u64, trace: &Trace) -> Result<Duration, String> {
+    run_with(seed, trace, true)
+}
+
+fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String> {
     let mut rng = harness_rng(seed);
     let dashboards: usize = rng.random_range(2..=5);
     let restarts: u32 = rng.random_range(1..=3);
@@ -65,6 +80,16 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     let mut settings = sim_settings();
     settings.ping_interval = Duration::from_secs(2);
     settings.ping_timeout = Duration::from_secs(2);
+    if recovery {
+        // Every accepted event stays in the log, to check against.
+        settings.event_history_size = 100_000;
+        settings.history_answer_max_bytes = usize::MAX;
+        settings.recovery = Some(warden::sessions::SessionLimits {
+            max_disconnection: Duration::from_secs(120),
+            max_sessions: 100,
+            max_replay_events: 4_096,
+        });
+    }
     let hub = sim_hub(settings, &clock);
     let machine = SimMachine::new();
     let me = ProcessSnapshot::new(
@@ -152,7 +177,12 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     }
 
     let stop = StopFlag::new();
-    let views: Vec<Dashboard> = (0..dashboards).map(|_| Dashboard::new()).collect();
+    let views: Vec<Dashboard> = (0..dashboards)
+        .map(|_| match recovery {
+            true => Dashboard::recovering(),
+            false => Dashboard::new(),
+        })
+        .collect();
     for (i, view) in views.iter().enumerate() {
         let name = format!("dash-{i}");
         let actor = run_dashboard(
@@ -308,5 +338,55 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     sim.client("driver", driver);
 
     super::fix_link_latencies(&mut sim, &mut rng, dashboards, "hook");
-    super::run_checking(&mut sim, &views)
+    let elapsed = super::run_checking(&mut sim, &views)?;
+    if recovery {
+        let accepted: Vec<u64> = hub
+            .history(None)
+            .iter()
+            .filter_map(|event| event.get("seq").and_then(serde_json::Value::as_u64))
+            .collect();
+        for (i, view) in views.iter().enumerate() {
+            let view = view.view();
+            let recovered = view.recovery.as_ref().map_or(0, |r| r.recovered);
+            trace.record(
+                "result",
+                format!(
+                    "dash-{i}: connections={} recovered={recovered} received={}",
+                    view.connections,
+                    view.received.len()
+                ),
+            );
+            if recovered + 1 != view.connections {
+                return Err(format!(
+                    "dash-{i}: {} reconnects, {recovered} recovered",
+                    view.connections - 1
+                ));
+            }
+            // Events accepted once the dashboards were told to stop are not
+            // theirs to get; the driver checked that the ones after the last
+            // restart arrived.
+            let first = view.received.first().copied().unwrap_or(0);
+            let last = view.received.last().copied().unwrap_or(0);
+            let expected: Vec<u64> = accepted
+                .iter()
+                .copied()
+                .filter(|s| (first..=last).contains(s))
+                .collect();
+            if view.received != expected {
+                let missing: Vec<u64> = expected
+                    .iter()
+                    .copied()
+                    .filter(|s| !view.received.contains(s))
+                    .take(10)
+                    .collect();
+                return Err(format!(
+                    "dash-{i}: {} received, {} accepted since its first (the last {:?}), missing {missing:?}",
+                    view.received.len(),
+                    expected.len(),
+                    expected.last()
+                ));
+            }
+        }
+    }
+    Ok(elapsed)
 }

@@ -354,6 +354,13 @@ pub use errors::{
 };
 pub use io::{ParserConfig, SocketIo, SocketIoBuilder, SocketIoConfig};
 
+/// warden patch (PATCHES.md): a Socket.IO connection state recovery session
+/// id. Inserted into a socket's `extensions` by a connect middleware, it is
+/// sent as `pid` in the CONNECT packet (protocol v5), so that socket.io
+/// clients keep it and send it back with their last offset on reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryPid(pub String);
+
 mod client;
 mod errors;
 mod io;

@@ -169,9 +169,27 @@ impl<A: Adapter> Namespace<A> {
 
         let protocol = esocket.protocol.into();
         let payload = ConnectPacket { sid: socket.id };
-        let payload = match protocol {
-            ProtocolVersion::V5 => Some(self.parser.encode_default(&payload).unwrap()),
-            ProtocolVersion::V4 => None,
+        // warden patch (PATCHES.md): a connect middleware may give the socket a
+        // connection state recovery session id, sent as `pid` beside `sid`.
+        #[cfg(feature = "extensions")]
+        let recovery_pid = socket.extensions.get::<crate::RecoveryPid>();
+        #[cfg(not(feature = "extensions"))]
+        let recovery_pid: Option<crate::RecoveryPid> = None;
+        let payload = match (protocol, recovery_pid) {
+            (ProtocolVersion::V5, Some(crate::RecoveryPid(pid))) => {
+                #[derive(serde::Serialize)]
+                struct ConnectWithPid<'a> {
+                    sid: Sid,
+                    pid: &'a str,
+                }
+                let payload = ConnectWithPid {
+                    sid: payload.sid,
+                    pid: &pid,
+                };
+                Some(self.parser.encode_default(&payload).unwrap())
+            }
+            (ProtocolVersion::V5, None) => Some(self.parser.encode_default(&payload).unwrap()),
+            (ProtocolVersion::V4, _) => None,
         };
         if let Err(_e) = socket.send(Packet::connect(self.path.clone(), payload)) {
             #[cfg(feature = "tracing")]

@@ -1,0 +1,584 @@
+//! Socket.IO connection state recovery through the real binary with the
+//! real client: an unmodified socket.io-client 4.8.1 under Node
+//! (`tests/clients/csr_client.js`) records the `seq` of every event it gets
+//! and `socket.recovered` at every connect, while the test posts numbered
+//! events at a steady rate over HTTP and disrupts the connection in the
+//! middle. Every case checks the client's sequence: none missing, none
+//! duplicated, in order, and `recovered === true` after each disruption.
+//!
+//! - a network blip (a TCP proxy in the test cuts the connection and refuses
+//!   new ones for 2 s), three times in a row on one session;
+//! - a client that had received nothing before it was cut off (socket.io's
+//!   own server does not recover it: socket.io#5538);
+//! - clear_connections then restart_service, run by the daemon's own ladder
+//!   (memory_mb 1 makes every check critical; two actions at most);
+//! - an expired session: `recovered === false`, and `get_history {since}`
+//!   from the last event id catches up exactly;
+//! - a python-socketio 5.18 client (no recovery in that client, and the
+//!   feature off) catches up with `get_history {since}` after it was away.
+//!
+//! No timed assertions: the pauses only pace the scenario; every wait polls
+//! with a generous deadline. Skipped (with a note) when `node` or
+//! tests/clients/node_modules is missing (`npm ci --prefix tests/clients`).
+
+mod daemon_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use daemon_common::{DEADLINE, Daemon, Env, http_get, wait_until};
+use serde_json::{Value, json};
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn node_available() -> bool {
+    let modules = clients_dir().join("node_modules/socket.io-client");
+    let node = Command::new("node").arg("--version").output();
+    if !modules.exists() || node.is_err() {
+        eprintln!(
+            "skipped: node or tests/clients/node_modules missing (npm ci --prefix tests/clients)"
+        );
+        return false;
+    }
+    true
+}
+
+/// Starts warden with `config` (a JSON config file) and waits until it serves.
+fn start(env: &Env, config: Value) -> Daemon {
+    let path = env.state_dir().join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let port = env.port.to_string();
+    let config_path = path.to_str().unwrap().to_owned();
+    let mut daemon = env.spawn(&["--port", &port, "--config", &config_path]);
+    env.wait_ready(&mut daemon);
+    daemon
+}
+
+fn recovery_on(extra: Value) -> Value {
+    let mut section = json!({"enabled": true});
+    if let (Some(base), Some(extra)) = (section.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    json!({ "connection_state_recovery": section })
+}
+
+/// POSTs one numbered event; false if the daemon did not take it (it may
+/// be between two serving generations).
+fn try_post(port: u16, seq: u64, last: bool) -> bool {
+    let body = json!({"type": "csr_test", "seq": seq, "last": last}).to_string();
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 2")
+}
+
+/// POSTs one numbered event, retrying until the daemon takes it.
+fn post(port: u16, seq: u64, last: bool) {
+    let start = Instant::now();
+    while !try_post(port, seq, last) {
+        assert!(start.elapsed() < DEADLINE, "event {seq} never accepted");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Posts events 1, 2, 3... every 20 ms, each retried until taken, until stopped.
+struct Poster {
+    stop: Arc<AtomicBool>,
+    posted: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Poster {
+    fn start(port: u16) -> Poster {
+        Poster::every(port, Duration::from_millis(20))
+    }
+
+    /// Posts with `pause` between events (none: as fast as HTTP allows).
+    fn every(port: u16, pause: Duration) -> Poster {
+        let stop = Arc::new(AtomicBool::new(false));
+        let posted = Arc::new(AtomicU64::new(0));
+        let thread = thread::spawn({
+            let (stop, posted) = (Arc::clone(&stop), Arc::clone(&posted));
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let seq = posted.load(Ordering::SeqCst) + 1;
+                    post(port, seq, false);
+                    posted.store(seq, Ordering::SeqCst);
+                    thread::sleep(pause);
+                }
+            }
+        });
+        Poster {
+            stop,
+            posted,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops posting; the number of events posted.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        self.posted.load(Ordering::SeqCst)
+    }
+}
+
+/// A TCP proxy in front of the daemon that can cut every connection and
+/// refuse new ones (a network blip).
+struct Proxy {
+    port: u16,
+    down: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        thread::spawn({
+            let (down, open, stop) = (Arc::clone(&down), Arc::clone(&open), Arc::clone(&stop));
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((client, _)) = listener.accept() else {
+                        thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    if down.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                        continue;
+                    };
+                    let mut guard = open.lock().unwrap();
+                    guard.push(client.try_clone().unwrap());
+                    guard.push(server.try_clone().unwrap());
+                    drop(guard);
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server, client),
+                    ] {
+                        thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Proxy {
+            port,
+            down,
+            open,
+            stop,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every proxied connection and refuses new ones until `restore`.
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.cut();
+    }
+}
+
+/// The Node client and the JSON lines it prints.
+struct Client {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Client {
+    fn start(url: &str, options: Value) -> Client {
+        let mut command = Command::new("node");
+        command
+            .arg(clients_dir().join("csr_client.js"))
+            .arg(url)
+            .arg(options.to_string());
+        Client::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Client {
+        let mut child = command
+            .current_dir(clients_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the client");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line)
+                    && tx.send(value).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Client {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line that `matches`; returns it.
+    fn wait_for(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = self.seen.iter().find(|line| matches(line)) {
+            return found.clone();
+        }
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("the client never printed {what}; saw {:?}", self.seen));
+            self.seen.push(line.clone());
+            assert_ne!(line["type"], "timeout", "the client timed out: {line}");
+            if matches(&line) {
+                return line;
+            }
+        }
+    }
+
+    fn wait_connects(&mut self, count: u64) {
+        self.wait_for(&format!("connect #{count}"), |l| {
+            l["type"] == "connect" && l["count"].as_u64() >= Some(count)
+        });
+    }
+
+    fn done(&mut self) -> Value {
+        self.wait_for("done", |l| l["type"] == "done")
+    }
+
+    /// Writes one command line to the client's stdin.
+    fn tell(&mut self, command: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client got exactly events 1..=last, in order, each once.
+fn assert_exactly_in_order(done: &Value, last: u64) {
+    let seqs: Vec<u64> = done["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (1..=last).collect();
+    if seqs != expected {
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|s| !seqs.contains(s))
+            .copied()
+            .collect();
+        let (count, missing) = (missing.len(), &missing[..missing.len().min(20)]);
+        let mut sorted = seqs.clone();
+        sorted.dedup();
+        panic!(
+            "events not exactly 1..={last} in order: {} received, {count} missing (first: {missing:?}), duplicates {}, in order {}; connects {}",
+            seqs.len(),
+            seqs.len() - sorted.len(),
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            done["connects"]
+        );
+    }
+    assert_eq!(
+        done["badOffsets"], 0,
+        "every offset argument equals the event's id"
+    );
+}
+
+fn recovered_flags(done: &Value) -> Vec<bool> {
+    done["connects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["recovered"].as_bool().unwrap_or(false))
+        .collect()
+}
+
+fn service_stats(port: u16) -> Value {
+    let (code, body) = http_get(port, "/diagnostics");
+    assert_eq!(code, 200, "{body}");
+    let diag: Value = serde_json::from_str(&body).unwrap();
+    diag["service_stats"].clone()
+}
+
+#[test]
+fn three_network_blips_in_a_row_lose_nothing_and_recover_each_time() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let _daemon = start(&env, recovery_on(json!({})));
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({}));
+    client.wait_connects(1);
+    let poster = Poster::start(env.port);
+    for round in 0..3u64 {
+        thread::sleep(Duration::from_millis(600));
+        proxy.cut();
+        thread::sleep(Duration::from_secs(2));
+        proxy.restore();
+        client.wait_connects(round + 2);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let last = poster.stop() + 1;
+    post(env.port, last, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, last);
+    assert_eq!(recovered_flags(&done), [false, true, true, true]);
+    let stats = service_stats(env.port);
+    assert_eq!(stats["sessions_recovered"], 3);
+    assert!(stats["events_replayed"].as_u64().unwrap() > 0, "{stats}");
+    let (_, metrics) = http_get(env.port, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "socketio_sessions_recovered_total 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn blips_under_a_stream_as_fast_as_http_allows_lose_nothing() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    // Room for what a blip misses at this rate (thousands of events a second).
+    let mut config = recovery_on(json!({}));
+    config["server"] = json!({"event_history_size": 50_000, "socket_buffer_packets": 65_536});
+    let _daemon = start(&env, config);
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({}));
+    client.wait_connects(1);
+    // Events keep arriving while each replay is being sent.
+    let poster = Poster::every(env.port, Duration::ZERO);
+    for round in 0..2u64 {
+        thread::sleep(Duration::from_millis(400));
+        proxy.cut();
+        thread::sleep(Duration::from_millis(500));
+        proxy.restore();
+        client.wait_connects(round + 2);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let last = poster.stop() + 1;
+    post(env.port, last, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, last);
+    assert_eq!(recovered_flags(&done), [false, true, true]);
+}
+
+#[test]
+fn a_client_that_received_nothing_before_the_blip_still_recovers() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let _daemon = start(&env, recovery_on(json!({})));
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({}));
+    client.wait_connects(1);
+    proxy.cut();
+    for seq in 1..=20 {
+        post(env.port, seq, false);
+    }
+    proxy.restore();
+    client.wait_connects(2);
+    post(env.port, 21, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, 21);
+    assert_eq!(recovered_flags(&done), [false, true]);
+}
+
+#[test]
+fn clear_connections_then_restart_service_lose_nothing() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let mut config = recovery_on(json!({}));
+    config["health_monitoring"] = json!({
+        "check_interval": 1,
+        "aggregation_window": 60,
+        "thresholds": {"memory_mb": 1}
+    });
+    // Three criticals per rung: the client is connected before the first
+    // action; two actions at most: clear, restart, then none.
+    config["recovery"] = json!({
+        "min_recovery_interval": 0,
+        "max_recovery_attempts": 2,
+        "strategy": {"warning_threshold": 3, "critical_threshold": 3}
+    });
+    let _daemon = start(&env, config);
+    // clear_connections sends a Socket.IO disconnect today, after which
+    // socket.io-client waits for the application: this one reconnects by
+    // hand, keeping its pid and offset.
+    let mut client = Client::start(
+        &format!("http://127.0.0.1:{}", env.port),
+        json!({"resumeAfterServerDisconnect": true}),
+    );
+    client.wait_connects(1);
+    let poster = Poster::start(env.port);
+    let actions = |port: u16| -> Vec<String> {
+        let (_, body) = http_get(port, "/diagnostics");
+        let diag: Value = serde_json::from_str(&body).unwrap_or_default();
+        diag["recovery_manager"]["recent_events"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e["success"] == true)
+                    .filter_map(|e| e["action"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_until("clear_connections then restart_service", || {
+        actions(env.port).contains(&"restart_service".to_owned())
+    });
+    assert_eq!(
+        actions(env.port)[..2],
+        ["clear_connections", "restart_service"]
+    );
+    client.wait_connects(3);
+    thread::sleep(Duration::from_millis(500));
+    let last = poster.stop() + 1;
+    post(env.port, last, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, last);
+    assert_eq!(recovered_flags(&done), [false, true, true]);
+}
+
+#[test]
+fn an_expired_session_is_a_new_one_and_get_history_since_catches_up() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let _daemon = start(&env, recovery_on(json!({"max_disconnection_duration": 1})));
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({"catchUp": true}));
+    client.wait_connects(1);
+    for seq in 1..=10 {
+        post(env.port, seq, false);
+    }
+    // Events 1..=10 reached the client before the cut.
+    wait_until("the client got the first events", || {
+        service_stats(env.port)["events_relayed"].as_u64() >= Some(10)
+    });
+    thread::sleep(Duration::from_millis(300));
+    proxy.cut();
+    for seq in 11..=20 {
+        post(env.port, seq, false);
+    }
+    thread::sleep(Duration::from_millis(2500));
+    proxy.restore();
+    client.wait_connects(2);
+    let history = client.wait_for("the get_history answer", |l| l["type"] == "history");
+    assert_eq!(history["count"], 10, "{history}");
+    assert_eq!(history["more"], false);
+    assert_eq!(history["gap"], Value::Null);
+    post(env.port, 21, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, 21);
+    assert_eq!(recovered_flags(&done), [false, false]);
+    let stats = service_stats(env.port);
+    assert_eq!(stats["sessions_expired"], 1, "{stats}");
+    assert_eq!(stats["sessions_recovered"], 0, "{stats}");
+}
+
+#[test]
+fn a_python_socketio_client_catches_up_with_get_history_since() {
+    let python = clients_dir().join(".venv/bin/python");
+    if !python.exists() {
+        eprintln!("skipped: tests/clients/.venv missing (scripts/test makes it)");
+        return;
+    }
+    let env = Env::new();
+    // Recovery off (the default): python-socketio would choke on the offset.
+    let _daemon = start(&env, json!({}));
+    let mut command = Command::new(python);
+    command
+        .arg(clients_dir().join("since_client.py"))
+        .arg(format!("http://127.0.0.1:{}", env.port));
+    let mut client = Client::spawn(command);
+    client.wait_for("connect", |l| l["type"] == "connect");
+    for seq in 1..=10 {
+        post(env.port, seq, false);
+    }
+    wait_until("the first events relayed", || {
+        service_stats(env.port)["events_relayed"].as_u64() >= Some(10)
+    });
+    thread::sleep(Duration::from_millis(300));
+    client.tell("leave");
+    client.wait_for("left", |l| l["type"] == "left");
+    for seq in 11..=25 {
+        post(env.port, seq, false);
+    }
+    client.tell("back");
+    let history = client.wait_for("the get_history answer", |l| l["type"] == "history");
+    assert_eq!(history["count"], 15, "{history}");
+    assert_eq!(history["gap"], Value::Null);
+    post(env.port, 26, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, 26);
+}

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-/// `warden::daemon::cli::EXIT_EMERGENCY_STOP`.
-const EXIT_EMERGENCY_STOP: i32 = warden::daemon::cli::EXIT_EMERGENCY_STOP;
+/// `warden::daemon::cli::ExitCode::EmergencyStop`.
+const EXIT_EMERGENCY_STOP: i32 = warden::daemon::cli::ExitCode::EmergencyStop.code();
 
 struct Env {
     home: tempfile::TempDir,

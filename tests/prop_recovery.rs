@@ -15,6 +15,7 @@
 //! - a client-attributed signal never triggers a restart or an emergency
 //!   stop: with the process's own signals healthy, the worst command is
 //!   clear_connections;
+//! - a command answers only a report the check-interval gate lets through;
 //! - reading the status changes nothing.
 
 use std::time::Duration;
@@ -297,6 +298,7 @@ fn run(
             .circuit_breaker
             .reopens_at
             .is_none_or(|at| at > now);
+        let mut evaluated = false;
         let mut evaluated_healthy = false;
         match op {
             Op::Report(signals) => {
@@ -306,6 +308,7 @@ fn run(
                     _ => true,
                 };
                 if outstanding.is_none() && gate_open {
+                    evaluated = true;
                     last_evaluated = Some(now);
                     evaluated_healthy = actionable_status(&r) == HealthStatus::Healthy;
                 }
@@ -345,6 +348,10 @@ fn run(
             match output {
                 Output::Command(command) => {
                     prop_assert!(outstanding.is_none(), "two actions at once: {command:?}");
+                    prop_assert!(
+                        evaluated,
+                        "a command from a report the check interval skips"
+                    );
                     prop_assert!(!stopped, "a command after emergency_stop: {command:?}");
                     prop_assert!(s.enabled, "a command with recovery disabled");
                     prop_assert!(

@@ -8,7 +8,7 @@
 //! | attribution              | signals                                                   | may drive                          |
 //! |--------------------------|-----------------------------------------------------------|------------------------------------|
 //! | [`Attribution::Process`] | CPU, memory, the daemon's own descriptors, process state, the hub's own error rate, its port and sockets, a checker that cannot see | any remedy: log, clear, restart, emergency stop |
-//! | [`Attribution::Clients`] | connected clients, client connections and their descriptors, client errors, buffered bytes | at most the warning ladder (log, clear connections); never a restart or a stop: clients are shed at the door |
+//! | [`Attribution::Clients`] | connected clients, client connections and their descriptors, client errors | at most the warning ladder (log, clear connections); never a restart or a stop: clients are shed at the door |
 //! | [`Attribution::Host`]    | the network interface carrying the address               | at most the warning ladder: a restart cannot bring a link back |
 //! | [`Attribution::Dependency`] | Redis (cluster mode), any of its results              | nothing: it makes the node not ready (`/readyz`) |
 //!
@@ -20,7 +20,9 @@
 //! healthy. Reports still print every metric's own verdict (`/health`).
 //!
 //! A name this table does not know is the process's own: a new checker or
-//! metric keeps today's behaviour until it is classified here.
+//! metric keeps today's behaviour until it is classified here. What clients
+//! buffer (relay queues, history) is bounded in bytes at the door and
+//! refused to its sender; no checker reports it as a health signal.
 
 use crate::health::{CheckerId, HealthCheckResult, HealthReport, HealthStatus};
 
@@ -63,13 +65,11 @@ impl Attribution {
 /// Metrics whose values clients control. The process checker reports the
 /// clients' descriptors beside the daemon's own (`file_descriptors` is
 /// judged without them); the service checker the clients and their errors.
-const CLIENT_METRICS: [(CheckerId, &str); 6] = [
+const CLIENT_METRICS: [(CheckerId, &str); 4] = [
     (CheckerId::ProcessResources, "client_connections"),
     (CheckerId::ProcessResources, "open_fds_total"),
     (CheckerId::ServiceHealth, "clients_connected"),
     (CheckerId::ServiceHealth, "client_errors_in_window"),
-    (CheckerId::ServiceHealth, "events_refused"),
-    (CheckerId::ServiceHealth, "buffered_bytes"),
 ];
 
 /// Metrics about the host, not the process.

@@ -46,7 +46,8 @@ pub const SERVICE_HEALTH: &str = CheckerId::ServiceHealth.as_str();
 /// One health checker. `check` may block; it must not panic on bad input
 /// (the monitor still catches a panic and reports `unknown`).
 pub trait Checker: Send + Sync {
-    fn name(&self) -> &str;
+    /// Which checker this is: the name its results carry.
+    fn id(&self) -> CheckerId;
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult;
     /// False for a checker that only reads memory (atomics, a mutex held for
     /// a copy): the monitor then calls it inline instead of paying a hop to
@@ -191,8 +192,8 @@ pub fn available_cores() -> usize {
 }
 
 impl Checker for ProcessResourceChecker {
-    fn name(&self) -> &str {
-        PROCESS_RESOURCES
+    fn id(&self) -> CheckerId {
+        CheckerId::ProcessResources
     }
 
     /// Blocking unless the probe answers this pid from memory.
@@ -340,8 +341,8 @@ impl NetworkConnectivityChecker {
 }
 
 impl Checker for NetworkConnectivityChecker {
-    fn name(&self) -> &str {
-        NETWORK_CONNECTIVITY
+    fn id(&self) -> CheckerId {
+        CheckerId::NetworkConnectivity
     }
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
@@ -528,8 +529,8 @@ impl ServiceHealthChecker {
 }
 
 impl Checker for ServiceHealthChecker {
-    fn name(&self) -> &str {
-        SERVICE_HEALTH
+    fn id(&self) -> CheckerId {
+        CheckerId::ServiceHealth
     }
 
     /// Reads the hub's counters only.
@@ -659,8 +660,8 @@ impl DependencyChecker {
 }
 
 impl Checker for DependencyChecker {
-    fn name(&self) -> &str {
-        REDIS_DEPENDENCY
+    fn id(&self) -> CheckerId {
+        CheckerId::RedisDependency
     }
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {

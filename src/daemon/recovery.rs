@@ -1,5 +1,5 @@
-//! The `RecoveryManager`: connects the pure [`GradedRecoveryStrategy`] and
-//! [`CircuitBreaker`] to real actions on the hub, and [`HubService`], the
+//! The `RecoveryManager`: executes the pure [`RecoveryLoop`] (the strategy
+//! and the breaker, `crate::recovery`) with real actions on the hub, and [`HubService`], the
 //! serving generation that `restart_service` stops and starts again inside
 //! the same process.
 //!

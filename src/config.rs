@@ -76,6 +76,12 @@ pub struct ServerConfig {
     /// A request from any other origin gets no CORS headers, and one that
     /// carries it (a page's Socket.IO connection, a POST) is refused (403).
     pub cors_allowed_origins: Vec<String>,
+    /// Host names the HTTP door answers to (the request's `Host`) besides
+    /// IP addresses, `localhost`, `*.localhost` and `server.host`; `"*"`
+    /// answers any. A web page whose name an attacker points at this
+    /// address (DNS rebinding) is refused, so it cannot read the hub.
+    #[serde(deserialize_with = "de_allowed_hosts")]
+    pub allowed_hosts: Vec<String>,
     /// Hard limit on connected Socket.IO clients.
     #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
     pub max_clients: u32,
@@ -161,6 +167,7 @@ impl Default for ServerConfig {
             port: 8765,
             enable_cors: true,
             cors_allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_clients: 1000,
             max_payload_bytes: 1_000_000,
             socket_buffer_packets: 4096,
@@ -1467,6 +1474,25 @@ fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         },
         expected: "a host name or IP address without spaces",
     })
+}
+
+/// `"*"` or host names (letters, digits, `-`, `.`; at most 253 characters).
+fn de_allowed_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let hosts = Vec::<String>::deserialize(d)?;
+    for host in &hosts {
+        let is_name = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if host != "*" && !is_name {
+            return Err(de::Error::custom(format!(
+                "invalid host {host:?} in allowed_hosts: expected \"*\" or a host name \
+                 (letters, digits, '-' and '.', without a port)"
+            )));
+        }
+    }
+    Ok(hosts)
 }
 
 fn de_seed_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

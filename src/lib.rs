@@ -14,6 +14,8 @@ pub mod breaker;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod config;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod config_reference;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod errors;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod escalation;

@@ -100,18 +100,50 @@ impl WallTime {
 
     /// `2025-08-06T14:30:00.000Z`.
     pub fn to_iso8601(self) -> String {
-        let (y, mo, d, h, mi, s, ms) = civil(self.0);
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        let (date, clock) = self.civil();
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            clock.hour(),
+            clock.minute(),
+            clock.second(),
+            clock.millisecond()
+        )
     }
 
     /// `2025-08-06 14:30:00` (UTC), for human-facing messages.
     pub fn to_human(self) -> String {
-        let (y, mo, d, h, mi, s, _) = civil(self.0);
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+        let (date, clock) = self.civil();
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            clock.hour(),
+            clock.minute(),
+            clock.second()
+        )
+    }
+
+    /// The UTC calendar date and time of day (the `time` crate's civil
+    /// arithmetic: pure, no clock). Beyond `time`'s range (year 9999, far
+    /// past any clock this runs on) it saturates at its last instant.
+    fn civil(self) -> (::time::Date, ::time::Time) {
+        let at = i64::try_from(self.0 / 1000)
+            .ok()
+            .and_then(|secs| ::time::UtcDateTime::from_unix_timestamp(secs).ok())
+            .unwrap_or(::time::UtcDateTime::MAX);
+        let millis = u16::try_from(self.0 % 1000).unwrap_or(0);
+        let clock = at.time().replace_millisecond(millis).unwrap_or(at.time());
+        (at.date(), clock)
     }
 
     /// Parses the ISO-8601 UTC forms this crate writes (`YYYY-MM-DDTHH:MM:SS[.fff]Z`,
-    /// also accepting `+00:00`). Returns `None` for anything else; never panics.
+    /// also accepting `+00:00` and a space for the `T`; up to nine fraction
+    /// digits, kept to the millisecond). Returns `None` for anything else,
+    /// including dates that do not exist (`2025-02-30`); never panics.
     pub fn parse_iso8601(text: &str) -> Option<WallTime> {
         let text = text.trim();
         let body = text
@@ -119,11 +151,11 @@ impl WallTime {
             .or_else(|| text.strip_suffix("+00:00"))?;
         let (date, clock) = body.split_once('T').or_else(|| body.split_once(' '))?;
         let mut dp = date.splitn(3, '-');
-        let y: i64 = dp.next()?.parse().ok()?;
-        let mo: u32 = dp.next()?.parse().ok()?;
-        let d: u32 = dp.next()?.parse().ok()?;
-        // Four-digit years only: a huge year would overflow the day arithmetic.
-        if !(0..=9999).contains(&y) {
+        let y: i32 = dp.next()?.parse().ok()?;
+        let mo: u8 = dp.next()?.parse().ok()?;
+        let d: u8 = dp.next()?.parse().ok()?;
+        // Four-digit years from the epoch on: what a WallTime can hold.
+        if !(1970..=9999).contains(&y) {
             return None;
         }
         let (hms, frac) = match clock.split_once('.') {
@@ -131,13 +163,10 @@ impl WallTime {
             None => (clock, None),
         };
         let mut cp = hms.splitn(3, ':');
-        let h: u64 = cp.next()?.parse().ok()?;
-        let mi: u64 = cp.next()?.parse().ok()?;
-        let s: u64 = cp.next()?.parse().ok()?;
-        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-            return None;
-        }
-        let ms: u64 = match frac {
+        let h: u8 = cp.next()?.parse().ok()?;
+        let mi: u8 = cp.next()?.parse().ok()?;
+        let s: u8 = cp.next()?.parse().ok()?;
+        let ms: u16 = match frac {
             None => 0,
             Some(f) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
                 let padded = format!("{f:0<3}");
@@ -145,12 +174,15 @@ impl WallTime {
             }
             Some(_) => return None,
         };
-        let days = days_from_civil(y, mo, d);
-        if days < 0 {
-            return None;
-        }
-        let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + s;
-        Some(WallTime(secs.checked_mul(1000)?.checked_add(ms)?))
+        // A leap second (`:60`, as a clock may write it) counts as the next second.
+        let (s, leap) = if s == 60 { (59, 1) } else { (s, 0) };
+        let date =
+            ::time::Date::from_calendar_date(y, ::time::Month::try_from(mo).ok()?, d).ok()?;
+        let clock = ::time::Time::from_hms_milli(h, mi, s, ms).ok()?;
+        let secs = u64::try_from(date.with_time(clock).as_utc().unix_timestamp()).ok()? + leap;
+        Some(WallTime(
+            secs.checked_mul(1000)?.checked_add(u64::from(ms))?,
+        ))
     }
 }
 
@@ -158,34 +190,6 @@ impl fmt::Display for WallTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_iso8601())
     }
-}
-
-/// Days since 1970-01-01 for a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day, hour, minute, second, millisecond) of an epoch time in UTC.
-fn civil(epoch_ms: u64) -> (i64, u32, u32, u64, u64, u64, u64) {
-    let ms = epoch_ms % 1000;
-    let secs = epoch_ms / 1000;
-    let (h, mi, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let z = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2) + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, h, mi, s, ms)
 }
 
 /// Where the edge of the program gets its time from.
@@ -267,6 +271,58 @@ mod tests {
         ] {
             assert_eq!(WallTime::parse_iso8601(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn parse_rejects_dates_that_do_not_exist() {
+        // The hand-written arithmetic this replaced accepted these.
+        for bad in [
+            "2025-02-30T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2025-04-31T12:00:00Z",
+        ] {
+            assert_eq!(WallTime::parse_iso8601(bad), None, "{bad}");
+        }
+        assert_eq!(WallTime::parse_iso8601("1969-12-31T23:59:59Z"), None);
+    }
+
+    #[test]
+    fn parse_accepts_the_forms_it_promises() {
+        let t = WallTime::from_millis(1_754_490_600_000);
+        for good in [
+            "2025-08-06T14:30:00Z",
+            "2025-08-06 14:30:00Z",
+            "2025-08-06T14:30:00+00:00",
+            "2025-08-06T14:30:00.000000000Z",
+        ] {
+            assert_eq!(WallTime::parse_iso8601(good), Some(t), "{good}");
+        }
+        // A leap second reads as the next second.
+        assert_eq!(
+            WallTime::parse_iso8601("2016-12-31T23:59:60Z").map(|t| t.to_iso8601()),
+            Some("2017-01-01T00:00:00.000Z".to_string())
+        );
+    }
+
+    #[test]
+    fn formatting_round_trips_across_the_range() {
+        // Every 37 days and a bit from the epoch to 9999, with milliseconds.
+        let step = 37 * 86_400_000 + 3_723_456;
+        let last = WallTime::parse_iso8601("9999-12-31T23:59:59.999Z")
+            .unwrap()
+            .as_millis();
+        let mut ms = 0;
+        while ms <= last {
+            let t = WallTime::from_millis(ms);
+            assert_eq!(WallTime::parse_iso8601(&t.to_iso8601()), Some(t));
+            ms += step;
+        }
+        // Past time's range it saturates rather than panicking.
+        assert!(
+            WallTime::from_millis(u64::MAX)
+                .to_iso8601()
+                .starts_with("9999-12-31")
+        );
     }
 
     #[test]

@@ -302,6 +302,41 @@ fn half_sent_request_lines_neither_spin_the_lane_nor_stop_probes() {
     assert_eq!(env.http_get("/livez").0, 200);
 }
 
+/// Fails on the old code, which answered any `Host`: a web page whose name
+/// an attacker points at 127.0.0.1 (DNS rebinding) is same-origin with the
+/// daemon, sends no `Origin` on a GET, and could read `/stats`, `/status`
+/// and the status page's event stream.
+#[test]
+fn a_request_for_a_foreign_host_name_is_refused() {
+    let env = Env::new();
+    let _daemon = start(
+        &env,
+        json!({ "server": { "allowed_hosts": ["dash.example"] } }),
+    );
+    let port = env.port;
+    for host in [
+        "evil.example",
+        "evil.example:8765",
+        "localhost.evil.example",
+    ] {
+        let (code, head, body) = request(port, "GET", "/stats", &[("Host", host)], "");
+        assert_eq!(code, 403, "{host}: {head}");
+        assert!(body.contains("server.allowed_hosts"), "{body}");
+    }
+    let port_s = port.to_string();
+    for host in [
+        "127.0.0.1".to_string(),
+        format!("localhost:{port_s}"),
+        format!("[::1]:{port_s}"),
+        "app.localhost".to_string(),
+        format!("DASH.example:{port_s}"),
+        "dash.example.".to_string(),
+    ] {
+        let (code, head, _) = request(port, "GET", "/stats", &[("Host", &host)], "");
+        assert_eq!(code, 200, "{host}: {head}");
+    }
+}
+
 /// One raw HTTP/1.1 request (closed after the answer): status, lower-cased
 /// head, body.
 fn request(
@@ -313,7 +348,13 @@ fn request(
 ) -> (u16, String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        raw.push_str("Host: 127.0.0.1\r\n");
+    }
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use warden::daemon::clock::SystemClock;
 use warden::daemon::hub::Hub;
-use warden::daemon::run::{self, Daemon, DaemonExit, Services, StartError};
+use warden::daemon::run::{self, Daemon, DaemonExit, StartError};
 use warden::daemon::server::ShutdownSignals;
+use warden::daemon::serving::Services;
 use warden::daemon::settings::{self, ConfigRequest, Effective};
 
 fn effective(state: &std::path::Path, home: &std::path::Path, port: u16) -> Effective {
@@ -85,7 +86,7 @@ async fn restart_through_the_control_handle_keeps_the_pid_file_and_the_address()
 fn http_status(port: u16) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();

@@ -9,7 +9,9 @@
 //! - a restart whose rebind fails (the test takes the port in the restart
 //!   window, opened by `WARDEN_TEST_REBIND_PAUSE_MS`) is a failure the breaker
 //!   counts: it opens and blocks the emergency stop; the daemon rebinds once
-//!   the port is free, is live but not ready;
+//!   the port is free, is live but not ready; when the port stays taken, the
+//!   bounded rebind retries run out and the daemon exits with the emergency
+//!   code;
 //! - a warning-only daemon gets log_warning then clear_connections;
 //! - clients that keep coming back past the threshold are cleared, never
 //!   answered with a restart or an emergency stop;
@@ -332,6 +334,47 @@ fn the_breaker_opens_on_a_failed_rebind_and_blocks_further_attempts() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0));
     assert!(!env.pid_file().exists());
+}
+
+#[test]
+fn rebind_retries_that_run_out_stop_the_daemon_with_the_emergency_code() {
+    let env = Env::new();
+    // The breaker opens on the failed restart and blocks the ladder's own
+    // emergency stop: only the exhausted retries can end this daemon.
+    let cfg = config(
+        json!({"memory_mb": 1}),
+        json!({"circuit_breaker": {"failure_threshold": 1, "timeout_seconds": 3600}}),
+    );
+    let mut daemon = env.spawn(
+        cfg,
+        &[
+            ("WARDEN_TEST_REBIND_PAUSE_MS", "2000"),
+            ("WARDEN_TEST_REBIND_RETRIES", "3"),
+            ("WARDEN_TEST_REBIND_RETRY_MS", "200"),
+        ],
+    );
+    let squatter = poll("the restart window", || {
+        std::net::TcpListener::bind(("127.0.0.1", env.port)).ok()
+    });
+    let status = daemon.wait_exit();
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(EXIT_EMERGENCY_STOP), "log:\n{log}");
+    assert!(!env.pid_file().exists(), "the PID file is removed");
+    let failed = line_with(&log, 0, &["Recovery action", "restart_service", "failed"])
+        .expect("the failed restart is logged");
+    let last_retry =
+        line_with(&log, failed, &["rebind retry 3/3 failed"]).expect("every retry is logged");
+    line_with(
+        &log,
+        last_retry,
+        &["emergency_stop", "could not be bound again after 3 retries"],
+    )
+    .expect("the exhausted retries stop the daemon");
+    assert!(
+        line_with(&log, 0, &["Recovery action", "emergency_stop", "succeeded"]).is_none(),
+        "the stop came from the retries, not the ladder:\n{log}"
+    );
+    drop(squatter);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

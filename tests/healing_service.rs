@@ -1,10 +1,13 @@
-//! The self-healing stack in-process, on real sockets with real Socket.IO
-//! clients: the critical ladder clear → restart → emergency with the real
-//! actions (clients disconnected, the same address rebound and served, a stop
-//! requested), a restart whose rebind fails is a failure the breaker counts
-//! and is retried until the port is free again, a warning-only hub is logged
-//! and then cleared, and an idle hub stays healthy with /health, /readyz and
-//! /metrics answering.
+//! The self-healing stack in-process, exactly as `warden start` assembles
+//! it (`run::start_healing`: the runner's [`Daemon`], its one serving
+//! generation and the recovery stack around its `ServingControl`), on real
+//! sockets with real Socket.IO clients: the critical ladder clear → restart →
+//! emergency with the real actions (clients disconnected, the same address
+//! rebound and served, the run loop ending with an emergency stop), a restart
+//! whose rebind fails is a failure the breaker counts and is retried until
+//! the port is free again, retries that run out stop the daemon, a
+//! warning-only hub is logged and then cleared, and an idle hub stays
+//! healthy with /health, /readyz and /metrics answering.
 
 mod hub_common;
 
@@ -12,38 +15,93 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hub_common::{DEADLINE, TestClient, settings};
+use hub_common::{DEADLINE, TestClient};
 use serde_json::Value;
 use warden::config::WardenConfig;
 use warden::daemon::clock::SystemClock;
-use warden::daemon::healing::Healing;
+use warden::daemon::healing::{Healing, Prepared};
 use warden::daemon::hub::Hub;
-use warden::daemon::recovery::{ServiceSettings, StopReason};
-use warden::daemon::server;
+use warden::daemon::run::{self, Daemon, DaemonExit};
+use warden::daemon::server::ShutdownSignals;
+use warden::daemon::serving::{RetrySchedule, ServingControl, ServingSettings};
+use warden::daemon::settings::{self, ConfigRequest};
+use warden::daemon::sysprobe::SysinfoProbe;
 
-fn fast_config() -> WardenConfig {
-    let mut cfg = WardenConfig::default();
-    cfg.server.host = "127.0.0.1".into();
+fn fast_config(cfg: &mut WardenConfig) {
     cfg.health_monitoring.check_interval = Duration::from_secs(1);
     cfg.health_monitoring.aggregation_window = Duration::from_secs(60);
     cfg.recovery.strategy.min_recovery_interval = Some(Duration::ZERO);
-    cfg
 }
 
-async fn start(cfg: &WardenConfig, service: ServiceSettings) -> (Healing, SocketAddr) {
-    let hub = Hub::new(settings(), Arc::new(SystemClock::new()));
-    let listener = server::bind("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let healing = Healing::start(cfg, hub, listener, service)
-        .await
-        .expect("healing starts");
-    (healing, addr)
+/// The daemon with its stack, its run loop on a task.
+struct Running {
+    addr: SocketAddr,
+    hub: Hub,
+    control: ServingControl,
+    healing: Healing,
+    run: tokio::task::JoinHandle<(DaemonExit, Daemon)>,
+    pid_file: std::path::PathBuf,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
-fn service(h: &Healing) -> &warden::daemon::recovery::HubService {
-    h.service.as_deref().expect("Healing::start serves the hub")
+async fn start(tune: impl FnOnce(&mut WardenConfig), serving: ServingSettings) -> Running {
+    let (state, home) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let request = ConfigRequest {
+        state_dir: Some(state.path().to_path_buf()),
+        host: Some("127.0.0.1".to_string()),
+        port: Some(port),
+        ..ConfigRequest::default()
+    };
+    let mut effective = settings::load_with_home(&request, Some(home.path())).expect("defaults");
+    fast_config(&mut effective.config);
+    tune(&mut effective.config);
+    let config = effective.config.clone();
+    let hub = Hub::new(run::hub_settings(&config), Arc::new(SystemClock::new()));
+    let (mut daemon, healing) = run::start_healing(&effective, hub, serving, |hub, control| {
+        Prepared::new(&config, hub, Arc::new(SysinfoProbe::new()), control)
+    })
+    .await
+    .expect("the daemon starts");
+    let mut signals = ShutdownSignals::install().expect("signal handlers");
+    Running {
+        addr: daemon.local_addr(),
+        hub: daemon.hub().clone(),
+        control: daemon.control(),
+        healing,
+        pid_file: daemon.pid_guard().path().to_path_buf(),
+        run: tokio::spawn(async move {
+            let exit = daemon.run_until_stopped(&mut signals).await;
+            (exit, daemon)
+        }),
+        _dirs: (state, home),
+    }
+}
+
+impl Running {
+    /// Waits for the run loop to end by itself; shuts everything down as
+    /// `warden start` does.
+    async fn exit(self) -> DaemonExit {
+        let (exit, daemon) = tokio::time::timeout(DEADLINE, self.run)
+            .await
+            .expect("the run loop ends")
+            .expect("the run loop did not panic");
+        self.healing.shutdown().await;
+        daemon.shutdown().await;
+        assert!(!self.pid_file.exists(), "the PID file is removed");
+        exit
+    }
+
+    /// Stops a daemon that is still running.
+    async fn stop(self) {
+        assert!(!self.run.is_finished(), "the daemon still runs");
+        self.run.abort();
+        let _ = self.run.await;
+        self.healing.shutdown().await;
+    }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -82,11 +140,16 @@ async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn critical_runs_clear_restart_emergency_with_real_actions() {
-    let mut cfg = fast_config();
-    cfg.health_monitoring.thresholds.memory_mb = 1;
-    // Slow the ladder so that each rung can be observed from outside.
-    cfg.recovery.strategy.critical_threshold = 2;
-    let (healing, addr) = start(&cfg, ServiceSettings::default()).await;
+    let running = start(
+        |cfg| {
+            cfg.health_monitoring.thresholds.memory_mb = 1;
+            // Slow the ladder so that each rung can be observed from outside.
+            cfg.recovery.strategy.critical_threshold = 2;
+        },
+        ServingSettings::default(),
+    )
+    .await;
+    let addr = running.addr;
     let client = TestClient::connect(&format!("http://{addr}/")).await;
 
     // /health is 503 once the first check has judged the memory critical.
@@ -108,12 +171,13 @@ async fn critical_runs_clear_restart_emergency_with_real_actions() {
     })
     .await;
     poll("client cleared", async || {
-        (service(&healing).hub().stats().clients_connected() == 0).then_some(())
+        (running.hub.stats().clients_connected() == 0).then_some(())
     })
     .await;
     drop(client);
 
-    // restart_service rebinds the same address: a new client connects.
+    // restart_service rebinds the same address: the next action is recorded
+    // through it.
     let diag = poll("restart_service", async || {
         json(addr, "/diagnostics")
             .await
@@ -132,41 +196,50 @@ async fn critical_runs_clear_restart_emergency_with_real_actions() {
         diag["recovery_manager"]["recent_events"][1]["success"],
         true
     );
-    assert_eq!(service(&healing).restarts(), 1);
+    assert_eq!(running.control.restarts(), 1);
 
-    let reason = tokio::time::timeout(DEADLINE, healing.stop_requested())
-        .await
-        .expect("emergency stop requested");
-    assert_eq!(reason, StopReason::Emergency);
-    // The stop is requested inside the action; the manager records the
-    // event when the action returns, a moment later.
-    poll("the emergency stop recorded", async || {
-        healing
-            .recovery
+    // emergency_stop ends the runner's loop with the emergency exit.
+    let recovery = Arc::clone(&running.healing.recovery);
+    let exit = running.exit().await;
+    assert!(
+        matches!(&exit, DaemonExit::EmergencyStop { reason } if reason.contains("emergency_stop")),
+        "{exit:?}"
+    );
+    assert!(
+        recovery
             .history(10)
-            .last()
-            .filter(|e| e.action.as_str() == "emergency_stop")
-            .map(|_| ())
-    })
-    .await;
-    healing.shutdown().await;
+            .iter()
+            .any(|e| e.action.as_str() == "emergency_stop"),
+        "the emergency stop is recorded"
+    );
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "drained: nothing listens"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failed_rebind_is_counted_by_the_breaker_and_retried_until_the_port_is_free() {
-    let mut cfg = fast_config();
+/// A restart window long enough to take the port in it; retries 200 ms apart.
+fn squattable(retries: u32) -> ServingSettings {
+    ServingSettings {
+        rebind_pause: Duration::from_millis(1500),
+        retries: RetrySchedule::new(retries, Duration::from_millis(200)),
+        ..ServingSettings::default()
+    }
+}
+
+/// Critical from the first check; one failure opens the breaker for an hour,
+/// so the ladder's own emergency stop is blocked after a failed restart.
+fn critical_with_a_touchy_breaker(cfg: &mut WardenConfig) {
     cfg.health_monitoring.thresholds.memory_mb = 1;
     cfg.recovery.circuit_breaker.failure_threshold = 1;
-    let service = ServiceSettings {
-        rebind_pause: Duration::from_millis(1500),
-        rebind_retry_interval: Duration::from_millis(200),
-        ..ServiceSettings::default()
-    };
-    let (healing, addr) = start(&cfg, service).await;
+    cfg.recovery.circuit_breaker.timeout_seconds = Duration::from_secs(3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_rebind_is_counted_by_the_breaker_and_retried_until_the_port_is_free() {
+    let running = start(critical_with_a_touchy_breaker, squattable(120)).await;
+    let addr = running.addr;
+    let recovery = Arc::clone(&running.healing.recovery);
 
     // Take the port in the restart window.
     let squatter = poll("the restart window", async || {
@@ -174,13 +247,13 @@ async fn a_failed_rebind_is_counted_by_the_breaker_and_retried_until_the_port_is
     })
     .await;
     poll("the failed restart", async || {
-        let h = healing.recovery.history(10);
+        let h = recovery.history(10);
         h.iter()
             .find(|e| e.action.as_str() == "restart_service")
             .cloned()
     })
     .await;
-    let status = healing.recovery.status(10);
+    let status = recovery.status(10);
     let restart = status
         .recent_events
         .iter()
@@ -196,15 +269,15 @@ async fn a_failed_rebind_is_counted_by_the_breaker_and_retried_until_the_port_is
         "{restart:?}"
     );
     assert_eq!(status.circuit_breaker_state.as_str(), "open");
+    assert!(running.control.is_draining(), "no socket: draining");
 
     // The breaker blocks the emergency stop that the ladder decides next.
     poll("a blocked action", async || {
-        (healing.recovery.status(10).rejected_by_breaker > 0).then_some(())
+        (recovery.status(10).rejected_by_breaker > 0).then_some(())
     })
     .await;
     assert!(
-        healing
-            .recovery
+        recovery
             .history(10)
             .iter()
             .all(|e| e.action.as_str() != "emergency_stop")
@@ -216,14 +289,46 @@ async fn a_failed_rebind_is_counted_by_the_breaker_and_retried_until_the_port_is
     assert_eq!(code, 503);
     assert_eq!(ready["circuit_breaker_state"], "open");
     assert_eq!(get(addr, "/livez").await.map(|(c, _)| c), Some(200));
-    healing.shutdown().await;
+    assert_eq!(running.control.restarts(), 1, "the retry's rebind");
+    assert!(!running.control.is_draining());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebind_retries_that_run_out_stop_the_daemon() {
+    let running = start(critical_with_a_touchy_breaker, squattable(3)).await;
+    let addr = running.addr;
+    let recovery = Arc::clone(&running.healing.recovery);
+    let squatter = poll("the restart window", async || {
+        std::net::TcpListener::bind(addr).ok()
+    })
+    .await;
+    let exit = running.exit().await;
+    assert_eq!(
+        exit,
+        DaemonExit::EmergencyStop {
+            reason: "the listening address could not be bound again after 3 retries".to_string()
+        }
+    );
+    // The stop came from the retries, not from the ladder (the breaker
+    // blocked that one).
+    assert!(
+        recovery
+            .history(10)
+            .iter()
+            .all(|e| e.action.as_str() != "emergency_stop")
+    );
+    drop(squatter);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_warning_only_hub_is_logged_then_cleared() {
-    let mut cfg = fast_config();
-    cfg.health_monitoring.thresholds.max_clients = 2;
-    let (healing, addr) = start(&cfg, ServiceSettings::default()).await;
+    let running = start(
+        |cfg| cfg.health_monitoring.thresholds.max_clients = 2,
+        ServingSettings::default(),
+    )
+    .await;
+    let addr = running.addr;
     let url = format!("http://{addr}/");
     let _clients = [
         TestClient::connect(&url).await,
@@ -241,15 +346,16 @@ async fn a_warning_only_hub_is_logged_then_cleared() {
         actions(&diag)[..2],
         ["log_warning".to_string(), "clear_connections".to_string()]
     );
-    assert_eq!(service(&healing).hub().stats().clients_connected(), 0);
-    healing.shutdown().await;
+    assert_eq!(running.hub.stats().clients_connected(), 0);
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_hub_stays_healthy_and_ready() {
-    let (healing, addr) = start(&fast_config(), ServiceSettings::default()).await;
+    let running = start(|_| {}, ServingSettings::default()).await;
+    let addr = running.addr;
     poll("three checks", async || {
-        (healing.monitor.status().checks_performed >= 3).then_some(())
+        (running.healing.monitor.status().checks_performed >= 3).then_some(())
     })
     .await;
     let (code, health) = json(addr, "/health").await.expect("/health");
@@ -271,5 +377,5 @@ async fn an_idle_hub_stays_healthy_and_ready() {
         diag["recovery_manager"]["circuit_breaker"]["state"],
         "closed"
     );
-    healing.shutdown().await;
+    running.stop().await;
 }

@@ -197,28 +197,7 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
     let dashboard = Arc::new(Seen::default());
     let honest = connect(&hub.url(), "claude_event", Arc::clone(&dashboard)).await;
 
-    // The stalled reader: an Engine.IO polling handshake and a namespace
-    // connect, then never another poll.
-    let http = reqwest::Client::new();
-    let open = http
-        .get(hub.http("/socket.io/?EIO=4&transport=polling"))
-        .send()
-        .await
-        .expect("handshake")
-        .text()
-        .await
-        .expect("handshake body");
-    let sid =
-        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
-            .as_str()
-            .expect("sid")
-            .to_owned();
-    let poll_url = hub.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
-    http.post(&poll_url)
-        .body("40")
-        .send()
-        .await
-        .expect("namespace connect");
+    let _never_polled = stalled_reader(&hub).await;
     hub_common::wait_until("two clients", || hub.hub.stats().clients_connected() == 2).await;
 
     let refusals = Arc::new(Seen::default());
@@ -253,5 +232,197 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
         "every drop is the stalled reader's: {stats:?}"
     );
     let _ = honest.disconnect().await;
+    let _ = sender.disconnect().await;
+}
+
+/// A reader that never reads: an Engine.IO polling handshake and a namespace
+/// connect, then never another poll. Returns its polling URL (for a reader
+/// that reads late).
+async fn stalled_reader(hub: &hub_common::TestHub) -> String {
+    let http = reqwest::Client::new();
+    let open = http
+        .get(hub.http("/socket.io/?EIO=4&transport=polling"))
+        .send()
+        .await
+        .expect("handshake")
+        .text()
+        .await
+        .expect("handshake body");
+    let sid =
+        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+    let poll_url = hub.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    http.post(&poll_url)
+        .body("40")
+        .send()
+        .await
+        .expect("namespace connect");
+    poll_url
+}
+
+/// A reader whose buffer fills while it does not read is waited for, not
+/// dropped: the relay hands the event to the dashboards, waits for the late
+/// reader (`slow_reader_timeout` is far away), and once it polls it gets
+/// every event, in order. (A relay that dropped a full recipient's delivery
+/// at once would lose it about 200 of them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_reads_late_is_waited_for_and_loses_nothing() {
+    let mut settings = hub_common::settings();
+    settings.inbound_queue_events = 1_024;
+    settings.socket_buffer_packets = 256;
+    settings.slow_reader_timeout = Duration::from_secs(120);
+    let hub = hub_common::TestHub::start(settings).await;
+    let mut dashboards = Vec::new();
+    for _ in 0..3 {
+        let seen = Arc::new(Seen::default());
+        let client = connect(&hub.url(), "claude_event", Arc::clone(&seen)).await;
+        dashboards.push((client, seen));
+    }
+    let poll_url = stalled_reader(&hub).await;
+    hub_common::wait_until("every client connected", || {
+        hub.hub.stats().clients_connected() == 4
+    })
+    .await;
+
+    let sender = connect(&hub.url(), "event_refused", Arc::new(Seen::default())).await;
+    let sent = 450;
+    for n in 0..sent {
+        sender
+            .emit("claude_event", json!({"run": 0, "n": n}))
+            .await
+            .expect("emit");
+    }
+    hub_common::wait_until("every event accepted", || {
+        hub.hub.stats().snapshot().events_processed == sent
+    })
+    .await;
+
+    // Now the late reader reads, answering pings, until it has every event.
+    let http = reqwest::Client::new();
+    let mut received = Vec::new();
+    let start = Instant::now();
+    while received.len() < sent as usize {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the late reader got {} of {sent}: {:?}",
+            received.len(),
+            hub.hub.stats().snapshot()
+        );
+        let body = http
+            .get(&poll_url)
+            .send()
+            .await
+            .expect("poll")
+            .text()
+            .await
+            .expect("poll body");
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                http.post(&poll_url).body("3").send().await.expect("pong");
+            } else if let Some(event) = packet.strip_prefix("42[\"claude_event\",") {
+                let event: Value = serde_json::from_str(event.trim_end_matches(']'))
+                    .expect("a claude_event's payload");
+                received.push(event["n"].as_u64().expect("n"));
+            }
+        }
+    }
+    assert_eq!(
+        received,
+        (0..sent).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    for (i, (_, seen)) in dashboards.iter().enumerate() {
+        hub_common::wait_until(&format!("dashboard {i} has every event"), || {
+            seen.per_run[0].load(Ordering::SeqCst) >= sent
+        })
+        .await;
+        assert_eq!(seen.out_of_order.load(Ordering::SeqCst), 0, "dashboard {i}");
+    }
+    let stats = hub.hub.stats().snapshot();
+    assert_eq!(stats.events_dropped, 0, "{stats:?}");
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    for (client, _) in dashboards {
+        let _ = client.disconnect().await;
+    }
+    let _ = sender.disconnect().await;
+}
+
+/// The relay hands each event's one encoded packet to every recipient with
+/// room at once and only then waits for the full ones (together, once), so
+/// several readers that never read, among dashboards whose small buffers
+/// fill now and then, cost the dashboards nothing: each gets every accepted
+/// event, in order; every drop is a stalled reader's; the sender is told of
+/// every refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_readers_among_many_dashboards_cost_the_dashboards_nothing() {
+    const DASHBOARDS: usize = 5;
+    const STALLED: u64 = 3;
+    let mut settings = hub_common::settings();
+    // The sender's queue holds the whole burst, so that the stalled readers
+    // fill their small buffers (the first 256 events) and the relay then
+    // waits for them; the dashboards' buffers fill now and then.
+    settings.inbound_queue_events = 1_024;
+    settings.socket_buffer_packets = 256;
+    settings.client_error_budget = 100_000;
+    settings.slow_reader_timeout = Duration::from_secs(2);
+    let hub = hub_common::TestHub::start(settings).await;
+    let mut dashboards = Vec::new();
+    for _ in 0..DASHBOARDS {
+        let seen = Arc::new(Seen::default());
+        let client = connect(&hub.url(), "claude_event", Arc::clone(&seen)).await;
+        dashboards.push((client, seen));
+    }
+    for _ in 0..STALLED {
+        let _never_polled = stalled_reader(&hub).await;
+    }
+    hub_common::wait_until("every client connected", || {
+        hub.hub.stats().clients_connected() == DASHBOARDS as u64 + STALLED
+    })
+    .await;
+
+    let refusals = Arc::new(Seen::default());
+    let sender = connect(&hub.url(), "event_refused", Arc::clone(&refusals)).await;
+    let sent = 450;
+    for n in 0..sent {
+        sender
+            .emit("claude_event", json!({"run": 0, "n": n}))
+            .await
+            .expect("emit");
+    }
+    let mut accepted = 0;
+    hub_common::wait_until("every event accepted or refused", || {
+        accepted = hub.hub.stats().snapshot().events_processed;
+        accepted + refusals.per_run[0].load(Ordering::SeqCst) == sent
+    })
+    .await;
+    for (i, (_, seen)) in dashboards.iter().enumerate() {
+        hub_common::wait_until(&format!("dashboard {i} has every accepted event"), || {
+            seen.per_run[0].load(Ordering::SeqCst) >= accepted
+        })
+        .await;
+        assert_eq!(
+            seen.per_run[0].load(Ordering::SeqCst),
+            accepted,
+            "dashboard {i}"
+        );
+        assert_eq!(seen.out_of_order.load(Ordering::SeqCst), 0, "dashboard {i}");
+    }
+    let stats = hub.hub.stats().snapshot();
+    assert_eq!(stats.events_refused, sent - accepted);
+    assert_eq!(stats.errors, 0, "a sender's overload is not a hub error");
+    assert!(stats.events_dropped_recipient_full > 0, "{stats:?}");
+    assert!(
+        stats.events_dropped_recipient_full <= STALLED * accepted,
+        "only the stalled readers lose deliveries: {stats:?}"
+    );
+    assert_eq!(
+        stats.events_dropped, stats.events_dropped_recipient_full,
+        "every drop is a stalled reader's: {stats:?}"
+    );
+    for (client, _) in dashboards {
+        let _ = client.disconnect().await;
+    }
     let _ = sender.disconnect().await;
 }

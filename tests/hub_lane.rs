@@ -21,7 +21,7 @@ use warden::health::HealthStatus;
 
 /// One HTTP/1.1 GET on `stream` (keep-alive); returns status and body.
 fn get_on(stream: &mut TcpStream, path: &str) -> (u16, String) {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: lane\r\n\r\n").expect("write request");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").expect("write request");
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     reader.read_line(&mut status_line).expect("status line");

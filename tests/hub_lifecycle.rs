@@ -3,7 +3,7 @@
 //! (where socketioxide runs no disconnect handlers); graceful shutdown with
 //! websocket and polling clients connected; and a restart inside the process
 //! that rebinds the same address, keeps counters and history, and lets
-//! clients reconnect.
+//! clients reconnect; a hub dropped without `close()` is freed.
 
 mod hub_common;
 
@@ -52,7 +52,12 @@ async fn disconnect_all_reports_how_many_and_leaves_the_counter_exact_at_once() 
     // count the same clients twice; a new client is counted from zero.
     let late = TestClient::connect(&hub.url()).await;
     wait_until("1 client", || stats.clients_connected() == 1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // socketioxide removes a socket from its namespace only after its
+    // disconnect handler ran: once only the late one is left, all four ran.
+    wait_until("the four disconnect handlers ran", || {
+        hub.hub.sockets_open() == 1
+    })
+    .await;
     assert_eq!(stats.clients_connected(), 1);
     assert_eq!(hub.hub.disconnect_all().await, 1);
     assert_eq!(stats.clients_connected(), 0);
@@ -140,4 +145,27 @@ async fn binding_a_taken_address_is_reported_as_address_in_use() {
         Err(server::BindError::AddrInUse { .. }) => {}
         other => panic!("expected AddrInUse, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_dropped_without_close_is_freed() {
+    let hub = warden::daemon::hub::Hub::new(
+        settings(),
+        std::sync::Arc::new(warden::daemon::clock::SystemClock::new()),
+    );
+    let weak = hub.downgrade();
+    // Served by plain axum, so nothing calls `Hub::close`.
+    let app = axum::Router::new().layer(hub.socketio_layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = TestClient::connect(&format!("http://{addr}/")).await;
+    client.emit("claude_event", json!({"n": 1})).await;
+    wait_until("the event", || hub.history(None).len() == 1).await;
+    client.client.disconnect().await.unwrap();
+    wait_until("the socket gone", || hub.sockets_open() == 0).await;
+    server.abort();
+    let _ = server.await;
+    drop(hub);
+    wait_until("the hub freed", || weak.upgrade().is_none()).await;
 }

@@ -1,5 +1,8 @@
 //! Property tests for the graded recovery strategy over random observation
 //! sequences. 1000 cases per property, sequences of up to 200 observations.
+//! Times are milliseconds, and some steps land exactly on, or a millisecond
+//! either side of, the settings' own intervals, so the rounding at those
+//! edges (which the fuzzer found once) is in reach.
 
 use std::time::Duration;
 
@@ -28,27 +31,53 @@ fn status() -> impl Strategy<Value = HealthStatus> {
     ]
 }
 
-fn op() -> impl Strategy<Value = (Op, u64)> {
+/// An op and the milliseconds before it: bursts, long gaps, and steps on
+/// the edges of `s`'s intervals.
+fn op(s: &StrategySettings) -> impl Strategy<Value = (Op, u64)> + use<> {
     let op = prop_oneof![
         20 => status().prop_map(Op::Observe),
         4 => Just(Op::Query),
         1 => Just(Op::Reset),
     ];
-    // Seconds before the op: bursts and long gaps both happen.
-    let dt = prop_oneof![2 => Just(0u64), 5 => 0u64..90, 1 => 0u64..1200];
+    let mut edges = Vec::new();
+    for d in [s.failure_window, s.min_recovery_interval, s.cooldown] {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        edges.extend([ms.saturating_sub(1), ms, ms.saturating_add(1)]);
+    }
+    let dt = prop_oneof![
+        2 => Just(0u64),
+        5 => 0u64..90_000,
+        1 => 0u64..1_200_000,
+        2 => prop::sample::select(edges),
+    ];
     (op, dt)
 }
 
 fn settings() -> impl Strategy<Value = StrategySettings> {
-    (1u32..5, 1u32..4, 30u64..600, 0u64..180, 30u64..900).prop_map(
-        |(warn, crit, window, interval, cooldown)| StrategySettings {
-            warning_threshold: warn,
-            critical_threshold: crit,
-            failure_window: Duration::from_secs(window),
-            min_recovery_interval: Duration::from_secs(interval),
-            cooldown: Duration::from_secs(cooldown),
-        },
+    (
+        1u32..5,
+        1u32..4,
+        30_000u64..600_000,
+        0u64..180_000,
+        30_000u64..900_000,
     )
+        .prop_map(
+            |(warn, crit, window_ms, interval_ms, cooldown_ms)| StrategySettings {
+                warning_threshold: warn,
+                critical_threshold: crit,
+                failure_window: Duration::from_millis(window_ms),
+                min_recovery_interval: Duration::from_millis(interval_ms),
+                cooldown: Duration::from_millis(cooldown_ms),
+            },
+        )
+}
+
+/// Settings and up to 200 ops for them.
+fn scenario() -> impl Strategy<Value = (StrategySettings, Vec<(Op, u64)>)> {
+    settings().prop_flat_map(|s| {
+        let ops = prop::collection::vec(op(&s), 1..200);
+        (Just(s), ops)
+    })
 }
 
 /// Runs the ops, asserting the step properties; returns every decision.
@@ -59,7 +88,7 @@ fn run(s: &StrategySettings, ops: &[(Op, u64)], with_queries: bool) -> Vec<Decis
     let mut latched = false;
     let mut out = Vec::new();
     for (op, dt) in ops {
-        now = now + Duration::from_secs(*dt);
+        now = now + Duration::from_millis(*dt);
         let observed = match op {
             Op::Query => {
                 if with_queries {
@@ -138,16 +167,13 @@ proptest! {
     /// Rate limit, no rung skipped, latch absorbing, no invented criticality
     /// (asserted inside `run`).
     #[test]
-    fn step_properties_hold(s in settings(), ops in prop::collection::vec(op(), 1..200)) {
+    fn step_properties_hold((s, ops) in scenario()) {
         run(&s, &ops, true);
     }
 
     /// Status queries change no decision; replay gives identical decisions.
     #[test]
-    fn queries_are_pure_and_replay_is_deterministic(
-        s in settings(),
-        ops in prop::collection::vec(op(), 1..200),
-    ) {
+    fn queries_are_pure_and_replay_is_deterministic((s, ops) in scenario()) {
         let with = run(&s, &ops, true);
         prop_assert_eq!(&with, &run(&s, &ops, false));
         prop_assert_eq!(with, run(&s, &ops, true));
@@ -174,7 +200,7 @@ proptest! {
         // Within the window at least warning_threshold observations fit (window >= 30 s
         // holds >= 3; thresholds above that may need longer, so require it only then).
         let fits = (s.failure_window.as_secs() / step) as u32;
-        if fits >= s.warning_threshold && degraded.len() as u64 * step > 2 * s.min_recovery_interval.as_secs() + 2 * step * u64::from(s.warning_threshold) {
+        if fits >= s.warning_threshold && degraded.len() as u64 * step > 2 * s.min_recovery_interval.as_secs() + 2 + 2 * step * u64::from(s.warning_threshold) {
             prop_assert_eq!(&actions[..2], &[RecoveryAction::LogWarning, RecoveryAction::ClearConnections]);
         }
     }

@@ -5,8 +5,10 @@
 //! - a claimant whose lock is busy never wins, whatever the file and the probe;
 //! - decisions are a function of the facts (replaying gives the same answer);
 //! - claimants, crashes and releases interleaved at random over a model of the
-//!   OS lock and the file never leave two claimants holding the file, and a
-//!   crashed holder never blocks the next start.
+//!   OS lock, the file (JSON records, as the daemon writes them) and the
+//!   process table (where a dead pid is reused by a new warden or by an
+//!   unrelated program) never leave two claimants holding the file, and
+//!   neither a crashed holder nor a reuse of its pid blocks the next start.
 
 use proptest::prelude::*;
 
@@ -205,14 +207,16 @@ proptest! {
 
     #[test]
     fn interleaved_claims_crashes_and_releases_never_give_two_holders(
-        ops in prop::collection::vec((0usize..3, 0u8..4), 1..60)
+        ops in prop::collection::vec((0usize..3, 0u8..6), 1..60)
     ) {
         let mut world = World::new(3);
         for (who, op) in ops {
             match op {
                 0 | 1 => world.claim(who),
                 2 => world.release(who),
-                _ => world.crash(who),
+                3 => world.crash(who, false),
+                4 => world.crash(who, true),
+                _ => world.stranger_takes_a_dead_pid(),
             }
             let held: Vec<usize> = (0..3).filter(|i| world.claimants[*i].lifecycle.phase() == Phase::Held).collect();
             prop_assert!(held.len() <= 1, "two holders: {:?}", held);
@@ -229,44 +233,112 @@ struct World {
     lock_holder: Option<usize>,
     file: PidFileContent,
     claimants: Vec<Model>,
+    /// Live processes that are not warden: (pid, start time).
+    strangers: Vec<(u32, WallTime)>,
     next_pid: u32,
+    /// Processes started so far: start times are 10 s apart (more than
+    /// `START_TIME_TOLERANCE`), so a reused pid has another start time.
+    started: u64,
     dead: Vec<u32>,
 }
 
 struct Model {
     pid: u32,
+    start: WallTime,
     lifecycle: Lifecycle,
 }
 
 impl World {
     fn new(n: usize) -> Self {
-        World {
+        let mut world = World {
             lock_holder: None,
             file: PidFileContent::Absent,
-            claimants: (0..n)
-                .map(|i| Model {
-                    pid: 1000 + i as u32,
-                    lifecycle: Lifecycle::new(),
-                })
-                .collect(),
-            next_pid: 2000,
+            claimants: Vec::new(),
+            strangers: Vec::new(),
+            next_pid: 1000,
+            started: 0,
             dead: Vec::new(),
+        };
+        for _ in 0..n {
+            let pid = world.fresh_pid();
+            let model = world.process(pid);
+            world.claimants.push(model);
+        }
+        world
+    }
+
+    fn fresh_pid(&mut self) -> u32 {
+        self.next_pid += 1;
+        self.next_pid
+    }
+
+    fn start_time(&mut self) -> WallTime {
+        self.started += 1;
+        WallTime::from_secs(1_000 + 10 * self.started)
+    }
+
+    /// A new warden process with `pid`.
+    fn process(&mut self, pid: u32) -> Model {
+        Model {
+            pid,
+            start: self.start_time(),
+            lifecycle: Lifecycle::new(),
         }
     }
 
     fn probe(&self, pid: u32) -> ProbeOutcome {
-        if self.dead.contains(&pid) {
-            return ProbeOutcome::NotFound;
-        }
-        match self.claimants.iter().find(|c| c.pid == pid) {
-            Some(_) => ProbeOutcome::Found(ProcessSnapshot::new(
+        if let Some(c) = self.claimants.iter().find(|c| c.pid == pid) {
+            return ProbeOutcome::Found(ProcessSnapshot::new(
                 pid,
                 "warden",
                 &["warden", "start"],
-                WallTime::from_secs(u64::from(pid)),
-            )),
+                c.start,
+            ));
+        }
+        match self.strangers.iter().find(|(p, _)| *p == pid) {
+            Some((_, start)) => {
+                ProbeOutcome::Found(ProcessSnapshot::new(pid, "bash", &["bash"], *start))
+            }
             None => ProbeOutcome::NotFound,
         }
+    }
+
+    /// The record the daemon writes for claimant `who`.
+    fn record(&self, who: usize) -> PidRecord {
+        let c = &self.claimants[who];
+        PidRecord {
+            pid: c.pid,
+            server_id: PidRecord::server_id_for_port(8000),
+            port: 8000,
+            host: "127.0.0.1".into(),
+            start_time: WallTime::from_secs(10_000),
+            process_start_time: Some(c.start),
+            version: "0.1.0".into(),
+            process_info: ProcessInfo {
+                name: "warden".into(),
+                status: ProcessStatus::Running,
+                cpu_percent: 0.0,
+                memory_mb: 10.0,
+            },
+            lock_acquired: true,
+            created_by: "warden".into(),
+            cmdline: vec!["warden".into(), "start".into()],
+        }
+    }
+
+    /// The file does not name a live writer: nothing lives at its pid, or
+    /// what lives there is not the process that wrote it (another start
+    /// time: the pid was reused), or it names the claimant itself.
+    fn leftover(&self, me: u32) -> bool {
+        let Some(pid) = self.file.pid() else {
+            return true;
+        };
+        let recorded_start = self.file.record().and_then(|r| r.process_start_time);
+        pid == me
+            || match self.probe(pid) {
+                ProbeOutcome::Found(s) => recorded_start.is_some_and(|t| t != s.start_time),
+                _ => true,
+            }
     }
 
     fn claim(&mut self, who: usize) {
@@ -280,7 +352,7 @@ impl World {
             }
             Some(_) => LockObservation::Busy,
         };
-        let me = self.claimants[who].pid;
+        let (me, my_start) = (self.claimants[who].pid, self.claimants[who].start);
         let facts = ClaimFacts {
             lock,
             content: self.file.clone(),
@@ -288,24 +360,23 @@ impl World {
             file_modified: None,
             me: Claimant {
                 pid: me,
-                process_start_time: Some(WallTime::from_secs(u64::from(me))),
+                process_start_time: Some(my_start),
             },
             now: WallTime::from_secs(10_000),
         };
-        let leftover = match self.file.pid() {
-            None => true,
-            Some(p) => p == me || matches!(self.probe(p), ProbeOutcome::NotFound),
-        };
+        let leftover = self.leftover(me);
         let mut lc = std::mem::take(&mut self.claimants[who].lifecycle);
         let decision = lc.claim(facts);
-        // Liveness: a free lock over a leftover file (crash, release) never blocks a start.
+        // Liveness: a free lock over a leftover file (crash, release, a
+        // reused pid) never blocks a start.
         assert!(
             lock == LockObservation::Busy || !leftover || decision.wins(),
-            "a crash blocked the next start: {decision:?}"
+            "a leftover file blocked the next start: {decision:?}\nfile: {:?}",
+            self.file
         );
         self.claimants[who].lifecycle = lc;
         if decision.wins() {
-            self.file = PidFileContent::Legacy(me);
+            self.file = PidFileContent::Record(self.record(who));
         } else if lock == LockObservation::Acquired {
             self.lock_holder = None; // the adapter drops the descriptor
         }
@@ -323,16 +394,29 @@ impl World {
     }
 
     /// kill -9: the lock goes with the process, the file stays; the slot is
-    /// restarted as a new process with a new pid.
-    fn crash(&mut self, who: usize) {
+    /// restarted as a new process, with a new pid or (`reuse`) a dead one.
+    fn crash(&mut self, who: usize, reuse: bool) {
         if self.lock_holder == Some(who) {
             self.lock_holder = None;
         }
         self.dead.push(self.claimants[who].pid);
-        self.claimants[who] = Model {
-            pid: self.next_pid,
-            lifecycle: Lifecycle::new(),
+        let pid = match (reuse, self.dead.first().copied()) {
+            (true, Some(pid)) => {
+                self.dead.retain(|p| *p != pid);
+                pid
+            }
+            _ => self.fresh_pid(),
         };
-        self.next_pid += 1;
+        self.claimants[who] = self.process(pid);
+    }
+
+    /// An unrelated program starts and gets the oldest dead pid.
+    fn stranger_takes_a_dead_pid(&mut self) {
+        if self.dead.is_empty() {
+            return;
+        }
+        let pid = self.dead.remove(0);
+        let start = self.start_time();
+        self.strangers.push((pid, start));
     }
 }

@@ -93,6 +93,10 @@ fn out_of_range_values_are_rejected_while_parsing() {
         "recovery.circuit_breaker.failure_threshold"
     );
 
+    let e = reject("{\"server\": {\"allowed_hosts\": [\"dash.example:8765\"]}}");
+    assert_eq!(key_and_line(&e).0, "server.allowed_hosts");
+    snap!("bad_allowed_host", e.to_string());
+
     let e = reject("{\"logging\": {\"level\": \"LOUD\"}}");
     assert_eq!(key_and_line(&e).0, "logging.level");
     snap!("bad_log_level", e.to_string());

@@ -34,6 +34,12 @@ fn refused_requests_say_why_and_what_to_send() {
             origin: "https://evil.example".into()
         })
     );
+    snap!(
+        "foreign_host",
+        refusal(Refusal::ForeignHost {
+            host: "evil.example:8765".into()
+        })
+    );
     snap!("missing_token", refusal(Refusal::MissingToken));
     snap!("wrong_token", refusal(Refusal::WrongToken));
     snap!(

@@ -81,11 +81,29 @@ impl HttpConn {
     }
 
     /// Sends one request and reads the whole response.
+    /// `POST` with `Content-Type: application/json` (warden's `/api/events`
+    /// refuses anything else).
+    pub async fn post_json(&mut self, path: &str, body: &[u8]) -> Result<Response, HttpError> {
+        self.request_typed("POST", path, Some(body), "application/json")
+            .await
+    }
+
     pub async fn request(
         &mut self,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
+    ) -> Result<Response, HttpError> {
+        self.request_typed(method, path, body, "text/plain;charset=UTF-8")
+            .await
+    }
+
+    async fn request_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
     ) -> Result<Response, HttpError> {
         if self.closed {
             return Err(HttpError::Closed);
@@ -95,7 +113,7 @@ impl HttpConn {
             self.host
         );
         if let Some(body) = body {
-            head.push_str("Content-Type: text/plain;charset=UTF-8\r\n");
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
             head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         head.push_str("\r\n");

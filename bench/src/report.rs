@@ -192,6 +192,21 @@ const METRICS: &[MetricDef] = &[
         read: |m| kib_to_mib(m.rss_peak_kib),
     },
     MetricDef {
+        key: "rss_soon_after_mib",
+        label: "RSS 0.5 s after the clients left (MiB)",
+        read: |m| kib_to_mib(m.rss_soon_after_kib),
+    },
+    MetricDef {
+        key: "rss_after_mib",
+        label: "RSS 5 s after the clients left (MiB)",
+        read: |m| kib_to_mib(m.rss_after_kib),
+    },
+    MetricDef {
+        key: "rss_after_anon_mib",
+        label: "… of which anonymous (MiB)",
+        read: |m| kib_to_mib(m.rss_after_anon_kib),
+    },
+    MetricDef {
         key: "start_to_serving_ms",
         label: "start→serving (ms)",
         read: |m| m.start_to_serving_ms,

@@ -48,6 +48,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const CONNECT_CONCURRENCY: usize = 64;
 /// Pause after connecting, before "idle with N clients" memory is read.
 const SETTLE: Duration = Duration::from_millis(500);
+/// Pauses after every client of a broadcast closed, before "after the
+/// clients left" memory is read: soon (the server has seen every close; warden
+/// has not yet had the quiet second after which it trims malloc's free
+/// memory) and later (it has).
+const SOON_AFTER_CLIENTS_LEFT: Duration = Duration::from_millis(500);
+const AFTER_CLIENTS_LEFT: Duration = Duration::from_secs(5);
 /// A broadcast ends when no delivery arrived for this long after the last emit.
 const QUIET_TIMEOUT: Duration = Duration::from_secs(2);
 /// Hard bound on one broadcast phase.
@@ -210,6 +216,12 @@ pub struct RunMetrics {
     pub rss_idle_kib: Option<u64>,
     pub rss_idle_anon_kib: Option<u64>,
     pub rss_peak_kib: Option<u64>,
+    /// After a broadcast, once every client closed and
+    /// `SOON_AFTER_CLIENTS_LEFT`, then `AFTER_CLIENTS_LEFT` passed: what the
+    /// server gives back after load.
+    pub rss_soon_after_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub rss_after_anon_kib: Option<u64>,
     pub clients_connected: Option<usize>,
     pub connect_failures: Option<usize>,
     pub connect_p50_ms: Option<f64>,
@@ -738,6 +750,12 @@ async fn broadcast(
         }
     }
     metrics.health = probe.await.ok();
+    tokio::time::sleep(SOON_AFTER_CLIENTS_LEFT).await;
+    metrics.rss_soon_after_kib = Some(procfs::memory(server.pid)?.rss_kib);
+    tokio::time::sleep(AFTER_CLIENTS_LEFT - SOON_AFTER_CLIENTS_LEFT).await;
+    let memory = procfs::memory(server.pid)?;
+    metrics.rss_after_kib = Some(memory.rss_kib);
+    metrics.rss_after_anon_kib = Some(memory.anon_kib);
 
     let unique: u64 = outcomes.iter().map(|o| o.unique).sum();
     let mut latencies: Vec<u32> = Vec::with_capacity(usize::try_from(unique).unwrap_or(0));

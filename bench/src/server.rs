@@ -181,6 +181,16 @@ impl RunningServer {
         kind: ServerKind,
         paths: &ServerPaths,
     ) -> Result<RunningServer, ServerError> {
+        Self::start_with_config(kind, paths, warden_config).await
+    }
+
+    /// [`RunningServer::start`], with warden's configuration from `config`
+    /// (given the port and the state directory) instead of [`warden_config`].
+    pub async fn start_with_config(
+        kind: ServerKind,
+        paths: &ServerPaths,
+        make_config: impl FnOnce(u16, &Path) -> serde_json::Value,
+    ) -> Result<RunningServer, ServerError> {
         let dir = tempfile::Builder::new().prefix("warden-load-").tempdir()?;
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -189,7 +199,7 @@ impl RunningServer {
         let (binary, mut command, config) = match kind {
             ServerKind::Warden => {
                 let config = dir.path().join("config.json");
-                let text = serde_json::to_string_pretty(&warden_config(port, dir.path()))
+                let text = serde_json::to_string_pretty(&make_config(port, dir.path()))
                     .map_err(std::io::Error::other)?;
                 std::fs::write(&config, text)?;
                 let mut command = Command::new(&paths.warden);

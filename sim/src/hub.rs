@@ -16,9 +16,13 @@ use crate::net::SimListener;
 /// The port the simulated hub listens on (the daemon's default).
 pub const HUB_PORT: u16 = 8765;
 
-/// Settings for a simulated hub: the daemon's defaults with a test identity.
+/// Settings for a simulated hub: the daemon's defaults with a test identity,
+/// answering the simulated network's host names (`hub`, ...) as an operator
+/// lists the names a daemon is reached by in `server.allowed_hosts`.
 pub fn sim_settings() -> HubSettings {
-    HubSettings::new("socketio-server-8765", "0.0.0-sim")
+    let mut settings = HubSettings::new("socketio-server-8765", "0.0.0-sim");
+    settings.door.host_names = vec!["*".to_string()];
+    settings
 }
 
 /// A hub whose clock is the simulation's.

@@ -126,6 +126,13 @@ pub enum Command {
     /// Validate or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `warden completions bash > /etc/bash_completion.d/warden`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `warden man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -249,6 +256,8 @@ pub enum ConfigCommand {
         #[arg(long, value_enum)]
         profile: Option<ProfileArg>,
     },
+    /// Print the reference of every key: default, accepted values, effect (Markdown).
+    Reference,
     /// Print the effective configuration (defaults < profile < file < flags) as JSON.
     Show {
         #[arg(long)]
@@ -298,6 +307,33 @@ where
         Command::Config(ConfigCommand::Show { host, port, config }) => {
             cmd_config_show(&request(host, port, &config))
         }
+        Command::Config(ConfigCommand::Reference) => {
+            print!(
+                "{}",
+                crate::config_reference::render(&crate::config::WardenConfig::default())
+            );
+            ExitCode::Ok
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "warden", &mut std::io::stdout());
+            ExitCode::Ok
+        }
+        Command::Man => cmd_man(),
+    }
+}
+
+/// `warden man`: the manual page, from the CLI's own definition.
+fn cmd_man() -> ExitCode {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(command).render(&mut page) {
+        eprintln!("warden: cannot render the manual page: {e}");
+        return ExitCode::Failure;
+    }
+    match std::io::Write::write_all(&mut std::io::stdout(), &page) {
+        Ok(()) => ExitCode::Ok,
+        Err(_) => ExitCode::Failure,
     }
 }
 

@@ -1,24 +1,21 @@
 //! Assembly of the self-healing stack for the runner: from the configuration,
-//! the hub and a bound listener, build the three checkers, the
-//! [`HealthMonitor`], the [`RecoveryManager`] with the real [`HubActions`],
-//! the restartable [`HubService`] serving `http::app` with the health routes
-//! merged in, spawn the monitor and manager tasks, and tell systemd we are
-//! ready.
+//! the hub and the serving generation's [`ServingControl`], build the three
+//! checkers, the [`HealthMonitor`], the [`RecoveryManager`] with the real
+//! [`HubActions`] and the health routes; spawn the monitor and manager tasks,
+//! and tell systemd we are ready.
 //!
-//! The runner builds a [`Prepared`] before it binds (its routes and `/status`
-//! provider go into the router), then [`Prepared::activate`]s it with the
-//! bound address and a [`RunnerControl`] over its own control channel, and
-//! calls [`Healing::shutdown`] before it drains and removes the PID file. The
-//! PID file is never touched here. [`Healing::start`] is the self-contained
-//! variant that serves the hub itself through a [`HubService`].
+//! The runner builds a [`Prepared`] before it binds (its [`Prepared::services`]
+//! go into the router), then [`Prepared::activate`]s it with the bound
+//! address, and calls [`Healing::shutdown`] before it drains and removes the
+//! PID file. Restarts and emergency stops go to the runner's one serving
+//! generation (`serving`) through the [`ServingControl`]; nothing here
+//! serves, binds or touches the PID file.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,20 +28,16 @@ use crate::daemon::checkers::{
 };
 use crate::daemon::cluster::Cluster;
 use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
-use crate::daemon::http::{self, CorsError, HealthProvider};
+use crate::daemon::http::{CorsError, HealthProvider};
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::{HealthMonitor, MonitorSettings};
 use crate::daemon::page::{self, PageState};
 use crate::daemon::recovery::{
-    self, ActionFuture, HubActions, HubService, LateControl, RecoveryManager, RecoverySetupError,
-    RouterFactory, ServiceControl, ServiceSettings, StopReason, WeakService,
+    self, ActionFuture, HubActions, RecoveryManager, RecoverySetupError, ServiceControl,
 };
 use crate::daemon::reload::LiveSettings;
-use crate::daemon::run::DaemonControl;
-use crate::daemon::server::ShutdownReport;
-use crate::daemon::sysprobe::SysinfoProbe;
+use crate::daemon::serving::{Services, ServingControl};
 use crate::daemon::systemd::{self, Watchdog};
-use crate::errors::log_markers;
 use crate::probe::ProcessProbe;
 use socketioxide::adapter::Adapter;
 
@@ -65,8 +58,8 @@ pub struct Healing {
     pub recovery: Arc<RecoveryManager>,
     /// The operators' alerts, when configured (`alerts`).
     pub alerts: Option<Arc<Alerter>>,
-    /// Present when [`Healing::start`] serves the hub itself.
-    pub service: Option<Arc<HubService>>,
+    /// What a config reload changes in the running checks.
+    pub live: LiveSettings,
     stop_monitor: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -83,7 +76,6 @@ pub struct Prepared {
     pub live: LiveSettings,
     page: Arc<PageState>,
     target: TargetSetter,
-    control: Arc<LateControl>,
     monitoring_enabled: bool,
     recovery_enabled: bool,
 }
@@ -158,13 +150,15 @@ pub struct ThresholdHandles {
 }
 
 impl Prepared {
-    /// Builds the monitor, the manager and the endpoints for `hub`.
+    /// Builds the monitor, the manager and the endpoints for `hub`, served
+    /// by the generation `control` reaches.
     pub fn new<A: Adapter>(
         cfg: &WardenConfig,
         hub: &Hub<A>,
         probe: Arc<dyn ProcessProbe>,
+        control: ServingControl,
     ) -> Result<Prepared, HealingError> {
-        Prepared::build(cfg, hub, probe, None)
+        Prepared::build(cfg, hub, probe, None, control)
     }
 
     /// [`Prepared::new`] for a cluster node: adds the Redis
@@ -175,8 +169,9 @@ impl Prepared {
         hub: &Hub<A>,
         probe: Arc<dyn ProcessProbe>,
         cluster: Cluster,
+        control: ServingControl,
     ) -> Result<Prepared, HealingError> {
-        Prepared::build(cfg, hub, probe, Some(cluster))
+        Prepared::build(cfg, hub, probe, Some(cluster), control)
     }
 
     fn build<A: Adapter>(
@@ -184,6 +179,7 @@ impl Prepared {
         hub: &Hub<A>,
         probe: Arc<dyn ProcessProbe>,
         cluster: Option<Cluster>,
+        control: ServingControl,
     ) -> Result<Prepared, HealingError> {
         let pid = std::process::id();
         let clock = Arc::clone(hub.clock());
@@ -203,14 +199,11 @@ impl Prepared {
             thresholds.service,
             monitor.clone(),
         );
-        let control = Arc::new(LateControl::default());
+        let control: Arc<dyn ServiceControl> = Arc::new(control);
         let recovery = RecoveryManager::new(
             recovery::settings_from_config(cfg),
             Arc::clone(&clock),
-            Arc::new(HubActions::new(
-                hub.clone(),
-                Arc::clone(&control) as Arc<dyn ServiceControl>,
-            )),
+            Arc::new(HubActions::new(hub.clone(), Arc::clone(&control))),
         )?;
         // Redis being away is reported (warning, not ready) but never clears,
         // restarts or stops the node: the core's attribution rule
@@ -237,7 +230,7 @@ impl Prepared {
             cluster,
             monitor: monitor.clone(),
             recovery: Arc::clone(&recovery),
-            service: Arc::clone(&control) as Arc<dyn ServiceControl>,
+            service: control,
             process: samples,
             live: Some(live.clone()),
             info: ServerInfo {
@@ -261,10 +254,18 @@ impl Prepared {
             alerts,
             live,
             target,
-            control,
             monitoring_enabled: cfg.health_monitoring.enabled,
             recovery_enabled: cfg.recovery.enabled,
         })
+    }
+
+    /// What the runner merges into its application: `/status`'s health
+    /// provider and the [`Prepared::routes`].
+    pub fn services(&self) -> Services {
+        Services {
+            health: self.health_provider(),
+            extra_routes: self.routes(),
+        }
     }
 
     /// `/status`'s health: the monitor's latest status.
@@ -278,11 +279,10 @@ impl Prepared {
         health_http::routes(Arc::clone(&self.endpoints)).merge(page::routes(Arc::clone(&self.page)))
     }
 
-    /// Starts checking and recovering once the hub serves on `addr`, with
-    /// `control` to restart or stop it; sends `READY=1` to systemd.
-    pub fn activate(self, addr: SocketAddr, control: Arc<dyn ServiceControl>) -> Healing {
+    /// Starts checking and recovering once the hub serves on `addr`; sends
+    /// `READY=1` to systemd.
+    pub fn activate(self, addr: SocketAddr) -> Healing {
         self.target.set(addr);
-        self.control.set(control);
         if let Some(alerts) = &self.alerts {
             alerts.start();
         }
@@ -306,7 +306,7 @@ impl Prepared {
             monitor: self.monitor,
             recovery: self.recovery,
             alerts: self.alerts,
-            service: None,
+            live: self.live,
             stop_monitor,
             tasks,
         }
@@ -314,41 +314,9 @@ impl Prepared {
 }
 
 impl Healing {
-    /// Serves `hub` on `listener` itself (through a [`HubService`]) with the
-    /// whole stack: for embedding and in-process tests. The daemon runner
-    /// uses [`Prepared`] with its own serving control instead.
-    pub async fn start(
-        cfg: &WardenConfig,
-        hub: Hub,
-        listener: TcpListener,
-        service_settings: ServiceSettings,
-    ) -> Result<Healing, HealingError> {
-        let addr = listener.local_addr()?;
-        let prepared = Prepared::new(cfg, &hub, Arc::new(SysinfoProbe::new()))?;
-        let service = HubService::new(hub.clone(), addr, service_settings);
-        let provider = prepared.health_provider();
-        let routes = prepared.routes();
-        let factory_hub = hub.clone();
-        let make_router: RouterFactory =
-            Arc::new(move || http::app(&factory_hub, Arc::clone(&provider), routes.clone()));
-        service.serve(listener, make_router).await?;
-        let mut healing = prepared.activate(addr, Arc::new(WeakService(Arc::downgrade(&service))));
-        healing.service = Some(service);
-        Ok(healing)
-    }
-
-    /// Resolves when the daemon asked itself to stop (only with [`Healing::start`];
-    /// the runner learns it from its own control channel).
-    pub async fn stop_requested(&self) -> StopReason {
-        match &self.service {
-            Some(service) => service.stop_requested().await,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// `STOPPING=1`, stops the monitor and the manager, and drains the hub
-    /// if this stack serves it.
-    pub async fn shutdown(self) -> Option<ShutdownReport> {
+    /// `STOPPING=1`, stops the monitor and the manager (the runner then
+    /// drains the hub).
+    pub async fn shutdown(self) {
         systemd::notify_stopping();
         self.stop_monitor.cancel();
         // The action that asked for this stop (an emergency stop) is
@@ -361,125 +329,31 @@ impl Healing {
         if let Some(alerts) = &self.alerts {
             alerts.shutdown().await;
         }
-        match &self.service {
-            Some(service) => service.shutdown().await,
-            None => None,
-        }
     }
 }
 
 // ---------------------------------------------------------------------------
 // The runner's serving, as a ServiceControl.
 
-/// How a failed restart is retried through the runner (see the module doc of
-/// `recovery`): every `interval`, at most `max_retries` times, then an
-/// emergency stop.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RebindRetry {
-    pub interval: Duration,
-    pub max_retries: u32,
-}
-
-impl Default for RebindRetry {
-    fn default() -> Self {
-        RebindRetry {
-            interval: Duration::from_secs(1),
-            max_retries: 120,
-        }
-    }
-}
-
-/// [`DaemonControl`] (the runner's restart and emergency-stop requests) as a
-/// [`ServiceControl`], adding what the runner leaves to the recovery side:
-/// the draining flag for `/readyz`, the restart count, and the bounded rebind
-/// retries after a failed restart (then an emergency stop, never a daemon
-/// left without a socket).
-pub struct RunnerControl {
-    control: DaemonControl,
-    retry: RebindRetry,
-    draining: Arc<AtomicBool>,
-    retrying: Arc<AtomicBool>,
-    restarts: Arc<AtomicU64>,
-}
-
-impl RunnerControl {
-    pub fn new(control: DaemonControl, retry: RebindRetry) -> Self {
-        RunnerControl {
-            control,
-            retry,
-            draining: Arc::new(AtomicBool::new(false)),
-            retrying: Arc::new(AtomicBool::new(false)),
-            restarts: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn spawn_retries(&self) {
-        if self.retrying.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let control = self.control.clone();
-        let retry = self.retry.clone();
-        let draining = Arc::clone(&self.draining);
-        let retrying = Arc::clone(&self.retrying);
-        let restarts = Arc::clone(&self.restarts);
-        tokio::spawn(async move {
-            for attempt in 1..=retry.max_retries {
-                tokio::time::sleep(retry.interval).await;
-                match control.restart_service().await {
-                    Ok(_) => {
-                        restarts.fetch_add(1, Ordering::Relaxed);
-                        draining.store(false, Ordering::Release);
-                        retrying.store(false, Ordering::Release);
-                        tracing::warn!(
-                            "{}: restart_service rebind retry {attempt} succeeded; serving again",
-                            log_markers::RECOVERY_ACTION
-                        );
-                        return;
-                    }
-                    Err(error) => tracing::warn!(
-                        "{}: restart_service rebind retry {attempt}/{} failed: {error}",
-                        log_markers::RECOVERY_ACTION,
-                        retry.max_retries
-                    ),
-                }
-            }
-            retrying.store(false, Ordering::Release);
-            let reason = format!(
-                "the listening address could not be bound again after {} retries",
-                retry.max_retries
-            );
-            tracing::error!("{}: emergency_stop: {reason}", log_markers::RECOVERY_ACTION);
-            let _ = control.emergency_stop(reason).await;
-        });
-    }
-}
-
-impl ServiceControl for RunnerControl {
+/// The recovery actions' view of the runner's serving generation. The
+/// retries after a failed restart, the draining flag and the restart count
+/// are the generation's own (see `serving`).
+impl ServiceControl for ServingControl {
     fn restart(&self) -> ActionFuture<'_> {
         Box::pin(async move {
-            self.draining.store(true, Ordering::Release);
-            match self.control.restart_service().await {
-                Ok(report) => {
-                    self.restarts.fetch_add(1, Ordering::Relaxed);
-                    self.draining.store(false, Ordering::Release);
-                    Ok(format!(
-                        "serving again on the same address ({} clients closed, forced: {})",
-                        report.clients_closed, report.forced
-                    ))
-                }
-                Err(error) => {
-                    self.spawn_retries();
-                    Err(error.to_string())
-                }
+            match self.restart_service().await {
+                Ok(report) => Ok(format!(
+                    "serving again on the same address ({} clients closed, forced: {})",
+                    report.clients_closed, report.forced
+                )),
+                Err(error) => Err(error.to_string()),
             }
         })
     }
 
     fn emergency_stop(&self, reason: String) -> ActionFuture<'_> {
         Box::pin(async move {
-            self.draining.store(true, Ordering::Release);
-            self.control
-                .emergency_stop(reason)
+            ServingControl::emergency_stop(self, reason)
                 .await
                 .map(|()| "stop requested from the runner".to_string())
                 .map_err(|e| e.to_string())
@@ -487,10 +361,10 @@ impl ServiceControl for RunnerControl {
     }
 
     fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        ServingControl::is_draining(self)
     }
 
     fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
+        ServingControl::restarts(self)
     }
 }

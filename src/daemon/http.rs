@@ -185,6 +185,12 @@ pub enum Refusal {
     )]
     ForeignOrigin { origin: String },
     #[error(
+        "requests for host {host:?} are not answered here (a page of another name pointed at \
+         this address could read the hub); if you reach warden by this name, add it to \
+         server.allowed_hosts"
+    )]
+    ForeignHost { host: String },
+    #[error(
         "this endpoint requires the server's token: send `Authorization: Bearer <server.auth_token>`"
     )]
     MissingToken,
@@ -199,7 +205,7 @@ pub enum Refusal {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refusal::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
+            Refusal::ForeignOrigin { .. } | Refusal::ForeignHost { .. } => StatusCode::FORBIDDEN,
             Refusal::MissingToken | Refusal::WrongToken => StatusCode::UNAUTHORIZED,
             Refusal::NotJson { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
@@ -245,11 +251,67 @@ pub const STATUS_PAGE_STREAM: &str = "/status-page/events";
 #[derive(Clone, Debug)]
 struct Gate {
     origins: Origins,
+    hosts: HostNames,
     token: Option<AuthToken>,
+}
+
+/// The names the door answers to (DNS rebinding protection): a request
+/// whose `Host` is an IP address, `localhost` or a `*.localhost` name, or
+/// one of the configured names (`server.host`, `server.allowed_hosts`;
+/// `"*"` for any). A request without `Host` (not a browser) passes.
+#[derive(Clone, Debug, Default)]
+pub struct HostNames {
+    any: bool,
+    names: Vec<String>,
+}
+
+impl HostNames {
+    pub fn new(configured: &[String]) -> Self {
+        HostNames {
+            any: configured.iter().any(|name| name == "*"),
+            names: configured
+                .iter()
+                .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// Whether a request with this `Host` header value is answered.
+    pub fn allows(&self, host: &[u8]) -> bool {
+        if self.any {
+            return true;
+        }
+        let Ok(host) = std::str::from_utf8(host) else {
+            return false;
+        };
+        let host = host.trim();
+        // `[v6]:port` or `[v6]`: an address.
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.names.contains(&name)
+    }
 }
 
 impl Gate {
     fn check(&self, request: &Request) -> Result<(), Refusal> {
+        if let Some(host) = request.headers().get(header::HOST)
+            && !self.hosts.allows(host.as_bytes())
+        {
+            return Err(Refusal::ForeignHost {
+                host: String::from_utf8_lossy(host.as_bytes()).into_owned(),
+            });
+        }
         if let Some(origin) = request.headers().get(header::ORIGIN)
             && !self.origins.allows(origin)
             && !is_same_origin(origin, request.headers().get(header::HOST))
@@ -396,6 +458,7 @@ pub fn app<A: HubAdapter>(
     let cors = configured.map(cors_layer).transpose()?;
     let gate_state = Arc::new(Gate {
         origins: Origins::new(configured.unwrap_or_default())?,
+        hosts: HostNames::new(&hub.settings().door.host_names),
         token: hub.settings().door.auth_token.clone(),
     });
     let router = hub_routes(hub.clone(), health)

@@ -41,7 +41,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -583,6 +583,29 @@ impl<A: Adapter> Clone for Hub<A> {
     }
 }
 
+/// A reference to a [`Hub`] that does not keep it alive: what the handlers
+/// of its own `SocketIo` hold (the hub holds that `SocketIo`, so a strong
+/// reference there would be a cycle, and a hub dropped without
+/// [`Hub::close`] would never be freed).
+pub struct WeakHub<A: Adapter = LocalAdapter> {
+    inner: Weak<Inner<A>>,
+}
+
+impl<A: Adapter> Clone for WeakHub<A> {
+    fn clone(&self) -> Self {
+        WeakHub {
+            inner: Weak::clone(&self.inner),
+        }
+    }
+}
+
+impl<A: Adapter> WeakHub<A> {
+    /// The hub, if it is still alive.
+    pub fn upgrade(&self) -> Option<Hub<A>> {
+        self.inner.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 struct Inner<A: Adapter> {
     settings: HubSettings,
     clock: Arc<dyn Clock>,
@@ -606,6 +629,9 @@ struct Inner<A: Adapter> {
     warnings: Warnings,
     /// Recipients that read nothing for `slow_reader_timeout`: not waited for.
     stalled: Mutex<HashSet<Sid>>,
+    /// `stalled.len()`, read without the lock: a delivery takes the lock only
+    /// while some recipient is stalled.
+    stalled_count: AtomicUsize,
 }
 
 /// Events a live watcher may fall behind by before it is told it lagged.
@@ -648,8 +674,25 @@ impl<A: Adapter> Hub<A> {
                 tap: tokio::sync::broadcast::Sender::new(EVENT_TAP_CAPACITY),
                 warnings: Warnings::default(),
                 stalled: Mutex::new(HashSet::new()),
+                stalled_count: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// A [`WeakHub`] of this hub.
+    pub fn downgrade(&self) -> WeakHub<A> {
+        WeakHub {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Sockets socketioxide still holds in the default namespace of the
+    /// current generation. A disconnected socket leaves it only once its
+    /// disconnect handler has run.
+    pub fn sockets_open(&self) -> usize {
+        self.current_io()
+            .and_then(|io| io.of("/"))
+            .map_or(0, |ns| ns.sockets().len())
     }
 
     /// Joins the hub to the other nodes of a cluster; once, before serving.
@@ -824,58 +867,72 @@ impl<A: Adapter> Hub<A> {
         self.deliver_patiently(to.local().sockets(), event).await
     }
 
-    /// Emits `event` to each recipient, waiting while a recipient's buffer is
-    /// full (backpressure: the sender's queue then fills and its next events
-    /// are refused to it, told) for at most `slow_reader_timeout` without
-    /// progress. A recipient that makes no progress in that time is stalled:
-    /// its deliveries are dropped (counted as its own,
+    /// Emits `args` (the event's argument(s), e.g. the stamped event) as one
+    /// `claude_event` to each recipient. The packet is encoded once and its
+    /// bytes shared by every recipient, as an adapter broadcast does; unlike a
+    /// broadcast, each recipient's own result is seen, so that a full one can
+    /// be waited for.
+    ///
+    /// First every recipient with room gets the packet at once; then the
+    /// recipients whose buffer was full are waited for (backpressure: the
+    /// sender's queue then fills and its next events are refused to it, told),
+    /// together, for at most `slow_reader_timeout`. A recipient still full
+    /// then is stalled: its deliveries are dropped (counted as its own,
     /// `events_dropped_recipient_full`) without waiting, until its buffer has
     /// room again; its transport is closed by the next Engine.IO heartbeat
     /// (the ping cannot be queued). socketioxide 0.18.9 offers no public way
     /// to close one socket's transport while its buffer is full
     /// (`Socket::disconnect` must queue a packet first).
-    ///
-    /// The cost: each recipient's packet is its own copy of the event's bytes
-    /// (socketioxide has no public way to hand one pre-built packet to one
-    /// socket), where an adapter broadcast shares one; a broadcast, though,
-    /// cannot say which recipient was full, so it could not wait for it.
-    async fn deliver_patiently(
+    async fn deliver_patiently<T: Serialize + ?Sized>(
         &self,
         recipients: Vec<SocketRef<A>>,
-        event: &StampedEvent,
+        args: &T,
     ) -> Result<(), BroadcastError> {
+        let Some(first) = recipients.first() else {
+            return Ok(());
+        };
+        let packet = match first.encode_event(CLAUDE_EVENT, args) {
+            Ok(packet) => packet,
+            Err(SendError::Serialize(error)) => return Err(BroadcastError::Serialize(error)),
+            Err(SendError::Socket(error)) => return Err(BroadcastError::Socket(vec![error])),
+        };
         let mut failed = Vec::new();
+        let mut full = Vec::new();
         for socket in recipients {
-            let mut waited = Duration::ZERO;
-            loop {
-                match socket.emit(CLAUDE_EVENT, event) {
-                    Ok(()) => {
-                        if waited > Duration::ZERO || self.is_stalled(socket.id) {
-                            lock(&self.inner.stalled).remove(&socket.id);
-                        }
-                        break;
-                    }
-                    Err(SendError::Socket(SocketError::InternalChannelFull))
-                        if !self.is_stalled(socket.id)
-                            && waited < self.inner.settings.slow_reader_timeout =>
-                    {
-                        tokio::time::sleep(SLOW_READER_POLL).await;
-                        waited += SLOW_READER_POLL;
-                    }
-                    Err(SendError::Socket(error)) => {
-                        if matches!(error, SocketError::InternalChannelFull)
-                            && lock(&self.inner.stalled).insert(socket.id)
-                        {
-                            tracing::warn!(sid = %socket.id, "a recipient read nothing for {:?}: its deliveries are dropped until it reads", self.inner.settings.slow_reader_timeout);
-                        }
-                        failed.push(error);
-                        break;
-                    }
-                    Err(SendError::Serialize(error)) => {
-                        return Err(BroadcastError::Serialize(error));
-                    }
+            match socket.emit_encoded(&packet) {
+                Ok(()) => self.unstall(socket.id),
+                Err(SocketError::InternalChannelFull) if !self.is_stalled(socket.id) => {
+                    full.push(socket);
                 }
+                Err(error) => failed.push(error),
             }
+        }
+        let mut waited = Duration::ZERO;
+        while !full.is_empty() {
+            if waited >= self.inner.settings.slow_reader_timeout {
+                for socket in full.drain(..) {
+                    let mut stalled = lock(&self.inner.stalled);
+                    if stalled.insert(socket.id) {
+                        self.inner
+                            .stalled_count
+                            .store(stalled.len(), Ordering::Relaxed);
+                        drop(stalled);
+                        tracing::warn!(sid = %socket.id, "a recipient read nothing for {:?}: its deliveries are dropped until it reads", self.inner.settings.slow_reader_timeout);
+                    }
+                    failed.push(SocketError::InternalChannelFull);
+                }
+                break;
+            }
+            tokio::time::sleep(SLOW_READER_POLL).await;
+            waited += SLOW_READER_POLL;
+            full.retain(|socket| match socket.emit_encoded(&packet) {
+                Ok(()) => false,
+                Err(SocketError::InternalChannelFull) => true,
+                Err(error) => {
+                    failed.push(error);
+                    false
+                }
+            });
         }
         if failed.is_empty() {
             Ok(())
@@ -884,8 +941,22 @@ impl<A: Adapter> Hub<A> {
         }
     }
 
+    /// Whether `sid` is stalled; the set is locked only while some recipient is.
     fn is_stalled(&self, sid: Sid) -> bool {
-        lock(&self.inner.stalled).contains(&sid)
+        self.inner.stalled_count.load(Ordering::Relaxed) > 0
+            && lock(&self.inner.stalled).contains(&sid)
+    }
+
+    /// `sid` took a delivery: it is waited for again when full.
+    fn unstall(&self, sid: Sid) {
+        if self.inner.stalled_count.load(Ordering::Relaxed) > 0 {
+            let mut stalled = lock(&self.inner.stalled);
+            if stalled.remove(&sid) {
+                self.inner
+                    .stalled_count
+                    .store(stalled.len(), Ordering::Relaxed);
+            }
+        }
     }
 
     /// `get_history`'s answer: the shared history in cluster mode (this
@@ -1122,7 +1193,7 @@ impl<A: Adapter> Hub<A> {
 
     /// Uncounts a client; false if it was not counted (already forgotten).
     fn forget_client(&self, sid: Sid) -> bool {
-        lock(&self.inner.stalled).remove(&sid);
+        self.unstall(sid);
         let mut clients = lock(&self.inner.clients);
         let removed = clients.remove(&sid);
         self.inner
@@ -1141,13 +1212,22 @@ impl<A: HubAdapter> Hub<A> {
     pub fn socketio_layer(&self) -> SocketIoLayer<A> {
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
-        let hub = self.clone();
-        let door = self.clone();
-        let on_connect = async move |socket: SocketRef<A>| hub.on_connect(socket);
+        // Weak: the hub holds `io`, which holds these handlers.
+        let hub = self.downgrade();
+        let door = self.downgrade();
+        let on_connect = async move |socket: SocketRef<A>| {
+            if let Some(hub) = hub.upgrade() {
+                hub.on_connect(socket);
+            }
+        };
         // Past `max_clients`, a connect gets a connect error (`admit`); with
         // `server.auth_token`, so does a connect without the token (checked
-        // first, so a refused stranger never takes a client's place).
-        let admit = async move |socket: SocketRef<A>| door.admit(socket.id);
+        // first, so a refused stranger never takes a client's place). A hub
+        // that is gone admits no one.
+        let admit = async move |socket: SocketRef<A>| match door.upgrade() {
+            Some(door) => door.admit(socket.id),
+            None => Err(ServerFull { max_clients: 0 }),
+        };
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
             Some(token) => io.ns("/", on_connect.with(admit).with(http::socket_auth(token))),
             None => io.ns("/", on_connect.with(admit)),

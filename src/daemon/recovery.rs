@@ -1,7 +1,5 @@
 //! The `RecoveryManager`: executes the pure [`RecoveryLoop`] (the strategy
-//! and the breaker, `crate::recovery`) with real actions on the hub, and [`HubService`], the
-//! serving generation that `restart_service` stops and starts again inside
-//! the same process.
+//! and the breaker, `crate::recovery`) with real actions on the hub.
 //!
 //! # How a report becomes an action
 //! The decisions are the core's [`RecoveryLoop`] (`crate::recovery`: the
@@ -24,38 +22,27 @@
 //! - `log_warning`: a structured warning naming every failing metric.
 //! - `clear_connections`: `Hub::disconnect_all`; counters stay exact.
 //! - `restart_service` and `emergency_stop` go through a [`ServiceControl`]:
-//!   the runner's control handle in the daemon, or [`HubService`] (through
-//!   [`WeakService`]) when this module serves the hub itself.
-//!
-//! [`HubService::restart`] drains the current serving generation, binds the
-//! same address again and serves a fresh application; the PID file and its
-//! lock are not touched (they belong to the runner). A failed rebind is a
-//! failed recovery (the breaker counts it), and the service then **keeps
-//! retrying the bind** every `rebind_retry_interval`, at most
-//! `rebind_max_retries` times; if every retry fails it falls to an emergency
-//! stop ([`StopReason::LostSocket`]), so the daemon is never left without a
-//! socket for good. Emergency stop drains, then asks the runner to stop; the
-//! runner removes the PID file and exits with the emergency exit code.
+//!   the runner's serving generation (`serving::ServingControl`), which
+//!   drains, rebinds the same address and, when that fails, keeps retrying
+//!   the bind on a bounded schedule before it stops the daemon. A failed
+//!   rebind is a failed recovery (the breaker counts it). Emergency stop asks
+//!   the runner to stop; it drains, removes the PID file and exits with the
+//!   emergency exit code.
 //!
 //! Not here: deciding which action (the strategy), guarding against loops (the
 //! breaker), the PID file and process exit (the runner).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::breaker::{BreakerSettings, CircuitState};
-use crate::daemon::http::CorsError;
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::HealthCallback;
-use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport};
 use crate::errors::{RecoveryFailedError, log_markers};
 use crate::escalation::{RecoveryAction, StrategySettings};
 use crate::health::{HealthReport, HealthStatus};
@@ -70,286 +57,6 @@ use socketioxide::adapter::{Adapter, LocalAdapter};
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data behind these locks (machines, histories) stays valid after a panic elsewhere.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-// ---------------------------------------------------------------------------
-// HubService: one restartable serving generation.
-
-/// Why the daemon is asked to stop from inside.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The recovery manager's emergency_stop.
-    Emergency,
-    /// A failed rebind whose bounded retries all failed.
-    LostSocket,
-}
-
-/// Builds the application for one serving generation (called on every (re)start).
-pub type RouterFactory = Arc<dyn Fn() -> Result<Router, CorsError> + Send + Sync>;
-
-/// Parameters of [`HubService`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceSettings {
-    /// How long a shutdown waits for in-flight HTTP requests.
-    pub drain_timeout: Duration,
-    /// Pause between releasing the old socket and binding again. Zero in
-    /// production; the real-binary tests set it (env `WARDEN_TEST_REBIND_PAUSE_MS`)
-    /// to take the port during the restart window.
-    pub rebind_pause: Duration,
-    pub rebind_retry_interval: Duration,
-    pub rebind_max_retries: u32,
-}
-
-impl Default for ServiceSettings {
-    fn default() -> Self {
-        ServiceSettings {
-            drain_timeout: Duration::from_secs(5),
-            rebind_pause: Duration::ZERO,
-            rebind_retry_interval: Duration::from_secs(1),
-            rebind_max_retries: 120,
-        }
-    }
-}
-
-impl ServiceSettings {
-    /// The defaults, with `rebind_pause` from `WARDEN_TEST_REBIND_PAUSE_MS` if set.
-    pub fn from_env() -> Self {
-        let rebind_pause = std::env::var("WARDEN_TEST_REBIND_PAUSE_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_millis);
-        ServiceSettings {
-            rebind_pause,
-            ..ServiceSettings::default()
-        }
-    }
-}
-
-/// Why a restart failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RestartError {
-    #[error("could not bind {addr} again: {source}")]
-    Rebind { addr: SocketAddr, source: BindError },
-    #[error("could not build the application: {0}")]
-    Router(#[from] CorsError),
-    #[error("the previous serving generation panicked while shutting down")]
-    Panicked,
-    #[error("the service is stopping")]
-    Stopping,
-}
-
-/// The hub's serving generation on one address, restartable in-process.
-pub struct HubService {
-    hub: Hub,
-    addr: SocketAddr,
-    settings: ServiceSettings,
-    make_router: Mutex<Option<RouterFactory>>,
-    serving: tokio::sync::Mutex<Option<ServingHandle>>,
-    draining: AtomicBool,
-    stopping: AtomicBool,
-    rebinding: AtomicBool,
-    restarts: AtomicU64,
-    stop_tx: watch::Sender<Option<StopReason>>,
-}
-
-impl HubService {
-    /// A service for `addr` (the address the first listener is bound to).
-    pub fn new(hub: Hub, addr: SocketAddr, settings: ServiceSettings) -> Arc<Self> {
-        let (stop_tx, _) = watch::channel(None);
-        Arc::new(HubService {
-            hub,
-            addr,
-            settings,
-            make_router: Mutex::new(None),
-            serving: tokio::sync::Mutex::new(None),
-            draining: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-            rebinding: AtomicBool::new(false),
-            restarts: AtomicU64::new(0),
-            stop_tx,
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    /// Serves the first generation on `listener` (bound to `addr`).
-    pub async fn serve(
-        &self,
-        listener: tokio::net::TcpListener,
-        make_router: RouterFactory,
-    ) -> Result<(), CorsError> {
-        let router = make_router()?;
-        *lock(&self.make_router) = Some(make_router);
-        let mut serving = self.serving.lock().await;
-        *serving = Some(server::serve_tcp(listener, router, &self.hub));
-        self.draining.store(false, Ordering::Release);
-        Ok(())
-    }
-
-    /// True while a generation is being drained or no socket is bound.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Successful in-process restarts so far.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-
-    /// Stops the current generation (if any) for good: no restart or rebind
-    /// retry serves again afterwards. Idempotent.
-    pub async fn shutdown(&self) -> Option<ShutdownReport> {
-        self.stopping.store(true, Ordering::Release);
-        self.draining.store(true, Ordering::Release);
-        let handle = self.serving.lock().await.take()?;
-        match handle.shutdown(self.settings.drain_timeout).await {
-            Ok(report) => Some(report),
-            Err(error) => {
-                tracing::error!(%error, "serving task ended abnormally during shutdown");
-                None
-            }
-        }
-    }
-
-    /// Asks the runner to stop (it waits on [`HubService::stop_requested`]).
-    pub fn request_stop(&self, reason: StopReason) {
-        self.stop_tx.send_replace(Some(reason));
-    }
-
-    /// Resolves when something inside the daemon asked it to stop.
-    pub async fn stop_requested(&self) -> StopReason {
-        let mut rx = self.stop_tx.subscribe();
-        loop {
-            if let Some(reason) = *rx.borrow_and_update() {
-                return reason;
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives in `self`, so this cannot happen while we
-                // are borrowed; answer the safe way if it does.
-                return StopReason::Emergency;
-            }
-        }
-    }
-
-    fn router(&self) -> Result<Router, RestartError> {
-        let factory = lock(&self.make_router).clone();
-        match factory {
-            Some(f) => Ok(f()?),
-            None => Err(RestartError::Stopping),
-        }
-    }
-
-    /// Drains the current generation, binds the same address and serves a
-    /// fresh application. On a failed bind, starts the bounded rebind retries
-    /// (see the module doc) and returns the error.
-    pub async fn restart(self: &Arc<Self>) -> Result<ShutdownReport, RestartError> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(RestartError::Stopping);
-        }
-        let mut serving = self.serving.lock().await;
-        self.draining.store(true, Ordering::Release);
-        let report = match serving.take() {
-            Some(handle) => handle
-                .shutdown(self.settings.drain_timeout)
-                .await
-                .map_err(|_| RestartError::Panicked)?,
-            None => ShutdownReport {
-                clients_closed: 0,
-                forced: false,
-            },
-        };
-        if !self.settings.rebind_pause.is_zero() {
-            tokio::time::sleep(self.settings.rebind_pause).await;
-        }
-        match server::bind(self.addr).await {
-            Ok(listener) => {
-                let router = self.router()?;
-                *serving = Some(server::serve_tcp(listener, router, &self.hub));
-                self.draining.store(false, Ordering::Release);
-                self.restarts.fetch_add(1, Ordering::Relaxed);
-                Ok(report)
-            }
-            Err(source) => {
-                drop(serving);
-                self.spawn_rebind_retries();
-                Err(RestartError::Rebind {
-                    addr: self.addr,
-                    source,
-                })
-            }
-        }
-    }
-
-    fn spawn_rebind_retries(self: &Arc<Self>) {
-        if self.rebinding.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let weak: Weak<HubService> = Arc::downgrade(self);
-        let interval = self.settings.rebind_retry_interval;
-        let max = self.settings.rebind_max_retries;
-        tokio::spawn(async move {
-            for attempt in 1..=max {
-                tokio::time::sleep(interval).await;
-                let Some(service) = weak.upgrade() else {
-                    return;
-                };
-                if service.stopping.load(Ordering::Acquire) {
-                    service.rebinding.store(false, Ordering::Release);
-                    return;
-                }
-                let mut serving = service.serving.lock().await;
-                if serving.is_some() {
-                    service.rebinding.store(false, Ordering::Release);
-                    return;
-                }
-                match server::bind(service.addr).await {
-                    Ok(listener) => match service.router() {
-                        Ok(router) => {
-                            *serving = Some(server::serve_tcp(listener, router, &service.hub));
-                            service.draining.store(false, Ordering::Release);
-                            service.rebinding.store(false, Ordering::Release);
-                            tracing::warn!(
-                                addr = %service.addr,
-                                attempt,
-                                "{}: restart_service rebind retry {attempt} succeeded; serving again",
-                                log_markers::RECOVERY_ACTION
-                            );
-                            return;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "rebind retry could not build the application");
-                        }
-                    },
-                    Err(error) => {
-                        tracing::warn!(
-                            addr = %service.addr,
-                            attempt,
-                            max,
-                            %error,
-                            "{}: restart_service rebind retry {attempt}/{max} failed",
-                            log_markers::RECOVERY_ACTION
-                        );
-                    }
-                }
-            }
-            if let Some(service) = weak.upgrade() {
-                service.rebinding.store(false, Ordering::Release);
-                tracing::error!(
-                    addr = %service.addr,
-                    "{}: emergency_stop: the address could not be bound again after {max} retries",
-                    log_markers::RECOVERY_ACTION
-                );
-                service.request_stop(StopReason::LostSocket);
-            }
-        });
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -368,8 +75,8 @@ pub trait RecoveryActions: Send + Sync {
     fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionRun<'a>;
 }
 
-/// What the actions need from whoever serves the hub: [`HubService`] here,
-/// or the runner's control handle. Futures resolve when the request is done.
+/// What the actions need from whoever serves the hub (the runner's serving
+/// generation). Futures resolve when the request is done.
 pub trait ServiceControl: Send + Sync {
     /// restart_service: drain, bind the same address again, serve.
     fn restart(&self) -> ActionFuture<'_>;
@@ -379,80 +86,6 @@ pub trait ServiceControl: Send + Sync {
     fn is_draining(&self) -> bool;
     /// Successful in-process restarts so far.
     fn restarts(&self) -> u64;
-}
-
-/// A [`ServiceControl`] set after the actions are built (the runner binds
-/// the port after the routes that report on recovery exist). Until set,
-/// actions fail with "not serving yet" and it reads as draining.
-#[derive(Default)]
-pub struct LateControl {
-    inner: std::sync::OnceLock<Arc<dyn ServiceControl>>,
-}
-
-impl LateControl {
-    /// Sets the control; false if it was already set.
-    pub fn set(&self, control: Arc<dyn ServiceControl>) -> bool {
-        self.inner.set(control).is_ok()
-    }
-}
-
-impl ServiceControl for LateControl {
-    fn restart(&self) -> ActionFuture<'_> {
-        match self.inner.get() {
-            Some(c) => c.restart(),
-            None => Box::pin(async { Err("not serving yet".to_string()) }),
-        }
-    }
-    fn emergency_stop(&self, reason: String) -> ActionFuture<'_> {
-        match self.inner.get() {
-            Some(c) => c.emergency_stop(reason),
-            None => Box::pin(async { Err("not serving yet".to_string()) }),
-        }
-    }
-    fn is_draining(&self) -> bool {
-        self.inner.get().is_none_or(|c| c.is_draining())
-    }
-    fn restarts(&self) -> u64 {
-        self.inner.get().map_or(0, |c| c.restarts())
-    }
-}
-
-/// [`HubService`] as a [`ServiceControl`], held weakly (the service owns the
-/// router whose endpoints read the recovery manager that holds this).
-pub struct WeakService(pub Weak<HubService>);
-
-impl ServiceControl for WeakService {
-    fn restart(&self) -> ActionFuture<'_> {
-        Box::pin(async move {
-            let service = self.0.upgrade().ok_or("the service is gone")?;
-            match service.restart().await {
-                Ok(report) => Ok(format!(
-                    "rebound {} ({} clients closed, forced: {})",
-                    service.addr(),
-                    report.clients_closed,
-                    report.forced
-                )),
-                Err(error) => Err(error.to_string()),
-            }
-        })
-    }
-    fn emergency_stop(&self, _reason: String) -> ActionFuture<'_> {
-        Box::pin(async move {
-            let service = self.0.upgrade().ok_or("the service is gone")?;
-            let report = service.shutdown().await;
-            service.request_stop(StopReason::Emergency);
-            Ok(format!(
-                "drained ({} clients closed); stop requested",
-                report.map_or(0, |r| r.clients_closed)
-            ))
-        })
-    }
-    fn is_draining(&self) -> bool {
-        self.0.upgrade().is_none_or(|s| s.is_draining())
-    }
-    fn restarts(&self) -> u64 {
-        self.0.upgrade().map_or(0, |s| s.restarts())
-    }
 }
 
 /// The real actions on the hub (see the module doc).

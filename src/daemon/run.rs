@@ -16,11 +16,12 @@
 //!    configuration (see `reload`), its handler installed before anything
 //!    else so that a SIGHUP during startup is not fatal either.
 //!
-//! [`Daemon`] holds the parts that live as long as the process: the hub, the
-//! serving generation, the PID guard and the services merged into the router
-//! ([`Services`]: the health provider for `/status`, extra routes). The
-//! recovery manager acts on it through a [`DaemonControl`] (restart serving on
-//! the same address, emergency stop). [`spawn_detached`] is `--detach`.
+//! [`Daemon`] holds the parts that live as long as the process: the serving
+//! generation ([`Serving`], with the hub and the services merged into the
+//! router) and the PID guard. The recovery manager acts on it through a
+//! [`ServingControl`] (restart serving on the same address, emergency stop),
+//! whose requests the run loop hands to the serving generation.
+//! [`spawn_detached`] is `--detach`.
 //!
 //! Not here: command-line parsing and exit-code policy (see `cli`), the
 //! decisions about PID files (the core's lifecycle) and about recovery.
@@ -31,67 +32,38 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use axum::Router;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::config::WardenConfig;
 use crate::daemon::clock::{SystemClock, wall_now};
 use crate::daemon::cluster::{self, Cluster, ClusterSettings};
 use crate::daemon::healing;
-use crate::daemon::http::{self, AuthToken, CorsError, HealthProvider};
+use crate::daemon::http::{AuthToken, CorsError};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
+use crate::daemon::memory;
 use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::reload::Reloader;
-use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport, ShutdownSignal};
+use crate::daemon::server::{self, BindError, ShutdownReport, ShutdownSignal};
+use crate::daemon::serving::{
+    self, Services, Serving, ServingControl, ServingRequests, ServingSettings,
+};
 use crate::daemon::settings::{ConfigRequest, Effective};
 use crate::daemon::sysprobe::SysinfoProbe;
 use crate::errors::{
     ConflictingProcess, DaemonConflictError, PortConflictError, PortHolder, log_markers,
 };
-use crate::health::HealthStatus;
 use crate::pidfile::PidRecord;
 use crate::probe::ProcessSnapshot;
 use socketioxide::adapter::LocalAdapter;
 
-/// How long a shutdown waits for in-flight HTTP requests after closing every
-/// transport, before aborting them. Keeps "exit within a second".
-pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_millis(750);
-/// Rebinding the same address after a restart: attempts and pause between.
-pub const REBIND_ATTEMPTS: usize = 40;
-pub const REBIND_PAUSE: Duration = Duration::from_millis(50);
-/// Requests from the recovery side waiting to be handled.
-pub const CONTROL_QUEUE: usize = 16;
 /// How often the running daemon checks its PID file and serving task.
 pub const SELF_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// `--detach`: how long the parent waits for the child to be ready.
 pub const DETACH_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `--detach`: the most of the child's startup output the parent keeps.
 pub const DETACH_OUTPUT_LIMIT: usize = 256 * 1024;
-
-/// What the daemon merges into its HTTP application. The self-healing layer
-/// replaces the defaults with the health monitor and its routes.
-#[derive(Clone)]
-pub struct Services {
-    /// Answers `/status`'s `health`.
-    pub health: Arc<dyn HealthProvider>,
-    /// Routes merged next to `/status`, `/stats` and `/api/events`.
-    pub extra_routes: Router,
-}
-
-impl Services {
-    /// `/status` reports healthy; no extra routes.
-    pub fn basic() -> Self {
-        Services {
-            health: Arc::new(|| HealthStatus::Healthy),
-            extra_routes: Router::new(),
-        }
-    }
-}
 
 /// The hub's settings from the configuration.
 pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
@@ -126,6 +98,16 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         crate::daemon::metrics::max_fds(),
     ));
     s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
+    // The machine's own name is how people on the network reach a daemon
+    // listening beyond loopback.
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty());
+    s.door.host_names = std::iter::once(server.host.clone())
+        .chain(machine)
+        .chain(server.allowed_hosts.iter().cloned())
+        .collect();
     s
 }
 
@@ -162,92 +144,6 @@ pub enum StartError {
     Internal(String),
 }
 
-/// Why serving could not be restarted; the daemon then has no socket and the
-/// caller decides (the recovery manager escalates).
-#[derive(Debug, thiserror::Error)]
-pub enum RestartError {
-    #[error("could not rebind {addr} after {attempts} attempts: {source}")]
-    Rebind {
-        addr: SocketAddr,
-        attempts: usize,
-        source: BindError,
-    },
-    #[error("the previous serving generation ended abnormally: {0}")]
-    Serve(#[from] server::ServeError),
-    #[error("{0}")]
-    Cors(#[from] CorsError),
-    #[error("the daemon is no longer running")]
-    Gone,
-    /// The daemon tried and failed; the message is the daemon's error.
-    #[error("{0}")]
-    Failed(String),
-}
-
-/// What the recovery side can ask of the running daemon.
-#[derive(Debug)]
-pub enum DaemonRequest {
-    /// Stop serving and serve again on the same address, keeping the PID lock.
-    RestartService {
-        reply: oneshot::Sender<Result<ShutdownReport, String>>,
-    },
-    /// Shut down cleanly and exit with the emergency-stop code.
-    EmergencyStop { reason: String },
-}
-
-/// What the outside can read of the serving generation, shared between the
-/// daemon and its control handles.
-#[derive(Debug, Default)]
-struct ServingState {
-    /// True while a generation is drained or no socket is bound.
-    draining: AtomicBool,
-    /// Successful in-process restarts.
-    restarts: AtomicU64,
-}
-
-/// A handle to send [`DaemonRequest`]s and read the serving state; cheap to
-/// clone. This is what the recovery manager's actions hold.
-#[derive(Clone, Debug)]
-pub struct DaemonControl {
-    tx: mpsc::Sender<DaemonRequest>,
-    state: Arc<ServingState>,
-}
-
-impl DaemonControl {
-    /// True while serving is drained for a restart or no socket is bound.
-    pub fn is_draining(&self) -> bool {
-        self.state.draining.load(Ordering::Acquire)
-    }
-
-    /// Successful in-process restarts so far.
-    pub fn restarts(&self) -> u64 {
-        self.state.restarts.load(Ordering::Relaxed)
-    }
-
-    /// Restarts serving; resolves when the new generation serves.
-    pub async fn restart_service(&self) -> Result<ShutdownReport, RestartError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(DaemonRequest::RestartService { reply })
-            .await
-            .map_err(|_| RestartError::Gone)?;
-        match answer.await {
-            Ok(Ok(report)) => Ok(report),
-            Ok(Err(message)) => Err(RestartError::Failed(message)),
-            Err(_) => Err(RestartError::Gone),
-        }
-    }
-
-    /// Asks the daemon to stop with the emergency-stop exit code.
-    pub async fn emergency_stop(&self, reason: impl Into<String>) -> Result<(), RestartError> {
-        self.tx
-            .send(DaemonRequest::EmergencyStop {
-                reason: reason.into(),
-            })
-            .await
-            .map_err(|_| RestartError::Gone)
-    }
-}
-
 /// How the daemon's run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DaemonExit {
@@ -258,15 +154,9 @@ pub enum DaemonExit {
 /// The running daemon.
 pub struct Daemon<A: HubAdapter = LocalAdapter> {
     config: WardenConfig,
-    hub: Hub<A>,
-    addr: SocketAddr,
-    serving: Option<ServingHandle>,
+    serving: Serving<A>,
     pid_guard: PidGuard,
-    services: Services,
     probe: Arc<SysinfoProbe>,
-    control_tx: mpsc::Sender<DaemonRequest>,
-    control_rx: mpsc::Receiver<DaemonRequest>,
-    state: Arc<ServingState>,
     /// Set once the PID file was found replaced, so it is reported once.
     pid_file_lost: bool,
     /// SIGHUP, and what it reloads (see [`Daemon::reload_on_hangup`]).
@@ -302,19 +192,39 @@ async fn next_hangup(hangup: &mut Option<tokio::signal::unix::Signal>) -> Option
 impl<A: HubAdapter> std::fmt::Debug for Daemon<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemon")
-            .field("addr", &self.addr)
             .field("pid_file", &self.pid_guard.path())
-            .field("serving", &self.serving.is_some())
+            .field("serving", &self.serving)
             .finish()
     }
 }
 
 impl<A: HubAdapter> Daemon<A> {
-    /// Claims the PID file, binds the port and serves `hub` with `services`.
+    /// Claims the PID file, binds the port and serves `hub` with `services`,
+    /// with the default [`ServingSettings`] and a fresh control channel.
     pub async fn start(
         effective: &Effective,
         hub: Hub<A>,
         services: Services,
+    ) -> Result<Daemon<A>, StartError> {
+        let (_, requests) = serving::channel();
+        Daemon::start_with(
+            effective,
+            hub,
+            services,
+            ServingSettings::default(),
+            requests,
+        )
+        .await
+    }
+
+    /// [`Daemon::start`] with `settings`, taking requests from the
+    /// [`ServingControl`] of `requests`' channel (the recovery side holds it).
+    pub async fn start_with(
+        effective: &Effective,
+        hub: Hub<A>,
+        services: Services,
+        settings: ServingSettings,
+        requests: ServingRequests,
     ) -> Result<Daemon<A>, StartError> {
         let config = effective.config.clone();
         let host = config.server.host.clone();
@@ -413,18 +323,14 @@ impl<A: HubAdapter> Daemon<A> {
                 )));
             }
         };
-        let app = match http::app(
-            &hub,
-            Arc::clone(&services.health),
-            services.extra_routes.clone(),
-        ) {
-            Ok(app) => app,
+        let serving = match Serving::start(hub, listener, addr, services, settings, requests) {
+            Ok(serving) => serving,
             Err(e) => {
                 release_logged(&pid_guard);
                 return Err(StartError::Cors(e));
             }
         };
-        let serving = server::serve_tcp(listener, app, &hub);
+        let hub = serving.hub();
         // Serving first, then the PID record's fsync (see `claim_sync_later`).
         tokio::task::spawn_blocking(move || {
             if let Err(e) = pending_sync.run() {
@@ -442,18 +348,11 @@ impl<A: HubAdapter> Daemon<A> {
         {
             tracing::warn!("{warning}");
         }
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         Ok(Daemon {
             config,
-            hub,
-            addr,
-            serving: Some(serving),
+            serving,
             pid_guard,
-            services,
             probe,
-            control_tx,
-            control_rx,
-            state: Arc::new(ServingState::default()),
             pid_file_lost: false,
             hangup: None,
             reloader: None,
@@ -488,7 +387,7 @@ impl<A: HubAdapter> Daemon<A> {
     }
 
     pub fn hub(&self) -> &Hub<A> {
-        &self.hub
+        self.serving.hub()
     }
 
     pub fn config(&self) -> &WardenConfig {
@@ -497,7 +396,7 @@ impl<A: HubAdapter> Daemon<A> {
 
     /// The address being served (rebound on restart).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.serving.addr()
     }
 
     pub fn pid_guard(&self) -> &PidGuard {
@@ -510,67 +409,8 @@ impl<A: HubAdapter> Daemon<A> {
     }
 
     /// A handle for the recovery side.
-    pub fn control(&self) -> DaemonControl {
-        DaemonControl {
-            tx: self.control_tx.clone(),
-            state: Arc::clone(&self.state),
-        }
-    }
-
-    /// Stops the current serving generation (clients see "transport close")
-    /// and serves again on the same address; the PID lock is kept
-    /// throughout. On error the daemon has no socket.
-    pub async fn restart_serving(&mut self) -> Result<ShutdownReport, RestartError> {
-        self.state.draining.store(true, Ordering::Release);
-        let report = match self.serving.take() {
-            Some(handle) => handle.shutdown(SHUTDOWN_DRAIN_TIMEOUT).await?,
-            None => ShutdownReport {
-                clients_closed: 0,
-                forced: false,
-            },
-        };
-        // Test hook (the self-healing tests take the port in this window to
-        // force a failed rebind through this real path); zero when unset.
-        if let Some(pause) = std::env::var("WARDEN_TEST_REBIND_PAUSE_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-        }
-        let mut last = None;
-        for attempt in 0..REBIND_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(REBIND_PAUSE).await;
-            }
-            match server::bind(self.addr).await {
-                Ok(listener) => {
-                    let app = http::app(
-                        &self.hub,
-                        Arc::clone(&self.services.health),
-                        self.services.extra_routes.clone(),
-                    )?;
-                    self.serving = Some(server::serve_tcp(listener, app, &self.hub));
-                    self.state.draining.store(false, Ordering::Release);
-                    self.state.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        "serving restarted on {} ({} clients closed)",
-                        self.addr,
-                        report.clients_closed
-                    );
-                    return Ok(report);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let source = last.unwrap_or(BindError::NoAddress {
-            host: self.addr.to_string(),
-        });
-        tracing::error!("could not rebind {}: {source}", self.addr);
-        Err(RestartError::Rebind {
-            addr: self.addr,
-            attempts: REBIND_ATTEMPTS,
-            source,
-        })
+    pub fn control(&self) -> ServingControl {
+        self.serving.control()
     }
 
     /// Serves until a signal or an emergency stop, handling restart requests.
@@ -587,18 +427,12 @@ impl<A: HubAdapter> Daemon<A> {
                     tracing::info!("received {signal:?}: shutting down");
                     return DaemonExit::Signal(signal);
                 }
-                request = self.control_rx.recv() => match request {
-                    // We hold a sender ourselves, so the channel never closes.
-                    None => continue,
-                    Some(DaemonRequest::RestartService { reply }) => {
-                        let result = self.restart_serving().await.map_err(|e| e.to_string());
-                        let _ = reply.send(result);
-                    }
-                    Some(DaemonRequest::EmergencyStop { reason }) => {
+                event = self.serving.next_event() => {
+                    if let Some(reason) = self.serving.handle(event).await {
                         tracing::error!("emergency stop: {reason}");
                         return DaemonExit::EmergencyStop { reason };
                     }
-                },
+                }
                 Some(()) = next_hangup(&mut self.hangup) => self.on_hangup(),
                 _ = tick.tick() => self.self_check().await,
             }
@@ -616,12 +450,12 @@ impl<A: HubAdapter> Daemon<A> {
             self.pid_file_lost = true;
             tracing::error!("{}: {e}", log_markers::PID_VALIDATION);
         }
-        if self.serving.as_ref().is_some_and(|s| s.is_finished()) {
+        if self.serving.is_finished() {
             tracing::error!(
                 "the serving task ended unexpectedly: serving again on {}",
-                self.addr
+                self.serving.addr()
             );
-            if let Err(e) = self.restart_serving().await {
+            if let Err(e) = self.serving.restart().await {
                 tracing::error!("could not serve again: {e}");
             }
         }
@@ -629,23 +463,7 @@ impl<A: HubAdapter> Daemon<A> {
 
     /// Closes every transport, stops serving and removes the PID file.
     pub async fn shutdown(mut self) -> ShutdownReport {
-        self.state.draining.store(true, Ordering::Release);
-        let report = match self.serving.take() {
-            Some(handle) => match handle.shutdown(SHUTDOWN_DRAIN_TIMEOUT).await {
-                Ok(report) => report,
-                Err(e) => {
-                    tracing::error!("serving ended abnormally: {e}");
-                    ShutdownReport {
-                        clients_closed: 0,
-                        forced: true,
-                    }
-                }
-            },
-            None => ShutdownReport {
-                clients_closed: 0,
-                forced: false,
-            },
-        };
+        let report = self.serving.shutdown().await;
         release_logged(&self.pid_guard);
         tracing::info!(
             "stopped: {} clients closed{}",
@@ -736,62 +554,80 @@ pub async fn run(
     let hangup = (hangup, reload);
     let clock = Arc::new(SystemClock::new());
     let settings = hub_settings(&effective.config);
-    match ClusterSettings::from_config(&effective.config, &cluster::hostname()) {
+    // The test hooks are read here, once; nothing later reads the environment.
+    let serving = ServingSettings::default().with_test_hooks(|name| std::env::var(name).ok());
+    let config = &effective.config;
+    match ClusterSettings::from_config(config, &cluster::hostname()) {
         None => {
             let hub = Hub::new(settings, clock);
-            let prepared =
-                healing::Prepared::new(&effective.config, &hub, Arc::new(SysinfoProbe::new()));
-            run_hub(effective, hub, prepared, signals, hangup, on_ready).await
+            let started = start_healing(effective, hub, serving, |hub, control| {
+                healing::Prepared::new(config, hub, Arc::new(SysinfoProbe::new()), control)
+            })
+            .await?;
+            run_started(started, signals, hangup, on_ready).await
         }
         Some(cluster_settings) => {
             let cluster = Cluster::start(cluster_settings, clock.clone())
                 .map_err(|e| StartError::Internal(format!("cannot start cluster mode: {e}")))?;
             let hub = cluster.hub(settings, clock);
-            let prepared = healing::Prepared::clustered(
-                &effective.config,
-                &hub,
-                Arc::new(SysinfoProbe::new()),
-                cluster.clone(),
-            );
-            let exit = run_hub(effective, hub, prepared, signals, hangup, on_ready).await;
+            let probe = Arc::new(SysinfoProbe::new());
+            let node = cluster.clone();
+            let started = start_healing(effective, hub, serving, |hub, control| {
+                healing::Prepared::clustered(config, hub, probe, node, control)
+            })
+            .await;
+            let exit = match started {
+                Ok(started) => run_started(started, signals, hangup, on_ready).await,
+                Err(e) => Err(e),
+            };
             cluster.shutdown().await;
             exit
         }
     }
 }
 
-async fn run_hub<A: HubAdapter>(
+/// The daemon serving `hub`, with the self-healing stack `prepare` builds
+/// around the daemon's [`ServingControl`] checking and recovering: what
+/// [`run`] runs until a stop (the in-process tests start it the same way).
+pub async fn start_healing<A: HubAdapter>(
     effective: &Effective,
     hub: Hub<A>,
-    prepared: Result<healing::Prepared, healing::HealingError>,
+    settings: ServingSettings,
+    prepare: impl FnOnce(&Hub<A>, ServingControl) -> Result<healing::Prepared, healing::HealingError>,
+) -> Result<(Daemon<A>, healing::Healing), StartError> {
+    let (control, requests) = serving::channel();
+    let prepared = prepare(&hub, control)
+        .map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
+    let daemon =
+        Daemon::start_with(effective, hub, prepared.services(), settings, requests).await?;
+    let healing = prepared.activate(daemon.local_addr());
+    Ok((daemon, healing))
+}
+
+async fn run_started<A: HubAdapter>(
+    (mut daemon, healing): (Daemon<A>, healing::Healing),
     mut signals: server::ShutdownSignals,
     (hangup, reload): (tokio::signal::unix::Signal, ReloadSource),
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<DaemonExit, StartError> {
-    let prepared =
-        prepared.map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
-    let services = Services {
-        health: prepared.health_provider(),
-        extra_routes: prepared.routes(),
-    };
-    let mut daemon = Daemon::start(effective, hub, services).await?;
     let reloader = Reloader::new(
         reload.request,
-        &effective.config,
-        prepared.live.clone(),
+        daemon.config(),
+        healing.live.clone(),
         reload.level.unwrap_or_else(LevelControl::none),
         reload.env_debug,
     );
     daemon.reload_on_hangup(hangup, Some(reloader));
-    let healing = prepared.activate(
-        daemon.local_addr(),
-        Arc::new(healing::RunnerControl::new(
-            daemon.control(),
-            healing::RebindRetry::default(),
-        )),
-    );
+    let stop_trimming = tokio_util::sync::CancellationToken::new();
+    let trimming = tokio::spawn(memory::trim_after_load(
+        Arc::clone(daemon.hub().stats()),
+        memory::TRIM_CHECK_INTERVAL,
+        stop_trimming.clone(),
+    ));
     on_ready(daemon.local_addr());
     let exit = daemon.run_until_stopped(&mut signals).await;
+    stop_trimming.cancel();
+    let _ = trimming.await;
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

@@ -288,6 +288,10 @@ pub struct DoorSettings {
     /// When set, required by `POST /api/events`, `/diagnostics`, `/metrics`
     /// (`Authorization: Bearer`) and Socket.IO connects (`auth.token`).
     pub auth_token: Option<AuthToken>,
+    /// The names a request's `Host` may carry (see
+    /// [`crate::daemon::http::HostNames`]): `server.host` and
+    /// `server.allowed_hosts`.
+    pub host_names: Vec<String>,
 }
 
 impl DoorSettings {
@@ -305,6 +309,7 @@ impl Default for DoorSettings {
             max_connections_per_ip: None,
             max_connections: None,
             auth_token: None,
+            host_names: Vec::new(),
         }
     }
 }

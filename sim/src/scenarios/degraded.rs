@@ -6,8 +6,9 @@
 //! simulated time passes; the monitor runs the real
 //! `ProcessResourceChecker` and `ServiceHealthChecker` every
 //! `check_interval`; the manager's actions run on the simulated hub through
-//! [`SimActions`] (the daemon's `HubActions` drive a `HubService`, which binds
-//! OS sockets; these do the same on the simulated listener). Two seeded
+//! [`SimActions`] (the daemon's `HubActions` restart through the runner's
+//! `serving::Serving`, which binds OS sockets; these do the same on the
+//! simulated listener). Two seeded
 //! profiles:
 //!
 //! - **leak**: memory and fds rise without end (an in-process restart does
@@ -63,7 +64,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The hub's serving generation on the simulated listener, restartable the
-/// way `HubService` restarts the real one (drain, bind the same port again).
+/// way `serving::Serving` restarts the real one (drain, bind the same port
+/// again).
 pub struct SimService {
     hub: Hub,
     serving: tokio::sync::Mutex<Option<ServingHandle>>,

@@ -129,6 +129,16 @@ impl<'a> PermitExt<'a> for Permit<'a> {
     }
 }
 
+/// An event packet encoded once for one namespace (see
+/// [`Socket::encode_event`]); cloning it shares its bytes.
+///
+/// (warden patch, see PATCHES.md)
+#[derive(Debug, Clone)]
+pub struct EncodedPacket {
+    ns: socketioxide_core::Str,
+    value: Value,
+}
+
 /// A RemoteSocket is a [`Socket`] that is remotely connected on another server.
 /// It implements a subset of the [`Socket`] API.
 pub struct RemoteSocket<A> {
@@ -511,6 +521,39 @@ impl<A: Adapter> Socket<A> {
 
         permit.send(Packet::event(ns, data), self.parser);
         Ok(())
+    }
+
+    /// Encodes an event packet for this socket's namespace once, so that the
+    /// same bytes can be sent to many sockets of that namespace with
+    /// [`Socket::emit_encoded`] (what a broadcast does inside the adapter),
+    /// while the caller still sees each socket's own result.
+    ///
+    /// (warden patch, see PATCHES.md)
+    pub fn encode_event<T: ?Sized + Serialize>(
+        &self,
+        event: impl AsRef<str>,
+        data: &T,
+    ) -> Result<EncodedPacket, SendError> {
+        let data = self.parser.encode_value(data, Some(event.as_ref()))?;
+        let value = self.parser.encode(Packet::event(self.ns.path.clone(), data));
+        Ok(EncodedPacket {
+            ns: self.ns.path.clone(),
+            value,
+        })
+    }
+
+    /// Sends a packet made by [`Socket::encode_event`] to this socket: no
+    /// encoding, the packet's bytes are shared. Fails like [`Socket::emit`]
+    /// (`InternalChannelFull` when this socket's buffer is full, `Closed`
+    /// when it is closing), and with `Closed` if the packet was encoded for
+    /// another namespace (it would reach the wrong one).
+    ///
+    /// (warden patch, see PATCHES.md)
+    pub fn emit_encoded(&self, packet: &EncodedPacket) -> Result<(), SocketError> {
+        if !self.connected() || packet.ns != self.ns.path {
+            return Err(SocketError::Closed);
+        }
+        self.send_raw(packet.value.clone())
     }
 
     #[doc = include_str!("../docs/operators/emit_with_ack.md")]

@@ -113,6 +113,50 @@ impl fmt::Display for HealthStatus {
     }
 }
 
+/// Which checker produced a result: the daemon's four checkers, by the
+/// names `/health`'s `checks` object prints (the seed's keys). Results carry
+/// the name as text (it is what `/health` serialises and what tests and
+/// foreign checkers use); [`CheckerId::from_name`] reads it back for the
+/// rules that depend on the checker (`crate::recovery::attribution`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckerId {
+    ProcessResources,
+    NetworkConnectivity,
+    ServiceHealth,
+    /// Redis, in cluster mode: a dependency, not this process.
+    RedisDependency,
+}
+
+impl CheckerId {
+    pub const ALL: [CheckerId; 4] = [
+        CheckerId::ProcessResources,
+        CheckerId::NetworkConnectivity,
+        CheckerId::ServiceHealth,
+        CheckerId::RedisDependency,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CheckerId::ProcessResources => "process_resources",
+            CheckerId::NetworkConnectivity => "network_connectivity",
+            CheckerId::ServiceHealth => "service_health",
+            CheckerId::RedisDependency => "redis_dependency",
+        }
+    }
+
+    /// The checker a result's name stands for; `None` for any other name.
+    pub fn from_name(name: &str) -> Option<CheckerId> {
+        CheckerId::ALL.into_iter().find(|id| id.as_str() == name)
+    }
+}
+
+impl fmt::Display for CheckerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A metric's value; serializes as the plain JSON value (`15.2`, `true`, `"running"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -255,20 +299,6 @@ impl HealthReport {
             at,
             timestamp,
         }
-    }
-
-    /// The same cycle without the results of `checker`, folded again. The
-    /// recovery ladder judges this node on what this node can fix: a
-    /// dependency's result (Redis, in cluster mode) is reported and makes the
-    /// node not ready, but never restarts or stops the node.
-    pub fn without_checker(&self, checker: &str) -> HealthReport {
-        let results: Vec<HealthCheckResult> = self
-            .results
-            .iter()
-            .filter(|r| r.checker != checker)
-            .cloned()
-            .collect();
-        HealthReport::from_results(results, self.at, self.timestamp)
     }
 }
 
@@ -425,32 +455,6 @@ mod tests {
             h.push(report(*s, i as u64 * 10));
         }
         h
-    }
-
-    #[test]
-    fn a_report_without_a_checker_is_folded_again() {
-        let at = Moment::from_secs(5);
-        let wall = WallTime::from_secs(1_700_000_005);
-        let result = |name: &str, status| {
-            HealthCheckResult::from_metrics(
-                name,
-                vec![HealthMetric::new("x", 1.0, status)],
-                at,
-                wall,
-                Duration::ZERO,
-            )
-        };
-        let report = HealthReport::from_results(
-            vec![result("process", Healthy), result("dependency", Warning)],
-            at,
-            wall,
-        );
-        assert_eq!(report.overall_status, Warning);
-        let own = report.without_checker("dependency");
-        assert_eq!(own.overall_status, Healthy);
-        assert_eq!(own.results.len(), 1);
-        assert_eq!((own.at, own.timestamp), (at, wall));
-        assert_eq!(report.without_checker("absent"), report);
     }
 
     #[test]

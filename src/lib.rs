@@ -2,8 +2,9 @@
 //!
 //! The crate has two layers. The **pure core** (always built) makes every
 //! reliability decision from events that carry their own time and process
-//! facts: [`breaker`], [`escalation`], [`pidfile`], [`health`], [`errors`],
-//! [`config`], [`probe`], [`sessions`] and [`time`]. It never reads a clock, sleeps, or
+//! facts: [`breaker`], [`escalation`], [`recovery`] (the recovery loop),
+//! [`pidfile`], [`health`], [`errors`], [`config`], [`probe`], [`sessions`]
+//! (connection state recovery) and [`time`]. It never reads a clock, sleeps, or
 //! touches a file or socket. The **daemon** (feature `daemon`, on by default)
 //! connects the core to the real OS and network. See ARCHITECTURE.md.
 
@@ -25,6 +26,8 @@ pub mod health;
 pub mod pidfile;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod probe;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod recovery;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod sessions;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]

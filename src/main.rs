@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(warden::daemon::cli::main());
+    std::process::exit(warden::daemon::cli::main().code());
 }

@@ -109,7 +109,7 @@ fn the_critical_ladder_is_told_to_a_webhook_and_a_script_down_to_the_emergency_s
     let status = daemon.wait_exit();
     assert_eq!(
         status.code(),
-        Some(warden::daemon::cli::EXIT_EMERGENCY_STOP),
+        Some(warden::daemon::cli::ExitCode::EmergencyStop.code()),
         "{}",
         daemon.stderr()
     );

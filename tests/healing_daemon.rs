@@ -13,6 +13,8 @@
 //!   bounded rebind retries run out and the daemon exits with the emergency
 //!   code;
 //! - a warning-only daemon gets log_warning then clear_connections;
+//! - clients that keep coming back past the threshold are cleared, never
+//!   answered with a restart or an emergency stop;
 //! - an idle daemon stays healthy and /metrics parses as OpenMetrics text;
 //! - under systemd (`NOTIFY_SOCKET`, `WATCHDOG_USEC`) it sends READY, WATCHDOG
 //!   and STOPPING.
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-/// `warden::daemon::cli::EXIT_EMERGENCY_STOP`.
-const EXIT_EMERGENCY_STOP: i32 = warden::daemon::cli::EXIT_EMERGENCY_STOP;
+/// `warden::daemon::cli::ExitCode::EmergencyStop`.
+const EXIT_EMERGENCY_STOP: i32 = warden::daemon::cli::ExitCode::EmergencyStop.code();
 
 struct Env {
     home: tempfile::TempDir,
@@ -421,6 +423,74 @@ async fn a_warning_only_daemon_is_logged_then_cleared() {
     )
     .expect("all three clients cleared");
     drop(daemon);
+}
+
+/// Clients past the health threshold are the clients' doing: the ladder may
+/// warn and clear them, never restart or stop the daemon for them (the
+/// attribution rule, `warden::recovery::attribution`). A crowd that comes
+/// back after every clear climbed clear → restart → emergency stop (exit 69)
+/// before the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_keep_coming_back_never_restart_or_stop_the_daemon() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let env = Env::new();
+    // max_clients 1: two clients are above 1.5 × 1, critical.
+    let cfg = config(json!({"max_clients": 1}), json!({}));
+    let mut daemon = tokio::task::block_in_place(|| env.spawn(cfg, &[]));
+    let url = format!("http://127.0.0.1:{}/", env.port);
+    let done = Arc::new(AtomicBool::new(false));
+    let crowd = {
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            // A new client every 200 ms, each kept: bounded by the test's deadline.
+            let mut clients = Vec::new();
+            let started = Instant::now();
+            while !done.load(Ordering::Acquire) && started.elapsed() < DEADLINE {
+                if let Ok(client) = rust_socketio::asynchronous::ClientBuilder::new(url.clone())
+                    .transport_type(rust_socketio::TransportType::Websocket)
+                    .reconnect(false)
+                    .connect()
+                    .await
+                {
+                    clients.push(client);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            clients.len()
+        })
+    };
+    let mut saw_critical = false;
+    let diag = tokio::task::block_in_place(|| {
+        poll("15 checks with the crowd, a clear among them", || {
+            assert!(
+                daemon.alive(),
+                "the daemon stopped for its clients:\n{}",
+                daemon.log()
+            );
+            if let Some((_, health)) = env.json("/health") {
+                saw_critical |= health["checks"]["service_health"] == "critical";
+            }
+            let (_, diag) = env.json("/diagnostics")?;
+            let checks = diag["health_monitor"]["checks_performed"].as_u64()?;
+            (checks >= 15 && actions(&diag).contains(&"clear_connections".to_string()))
+                .then_some(diag)
+        })
+    });
+    done.store(true, Ordering::Release);
+    let connected = crowd.await.expect("crowd task");
+    assert!(connected >= 2, "the crowd connected {connected} clients");
+    assert!(saw_critical, "the clients made service_health critical");
+    let taken = actions(&diag);
+    assert!(
+        !taken
+            .iter()
+            .any(|a| a == "restart_service" || a == "emergency_stop"),
+        "{taken:?}"
+    );
+    assert!(daemon.alive(), "{}", daemon.log());
+    assert_eq!(diag["server_info"]["restarts"], 0);
 }
 
 /// A small OpenMetrics text check: every sample line is `name[{labels}] value`

@@ -5,10 +5,11 @@
 //! core's rules (`crate::health`).
 //!
 //! # Threshold rule (every thresholded metric)
-//! A value **above** its threshold is `warning`; a value above
-//! [`CRITICAL_MULTIPLE`] × the threshold (1.5×) is `critical`; at or below the
-//! threshold it is `healthy`. So with `memory_mb: 500`, 501–750 MB warns and
-//! 751 MB is critical.
+//! The core's [`judge`] (`crate::recovery::judge`): a value **above** its
+//! threshold is `warning`; a value above [`CRITICAL_MULTIPLE`] × the
+//! threshold (1.5×) is `critical`; at or below the threshold it is `healthy`.
+//! Which of these verdicts may drive which remedy is the core's attribution
+//! rule (`crate::recovery::attribution`), not the checkers'.
 //!
 //! # What is never a failure
 //! - Idleness: the service checker reports seconds since the last activity,
@@ -32,22 +33,21 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::hub::{ServiceStats, ServiceStatsSnapshot};
 use crate::daemon::netif::{self, InterfaceState};
-use crate::health::{HealthCheckResult, HealthMetric, HealthStatus, MetricValue};
+use crate::health::{CheckerId, HealthCheckResult, HealthMetric, HealthStatus, MetricValue};
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot};
+pub use crate::recovery::judge::{CRITICAL_MULTIPLE, judge};
 use crate::time::{Moment, WallTime};
 
-/// A value above `CRITICAL_MULTIPLE × threshold` is critical (see the module doc).
-pub const CRITICAL_MULTIPLE: f64 = 1.5;
-
 /// Checker names, as `/health`'s `checks` object prints them (the seed's keys).
-pub const PROCESS_RESOURCES: &str = "process_resources";
-pub const NETWORK_CONNECTIVITY: &str = "network_connectivity";
-pub const SERVICE_HEALTH: &str = "service_health";
+pub const PROCESS_RESOURCES: &str = CheckerId::ProcessResources.as_str();
+pub const NETWORK_CONNECTIVITY: &str = CheckerId::NetworkConnectivity.as_str();
+pub const SERVICE_HEALTH: &str = CheckerId::ServiceHealth.as_str();
 
 /// One health checker. `check` may block; it must not panic on bad input
 /// (the monitor still catches a panic and reports `unknown`).
 pub trait Checker: Send + Sync {
-    fn name(&self) -> &str;
+    /// Which checker this is: the name its results carry.
+    fn id(&self) -> CheckerId;
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult;
     /// False for a checker that only reads memory (atomics, a mutex held for
     /// a copy): the monitor then calls it inline instead of paying a hop to
@@ -55,17 +55,6 @@ pub trait Checker: Send + Sync {
     /// touch a file, a socket or a lock held across I/O.
     fn blocks(&self) -> bool {
         true
-    }
-}
-
-/// The threshold rule of the module doc.
-pub fn judge(value: f64, threshold: f64) -> HealthStatus {
-    if value > threshold * CRITICAL_MULTIPLE {
-        HealthStatus::Critical
-    } else if value > threshold {
-        HealthStatus::Warning
-    } else {
-        HealthStatus::Healthy
     }
 }
 
@@ -203,8 +192,8 @@ pub fn available_cores() -> usize {
 }
 
 impl Checker for ProcessResourceChecker {
-    fn name(&self) -> &str {
-        PROCESS_RESOURCES
+    fn id(&self) -> CheckerId {
+        CheckerId::ProcessResources
     }
 
     /// Blocking unless the probe answers this pid from memory.
@@ -352,8 +341,8 @@ impl NetworkConnectivityChecker {
 }
 
 impl Checker for NetworkConnectivityChecker {
-    fn name(&self) -> &str {
-        NETWORK_CONNECTIVITY
+    fn id(&self) -> CheckerId {
+        CheckerId::NetworkConnectivity
     }
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
@@ -540,8 +529,8 @@ impl ServiceHealthChecker {
 }
 
 impl Checker for ServiceHealthChecker {
-    fn name(&self) -> &str {
-        SERVICE_HEALTH
+    fn id(&self) -> CheckerId {
+        CheckerId::ServiceHealth
     }
 
     /// Reads the hub's counters only.
@@ -624,7 +613,7 @@ impl Checker for ServiceHealthChecker {
 // Dependencies (cluster mode)
 
 /// Name of the Redis dependency checker in reports and `/health`.
-pub const REDIS_DEPENDENCY: &str = "redis_dependency";
+pub const REDIS_DEPENDENCY: &str = CheckerId::RedisDependency.as_str();
 /// A Redis round trip above this is a warning.
 pub const DEPENDENCY_RTT_WARNING_MS: f64 = 100.0;
 /// A heartbeat older than this many intervals is a warning.
@@ -671,8 +660,8 @@ impl DependencyChecker {
 }
 
 impl Checker for DependencyChecker {
-    fn name(&self) -> &str {
-        REDIS_DEPENDENCY
+    fn id(&self) -> CheckerId {
+        CheckerId::RedisDependency
     }
 
     fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {

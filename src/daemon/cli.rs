@@ -27,34 +27,62 @@ use crate::daemon::sysprobe::SysinfoProbe;
 use crate::errors::Platform;
 use crate::probe::ProcessProbe;
 
-/// Success.
-pub const EXIT_OK: i32 = 0;
-/// Any failure without a more specific code.
-pub const EXIT_FAILURE: i32 = 1;
-/// Bad command-line usage (clap's own code).
-pub const EXIT_USAGE: i32 = 2;
-/// `status`, `health`: no warden runs on that port (no PID file, or a stale
-/// one). `stop` then succeeds (0), like `systemctl stop`.
-pub const EXIT_NOT_RUNNING: i32 = 3;
-/// `status`, `health`: the warden runs (its PID file is locked) but does not
-/// answer over HTTP.
-pub const EXIT_NOT_ANSWERING: i32 = 4;
-/// `health`: the daemon answered that it is critical (HTTP 503).
-pub const EXIT_UNHEALTHY: i32 = 5;
-/// `start`: another warden already runs on that port (DaemonConflictError).
-pub const EXIT_DAEMON_CONFLICT: i32 = 10;
-/// `start`: the port is held by another program (PortConflictError).
-pub const EXIT_PORT_CONFLICT: i32 = 11;
-/// The daemon stopped itself because recovery failed (emergency stop). A
-/// supervisor must not restart it blindly: systemd
-/// `RestartPreventExitStatus=69 78`. (sysexits' EX_UNAVAILABLE.)
-pub const EXIT_EMERGENCY_STOP: i32 = 69;
-/// The PID file or state directory cannot be used (a symlink at the PID
-/// path, permissions, not a regular file). (sysexits' EX_CANTCREAT.)
-pub const EXIT_PID_FILE: i32 = 73;
-/// Invalid configuration: bad file, unknown key, out-of-range value, missing
-/// `--config` file, bad flag value. Nothing was started. (sysexits' EX_CONFIG.)
-pub const EXIT_CONFIG: i32 = 78;
+/// The exit code of every command: README's table ("Exit codes"), one
+/// variant a row.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Success.
+    Ok,
+    /// Any failure without a more specific code.
+    Failure,
+    /// Bad command-line usage (clap's own code).
+    Usage,
+    /// `status`, `health`: no warden runs on that port (no PID file, or a
+    /// stale one). `stop` then succeeds (0), like `systemctl stop`.
+    NotRunning,
+    /// `status`, `health`: the warden runs (its PID file is locked) but does
+    /// not answer over HTTP.
+    NotAnswering,
+    /// `health`: the daemon answered that it is critical (HTTP 503).
+    Unhealthy,
+    /// `start`: another warden already runs on that port (DaemonConflictError).
+    DaemonConflict,
+    /// `start`: the port is held by another program (PortConflictError).
+    PortConflict,
+    /// The daemon stopped itself because recovery failed (emergency stop). A
+    /// supervisor must not restart it blindly: systemd
+    /// `RestartPreventExitStatus=69 78`. (sysexits' EX_UNAVAILABLE.)
+    EmergencyStop,
+    /// The PID file or state directory cannot be used (a symlink at the PID
+    /// path, permissions, not a regular file). (sysexits' EX_CANTCREAT.)
+    PidFile,
+    /// Invalid configuration: bad file, unknown key, out-of-range value,
+    /// missing `--config` file, bad flag value. Nothing was started.
+    /// (sysexits' EX_CONFIG.)
+    Config,
+    /// `start --detach`: the background daemon's own code, passed on as is.
+    Child(i32),
+}
+
+impl ExitCode {
+    /// The number the process exits with.
+    pub const fn code(self) -> i32 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Usage => 2,
+            ExitCode::NotRunning => 3,
+            ExitCode::NotAnswering => 4,
+            ExitCode::Unhealthy => 5,
+            ExitCode::DaemonConflict => 10,
+            ExitCode::PortConflict => 11,
+            ExitCode::EmergencyStop => 69,
+            ExitCode::PidFile => 73,
+            ExitCode::Config => 78,
+            ExitCode::Child(code) => code,
+        }
+    }
+}
 
 /// Default seconds `stop` waits after SIGTERM before SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT_SECS: f64 = 10.0;
@@ -242,12 +270,12 @@ pub enum ConfigCommand {
 }
 
 /// Parses `std::env::args_os()` and runs the command; returns the exit code.
-pub fn main() -> i32 {
+pub fn main() -> ExitCode {
     main_from(std::env::args_os())
 }
 
 /// As [`main`], with explicit arguments (the first is the program name).
-pub fn main_from<I, T>(args: I) -> i32
+pub fn main_from<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -256,7 +284,12 @@ where
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return e.exit_code();
+            // --help and --version print to stdout and succeed.
+            return if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Ok
+            };
         }
     };
     match cli.command {
@@ -279,28 +312,28 @@ where
                 "{}",
                 crate::config_reference::render(&crate::config::WardenConfig::default())
             );
-            EXIT_OK
+            ExitCode::Ok
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "warden", &mut std::io::stdout());
-            EXIT_OK
+            ExitCode::Ok
         }
         Command::Man => cmd_man(),
     }
 }
 
 /// `warden man`: the manual page, from the CLI's own definition.
-fn cmd_man() -> i32 {
+fn cmd_man() -> ExitCode {
     let command = <Cli as clap::CommandFactory>::command();
     let mut page = Vec::new();
     if let Err(e) = clap_mangen::Man::new(command).render(&mut page) {
         eprintln!("warden: cannot render the manual page: {e}");
-        return EXIT_FAILURE;
+        return ExitCode::Failure;
     }
     match std::io::Write::write_all(&mut std::io::stdout(), &page) {
-        Ok(()) => EXIT_OK,
-        Err(_) => EXIT_FAILURE,
+        Ok(()) => ExitCode::Ok,
+        Err(_) => ExitCode::Failure,
     }
 }
 
@@ -314,30 +347,30 @@ fn request(host: Option<String>, port: Option<u16>, c: &ConfigArgs) -> ConfigReq
     }
 }
 
-fn load_or_report(req: &ConfigRequest) -> Result<Effective, i32> {
+fn load_or_report(req: &ConfigRequest) -> Result<Effective, ExitCode> {
     settings::load(req).map_err(|e| {
         eprintln!("warden: configuration error: {e}");
         match e {
-            LoadError::StateDir(_) => EXIT_PID_FILE,
-            _ => EXIT_CONFIG,
+            LoadError::StateDir(_) => ExitCode::PidFile,
+            _ => ExitCode::Config,
         }
     })
 }
 
-fn current_thread_runtime() -> Result<tokio::runtime::Runtime, i32> {
+fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {
             eprintln!("warden: cannot start the async runtime: {e}");
-            EXIT_FAILURE
+            ExitCode::Failure
         })
 }
 
 // ---------------------------------------------------------------------------
 // start
 
-fn cmd_start(args: &StartArgs) -> i32 {
+fn cmd_start(args: &StartArgs) -> ExitCode {
     let effective = match load_or_report(&request(args.host.clone(), args.port, &args.config)) {
         Ok(e) => e,
         Err(code) => return code,
@@ -375,12 +408,12 @@ fn child_args(args: &StartArgs) -> Vec<OsString> {
     out
 }
 
-fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
+fn start_detached(args: &StartArgs, effective: &Effective) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
             eprintln!("warden: cannot find my own executable to detach: {e}");
-            return EXIT_FAILURE;
+            return ExitCode::Failure;
         }
     };
     match run::spawn_detached(exe, child_args(args), effective) {
@@ -392,12 +425,12 @@ fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
                 effective.port()
             );
             println!("{pid}");
-            EXIT_OK
+            ExitCode::Ok
         }
         Ok(DetachOutcome::Failed { code, output }) => {
             eprint!("{output}");
             eprintln!("warden: the background daemon failed to start (exit code {code})");
-            code
+            ExitCode::Child(code)
         }
         Ok(DetachOutcome::NotReady { pid, output }) => {
             eprint!("{output}");
@@ -413,31 +446,31 @@ fn start_detached(args: &StartArgs, effective: &Effective) -> i32 {
                     .map_or_else(|| "stderr".to_string(), |p| p.display().to_string()),
                 effective.port()
             );
-            EXIT_FAILURE
+            ExitCode::Failure
         }
         Err(e) => {
             eprintln!("warden: cannot start the background daemon: {e}");
-            EXIT_FAILURE
+            ExitCode::Failure
         }
     }
 }
 
 /// Runs the daemon here; `request` is what a SIGHUP reload loads again.
-fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child: bool) -> i32 {
+fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child: bool) -> ExitCode {
     let env_debug = logging::env_debug_requested();
     let guard = match logging::init(&effective.config.logging, env_debug) {
         Ok(guard) => guard,
         Err(e @ logging::LoggingError::BadFilter { .. }) => {
             eprintln!("warden: configuration error: {e}");
-            return EXIT_CONFIG;
+            return ExitCode::Config;
         }
         Err(e) => {
             eprintln!("warden: cannot set up logging: {e}");
             return match e {
                 logging::LoggingError::Symlink(_) | logging::LoggingError::NotRegular(_) => {
-                    EXIT_PID_FILE
+                    ExitCode::PidFile
                 }
-                _ => EXIT_FAILURE,
+                _ => ExitCode::Failure,
             };
         }
     };
@@ -457,7 +490,7 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
         Err(e) => {
             eprintln!("warden: cannot start the async runtime: {e}");
             drop(guard);
-            return EXIT_FAILURE;
+            return ExitCode::Failure;
         }
     };
     let result = runtime.block_on(run::run(effective, reload, |_daemon| {
@@ -467,8 +500,8 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
     }));
     runtime.shutdown_timeout(Duration::from_millis(200));
     let code = match result {
-        Ok(DaemonExit::Signal(_)) => EXIT_OK,
-        Ok(DaemonExit::EmergencyStop { .. }) => EXIT_EMERGENCY_STOP,
+        Ok(DaemonExit::Signal(_)) => ExitCode::Ok,
+        Ok(DaemonExit::EmergencyStop { .. }) => ExitCode::EmergencyStop,
         Err(e) => {
             eprintln!("{e}");
             start_error_code(&e)
@@ -480,43 +513,46 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
 }
 
 /// The exit code for a failed start.
-pub fn start_error_code(e: &StartError) -> i32 {
+pub fn start_error_code(e: &StartError) -> ExitCode {
     match e {
-        StartError::DaemonConflict(_) => EXIT_DAEMON_CONFLICT,
-        StartError::PortConflict(_) => EXIT_PORT_CONFLICT,
-        StartError::PidFile(PidFileError::Conflict { .. }) => EXIT_DAEMON_CONFLICT,
-        StartError::PidFile(_) => EXIT_PID_FILE,
-        StartError::Cors(_) => EXIT_CONFIG,
-        StartError::Bind(_) | StartError::Internal(_) => EXIT_FAILURE,
+        StartError::DaemonConflict(_) => ExitCode::DaemonConflict,
+        StartError::PortConflict(_) => ExitCode::PortConflict,
+        StartError::PidFile(PidFileError::Conflict { .. }) => ExitCode::DaemonConflict,
+        StartError::PidFile(_) => ExitCode::PidFile,
+        StartError::Cors(_) => ExitCode::Config,
+        StartError::Bind(_) | StartError::Internal(_) => ExitCode::Failure,
     }
 }
 
 // ---------------------------------------------------------------------------
 // stop / restart
 
-fn stop_timeout(secs: f64) -> Result<Duration, i32> {
+fn stop_timeout(secs: f64) -> Result<Duration, ExitCode> {
     Duration::try_from_secs_f64(secs).map_err(|_| {
         eprintln!("warden: --timeout must be a non-negative number of seconds, not {secs}");
-        EXIT_USAGE
+        ExitCode::Usage
     })
 }
 
 /// The settings of `target` and what runs on its port, or the exit code of
 /// the error already reported (what `reload`, `status` and `health` start with).
-fn load_and_inspect(target: &TargetArgs) -> Result<(Effective, Instance), i32> {
+fn load_and_inspect(target: &TargetArgs) -> Result<(Effective, Instance), ExitCode> {
     let effective = load_or_report(&request(None, target.port, &target.config))?;
     let instance = inspect_or_report(&effective, &SysinfoProbe::new())?;
     Ok((effective, instance))
 }
 
-fn inspect_or_report(effective: &Effective, probe: &dyn ProcessProbe) -> Result<Instance, i32> {
+fn inspect_or_report(
+    effective: &Effective,
+    probe: &dyn ProcessProbe,
+) -> Result<Instance, ExitCode> {
     control::inspect(&effective.state_dir, effective.port(), probe).map_err(|e| {
         eprintln!("warden: {e}");
         match e {
             PidFileError::Symlink { .. }
             | PidFileError::NotRegularFile { .. }
-            | PidFileError::StateDir(_) => EXIT_PID_FILE,
-            _ => EXIT_FAILURE,
+            | PidFileError::StateDir(_) => ExitCode::PidFile,
+            _ => ExitCode::Failure,
         }
     })
 }
@@ -540,7 +576,7 @@ fn describe_not_running(instance: &Instance, port: u16) -> String {
 
 /// Stops the instance of `effective`'s port. `Ok(true)` when one was stopped,
 /// `Ok(false)` when none ran (said on stderr: nothing to stop).
-fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> {
+fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, ExitCode> {
     let probe = SysinfoProbe::new();
     let instance = inspect_or_report(effective, &probe)?;
     match instance {
@@ -558,7 +594,7 @@ fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> 
                 pid_file.display(),
                 effective.port()
             );
-            Err(EXIT_FAILURE)
+            Err(ExitCode::Failure)
         }
         Instance::Running { process, .. } => match control::stop(&process, timeout, &probe) {
             Ok(StopOutcome::Terminated { pid }) => {
@@ -574,13 +610,13 @@ fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, i32> 
             }
             Err(e) => {
                 eprintln!("warden: {e}");
-                Err(EXIT_FAILURE)
+                Err(ExitCode::Failure)
             }
         },
     }
 }
 
-fn cmd_stop(args: &StopArgs) -> i32 {
+fn cmd_stop(args: &StopArgs) -> ExitCode {
     let t = &args.target;
     let effective = match load_or_report(&request(t.host.clone(), t.port, &t.config)) {
         Ok(e) => e,
@@ -593,12 +629,12 @@ fn cmd_stop(args: &StopArgs) -> i32 {
     // Stopping a stopped service succeeds, as `systemctl stop` and LSB init
     // scripts do: the wanted state (not running) holds.
     match stop_instance(&effective, timeout) {
-        Ok(_) => EXIT_OK,
+        Ok(_) => ExitCode::Ok,
         Err(code) => code,
     }
 }
 
-fn cmd_restart(args: &RestartArgs) -> i32 {
+fn cmd_restart(args: &RestartArgs) -> ExitCode {
     let s = &args.start;
     let effective = match load_or_report(&request(s.host.clone(), s.port, &s.config)) {
         Ok(e) => e,
@@ -623,7 +659,7 @@ fn cmd_restart(args: &RestartArgs) -> i32 {
 }
 
 /// `warden reload`: SIGHUP to the verified instance of the port.
-fn cmd_reload(args: &TargetArgs) -> i32 {
+fn cmd_reload(args: &TargetArgs) -> ExitCode {
     let (effective, instance) = match load_and_inspect(args) {
         Ok(found) => found,
         Err(code) => return code,
@@ -635,14 +671,14 @@ fn cmd_reload(args: &TargetArgs) -> i32 {
                 "{}; nothing to reload",
                 describe_not_running(&instance, port)
             );
-            EXIT_NOT_RUNNING
+            ExitCode::NotRunning
         }
         Instance::Unverifiable { pid_file, why, .. } => {
             eprintln!(
                 "warden: refusing to signal anything: the PID file {} is locked, but {why}.",
                 pid_file.display()
             );
-            EXIT_FAILURE
+            ExitCode::Failure
         }
         Instance::Running { process, .. } => match control::reload(&process) {
             Ok(()) => {
@@ -655,11 +691,11 @@ fn cmd_reload(args: &TargetArgs) -> i32 {
                         |p| p.display().to_string()
                     )
                 );
-                EXIT_OK
+                ExitCode::Ok
             }
             Err(e) => {
                 eprintln!("warden: {e}");
-                EXIT_FAILURE
+                ExitCode::Failure
             }
         },
     }
@@ -679,7 +715,7 @@ fn contact_host(flag: Option<&str>, instance: &Instance, effective: &Effective) 
     }
 }
 
-fn cmd_status(args: &StatusArgs) -> i32 {
+fn cmd_status(args: &StatusArgs) -> ExitCode {
     let t = &args.target;
     let (effective, instance) = match load_and_inspect(t) {
         Ok(found) => found,
@@ -701,7 +737,7 @@ fn cmd_status(args: &StatusArgs) -> i32 {
             if !args.json {
                 println!("{}", describe_not_running(&instance, port));
             }
-            EXIT_NOT_RUNNING
+            ExitCode::NotRunning
         }
         Instance::Unverifiable { why, .. } => {
             report["detail"] = json!(why);
@@ -711,7 +747,7 @@ fn cmd_status(args: &StatusArgs) -> i32 {
                     instance.pid_file().display()
                 );
             }
-            EXIT_FAILURE
+            ExitCode::Failure
         }
         Instance::Running { record, .. } => {
             let host = contact_host(t.host.as_deref(), &instance, &effective);
@@ -734,7 +770,7 @@ fn cmd_status(args: &StatusArgs) -> i32 {
                         );
                     }
                     report["status"] = body;
-                    EXIT_OK
+                    ExitCode::Ok
                 }
                 Ok(resp) => {
                     let detail = format!("GET /status answered HTTP {}", resp.status);
@@ -769,7 +805,7 @@ fn not_answering(
     host: &str,
     port: u16,
     detail: &str,
-) -> i32 {
+) -> ExitCode {
     report["state"] = json!("not_answering");
     report["detail"] = json!(detail);
     if !as_json {
@@ -778,7 +814,7 @@ fn not_answering(
              {host}:{port}: {detail}"
         );
     }
-    EXIT_NOT_ANSWERING
+    ExitCode::NotAnswering
 }
 
 fn http_get(host: &str, port: u16, path: &str) -> Result<HttpResponse, ClientError> {
@@ -804,7 +840,7 @@ fn http_get_as(
     runtime.block_on(client::get_with_token(host, port, path, token))
 }
 
-fn cmd_health(args: &StatusArgs) -> i32 {
+fn cmd_health(args: &StatusArgs) -> ExitCode {
     let t = &args.target;
     if let Err(code) = current_thread_runtime() {
         return code;
@@ -819,7 +855,7 @@ fn cmd_health(args: &StatusArgs) -> i32 {
         Instance::NotRunning { .. } | Instance::Stale { .. }
     ) {
         eprintln!("{}", describe_not_running(&instance, port));
-        return EXIT_NOT_RUNNING;
+        return ExitCode::NotRunning;
     }
     let host = contact_host(t.host.as_deref(), &instance, &effective);
     let mut response = http_get(&host, port, "/health");
@@ -831,7 +867,7 @@ fn cmd_health(args: &StatusArgs) -> i32 {
         Ok(resp) => resp,
         Err(e) => {
             eprintln!("warden on port {port} does not answer: {e}");
-            return EXIT_NOT_ANSWERING;
+            return ExitCode::NotAnswering;
         }
     };
     match resp.json() {
@@ -853,9 +889,9 @@ fn cmd_health(args: &StatusArgs) -> i32 {
         Err(_) => println!("{}", resp.text()),
     }
     match resp.status {
-        200..=299 => EXIT_OK,
-        503 => EXIT_UNHEALTHY,
-        _ => EXIT_FAILURE,
+        200..=299 => ExitCode::Ok,
+        503 => ExitCode::Unhealthy,
+        _ => ExitCode::Failure,
     }
 }
 
@@ -875,7 +911,7 @@ fn log_file_of(effective: &Effective) -> Result<PathBuf, String> {
     }
 }
 
-fn cmd_logs(args: &LogsArgs) -> i32 {
+fn cmd_logs(args: &LogsArgs) -> ExitCode {
     use std::io::Write;
     let effective = match load_or_report(&request(None, args.port, &args.config)) {
         Ok(e) => e,
@@ -885,22 +921,22 @@ fn cmd_logs(args: &LogsArgs) -> i32 {
         Ok(p) => p,
         Err(why) => {
             eprintln!("warden: {why}");
-            return EXIT_FAILURE;
+            return ExitCode::Failure;
         }
     };
     let (lines, mut offset) = match logging::tail_lines(&path, args.lines) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("warden: cannot read the log file {}: {e}", path.display());
-            return EXIT_FAILURE;
+            return ExitCode::Failure;
         }
     };
     let mut out = std::io::stdout().lock();
     if out.write_all(&lines).and_then(|()| out.flush()).is_err() {
-        return EXIT_OK; // stdout closed (a pipe to head): nothing more to say
+        return ExitCode::Ok; // stdout closed (a pipe to head): nothing more to say
     }
     if !args.follow {
-        return EXIT_OK;
+        return ExitCode::Ok;
     }
     loop {
         std::thread::sleep(LOG_FOLLOW_POLL);
@@ -908,7 +944,7 @@ fn cmd_logs(args: &LogsArgs) -> i32 {
             Ok((bytes, next)) => {
                 offset = next;
                 if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-                    return EXIT_OK;
+                    return ExitCode::Ok;
                 }
             }
             // Rotated away for a moment: try again at the next poll.
@@ -920,7 +956,7 @@ fn cmd_logs(args: &LogsArgs) -> i32 {
 // ---------------------------------------------------------------------------
 // doctor
 
-fn cmd_doctor(args: &DoctorArgs) -> i32 {
+fn cmd_doctor(args: &DoctorArgs) -> ExitCode {
     let t = &args.target;
     let req = request(None, t.port, &t.config);
     let (effective, config_error) = match settings::load(&req) {
@@ -935,7 +971,7 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
                 Ok(fallback) => (fallback, Some(e.to_string())),
                 Err(e2) => {
                     eprintln!("warden: cannot diagnose without a state directory: {e2}");
-                    return EXIT_CONFIG;
+                    return ExitCode::Config;
                 }
             }
         }
@@ -962,7 +998,7 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
         Some(path) => {
             if let Err(e) = std::fs::write(path, &out) {
                 eprintln!("warden: cannot write {}: {e}", path.display());
-                return EXIT_FAILURE;
+                return ExitCode::Failure;
             }
             println!(
                 "{findings} finding(s); troubleshooting report written to {}",
@@ -971,18 +1007,22 @@ fn cmd_doctor(args: &DoctorArgs) -> i32 {
         }
         None => print!("{out}"),
     }
-    if findings == 0 { EXIT_OK } else { EXIT_FAILURE }
+    if findings == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Failure
+    }
 }
 
 // ---------------------------------------------------------------------------
 // config
 
-fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
+fn cmd_config_check(file: &Path, profile: Option<Profile>) -> ExitCode {
     let text = match settings::read_config(file) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("warden: configuration error: {e}");
-            return EXIT_CONFIG;
+            return ExitCode::Config;
         }
     };
     match parse_config_with_profile(&text, file, profile) {
@@ -1002,20 +1042,20 @@ fn cmd_config_check(file: &Path, profile: Option<Profile>) -> i32 {
                 cfg.server.host,
                 cfg.profile.map_or("none", Profile::as_str)
             );
-            EXIT_OK
+            ExitCode::Ok
         }
         Err(e) => {
             eprintln!("warden: configuration error: {e}");
-            EXIT_CONFIG
+            ExitCode::Config
         }
     }
 }
 
-fn cmd_config_show(req: &ConfigRequest) -> i32 {
+fn cmd_config_show(req: &ConfigRequest) -> ExitCode {
     match load_or_report(req) {
         Ok(effective) => {
             println!("{}", render_json(&effective.config));
-            EXIT_OK
+            ExitCode::Ok
         }
         Err(code) => code,
     }
@@ -1070,29 +1110,50 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct() {
         let codes = [
-            EXIT_OK,
-            EXIT_FAILURE,
-            EXIT_USAGE,
-            EXIT_NOT_RUNNING,
-            EXIT_NOT_ANSWERING,
-            EXIT_UNHEALTHY,
-            EXIT_DAEMON_CONFLICT,
-            EXIT_PORT_CONFLICT,
-            EXIT_EMERGENCY_STOP,
-            EXIT_PID_FILE,
-            EXIT_CONFIG,
+            ExitCode::Ok,
+            ExitCode::Failure,
+            ExitCode::Usage,
+            ExitCode::NotRunning,
+            ExitCode::NotAnswering,
+            ExitCode::Unhealthy,
+            ExitCode::DaemonConflict,
+            ExitCode::PortConflict,
+            ExitCode::EmergencyStop,
+            ExitCode::PidFile,
+            ExitCode::Config,
         ];
-        let unique: std::collections::BTreeSet<_> = codes.iter().collect();
+        let unique: std::collections::BTreeSet<i32> = codes.iter().map(|c| c.code()).collect();
         assert_eq!(unique.len(), codes.len());
-        assert!(codes.iter().all(|c| (0..=125).contains(c)));
+        assert!(unique.iter().all(|c| (0..=125).contains(c)));
+        // README's "Exit codes" table lists exactly these, one row each.
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("README has an exit-code table");
+        let documented: std::collections::BTreeSet<i32> = table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| {
+                l.trim_start_matches('|')
+                    .split('|')
+                    .next()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        assert_eq!(documented, unique);
     }
 
     #[test]
     fn usage_errors_exit_with_the_usage_code() {
         assert_eq!(
             main_from(["warden", "start", "--port", "notaport"]),
-            EXIT_USAGE
+            ExitCode::Usage
         );
-        assert_eq!(main_from(["warden", "frobnicate"]), EXIT_USAGE);
+        assert_eq!(main_from(["warden", "frobnicate"]), ExitCode::Usage);
     }
 }

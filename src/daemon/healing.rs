@@ -23,8 +23,8 @@ use crate::config::WardenConfig;
 use crate::daemon::alerts::{AlertSource, Alerter};
 use crate::daemon::checkers::{
     Checker, DependencyChecker, NetworkConnectivityChecker, ProcessResourceChecker,
-    REDIS_DEPENDENCY, ResourceThresholds, SampleHandle, ServiceHealthChecker, ServiceThresholds,
-    StatsSource, TargetSetter, available_cores,
+    ResourceThresholds, SampleHandle, ServiceHealthChecker, ServiceThresholds, StatsSource,
+    TargetSetter, available_cores,
 };
 use crate::daemon::cluster::Cluster;
 use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
@@ -38,7 +38,6 @@ use crate::daemon::recovery::{
 use crate::daemon::reload::LiveSettings;
 use crate::daemon::serving::{Services, ServingControl};
 use crate::daemon::systemd::{self, Watchdog};
-use crate::health::HealthReport;
 use crate::probe::ProcessProbe;
 use socketioxide::adapter::Adapter;
 
@@ -206,17 +205,10 @@ impl Prepared {
             Arc::clone(&clock),
             Arc::new(HubActions::new(hub.clone(), Arc::clone(&control))),
         )?;
-        let recover = recovery.callback();
-        if cluster.is_some() {
-            // The ladder judges what this node can fix: Redis being away is
-            // reported (warning, not ready) but never clears, restarts or
-            // stops the node.
-            monitor.add_callback(Arc::new(move |report: &HealthReport| {
-                recover.on_report(&report.without_checker(REDIS_DEPENDENCY));
-            }));
-        } else {
-            monitor.add_callback(recover);
-        }
+        // Redis being away is reported (warning, not ready) but never clears,
+        // restarts or stops the node: the core's attribution rule
+        // (`recovery::attribution`) gives a dependency no remedy.
+        monitor.add_callback(recovery.callback());
         let alerts = Alerter::new(
             &cfg.alerts,
             AlertSource {

@@ -32,7 +32,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::breaker::CircuitState;
 use crate::daemon::alerts::Alerter;
 use crate::daemon::checkers::SampleHandle;
 use crate::daemon::cluster::{Cluster, RedisState};
@@ -42,6 +41,7 @@ use crate::daemon::monitor::HealthMonitor;
 use crate::daemon::recovery::{RecoveryManager, ServiceControl};
 use crate::daemon::reload::LiveSettings;
 use crate::health::HealthStatus;
+use crate::recovery::readiness::{NotReady, ReadinessFacts, not_ready};
 use crate::time::WallTime;
 
 /// Recovery events `/diagnostics` lists unless `?limit=` says otherwise.
@@ -265,24 +265,24 @@ async fn livez() -> Json<Value> {
 
 async fn readyz(State(e): S) -> Response {
     let breaker = e.recovery.breaker_state();
-    let breaker_blocks = matches!(breaker, CircuitState::Open | CircuitState::ForcedOpen);
     let draining = e.service.is_draining();
-    let mut reasons = Vec::new();
-    if breaker_blocks {
-        reasons.push(format!("circuit breaker {breaker}"));
-    }
-    if draining {
-        reasons.push("hub draining".to_string());
-    }
     let redis = e.cluster.as_ref().map(Cluster::redis_state);
-    if let Some(state) = redis
-        && state != RedisState::Connected
-    {
-        reasons.push(format!(
-            "Redis {}: cross-node relay unavailable",
-            state.as_str()
-        ));
-    }
+    let facts = ReadinessFacts {
+        breaker,
+        draining,
+        dependency_connected: redis.map(|state| state == RedisState::Connected),
+    };
+    let reasons: Vec<String> = not_ready(facts)
+        .into_iter()
+        .map(|reason| match reason {
+            NotReady::Breaker(state) => format!("circuit breaker {state}"),
+            NotReady::Draining => "hub draining".to_string(),
+            NotReady::DependencyDown => format!(
+                "Redis {}: cross-node relay unavailable",
+                redis.map_or("unknown", RedisState::as_str)
+            ),
+        })
+        .collect();
     let ready = reasons.is_empty();
     let code = if ready {
         StatusCode::OK

@@ -206,7 +206,7 @@ impl HealthMonitor {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pending = Vec::with_capacity(self.inner.slots.len());
         for slot in &self.inner.slots {
-            let name = slot.checker.name().to_string();
+            let name = slot.checker.id().as_str().to_string();
             if slot.running.swap(true, Ordering::AcqRel) {
                 pending.push((name, None));
                 continue;
@@ -422,18 +422,18 @@ impl crate::daemon::http::HealthProvider for HealthMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::HealthMetric;
+    use crate::health::{CheckerId, HealthMetric};
     use crate::time::{ManualClock, Moment};
     use std::sync::atomic::AtomicU64;
 
-    struct Fixed(&'static str, HealthStatus);
+    struct Fixed(CheckerId, HealthStatus);
     impl Checker for Fixed {
-        fn name(&self) -> &str {
+        fn id(&self) -> CheckerId {
             self.0
         }
         fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
             HealthCheckResult::from_metrics(
-                self.0,
+                self.0.as_str(),
                 vec![HealthMetric::new("m", 1.0, self.1)],
                 at,
                 wall,
@@ -444,8 +444,8 @@ mod tests {
 
     struct Panics;
     impl Checker for Panics {
-        fn name(&self) -> &str {
-            "panics"
+        fn id(&self) -> CheckerId {
+            CheckerId::NetworkConnectivity
         }
         fn check(&self, _: Moment, _: WallTime) -> HealthCheckResult {
             panic!("probe exploded")
@@ -455,13 +455,13 @@ mod tests {
     /// Declares that it never blocks, so the monitor calls it in place.
     struct InPlace(bool);
     impl Checker for InPlace {
-        fn name(&self) -> &str {
-            "in_place"
+        fn id(&self) -> CheckerId {
+            CheckerId::ServiceHealth
         }
         fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
             assert!(!self.0, "in-place checker exploded");
             HealthCheckResult::from_metrics(
-                "in_place",
+                CheckerId::ServiceHealth.as_str(),
                 vec![HealthMetric::new("m", 1.0, HealthStatus::Healthy)],
                 at,
                 wall,
@@ -478,14 +478,18 @@ mod tests {
         let clock = ManualClock::new(WallTime::from_secs(1_700_000_000));
         let m = monitor(
             vec![
-                Arc::new(Fixed("a", HealthStatus::Warning)),
+                Arc::new(Fixed(CheckerId::ProcessResources, HealthStatus::Warning)),
                 Arc::new(InPlace(false)),
             ],
             &clock,
         );
         let r = m.run_cycle().await;
         let names: Vec<&str> = r.results.iter().map(|c| c.checker.as_str()).collect();
-        assert_eq!(names, ["a", "in_place"], "report keeps the checkers' order");
+        assert_eq!(
+            names,
+            ["process_resources", "service_health"],
+            "report keeps the checkers' order"
+        );
         assert_eq!(r.results[1].status, HealthStatus::Healthy);
         assert_eq!(r.overall_status, HealthStatus::Warning);
 
@@ -504,8 +508,8 @@ mod tests {
         calls: Arc<AtomicU64>,
     }
     impl Checker for Wedged {
-        fn name(&self) -> &str {
-            "wedged"
+        fn id(&self) -> CheckerId {
+            CheckerId::NetworkConnectivity
         }
         fn check(&self, at: Moment, wall: WallTime) -> HealthCheckResult {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -514,7 +518,13 @@ mod tests {
             while !*released {
                 released = cv.wait(released).expect("wait");
             }
-            HealthCheckResult::from_metrics("wedged", vec![], at, wall, Duration::ZERO)
+            HealthCheckResult::from_metrics(
+                CheckerId::NetworkConnectivity.as_str(),
+                vec![],
+                at,
+                wall,
+                Duration::ZERO,
+            )
         }
     }
 
@@ -536,8 +546,8 @@ mod tests {
         let clock = ManualClock::new(WallTime::from_secs(1_700_000_000));
         let m = monitor(
             vec![
-                Arc::new(Fixed("a", HealthStatus::Healthy)),
-                Arc::new(Fixed("b", HealthStatus::Warning)),
+                Arc::new(Fixed(CheckerId::ProcessResources, HealthStatus::Healthy)),
+                Arc::new(Fixed(CheckerId::ServiceHealth, HealthStatus::Warning)),
             ],
             &clock,
         );
@@ -562,7 +572,13 @@ mod tests {
     #[tokio::test]
     async fn history_is_bounded_and_windows_aggregate() {
         let clock = ManualClock::new(WallTime::from_secs(1_700_000_000));
-        let m = monitor(vec![Arc::new(Fixed("a", HealthStatus::Healthy))], &clock);
+        let m = monitor(
+            vec![Arc::new(Fixed(
+                CheckerId::ProcessResources,
+                HealthStatus::Healthy,
+            ))],
+            &clock,
+        );
         for _ in 0..10 {
             m.run_cycle().await;
             clock.advance(Duration::from_secs(10));
@@ -582,7 +598,7 @@ mod tests {
         let m = monitor(
             vec![
                 Arc::new(Panics),
-                Arc::new(Fixed("ok", HealthStatus::Healthy)),
+                Arc::new(Fixed(CheckerId::ServiceHealth, HealthStatus::Healthy)),
             ],
             &clock,
         );
@@ -657,7 +673,10 @@ mod tests {
             s,
             true,
             Arc::new(clock),
-            vec![Arc::new(Fixed("a", HealthStatus::Healthy))],
+            vec![Arc::new(Fixed(
+                CheckerId::ProcessResources,
+                HealthStatus::Healthy,
+            ))],
         );
         let stop = CancellationToken::new();
         let task = tokio::spawn(m.clone().run(stop.clone(), None));

@@ -39,13 +39,13 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Interval, MissedTickBehavior};
 
-use crate::breaker::CircuitState;
 use crate::daemon::cluster::{Cluster, RedisState};
 use crate::daemon::health_http::{self, HealthEndpoints, RECENT_EVENTS};
 #[cfg(doc)]
 use crate::daemon::hub::EVENT_TAP_CAPACITY;
 use crate::daemon::hub::StampedEvent;
 use crate::health::{HealthReport, MetricValue};
+use crate::recovery::readiness::{NotReady, ReadinessFacts, not_ready};
 
 const HTML: &str = include_str!("page/index.html");
 const CSS: &str = include_str!("page/page.css");
@@ -135,19 +135,22 @@ fn compact(report: &HealthReport) -> Value {
 /// Readiness by `/readyz`'s rule: the breaker does not block recovery, the
 /// hub is not draining and (cluster mode) Redis is connected.
 fn readiness(e: &HealthEndpoints) -> Value {
-    let breaker = e.recovery.breaker_state();
-    let mut reasons = Vec::new();
-    if matches!(breaker, CircuitState::Open | CircuitState::ForcedOpen) {
-        reasons.push(format!("circuit breaker {breaker}"));
-    }
-    if e.service.is_draining() {
-        reasons.push("hub draining".to_owned());
-    }
-    if let Some(state) = e.cluster.as_ref().map(Cluster::redis_state)
-        && state != RedisState::Connected
-    {
-        reasons.push(format!("Redis {}", state.as_str()));
-    }
+    let redis = e.cluster.as_ref().map(Cluster::redis_state);
+    let facts = ReadinessFacts {
+        breaker: e.recovery.breaker_state(),
+        draining: e.service.is_draining(),
+        dependency_connected: redis.map(|state| state == RedisState::Connected),
+    };
+    let reasons: Vec<String> = not_ready(facts)
+        .into_iter()
+        .map(|reason| match reason {
+            NotReady::Breaker(state) => format!("circuit breaker {state}"),
+            NotReady::Draining => "hub draining".to_owned(),
+            NotReady::DependencyDown => {
+                format!("Redis {}", redis.map_or("unknown", RedisState::as_str))
+            }
+        })
+        .collect();
     json!({ "ready": reasons.is_empty(), "reasons": reasons })
 }
 

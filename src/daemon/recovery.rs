@@ -1,25 +1,22 @@
-//! The `RecoveryManager`: connects the pure [`GradedRecoveryStrategy`] and
-//! [`CircuitBreaker`] to real actions on the hub.
+//! The `RecoveryManager`: executes the pure [`RecoveryLoop`] (the strategy
+//! and the breaker, `crate::recovery`) with real actions on the hub.
 //!
 //! # How a report becomes an action
+//! The decisions are the core's [`RecoveryLoop`] (`crate::recovery`: the
+//! check-interval gate, the attribution rule, the strategy, the per-episode
+//! budget, the breaker, the bounded event history); this manager executes.
 //! The monitor's callback queues each report (queue of one: while a recovery
-//! runs, newer reports are dropped, so there is **one recovery at a time**
-//! and the strategy never decides on the transient state a recovery causes).
-//! The manager's task then, for each report:
-//! 1. feeds its status to the strategy, which decides an action (or none);
-//! 2. if recovery is disabled (`recovery.enabled: false`), logs the decision
-//!    and does nothing;
-//! 3. if the episode's budget is spent, logs a `RecoveryFailedError` once and
-//!    does nothing. An **episode** starts with the first action after a
-//!    healthy report and ends at the next healthy report; at most
-//!    `max_recovery_attempts` actions (any action, log_warning included) run
-//!    per episode;
-//! 4. asks the breaker for a permit; an open breaker blocks the action
-//!    (logged with "Circuit breaker", counted in `rejected_by_breaker`);
-//! 5. runs the action under `tokio::time::timeout(recovery_timeout)` (a
-//!    timeout is a failure), reports the outcome to the breaker, records a
-//!    [`RecoveryEvent`] (bounded history) and logs "Recovery action ...";
-//!    a failure also logs the rendered `RecoveryFailedError`.
+//! runs, newer reports are dropped). The manager's task then, for each report:
+//! 1. feeds it to the loop with the clock's `now` and wall time, and logs
+//!    the notes it emits (breaker changes, a decision not executed because
+//!    recovery is disabled, a spent episode budget as a
+//!    `RecoveryFailedError`, an action blocked by the breaker);
+//! 2. runs the command the loop emits, if any, under
+//!    `tokio::time::timeout(command.timeout)`, logging "Recovery action ...
+//!    started";
+//! 3. feeds the typed outcome back (a timeout is [`ActionError::TimedOut`]),
+//!    logs "succeeded" or the rendered `RecoveryFailedError`, and tells the
+//!    listeners (alerts) of the recorded [`RecoveryEvent`].
 //!
 //! # The actions ([`HubActions`])
 //! - `log_warning`: a structured warning naming every failing metric.
@@ -35,25 +32,26 @@
 //! Not here: deciding which action (the strategy), guarding against loops (the
 //! breaker), the PID file and process exit (the runner).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::breaker::{BreakerSettings, BreakerStatus, CircuitBreaker, CircuitState, Report};
+use crate::breaker::{BreakerSettings, CircuitState};
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::HealthCallback;
 use crate::errors::{RecoveryFailedError, log_markers};
-use crate::escalation::{
-    DecisionCause, GradedRecoveryStrategy, RecoveryAction, StrategySettings, StrategyStatus,
-};
+use crate::escalation::{RecoveryAction, StrategySettings};
 use crate::health::{HealthReport, HealthStatus};
-use crate::time::{Clock, Moment};
+pub use crate::recovery::{
+    ActionDone, ActionError, DEFAULT_RECOVERY_HISTORY, RecoveryCounts, RecoveryEvent,
+    RecoverySetupError, RecoveryStatus,
+};
+use crate::recovery::{ActionOutcome, Input, LoopSettings, Note, Output, RecoveryLoop};
+use crate::time::Clock;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,13 +62,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 // Actions.
 
-/// A boxed future returned by [`RecoveryActions::execute`].
+/// A boxed future of a [`ServiceControl`] request: `Ok` carries a short
+/// description of what was done, `Err` the reason it failed.
 pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
 
-/// Executes recovery actions. `Ok` carries a short description of what was
-/// done, `Err` the reason it failed.
+/// A boxed future returned by [`RecoveryActions::execute`]: the typed result
+/// the recovery loop records.
+pub type ActionRun<'a> = Pin<Box<dyn Future<Output = Result<ActionDone, ActionError>> + Send + 'a>>;
+
+/// Executes the recovery loop's commands.
 pub trait RecoveryActions: Send + Sync {
-    fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionFuture<'a>;
+    fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionRun<'a>;
 }
 
 /// What the actions need from whoever serves the hub (the runner's serving
@@ -122,10 +124,14 @@ pub fn failing_metrics(report: &HealthReport) -> Vec<String> {
 }
 
 impl<A: Adapter> RecoveryActions for HubActions<A> {
-    fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionFuture<'a> {
+    fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionRun<'a> {
         Box::pin(async move {
+            let service = |r: Result<String, String>| {
+                r.map(|detail| ActionDone::Service { detail })
+                    .map_err(|reason| ActionError::Service { reason })
+            };
             match action {
-                RecoveryAction::None => Ok("nothing to do".to_string()),
+                RecoveryAction::None => Ok(ActionDone::NothingToDo),
                 RecoveryAction::LogWarning => {
                     let failing = failing_metrics(report);
                     tracing::warn!(
@@ -136,20 +142,21 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
                         report.overall_status,
                         failing.join(", ")
                     );
-                    Ok(format!("{} failing metrics logged", failing.len()))
+                    Ok(ActionDone::WarningLogged {
+                        failing_metrics: failing.len(),
+                    })
                 }
-                RecoveryAction::ClearConnections => {
-                    let n = self.hub.disconnect_all().await;
-                    Ok(format!("{n} clients disconnected"))
-                }
-                RecoveryAction::RestartService => self.control.restart().await,
+                RecoveryAction::ClearConnections => Ok(ActionDone::ConnectionsCleared {
+                    clients: self.hub.disconnect_all().await,
+                }),
+                RecoveryAction::RestartService => service(self.control.restart().await),
                 RecoveryAction::EmergencyStop => {
                     let reason = format!(
                         "recovery escalated to emergency_stop (health {}): {}",
                         report.overall_status,
                         failing_metrics(report).join(", ")
                     );
-                    self.control.emergency_stop(reason).await
+                    service(self.control.emergency_stop(reason).await)
                 }
             }
         })
@@ -157,22 +164,7 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
 }
 
 // ---------------------------------------------------------------------------
-// The manager.
-
-/// One executed recovery, with the seed's fields.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RecoveryEvent {
-    /// Epoch seconds.
-    pub timestamp: f64,
-    pub timestamp_iso: String,
-    pub action: RecoveryAction,
-    /// What triggered it: `health_check`.
-    pub trigger: String,
-    pub health_status: HealthStatus,
-    pub success: bool,
-    pub duration_ms: f64,
-    pub error_message: Option<String>,
-}
+// The manager: the executor of the core's recovery loop.
 
 /// The manager's parameters (config `recovery`).
 #[derive(Clone, Debug, PartialEq)]
@@ -193,92 +185,36 @@ pub struct RecoverySettings {
     pub port: u16,
 }
 
-/// Recovery events kept for `/diagnostics`.
-pub const DEFAULT_RECOVERY_HISTORY: usize = 100;
-
-/// Why a [`RecoveryManager`] could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum RecoverySetupError {
-    #[error(transparent)]
-    Breaker(#[from] crate::breaker::BreakerSettingsError),
-    #[error(transparent)]
-    Strategy(#[from] crate::escalation::StrategySettingsError),
-}
-
-/// `/diagnostics`' `recovery_manager` object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RecoveryStatus {
-    pub enabled: bool,
-    pub circuit_breaker_state: CircuitState,
-    pub circuit_breaker: BreakerStatus,
-    pub strategy: StrategyStatus,
-    pub total_recoveries: u64,
-    pub successful_recoveries: u64,
-    pub failed_recoveries: u64,
-    pub rejected_by_breaker: u64,
-    pub skipped_attempts_exhausted: u64,
-    pub episode_attempts: u32,
-    pub max_recovery_attempts: u32,
-    pub recovery_in_progress: bool,
-    pub recent_events: Vec<RecoveryEvent>,
-}
-
-/// Counters for `/metrics`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RecoveryCounts {
-    /// (action, success) → count.
-    pub by_action: Vec<(RecoveryAction, bool, u64)>,
-    pub rejected_by_breaker: u64,
-    pub breaker_trips: u64,
-    pub breaker_state: Option<CircuitState>,
-}
-
-struct State {
-    strategy: GradedRecoveryStrategy,
-    breaker: CircuitBreaker,
-    history: VecDeque<RecoveryEvent>,
-    total: u64,
-    successful: u64,
-    failed: u64,
-    rejected: u64,
-    exhausted_skips: u64,
-    episode_attempts: u32,
-    exhausted_logged: bool,
-    by_action: [[u64; 2]; 5],
-    /// When the last report was evaluated (for `check_interval`).
-    last_evaluated: Option<Moment>,
-}
-
-fn action_index(action: RecoveryAction) -> usize {
-    match action {
-        RecoveryAction::None => 0,
-        RecoveryAction::LogWarning => 1,
-        RecoveryAction::ClearConnections => 2,
-        RecoveryAction::RestartService => 3,
-        RecoveryAction::EmergencyStop => 4,
+impl RecoverySettings {
+    fn loop_settings(&self) -> LoopSettings {
+        LoopSettings {
+            enabled: self.enabled,
+            max_recovery_attempts: self.max_recovery_attempts,
+            recovery_timeout: self.recovery_timeout,
+            check_interval: self.check_interval,
+            history_size: self.history_size,
+            breaker: self.breaker.clone(),
+            strategy: self.strategy.clone(),
+        }
     }
 }
-
-const ACTIONS: [RecoveryAction; 5] = [
-    RecoveryAction::None,
-    RecoveryAction::LogWarning,
-    RecoveryAction::ClearConnections,
-    RecoveryAction::RestartService,
-    RecoveryAction::EmergencyStop,
-];
 
 /// Told of each recovery event once it is recorded (e.g. the alerts). Must
 /// not block: it runs on the recovery task.
 pub type RecoveryListener = Arc<dyn Fn(&RecoveryEvent) + Send + Sync>;
 
-/// The recovery manager. Register [`RecoveryManager::callback`] with the
-/// monitor and spawn [`RecoveryManager::run`].
+/// The recovery manager: feeds the core's [`RecoveryLoop`], runs the
+/// commands it emits (under the timeout they carry), feeds back the
+/// outcomes, and logs what the loop notes. Register
+/// [`RecoveryManager::callback`] with the monitor and spawn
+/// [`RecoveryManager::run`].
 pub struct RecoveryManager {
     listeners: Mutex<Vec<RecoveryListener>>,
     settings: RecoverySettings,
     clock: Arc<dyn Clock>,
     actions: Arc<dyn RecoveryActions>,
-    state: Mutex<State>,
+    machine: Mutex<RecoveryLoop>,
+    /// True while a command runs (the callback drops reports meanwhile).
     busy: AtomicBool,
     /// True from an action's start until its event is recorded and told to
     /// the listeners (`busy` clears earlier, when the action returns).
@@ -293,25 +229,11 @@ impl RecoveryManager {
         clock: Arc<dyn Clock>,
         actions: Arc<dyn RecoveryActions>,
     ) -> Result<Arc<Self>, RecoverySetupError> {
-        let strategy = GradedRecoveryStrategy::new(settings.strategy.clone())?;
-        let breaker = CircuitBreaker::new(settings.breaker.clone())?;
+        let machine = RecoveryLoop::new(settings.loop_settings())?;
         let (queue_tx, queue_rx) = mpsc::channel(1);
         Ok(Arc::new(RecoveryManager {
             listeners: Mutex::new(Vec::new()),
-            state: Mutex::new(State {
-                strategy,
-                breaker,
-                history: VecDeque::with_capacity(settings.history_size.clamp(1, 1024)),
-                total: 0,
-                successful: 0,
-                failed: 0,
-                rejected: 0,
-                exhausted_skips: 0,
-                episode_attempts: 0,
-                exhausted_logged: false,
-                by_action: [[0; 2]; 5],
-                last_evaluated: None,
-            }),
+            machine: Mutex::new(machine),
             settings,
             clock,
             actions,
@@ -362,144 +284,101 @@ impl RecoveryManager {
         }
     }
 
-    /// Observes one report and runs the action it calls for, if any.
-    /// Returns the recorded event when an action ran.
-    pub async fn handle_report(&self, report: &HealthReport) -> Option<RecoveryEvent> {
-        let now = self.clock.now();
-        let (action, cause, permit, attempt) = {
-            let mut st = lock(&self.state);
-            if let (Some(interval), Some(last)) = (self.settings.check_interval, st.last_evaluated)
-                && report.at < last + interval
-            {
-                return None;
-            }
-            st.last_evaluated = Some(report.at);
-            let before = st.breaker.state();
-            st.breaker.tick(now);
-            log_breaker_change(before, st.breaker.state());
-            let decision = st.strategy.observe(report.overall_status, report.at);
-            if report.overall_status == HealthStatus::Healthy {
-                st.episode_attempts = 0;
-                st.exhausted_logged = false;
-            }
-            let action = decision.action;
-            if action == RecoveryAction::None {
-                if let DecisionCause::RateLimited { allowed_at } = decision.cause {
-                    tracing::debug!(
-                        allowed_at_ms = allowed_at.as_millis(),
-                        "recovery rate-limited"
-                    );
+    /// Feeds one input to the loop and drains its outputs: notes are logged,
+    /// the command (at most one) or the finished record is returned.
+    fn step(&self, input: Input<'_>) -> Option<Output> {
+        let mut machine = lock(&self.machine);
+        machine.handle_input(input);
+        let mut step = None;
+        while let Some(output) = machine.poll_output() {
+            match output {
+                Output::Note(note) => self.log_note(note),
+                other => {
+                    debug_assert!(step.is_none(), "one command or record per input");
+                    step = Some(other);
                 }
-                return None;
             }
-            if !self.settings.enabled {
-                tracing::warn!(
-                    action = %action,
-                    "{}: {action} decided but not executed: recovery is disabled",
-                    log_markers::RECOVERY_ACTION
-                );
-                return None;
-            }
-            if st.episode_attempts >= self.settings.max_recovery_attempts {
-                st.exhausted_skips += 1;
-                if !st.exhausted_logged {
-                    st.exhausted_logged = true;
-                    let err = self.failure(
-                        action,
-                        format!(
-                            "max_recovery_attempts ({}) reached in this episode; no further action until health returns",
-                            self.settings.max_recovery_attempts
-                        ),
-                        st.episode_attempts,
-                        report.overall_status,
-                    );
-                    tracing::error!("{}: {action} skipped\n{err}", log_markers::RECOVERY_ACTION);
-                }
-                return None;
-            }
-            let permit = match st.breaker.try_acquire(now) {
-                Ok(permit) => permit,
-                Err(rejected) => {
-                    st.rejected += 1;
-                    tracing::warn!(
-                        action = %action,
-                        state = %st.breaker.state(),
-                        "{} {}: {action} blocked: {rejected}",
-                        log_markers::CIRCUIT_BREAKER,
-                        st.breaker.state()
-                    );
-                    return None;
-                }
-            };
-            st.episode_attempts += 1;
-            (action, decision.cause, permit, st.episode_attempts)
-        };
+        }
+        step
+    }
 
+    /// Observes one report and runs the command the loop emits for it, if
+    /// any. Returns the recorded event when an action ran.
+    pub async fn handle_report(&self, report: &HealthReport) -> Option<RecoveryEvent> {
+        let input = Input::Report {
+            report,
+            now: self.clock.now(),
+            wall: self.clock.wall(),
+        };
+        let Some(Output::Command(command)) = self.step(input) else {
+            return None;
+        };
         self.busy.store(true, Ordering::Release);
         self.acting.store(true, Ordering::Release);
+        let action = command.action;
         tracing::warn!(
             action = %action,
-            health_status = %report.overall_status,
-            cause = ?cause,
-            attempt,
-            "{}: {action} started (health {}, attempt {attempt}/{})",
+            health_status = %command.health_status,
+            cause = ?command.cause,
+            attempt = command.attempt,
+            "{}: {action} started (health {}, attempt {}/{})",
             log_markers::RECOVERY_ACTION,
-            report.overall_status,
-            self.settings.max_recovery_attempts
+            command.health_status,
+            command.attempt,
+            command.max_attempts
         );
-        let wall = self.clock.wall();
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(
-            self.settings.recovery_timeout,
-            self.actions.execute(action, report),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "timed out after {} ms (recovery_timeout)",
-                self.settings.recovery_timeout.as_millis()
-            )),
+        let result = tokio::time::timeout(command.timeout, self.actions.execute(action, report))
+            .await
+            .unwrap_or(Err(ActionError::TimedOut {
+                timeout: command.timeout,
+            }));
+        let outcome = ActionOutcome {
+            result,
+            elapsed: started.elapsed(),
         };
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.busy.store(false, Ordering::Release);
-
-        let event = RecoveryEvent {
-            timestamp: wall.as_secs_f64(),
-            timestamp_iso: wall.to_iso8601(),
-            action,
-            trigger: "health_check".to_string(),
-            health_status: report.overall_status,
-            success: outcome.is_ok(),
-            duration_ms,
-            error_message: outcome.as_ref().err().cloned(),
-        };
-        let now = self.clock.now();
-        let mut st = lock(&self.state);
-        let before = st.breaker.state();
-        let counted = match &outcome {
-            Ok(_) => st.breaker.on_success(permit, now),
-            Err(_) => st.breaker.on_failure(permit, now),
-        };
-        if counted == Report::Stale {
-            tracing::debug!("breaker permit was stale when reported");
-        }
-        log_breaker_change(before, st.breaker.state());
-        st.total += 1;
-        st.by_action[action_index(action)][usize::from(outcome.is_ok())] += 1;
-        match &outcome {
-            Ok(detail) => {
-                st.successful += 1;
-                tracing::warn!(
-                    action = %action,
-                    duration_ms,
-                    "{}: {action} succeeded in {duration_ms:.1} ms: {detail}",
-                    log_markers::RECOVERY_ACTION
-                );
+        let finished = self.step(Input::Outcome {
+            id: command.id,
+            outcome,
+            now: self.clock.now(),
+        });
+        let event = match finished {
+            Some(Output::Finished {
+                event,
+                attempt,
+                result,
+                ..
+            }) => {
+                self.log_finished(&event, attempt, &result);
+                let listeners = lock(&self.listeners).clone();
+                for listener in listeners {
+                    listener(&event);
+                }
+                Some(event)
             }
+            _ => None,
+        };
+        self.acting.store(false, Ordering::Release);
+        event
+    }
+
+    fn log_finished(
+        &self,
+        event: &RecoveryEvent,
+        attempt: u32,
+        result: &Result<ActionDone, ActionError>,
+    ) {
+        let (action, duration_ms) = (event.action, event.duration_ms);
+        match result {
+            Ok(detail) => tracing::warn!(
+                action = %action,
+                duration_ms,
+                "{}: {action} succeeded in {duration_ms:.1} ms: {detail}",
+                log_markers::RECOVERY_ACTION
+            ),
             Err(reason) => {
-                st.failed += 1;
-                let err = self.failure(action, reason.clone(), attempt, report.overall_status);
+                let err = self.failure(action, reason.to_string(), attempt, event.health_status);
                 tracing::error!(
                     action = %action,
                     duration_ms,
@@ -508,18 +387,53 @@ impl RecoveryManager {
                 );
             }
         }
-        let cap = self.settings.history_size.max(1);
-        while st.history.len() >= cap {
-            st.history.pop_front();
+    }
+
+    fn log_note(&self, note: Note) {
+        match note {
+            Note::BreakerChanged { from, to } => tracing::warn!(
+                from = %from,
+                to = %to,
+                "{} {from} -> {to}",
+                log_markers::CIRCUIT_BREAKER
+            ),
+            Note::RateLimited { allowed_at } => tracing::debug!(
+                allowed_at_ms = allowed_at.as_millis(),
+                "recovery rate-limited"
+            ),
+            Note::Disabled { action } => tracing::warn!(
+                action = %action,
+                "{}: {action} decided but not executed: recovery is disabled",
+                log_markers::RECOVERY_ACTION
+            ),
+            Note::BudgetSpent {
+                action,
+                attempts,
+                max_attempts,
+                health_status,
+            } => {
+                let err = self.failure(
+                    action,
+                    format!(
+                        "max_recovery_attempts ({max_attempts}) reached in this episode; no further action until health returns"
+                    ),
+                    attempts,
+                    health_status,
+                );
+                tracing::error!("{}: {action} skipped\n{err}", log_markers::RECOVERY_ACTION);
+            }
+            Note::Blocked {
+                action,
+                state,
+                rejected,
+            } => tracing::warn!(
+                action = %action,
+                state = %state,
+                "{} {state}: {action} blocked: {rejected}",
+                log_markers::CIRCUIT_BREAKER
+            ),
+            Note::StaleOutcome => tracing::debug!("breaker permit was stale when reported"),
         }
-        st.history.push_back(event.clone());
-        drop(st);
-        let listeners = lock(&self.listeners).clone();
-        for listener in listeners {
-            listener(&event);
-        }
-        self.acting.store(false, Ordering::Release);
-        Some(event)
     }
 
     fn failure(
@@ -544,68 +458,23 @@ impl RecoveryManager {
 
     /// Up to `limit` most recent events, oldest first.
     pub fn history(&self, limit: usize) -> Vec<RecoveryEvent> {
-        let st = lock(&self.state);
-        let skip = st.history.len().saturating_sub(limit);
-        st.history.iter().skip(skip).cloned().collect()
+        lock(&self.machine).history(limit)
     }
 
     pub fn breaker_state(&self) -> CircuitState {
-        lock(&self.state).breaker.state()
+        lock(&self.machine).breaker_state()
     }
 
     /// A snapshot for `/diagnostics`; never changes the breaker or strategy.
     pub fn status(&self, recent: usize) -> RecoveryStatus {
         let now = self.clock.now();
-        let st = lock(&self.state);
-        let skip = st.history.len().saturating_sub(recent);
-        RecoveryStatus {
-            enabled: self.settings.enabled,
-            circuit_breaker_state: st.breaker.state(),
-            circuit_breaker: st.breaker.status(now),
-            strategy: st.strategy.status(),
-            total_recoveries: st.total,
-            successful_recoveries: st.successful,
-            failed_recoveries: st.failed,
-            rejected_by_breaker: st.rejected,
-            skipped_attempts_exhausted: st.exhausted_skips,
-            episode_attempts: st.episode_attempts,
-            max_recovery_attempts: self.settings.max_recovery_attempts,
-            recovery_in_progress: self.busy.load(Ordering::Acquire),
-            recent_events: st.history.iter().skip(skip).cloned().collect(),
-        }
+        lock(&self.machine).status(recent, now)
     }
 
     /// Counters for `/metrics`.
     pub fn counts(&self) -> RecoveryCounts {
         let now = self.clock.now();
-        let st = lock(&self.state);
-        let mut by_action = Vec::new();
-        for action in ACTIONS.iter().skip(1) {
-            for success in [true, false] {
-                by_action.push((
-                    *action,
-                    success,
-                    st.by_action[action_index(*action)][usize::from(success)],
-                ));
-            }
-        }
-        RecoveryCounts {
-            by_action,
-            rejected_by_breaker: st.rejected,
-            breaker_trips: st.breaker.status(now).trip_count,
-            breaker_state: Some(st.breaker.state()),
-        }
-    }
-}
-
-fn log_breaker_change(before: CircuitState, after: CircuitState) {
-    if before != after {
-        tracing::warn!(
-            from = %before,
-            to = %after,
-            "{} {before} -> {after}",
-            log_markers::CIRCUIT_BREAKER
-        );
+        lock(&self.machine).counts(now)
     }
 }
 
@@ -628,7 +497,7 @@ pub fn settings_from_config(cfg: &crate::config::WardenConfig) -> RecoverySettin
 mod tests {
     use super::*;
     use crate::health::{HealthCheckResult, HealthMetric};
-    use crate::time::{ManualClock, WallTime};
+    use crate::time::{ManualClock, Moment, WallTime};
 
     /// Records actions; fails or hangs on request.
     #[derive(Default)]
@@ -639,16 +508,18 @@ mod tests {
     }
 
     impl RecoveryActions for Script {
-        fn execute<'a>(&'a self, action: RecoveryAction, _: &'a HealthReport) -> ActionFuture<'a> {
+        fn execute<'a>(&'a self, action: RecoveryAction, _: &'a HealthReport) -> ActionRun<'a> {
             Box::pin(async move {
                 lock(&self.done).push(action);
                 if lock(&self.hang).contains(&action) {
                     std::future::pending::<()>().await;
                 }
                 if lock(&self.fail).contains(&action) {
-                    Err("scripted failure".to_string())
+                    Err(ActionError::Service {
+                        reason: "scripted failure".to_string(),
+                    })
                 } else {
-                    Ok("ok".to_string())
+                    Ok(ActionDone::NothingToDo)
                 }
             })
         }

@@ -38,7 +38,9 @@ use warden::daemon::checkers::{
 };
 use warden::daemon::hub::Hub;
 use warden::daemon::monitor::{HealthMonitor, MonitorSettings};
-use warden::daemon::recovery::{ActionFuture, RecoveryActions, RecoveryManager, RecoverySettings};
+use warden::daemon::recovery::{
+    ActionDone, ActionError, ActionRun, RecoveryActions, RecoveryManager, RecoverySettings,
+};
 use warden::daemon::server::{ServingHandle, ShutdownReport};
 use warden::escalation::{RecoveryAction, StrategySettings};
 use warden::health::HealthReport;
@@ -147,11 +149,7 @@ pub struct SimActions {
 }
 
 impl RecoveryActions for SimActions {
-    fn execute<'a>(
-        &'a self,
-        action: RecoveryAction,
-        _report: &'a HealthReport,
-    ) -> ActionFuture<'a> {
+    fn execute<'a>(&'a self, action: RecoveryAction, _report: &'a HealthReport) -> ActionRun<'a> {
         let breaker_at_start = self
             .manager
             .get()
@@ -180,29 +178,37 @@ impl RecoveryActions for SimActions {
         Box::pin(async move {
             let _guard = guard;
             match action {
-                RecoveryAction::None => Ok("nothing to do".to_string()),
-                RecoveryAction::LogWarning => Ok("logged".to_string()),
+                RecoveryAction::None => Ok(ActionDone::NothingToDo),
+                RecoveryAction::LogWarning => Ok(ActionDone::WarningLogged { failing_metrics: 0 }),
                 RecoveryAction::ClearConnections if hang => {
                     // A wedged hub: the manager's recovery_timeout ends this.
                     std::future::pending::<()>().await;
-                    Err("unreachable: a pending future never completes".to_string())
+                    Err(ActionError::Service {
+                        reason: "unreachable: a pending future never completes".to_string(),
+                    })
                 }
-                RecoveryAction::ClearConnections => {
-                    let n = self.service.hub.disconnect_all().await;
-                    Ok(format!("{n} clients disconnected"))
-                }
+                RecoveryAction::ClearConnections => Ok(ActionDone::ConnectionsCleared {
+                    clients: self.service.hub.disconnect_all().await,
+                }),
                 RecoveryAction::RestartService => self
                     .service
                     .restart()
                     .await
-                    .map(|r| format!("{} clients closed", r.clients_closed)),
+                    .map(|r| ActionDone::Service {
+                        detail: format!("{} clients closed", r.clients_closed),
+                    })
+                    .map_err(|e| ActionError::Service {
+                        reason: e.to_string(),
+                    }),
                 RecoveryAction::EmergencyStop => {
                     let report = self.service.shutdown().await;
                     self.stopped.stop();
-                    Ok(format!(
-                        "drained ({} clients closed)",
-                        report.map_or(0, |r| r.clients_closed)
-                    ))
+                    Ok(ActionDone::Service {
+                        detail: format!(
+                            "drained ({} clients closed)",
+                            report.map_or(0, |r| r.clients_closed)
+                        ),
+                    })
                 }
             }
         })

@@ -57,7 +57,7 @@ use socketioxide::{BroadcastError, SendError, SocketError, SocketIo, SocketIoBui
 use tokio::sync::mpsc;
 
 use crate::daemon::http;
-use crate::daemon::server::DoorSettings;
+use crate::daemon::server::{DoorSettings, Transports};
 use crate::time::{Clock, Moment, WallTime};
 
 /// The event a hook sends and dashboards receive.
@@ -606,6 +606,8 @@ struct Inner<A: Adapter> {
     warnings: Warnings,
     /// Recipients that read nothing for `slow_reader_timeout`: not waited for.
     stalled: Mutex<HashSet<Sid>>,
+    /// Every Socket.IO connection of every generation, severable at once.
+    transports: Arc<Transports>,
 }
 
 /// Events a live watcher may fall behind by before it is told it lagged.
@@ -648,6 +650,7 @@ impl<A: Adapter> Hub<A> {
                 tap: tokio::sync::broadcast::Sender::new(EVENT_TAP_CAPACITY),
                 warnings: Warnings::default(),
                 stalled: Mutex::new(HashSet::new()),
+                transports: Arc::new(Transports::default()),
             }),
         }
     }
@@ -664,6 +667,11 @@ impl<A: Adapter> Hub<A> {
 
     pub fn settings(&self) -> &HubSettings {
         &self.inner.settings
+    }
+
+    /// The hub's Socket.IO connections (the door enlists them).
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.inner.transports
     }
 
     /// The shared counters.
@@ -941,8 +949,21 @@ impl<A: Adapter> Hub<A> {
         lock(&self.inner.history).events.len()
     }
 
-    /// Disconnects every client of this node (the recovery manager's
-    /// clear_connections). Returns how many were disconnected; the counters
+    /// Closes every client's transport without a word (the recovery
+    /// manager's clear_connections): each client sees its connection close
+    /// and reconnects with its usual backoff (socket.io-client and
+    /// python-socketio alike), where a Socket.IO DISCONNECT would be final.
+    /// Returns how many clients were connected; each is uncounted when
+    /// socketioxide notices its transport is gone (at once for a WebSocket,
+    /// at the next heartbeat for a long-polling client between requests).
+    pub fn sever_transports(&self) -> usize {
+        let clients = lock(&self.inner.clients).len();
+        let connections = self.inner.transports.sever();
+        tracing::debug!(clients, connections, "severed the Socket.IO transports");
+        clients
+    }
+
+    /// Disconnects every client of this node with a Socket.IO DISCONNECT. Returns how many were disconnected; the counters
     /// are exact when it returns. Clients see "io server disconnect", after
     /// which socket.io clients do not reconnect on their own.
     ///

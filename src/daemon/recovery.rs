@@ -25,7 +25,8 @@
 //!
 //! # The actions ([`HubActions`])
 //! - `log_warning`: a structured warning naming every failing metric.
-//! - `clear_connections`: `Hub::disconnect_all`; counters stay exact.
+//! - `clear_connections`: `Hub::sever_transports` (clients reconnect on
+//!   their own; each is uncounted when socketioxide sees its transport go).
 //! - `restart_service` and `emergency_stop` go through a [`ServiceControl`]:
 //!   the runner's control handle in the daemon, or [`HubService`] (through
 //!   [`WeakService`]) when this module serves the hub itself.
@@ -256,6 +257,7 @@ impl HubService {
         }
         let mut serving = self.serving.lock().await;
         self.draining.store(true, Ordering::Release);
+        self.hub.transports().sever_generation();
         let report = match serving.take() {
             Some(handle) => handle
                 .shutdown(self.settings.drain_timeout)
@@ -505,8 +507,8 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
                     Ok(format!("{} failing metrics logged", failing.len()))
                 }
                 RecoveryAction::ClearConnections => {
-                    let n = self.hub.disconnect_all().await;
-                    Ok(format!("{n} clients disconnected"))
+                    let n = self.hub.sever_transports();
+                    Ok(format!("{n} clients' transports closed; they reconnect"))
                 }
                 RecoveryAction::RestartService => self.control.restart().await,
                 RecoveryAction::EmergencyStop => {

@@ -522,6 +522,7 @@ impl<A: HubAdapter> Daemon<A> {
     /// throughout. On error the daemon has no socket.
     pub async fn restart_serving(&mut self) -> Result<ShutdownReport, RestartError> {
         self.state.draining.store(true, Ordering::Release);
+        self.hub.transports().sever_generation();
         let report = match self.serving.take() {
             Some(handle) => handle.shutdown(SHUTDOWN_DRAIN_TIMEOUT).await?,
             None => ShutdownReport {
@@ -792,6 +793,10 @@ async fn run_hub<A: HubAdapter>(
     );
     on_ready(daemon.local_addr());
     let exit = daemon.run_until_stopped(&mut signals).await;
+    if matches!(exit, DaemonExit::EmergencyStop { .. }) {
+        // Clients reconnect when a supervisor starts warden again.
+        daemon.hub().transports().sever_generation();
+    }
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

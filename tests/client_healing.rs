@@ -1,7 +1,8 @@
 //! Stock clients heal with the server: after `clear_connections` and after
 //! `restart_service`, an unmodified socket.io-client (Node) and an unmodified
 //! python-socketio client, both with their default reconnection settings,
-//! are connected again and receive events posted afterwards.
+//! are connected again and receive events posted afterwards (after a clear,
+//! also a socket.io-client that stays on long-polling).
 //!
 //! The real binary with a config that forces the action (a `max_clients`
 //! threshold of 1 makes two clients a warning: log_warning, then
@@ -67,6 +68,16 @@ impl Client {
         let mut command = Command::new("node");
         command.arg(clients_dir().join("heal_node.js")).arg(url);
         Client::spawn("socket.io-client", command)
+    }
+
+    /// socket.io-client that stays on HTTP long-polling.
+    fn node_polling(url: &str) -> Client {
+        let mut command = Command::new("node");
+        command
+            .arg(clients_dir().join("heal_node.js"))
+            .arg(url)
+            .arg("polling");
+        Client::spawn("socket.io-client (polling)", command)
     }
 
     fn python(url: &str) -> Client {
@@ -236,6 +247,7 @@ fn stock_clients_reconnect_after_clear_connections() {
     );
     let url = env.url();
     let node = Client::node(&url);
+    let polling = Client::node_polling(&url);
     let python = Client::python(&url);
 
     poll("clear_connections", || {
@@ -243,7 +255,12 @@ fn stock_clients_reconnect_after_clear_connections() {
             .contains(&"clear_connections".to_string())
             .then_some(())
     });
-    wait_healed(&env, &daemon, &[&node, &python], "clear_connections");
+    wait_healed(
+        &env,
+        &daemon,
+        &[&node, &polling, &python],
+        "clear_connections",
+    );
     let log = daemon.stderr();
     assert!(
         log.contains("transports closed; they reconnect"),

@@ -623,6 +623,10 @@ impl StaleProcessError {
                 ReuseEvidence::NameDiffers { recorded, actual } => format!(
                     "pid {pid} was reused by another program (recorded name `{recorded}`, actual `{actual}`)"
                 ),
+                ReuseEvidence::NotListening { port, command } => format!(
+                    "pid {pid} is not the server that wrote this file (it is `{command}`, which does \
+                     not listen on port {port}, and nobody holds the lock)"
+                ),
             },
             StaleReason::LockNotHeld { pid, probe_error } => format!(
                 "nobody holds the lock of the PID file and process {pid} cannot be inspected ({probe_error})"

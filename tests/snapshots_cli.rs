@@ -128,3 +128,48 @@ fn reload_of_a_running_daemon() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0));
 }
+
+/// Issue 15 item 2. A legacy PID file (a bare pid, the seed's format) naming
+/// a live unrelated process that does not listen on the port, with nobody
+/// holding the lock: `status`, `stop` and `start` reach one verdict (stale,
+/// and why), and `start` takes the file over without touching the process.
+/// On the old code `start` refused it as "another warden holds the PID file"
+/// (exit 10, naming `sleep` as the conflicting server) while `stop` called
+/// it stale.
+#[test]
+fn a_legacy_pid_file_naming_an_unrelated_process_is_stale_for_every_command() {
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    std::fs::write(env.pid_file(), format!("{pid}\n")).unwrap();
+    let stable = |text: &str| stable(&env, text).replace(&pid.to_string(), "[SLEEP]");
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("status_legacy_unrelated", stable(&text(&status.stdout)));
+    let stop = env.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop.stderr));
+
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let log = env.wait_log(&["removed a stale PID file"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("removed a stale PID file"))
+        .expect("the takeover is logged");
+    let message = line.split_once("PID validation: ").map_or(line, |(_, m)| m);
+    snap!("start_legacy_unrelated", stable(message));
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "nothing signalled the unrelated process"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}

@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::daemon::settings::check_state_dir;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
-    PidFileContent, PidRecord, ProcessInfo, RecheckOutcome, ReleaseAction, StaleReason,
-    names_live_holder, parse_pid_file,
+    PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome, ReleaseAction,
+    StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
 };
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
@@ -263,7 +263,9 @@ fn claim_inner(
         let mut lifecycle = Lifecycle::new();
         let facts = match lock {
             LockObservation::Acquired => {
-                observe(&file, &path, created, lock, me, own.as_ref(), probe)?
+                let mut facts = observe(&file, &path, created, lock, me, own.as_ref(), probe)?;
+                facts.recorded_listening = recorded_listening(&facts, port);
+                facts
             }
             LockObservation::Busy => match settle_busy(&file, &path, me, own.as_ref(), probe)? {
                 Some(facts) => facts,
@@ -553,6 +555,20 @@ fn read_content(file: &File, path: &Path) -> Result<Vec<u8>, PidFileError> {
     Ok(buf)
 }
 
+/// Whether the live process a file names listens on `port`: looked up (a
+/// scan of /proc) only for a file that records no identity and names a live
+/// process, the one case where the lifecycle uses it.
+pub fn recorded_listening(facts: &ClaimFacts, port: u16) -> Option<PortListening> {
+    let Some(ProbeOutcome::Found(process)) = &facts.recorded_process else {
+        return None;
+    };
+    if process.status.has_exited() || !identity_unrecorded(&facts.content) {
+        return None;
+    }
+    crate::daemon::port::listens_on(process.pid, port)
+        .map(|listening| PortListening { port, listening })
+}
+
 fn wall_of(t: SystemTime) -> WallTime {
     let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
@@ -583,6 +599,8 @@ fn observe(
         content,
         recorded_process,
         file_modified,
+        // Looked up by the caller, only where it can decide (see below).
+        recorded_listening: None,
         me: Claimant {
             pid: me,
             process_start_time: own.map(|s| s.start_time),

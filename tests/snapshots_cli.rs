@@ -173,3 +173,20 @@ fn a_legacy_pid_file_naming_an_unrelated_process_is_stale_for_every_command() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+/// What `start` logs when it takes a file over under lock-only validation
+/// (`pid_validation.enhanced` or `use_psutil` false; the binary test is
+/// tests/daemon_pidfile.rs `lock_only_validation_lets_the_free_lock_decide`).
+#[test]
+fn lock_only_takeover_reason() {
+    let reason = warden::pidfile::StaleReason::LockNotHeld {
+        pid: 12345,
+        probe_error: warden::daemon::pidfile::LOCK_ONLY_REASON.to_string(),
+    };
+    snap!(
+        "start_lock_only_takeover",
+        format!(
+            "removed a stale PID file [STATE]/socketio-server-[PORT].pid and took it over: {reason}"
+        )
+    );
+}

@@ -44,7 +44,7 @@ use crate::daemon::healing;
 use crate::daemon::http::{self, AuthToken, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
-use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
+use crate::daemon::pidfile::{LockOnly, PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::reload::Reloader;
 use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport, ShutdownSignal};
@@ -55,7 +55,7 @@ use crate::errors::{
 };
 use crate::health::HealthStatus;
 use crate::pidfile::PidRecord;
-use crate::probe::ProcessSnapshot;
+use crate::probe::{ProcessProbe, ProcessSnapshot};
 use socketioxide::adapter::LocalAdapter;
 
 /// How long a shutdown waits for in-flight HTTP requests after closing every
@@ -325,8 +325,16 @@ impl<A: HubAdapter> Daemon<A> {
         let claim_probe = Arc::clone(&probe);
         let draft = PidRecordDraft::new(&host, port);
         let claim_dir = state_dir.clone();
+        let validation = config.pid_validation.clone();
         let claimed = tokio::task::spawn_blocking(move || {
-            PidFile::claim_sync_later(&claim_dir, port, draft, claim_probe.as_ref())
+            let inspect = validation.enhanced && validation.use_psutil;
+            let lock_only = LockOnly(claim_probe.as_ref());
+            let probe: &dyn ProcessProbe = if inspect {
+                claim_probe.as_ref()
+            } else {
+                &lock_only
+            };
+            PidFile::claim_sync_later(&claim_dir, port, draft, probe, validation.lock_timeout)
         })
         .await
         .map_err(|e| StartError::Internal(format!("the PID file claim panicked: {e}")))?;

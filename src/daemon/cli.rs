@@ -698,6 +698,13 @@ fn cmd_status(args: &StatusArgs) -> i32 {
                         );
                     }
                     report["status"] = body;
+                    let token = effective.config.server.auth_token.as_deref();
+                    if let Some(cluster) = cluster_section(token, &host, port) {
+                        if !args.json {
+                            println!("{}", cluster_status_line(&cluster, port));
+                        }
+                        report["cluster"] = cluster;
+                    }
                     EXIT_OK
                 }
                 Ok(resp) => {
@@ -724,6 +731,41 @@ fn cmd_status(args: &StatusArgs) -> i32 {
         }
     }
     code
+}
+
+/// `/diagnostics`' cluster section of a node in cluster mode; `None` in
+/// single-node mode or when it cannot be read (`status` says what it can).
+fn cluster_section(token: Option<&str>, host: &str, port: u16) -> Option<Value> {
+    let resp = http_get_as(token, host, port, "/diagnostics").ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    let cluster = resp.json().ok()?["cluster"].take();
+    (cluster["enabled"] == Value::Bool(true)).then_some(cluster)
+}
+
+/// `warden status`'s cluster line: doctor's summary, and while Redis is not
+/// connected, since when, the last error and where the steps are.
+pub fn cluster_status_line(cluster: &Value, port: u16) -> String {
+    let Some(facts) = crate::daemon::doctor::ClusterFacts::from_diagnostics(cluster) else {
+        return String::new();
+    };
+    if facts.redis_state == "connected" {
+        return facts.summary();
+    }
+    let since = facts
+        .redis_state_since
+        .as_deref()
+        .map_or_else(String::new, |t| format!(" since {t}"));
+    let error = facts
+        .last_error
+        .as_deref()
+        .map_or_else(String::new, |e| format!(" (last error: {e})"));
+    format!(
+        "cluster: node {}, Redis {} {}{since}{error}: events reach this node's clients only \
+         until Redis is back; `warden doctor --port {port}` says what to check",
+        facts.node_id, facts.redis_url, facts.redis_state
+    )
 }
 
 fn not_answering(

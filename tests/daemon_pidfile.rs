@@ -35,7 +35,8 @@ fn sixteen_concurrent_starts_one_runs_the_others_name_it() {
         let stderr = loser.stderr();
         assert_eq!(status.code(), Some(EXIT_DAEMON_CONFLICT), "{stderr}");
         assert!(
-            stderr.contains(&format!("Existing PID: {winner_pid}")),
+            stderr.contains(&format!("already has a warden: warden pid {winner_pid} "))
+                || stderr.contains(&format!("already has a warden: pid {winner_pid} holds")),
             "loser {} does not name the winner {winner_pid}:\n{stderr}",
             loser.pid()
         );

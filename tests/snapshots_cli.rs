@@ -190,3 +190,61 @@ fn lock_only_takeover_reason() {
         )
     );
 }
+
+/// The short part of a failed start's stderr: from "warden: not started".
+fn short_failure(stderr: &str) -> String {
+    let start = stderr
+        .find("warden: not started")
+        .unwrap_or_else(|| panic!("no short message in:\n{stderr}"));
+    stderr[start..].to_string()
+}
+
+/// Issue 17 item 1: a start on a port that a warden already serves prints a
+/// few lines (who holds the PID file, the commands to see or stop it, the
+/// full guide's command), each repeating this invocation's target. The old
+/// code printed the 30-line guide, with `kill -KILL` and `rm` steps for a
+/// healthy daemon and commands without `--state-dir`.
+#[test]
+fn a_start_on_a_served_port_says_it_in_a_few_lines() {
+    let env = Env::new();
+    let mut first = env.spawn(&[]);
+    env.wait_ready(&mut first);
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_DAEMON_CONFLICT));
+    let text = short_failure(&stable(&env, &text(&out.stderr)));
+    assert!(text.lines().count() <= 5, "{text}");
+    let started = text
+        .split_once("(started ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(t, _)| t.to_string())
+        .expect("the holder's start time");
+    snap!(
+        "start_daemon_conflict_short",
+        text.replace(&started, "[TIME]")
+    );
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0));
+}
+
+/// Issue 17 item 1: a start on a port another program listens on prints a
+/// few lines naming it (the old code: 27 lines, with "wait for port
+/// cleanup" while a program was plainly listening).
+#[test]
+fn a_start_on_a_port_another_program_holds_says_it_in_a_few_lines() {
+    let env = Env::new();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", env.port)).unwrap();
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_PORT_CONFLICT));
+    let text = short_failure(&stable(&env, &text(&out.stderr)));
+    assert!(text.lines().count() <= 5, "{text}");
+    let command = text
+        .split_once("(`")
+        .and_then(|(_, rest)| rest.split_once("`)"))
+        .map(|(c, _)| c.to_string())
+        .expect("the holder's command");
+    let text = text
+        .replace(&command, "[TEST COMMAND]")
+        .replace(&env.port.to_string(), "[PORT]");
+    snap!("start_port_conflict_short", text);
+    drop(holder);
+}

@@ -434,13 +434,58 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
         Ok(DaemonExit::Signal(_)) => EXIT_OK,
         Ok(DaemonExit::EmergencyStop { .. }) => EXIT_EMERGENCY_STOP,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", start_failure_message(&e, effective));
             start_error_code(&e)
         }
     };
     // Flushes the log file; must happen before process::exit.
     drop(guard);
     code
+}
+
+/// What a failed start prints: a few lines for the conflicts (what
+/// happened, who holds what, the next commands with this invocation's
+/// target; `warden doctor` has the full guide), the error itself otherwise.
+pub fn start_failure_message(e: &StartError, effective: &Effective) -> String {
+    let target = target_flags(effective);
+    match e {
+        StartError::DaemonConflict(conflict) => conflict.short(&target),
+        StartError::PortConflict(conflict) => conflict.short(&target),
+        other => other.to_string(),
+    }
+}
+
+/// `--port P --state-dir D [--config F]` of this invocation, so that a
+/// suggested command reaches the same instance when pasted (an auto-loaded
+/// `<state dir>/socketio-config.json` needs no `--config`).
+pub fn target_flags(effective: &Effective) -> String {
+    let mut flags = format!(
+        "--port {} --state-dir {}",
+        effective.port(),
+        shell_word(&effective.state_dir.display().to_string())
+    );
+    if let Some(file) = &effective.config_file
+        && file.parent() != Some(effective.state_dir.as_path())
+    {
+        flags.push_str(&format!(
+            " --config {}",
+            shell_word(&file.display().to_string())
+        ));
+    }
+    flags
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The exit code for a failed start.

@@ -512,13 +512,17 @@ impl Default for CircuitBreakerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PidValidationConfig {
-    /// Check the recorded process's identity (start time, command line), not
-    /// only that the pid exists.
+    /// `start` inspects the process a PID file names (start time, command
+    /// line, the port it listens on) when the lock is free; `false`: the
+    /// lock alone decides (a free lock is a stale file). `stop` and `status`
+    /// always inspect before signalling.
     pub enhanced: bool,
-    /// The seed's name for "use the process probe": in warden it means the
-    /// sysinfo probe; `false` leaves the decision to the lock alone.
+    /// The seed's name for "use the process probe" (sysinfo in warden);
+    /// `false` is lock-only validation too, as `enhanced: false`.
     pub use_psutil: bool,
-    /// How long `start` may wait for the PID file lock.
+    /// How long `start` waits on a busy PID file lock whose file does not
+    /// name a live holder yet (a winner still writing, an instance exiting)
+    /// before refusing; 0 refuses at once.
     #[serde(
         deserialize_with = "de_secs_in::<_, 0, 300_000>",
         serialize_with = "ser_secs"

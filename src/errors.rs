@@ -363,6 +363,31 @@ pub struct DaemonConflictError {
     pub observed_at: WallTime,
 }
 
+impl DaemonConflictError {
+    /// What a failed start prints: what happened, who holds what, the
+    /// commands to run next. `target` repeats the invocation's
+    /// `--port`/`--state-dir`/`--config` so the commands paste as they are.
+    pub fn short(&self, target: &str) -> String {
+        let holder = match (self.existing_pid, &self.process) {
+            (Some(pid), Some(p)) => match p.started {
+                Some(started) => format!("warden pid {pid} (started {})", started.to_human()),
+                None => format!("warden pid {pid}"),
+            },
+            (Some(pid), None) => format!("pid {pid}"),
+            (None, _) => "a warden that is still writing its record".to_string(),
+        };
+        format!(
+            "warden: not started: port {port} already has a warden: {holder} holds its PID file \
+             {file}.\n  \
+             see it:   warden status {target}\n  \
+             stop it:  warden stop {target}\n  \
+             or start this one with another --port; the full guide: warden doctor {target}",
+            port = self.port,
+            file = self.pid_file.display(),
+        )
+    }
+}
+
 impl Actionable for DaemonConflictError {
     fn kind(&self) -> &'static str {
         "DaemonConflictError"
@@ -497,6 +522,29 @@ pub struct PortConflictError {
     pub conflicting_process: Option<PortHolder>,
 }
 
+impl PortConflictError {
+    /// What a failed start prints (see [`DaemonConflictError::short`]).
+    pub fn short(&self, target: &str) -> String {
+        let holder = match &self.conflicting_process {
+            Some(h) => format!(
+                "pid {} (`{}`)",
+                h.pid,
+                h.cmdline.as_deref().unwrap_or(&h.name)
+            ),
+            None => "a program this user cannot see (another user's?)".to_string(),
+        };
+        format!(
+            "warden: not started: {host}:{port} is in use by {holder}, which is not a warden \
+             of this state directory.\n  \
+             see it:   ss -ltnp 'sport = :{port}'\n  \
+             then stop that program, or start warden with another --port; the full guide: \
+             warden doctor {target}",
+            host = self.host,
+            port = self.port,
+        )
+    }
+}
+
 impl Actionable for PortConflictError {
     fn kind(&self) -> &'static str {
         "PortConflictError"
@@ -622,6 +670,10 @@ impl StaleProcessError {
                 ),
                 ReuseEvidence::NameDiffers { recorded, actual } => format!(
                     "pid {pid} was reused by another program (recorded name `{recorded}`, actual `{actual}`)"
+                ),
+                ReuseEvidence::NotListening { port, command } => format!(
+                    "pid {pid} is not the server that wrote this file (it is `{command}`, which does \
+                     not listen on port {port}, and nobody holds the lock)"
                 ),
             },
             StaleReason::LockNotHeld { pid, probe_error } => format!(

@@ -15,6 +15,7 @@
 //! | acquired | record or legacy                 | not found                                 | `Stale(ProcessGone)` |
 //! | acquired | record or legacy                 | zombie or dead                            | `Stale(Zombie)` |
 //! | acquired | record or legacy                 | alive, identity differs                   | `Stale(PidReused)` |
+//! | acquired | legacy (or record without identity) | alive, not listening on the file's port | `Stale(PidReused)` |
 //! | acquired | record or legacy                 | alive, identity matches or unknown        | `Conflict` (conservative, see below) |
 //! | acquired | record or legacy                 | probe unavailable                         | `Stale(LockNotHeld)` (the lock decides) |
 //!
@@ -22,7 +23,11 @@
 //! by more than [`START_TIME_TOLERANCE`], when both command lines are known and
 //! differ, when the process started after the file was last written, or (for
 //! records that carry neither start time nor command line, as older writers
-//! produced) when the process name differs.
+//! produced) when the process name differs. A file that records no identity
+//! (a bare pid, or a record without start time and command line) also
+//! differs when the OS says its process does not listen on the file's port:
+//! nobody holds the lock, so it is not a warden, and not listening, it is not
+//! the seed's server either (a `sleep` that inherited the pid, say).
 //!
 //! **A live process whose identity matches the record but that does not hold
 //! the lock** is treated as the owner: we refuse to start (`Conflict`) rather
@@ -135,6 +140,12 @@ pub enum ReuseEvidence {
         recorded: String,
         actual: String,
     },
+    /// Only for a file that records no identity: the process does not listen
+    /// on the file's port, so it is not the server that wrote the file.
+    NotListening {
+        port: u16,
+        command: String,
+    },
 }
 
 impl fmt::Display for ReuseEvidence {
@@ -167,6 +178,11 @@ impl fmt::Display for ReuseEvidence {
                     "it is named `{actual}` but the file records `{recorded}`"
                 )
             }
+            ReuseEvidence::NotListening { port, command } => write!(
+                f,
+                "it is `{command}`, which does not listen on port {port}, and nobody holds \
+                 the lock: it is not the server that wrote this file"
+            ),
         }
     }
 }
@@ -440,8 +456,29 @@ pub struct ClaimFacts {
     pub recorded_process: Option<ProbeOutcome>,
     /// Last modification of the file, when the file system tells.
     pub file_modified: Option<WallTime>,
+    /// Whether the recorded process listens on the file's port, when the OS
+    /// tells; adapters look it up only where [`identity_unrecorded`] holds.
+    pub recorded_listening: Option<PortListening>,
     pub me: Claimant,
     pub now: WallTime,
+}
+
+/// Whether a process listens on a port (a fact the OS tells).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortListening {
+    pub port: u16,
+    pub listening: bool,
+}
+
+/// True when the file records no identity to check a live process against:
+/// a bare pid, or a record without start time and command line. Only then
+/// does [`decide`] use [`ClaimFacts::recorded_listening`].
+pub fn identity_unrecorded(content: &PidFileContent) -> bool {
+    match content {
+        PidFileContent::Legacy(_) => true,
+        PidFileContent::Record(r) => r.process_start_time.is_none() && r.cmdline.is_empty(),
+        _ => false,
+    }
 }
 
 /// What to do with the PID file.
@@ -527,7 +564,9 @@ pub fn decide(facts: &ClaimFacts) -> ClaimDecision {
         Some(ProbeOutcome::Found(s)) if s.status.has_exited() => {
             ClaimDecision::Stale(StaleReason::Zombie { pid })
         }
-        Some(ProbeOutcome::Found(s)) => match reuse_evidence(record, s, facts.file_modified) {
+        Some(ProbeOutcome::Found(s)) => match reuse_evidence(record, s, facts.file_modified)
+            .or_else(|| not_listening(facts, s))
+        {
             Some(evidence) => ClaimDecision::Stale(StaleReason::PidReused { pid, evidence }),
             None => ClaimDecision::Conflict {
                 pid: Some(pid),
@@ -613,6 +652,20 @@ fn reuse_evidence(
         });
     }
     None
+}
+
+/// For a file that records no identity: the OS says its live process does
+/// not listen on the file's port.
+fn not_listening(facts: &ClaimFacts, actual: &ProcessSnapshot) -> Option<ReuseEvidence> {
+    let port = facts.recorded_listening?;
+    (identity_unrecorded(&facts.content) && !port.listening).then(|| ReuseEvidence::NotListening {
+        port: port.port,
+        command: if actual.cmdline.is_empty() {
+            actual.name.clone()
+        } else {
+            actual.command_line()
+        },
+    })
 }
 
 /// Linux truncates process names to 15 bytes; a truncated name matches its

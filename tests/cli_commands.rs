@@ -17,7 +17,7 @@ fn a_port_held_by_another_program_is_a_port_conflict_naming_it() {
     assert_eq!(status.code(), Some(EXIT_PORT_CONFLICT), "{stderr}");
     assert!(stderr.contains("already in use"), "{stderr}");
     assert!(
-        stderr.contains(&format!("Conflicting PID: {}", std::process::id())),
+        stderr.contains(&format!("in use by pid {} (", std::process::id())),
         "{stderr}"
     );
     assert!(!env.pid_file().exists(), "the PID file must be released");

@@ -673,3 +673,54 @@ async fn a_link_redis_keeps_closing_at_once_opens_the_reconnect_breaker() {
     assert!((2..=12).contains(&connects), "{state}");
     wait_until("the link comes back once Redis lets it", || a.ready()).await;
 }
+
+/// `warden status` shows the node's cluster line (node id, Redis state,
+/// peers) from /diagnostics, and during a Redis outage says so and points to
+/// doctor, whose findings give the steps (issue 15 item 10). On the old code
+/// status printed no cluster line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn status_and_doctor_show_the_cluster_and_a_redis_outage() {
+    let mut redis = Redis::start();
+    let prefix = format!("s{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    wait_until("a sees b", || a.cluster()["peers_seen"] == json!(["b"])).await;
+    let status = |node: &Node| {
+        let config = node.env.state_dir().join("cluster.json");
+        let out = node
+            .env
+            .run(&["status", "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = status(&a);
+    assert!(
+        text.contains(&format!("cluster: node a, Redis {}", redis.url()))
+            && text.contains(" connected, round trip ")
+            && text.contains("peers seen: b"),
+        "{text}"
+    );
+
+    redis.kill();
+    wait_until("a notices the outage", || {
+        a.cluster()["redis_state"] != "connected"
+    })
+    .await;
+    let text = status(&a);
+    assert!(
+        text.contains("cluster: node a") && text.contains("`warden doctor --port"),
+        "{text}"
+    );
+    let config = a.env.state_dir().join("cluster.json");
+    let doctor = a.env.run(&["doctor", "--config", config.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        report.contains(&format!("redis-cli -u {}", redis.url())) && report.contains(" ping`"),
+        "{report}"
+    );
+    drop(b);
+}

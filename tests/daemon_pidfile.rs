@@ -1,6 +1,7 @@
 //! Single instance through the real binary: 16 concurrent starts on one
 //! port, recovery after `kill -9`, a PID file naming a live unrelated process
-//! (a reused pid), corrupt and legacy files, a symlink at the PID path.
+//! (a reused pid), corrupt and legacy files, a symlink at the PID path, and
+//! the `pid_validation` keys (`lock_timeout`, lock-only validation).
 
 mod daemon_common;
 
@@ -34,7 +35,8 @@ fn sixteen_concurrent_starts_one_runs_the_others_name_it() {
         let stderr = loser.stderr();
         assert_eq!(status.code(), Some(EXIT_DAEMON_CONFLICT), "{stderr}");
         assert!(
-            stderr.contains(&format!("Existing PID: {winner_pid}")),
+            stderr.contains(&format!("already has a warden: warden pid {winner_pid} "))
+                || stderr.contains(&format!("already has a warden: pid {winner_pid} holds")),
             "loser {} does not name the winner {winner_pid}:\n{stderr}",
             loser.pid()
         );
@@ -192,4 +194,127 @@ fn stop_refuses_a_locked_file_whose_pid_is_not_the_recorded_warden() {
     assert_eq!(daemon.wait_exit().code(), Some(0));
     // The daemon does not remove a file that no longer names it.
     assert!(env.pid_file().exists());
+}
+
+fn write_config(env: &Env, pid_validation: serde_json::Value) -> String {
+    let path = env.state_dir().join("config.json");
+    std::fs::write(
+        &path,
+        serde_json::json!({ "pid_validation": pid_validation }).to_string(),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// True once `pid` has `file` open (it is inside its claim).
+fn has_open(pid: u32, file: &std::path::Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == file))
+        })
+        .unwrap_or(false)
+}
+
+/// `pid_validation.lock_timeout` bounds how long `start` waits on a busy
+/// lock whose file names no live holder: with 0 it refuses at once; with 30
+/// it waits, and starts once the holder lets go. On the old code the wait
+/// was a fixed second: the holder here lets go 1.5 s after the start began
+/// claiming, so that start failed with a conflict (exit 10).
+#[test]
+fn lock_timeout_bounds_the_wait_for_a_busy_lock() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let holder = std::fs::File::create(env.pid_file()).unwrap();
+    // SAFETY: flock(2) on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+
+    let config = write_config(&env, serde_json::json!({"lock_timeout": 0}));
+    let out = env.run(&["start", "--host", "127.0.0.1", "--config", &config]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_DAEMON_CONFLICT),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let config = write_config(&env, serde_json::json!({"lock_timeout": 30}));
+    let mut daemon = env.spawn(&["--config", &config]);
+    let pid_file = std::fs::canonicalize(env.pid_file()).unwrap();
+    wait_until("the start claiming the busy PID file", || {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
+            panic!("start gave up: {status}; stderr:\n{}", daemon.stderr());
+        }
+        has_open(daemon.pid(), &pid_file)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(holder);
+    env.wait_ready(&mut daemon);
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+/// `pid_validation.enhanced` or `use_psutil` false: lock-only validation.
+/// A record naming a live process whose command line matches it, nobody
+/// holding the lock: full inspection refuses (a conservative conflict, exit
+/// 10); lock-only lets the free lock decide and takes the file over, saying
+/// so. On the old code both keys were ignored (exit 10 for each).
+#[test]
+fn lock_only_validation_lets_the_free_lock_decide() {
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    for validation in [
+        serde_json::json!({"enhanced": false}),
+        serde_json::json!({"use_psutil": false}),
+        serde_json::json!({}),
+    ] {
+        let expect_start = validation != serde_json::json!({});
+        let env = Env::new();
+        let record = serde_json::json!({
+            "pid": pid,
+            "server_id": format!("socketio-server-{}", env.port),
+            "port": env.port,
+            "host": "127.0.0.1",
+            "start_time": "2020-01-01T00:00:00Z",
+            "version": "0.0.1",
+            "process_info": {"name": "sleep", "status": "sleeping", "cpu_percent": 0.0, "memory_mb": 1.0},
+            "lock_acquired": true,
+            "created_by": "warden",
+            "cmdline": ["sleep", "600"]
+        });
+        std::fs::write(env.pid_file(), record.to_string()).unwrap();
+        let config = write_config(&env, validation);
+        if !expect_start {
+            // Full inspection (both keys true by default): refused.
+            let out = env.run(&["start", "--host", "127.0.0.1", "--config", &config]);
+            assert_eq!(
+                out.status.code(),
+                Some(EXIT_DAEMON_CONFLICT),
+                "{}",
+                text(&out.stderr)
+            );
+            continue;
+        }
+        let mut daemon = env.spawn(&["--config", &config]);
+        env.wait_ready(&mut daemon);
+        env.wait_log(&[
+            "removed a stale PID file",
+            warden::daemon::pidfile::LOCK_ONLY_REASON,
+        ]);
+        daemon.signal(libc::SIGTERM);
+        assert_eq!(daemon.wait_exit().code(), Some(0));
+    }
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "nothing signalled the process"
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
 }

@@ -418,7 +418,7 @@ async fn a_warning_only_daemon_is_logged_then_cleared() {
         &[
             "Recovery action",
             "clear_connections",
-            "3 clients disconnected",
+            "3 clients' transports closed",
         ],
     )
     .expect("all three clients cleared");

@@ -387,8 +387,14 @@ fn removal_races_never_give_two_holders() {
 fn a_claim_that_syncs_later_is_readable_and_locked_before_its_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
-    let (guard, stale, pending) =
-        PidFile::claim_sync_later(&dir, PORT, draft(), &SysinfoProbe::new()).expect("claim");
+    let (guard, stale, pending) = PidFile::claim_sync_later(
+        &dir,
+        PORT,
+        draft(),
+        &SysinfoProbe::new(),
+        std::time::Duration::from_secs(1),
+    )
+    .expect("claim");
     assert_eq!(stale, None);
     // Before the fsync, other processes already read the record and see the
     // lock held: the single-instance decision does not wait for the disk.

@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use warden::daemon::port::{is_addr_in_use, port_owner};
+use warden::daemon::port::{is_addr_in_use, listens_on, port_owner};
 
 #[test]
 fn finds_our_own_listener_and_nobody_on_a_closed_port() {
@@ -47,4 +47,25 @@ fn finds_another_process_holding_the_port() {
     assert_eq!(owner.pid, child.id());
     assert_eq!(owner.name, "sleep");
     assert_eq!(owner.cmdline, vec!["sleep".to_string(), "30".to_string()]);
+}
+
+/// Whether one pid listens on a port: ours does on our listener's port, and
+/// not once it is closed; a process without the socket does not.
+#[test]
+fn listens_on_tells_one_pid_apart() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("spawn sleep");
+    assert_eq!(listens_on(std::process::id(), port), Some(true));
+    assert_eq!(listens_on(sleeper.id(), port), Some(false));
+    drop(listener);
+    assert_eq!(listens_on(std::process::id(), port), Some(false));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
 }

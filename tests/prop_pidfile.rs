@@ -126,6 +126,7 @@ fn facts() -> impl Strategy<Value = ClaimFacts> {
                 content,
                 recorded_process: probe,
                 file_modified: modified.map(WallTime::from_secs),
+                recorded_listening: None,
                 me: Claimant {
                     pid: me,
                     process_start_time: my_start.map(WallTime::from_secs),
@@ -358,6 +359,7 @@ impl World {
             content: self.file.clone(),
             recorded_process: self.file.pid().filter(|p| *p != me).map(|p| self.probe(p)),
             file_modified: None,
+            recorded_listening: None,
             me: Claimant {
                 pid: me,
                 process_start_time: Some(my_start),

@@ -128,3 +128,123 @@ fn reload_of_a_running_daemon() {
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0));
 }
+
+/// Issue 15 item 2. A legacy PID file (a bare pid, the seed's format) naming
+/// a live unrelated process that does not listen on the port, with nobody
+/// holding the lock: `status`, `stop` and `start` reach one verdict (stale,
+/// and why), and `start` takes the file over without touching the process.
+/// On the old code `start` refused it as "another warden holds the PID file"
+/// (exit 10, naming `sleep` as the conflicting server) while `stop` called
+/// it stale.
+#[test]
+fn a_legacy_pid_file_naming_an_unrelated_process_is_stale_for_every_command() {
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    let mut sleeper = Command::new("sleep")
+        .arg("600")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id();
+    std::fs::write(env.pid_file(), format!("{pid}\n")).unwrap();
+    let stable = |text: &str| stable(&env, text).replace(&pid.to_string(), "[SLEEP]");
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("status_legacy_unrelated", stable(&text(&status.stdout)));
+    let stop = env.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop.stderr));
+
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let log = env.wait_log(&["removed a stale PID file"]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("removed a stale PID file"))
+        .expect("the takeover is logged");
+    let message = line.split_once("PID validation: ").map_or(line, |(_, m)| m);
+    snap!("start_legacy_unrelated", stable(message));
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "nothing signalled the unrelated process"
+    );
+    daemon.signal(libc::SIGTERM);
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+/// What `start` logs when it takes a file over under lock-only validation
+/// (`pid_validation.enhanced` or `use_psutil` false; the binary test is
+/// tests/daemon_pidfile.rs `lock_only_validation_lets_the_free_lock_decide`).
+#[test]
+fn lock_only_takeover_reason() {
+    let reason = warden::pidfile::StaleReason::LockNotHeld {
+        pid: 12345,
+        probe_error: warden::daemon::pidfile::LOCK_ONLY_REASON.to_string(),
+    };
+    snap!(
+        "start_lock_only_takeover",
+        format!(
+            "removed a stale PID file [STATE]/socketio-server-[PORT].pid and took it over: {reason}"
+        )
+    );
+}
+
+/// The short part of a failed start's stderr: from "warden: not started".
+fn short_failure(stderr: &str) -> String {
+    let start = stderr
+        .find("warden: not started")
+        .unwrap_or_else(|| panic!("no short message in:\n{stderr}"));
+    stderr[start..].to_string()
+}
+
+/// Issue 17 item 1: a start on a port that a warden already serves prints a
+/// few lines (who holds the PID file, the commands to see or stop it, the
+/// full guide's command), each repeating this invocation's target. The old
+/// code printed the 30-line guide, with `kill -KILL` and `rm` steps for a
+/// healthy daemon and commands without `--state-dir`.
+#[test]
+fn a_start_on_a_served_port_says_it_in_a_few_lines() {
+    let env = Env::new();
+    let mut first = env.spawn(&[]);
+    env.wait_ready(&mut first);
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_DAEMON_CONFLICT));
+    let text = short_failure(&stable(&env, &text(&out.stderr)));
+    assert!(text.lines().count() <= 5, "{text}");
+    let started = text
+        .split_once("(started ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(t, _)| t.to_string())
+        .expect("the holder's start time");
+    snap!(
+        "start_daemon_conflict_short",
+        text.replace(&started, "[TIME]")
+    );
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit().code(), Some(0));
+}
+
+/// Issue 17 item 1: a start on a port another program listens on prints a
+/// few lines naming it (the old code: 27 lines, with "wait for port
+/// cleanup" while a program was plainly listening).
+#[test]
+fn a_start_on_a_port_another_program_holds_says_it_in_a_few_lines() {
+    let env = Env::new();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", env.port)).unwrap();
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_PORT_CONFLICT));
+    let text = short_failure(&stable(&env, &text(&out.stderr)));
+    assert!(text.lines().count() <= 5, "{text}");
+    let command = text
+        .split_once("(`")
+        .and_then(|(_, rest)| rest.split_once("`)"))
+        .map(|(c, _)| c.to_string())
+        .expect("the holder's command");
+    let text = text
+        .replace(&command, "[TEST COMMAND]")
+        .replace(&env.port.to_string(), "[PORT]");
+    snap!("start_port_conflict_short", text);
+    drop(holder);
+}

@@ -203,3 +203,30 @@ fn nothing_running_is_no_problem() {
     assert_eq!(findings, 0);
     snap!("not_running", text);
 }
+
+/// `warden status`'s cluster line (issue 15 item 10), from `/diagnostics`'
+/// cluster section: connected, and during a Redis outage (with the pointer to
+/// doctor, whose steps `cluster_redis_down` shows).
+#[test]
+fn status_shows_the_cluster_line() {
+    let section = |state: &str| {
+        let down = state != "connected";
+        serde_json::json!({
+            "enabled": true,
+            "state": {
+                "node_id": "node-a",
+                "redis_url": "redis://127.0.0.1:6379",
+                "redis_state": state,
+                "redis_state_since": "2025-08-06T14:39:02.000Z",
+                "redis_rtt_ms": if down { serde_json::Value::Null } else { serde_json::json!(0.4) },
+                "peers_seen": if down { serde_json::json!([]) } else { serde_json::json!(["node-b", "node-c"]) },
+                "last_error": if down { serde_json::json!("Connection refused (os error 111)") } else { serde_json::Value::Null },
+            }
+        })
+    };
+    let lines = [
+        warden::daemon::cli::cluster_status_line(&section("connected"), 8765),
+        warden::daemon::cli::cluster_status_line(&section("disconnected"), 8765),
+    ];
+    snap!("status_cluster_line", lines.join("\n"));
+}

@@ -200,6 +200,21 @@ fn stale_process_for_every_reason() {
         stale_reused().render(Platform::Linux)
     );
     snap!(
+        "stale_process_not_listening",
+        stale(
+            StaleReason::PidReused {
+                pid: 12345,
+                evidence: ReuseEvidence::NotListening {
+                    port: 8765,
+                    command: "sleep 600".into()
+                },
+            },
+            Some(12345),
+            "sleeping"
+        )
+        .render(Platform::Linux)
+    );
+    snap!(
         "stale_process_gone",
         stale(
             StaleReason::ProcessGone { pid: 12345 },

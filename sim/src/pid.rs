@@ -323,6 +323,7 @@ fn observe(
         content,
         recorded_process,
         file_modified: modified,
+        recorded_listening: None,
         me: Claimant {
             pid: me.pid,
             process_start_time: Some(me.start_time),

@@ -503,13 +503,58 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
         Ok(DaemonExit::Signal(_)) => ExitCode::Ok,
         Ok(DaemonExit::EmergencyStop { .. }) => ExitCode::EmergencyStop,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{}", start_failure_message(&e, effective));
             start_error_code(&e)
         }
     };
     // Flushes the log file; must happen before process::exit.
     drop(guard);
     code
+}
+
+/// What a failed start prints: a few lines for the conflicts (what
+/// happened, who holds what, the next commands with this invocation's
+/// target; `warden doctor` has the full guide), the error itself otherwise.
+pub fn start_failure_message(e: &StartError, effective: &Effective) -> String {
+    let target = target_flags(effective);
+    match e {
+        StartError::DaemonConflict(conflict) => conflict.short(&target),
+        StartError::PortConflict(conflict) => conflict.short(&target),
+        other => other.to_string(),
+    }
+}
+
+/// `--port P --state-dir D [--config F]` of this invocation, so that a
+/// suggested command reaches the same instance when pasted (an auto-loaded
+/// `<state dir>/socketio-config.json` needs no `--config`).
+pub fn target_flags(effective: &Effective) -> String {
+    let mut flags = format!(
+        "--port {} --state-dir {}",
+        effective.port(),
+        shell_word(&effective.state_dir.display().to_string())
+    );
+    if let Some(file) = &effective.config_file
+        && file.parent() != Some(effective.state_dir.as_path())
+    {
+        flags.push_str(&format!(
+            " --config {}",
+            shell_word(&file.display().to_string())
+        ));
+    }
+    flags
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// The exit code for a failed start.
@@ -770,6 +815,13 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
                         );
                     }
                     report["status"] = body;
+                    let token = effective.config.server.auth_token.as_deref();
+                    if let Some(cluster) = cluster_section(token, &host, port) {
+                        if !args.json {
+                            println!("{}", cluster_status_line(&cluster, port));
+                        }
+                        report["cluster"] = cluster;
+                    }
                     ExitCode::Ok
                 }
                 Ok(resp) => {
@@ -796,6 +848,41 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
         }
     }
     code
+}
+
+/// `/diagnostics`' cluster section of a node in cluster mode; `None` in
+/// single-node mode or when it cannot be read (`status` says what it can).
+fn cluster_section(token: Option<&str>, host: &str, port: u16) -> Option<Value> {
+    let resp = http_get_as(token, host, port, "/diagnostics").ok()?;
+    if resp.status != 200 {
+        return None;
+    }
+    let cluster = resp.json().ok()?["cluster"].take();
+    (cluster["enabled"] == Value::Bool(true)).then_some(cluster)
+}
+
+/// `warden status`'s cluster line: doctor's summary, and while Redis is not
+/// connected, since when, the last error and where the steps are.
+pub fn cluster_status_line(cluster: &Value, port: u16) -> String {
+    let Some(facts) = crate::daemon::doctor::ClusterFacts::from_diagnostics(cluster) else {
+        return String::new();
+    };
+    if facts.redis_state == "connected" {
+        return facts.summary();
+    }
+    let since = facts
+        .redis_state_since
+        .as_deref()
+        .map_or_else(String::new, |t| format!(" since {t}"));
+    let error = facts
+        .last_error
+        .as_deref()
+        .map_or_else(String::new, |e| format!(" (last error: {e})"));
+    format!(
+        "cluster: node {}, Redis {} {}{since}{error}: events reach this node's clients only \
+         until Redis is back; `warden doctor --port {port}` says what to check",
+        facts.node_id, facts.redis_url, facts.redis_state
+    )
 }
 
 fn not_answering(

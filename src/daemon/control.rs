@@ -105,17 +105,20 @@ pub fn inspect(
     // What the lifecycle would decide if this process took the free lock:
     // Conflict means the recorded process is a live owner whose identity
     // matches the record; Stale says why it is not.
-    let facts = ClaimFacts {
+    let mut facts = ClaimFacts {
         lock: LockObservation::Acquired,
         content: content.clone(),
         recorded_process: recorded_process.clone(),
         file_modified,
+        recorded_listening: None,
         me: Claimant {
             pid: me,
             process_start_time: None,
         },
         now: wall_now(),
     };
+    // The same facts as `start` gathers, so both reach the same verdict.
+    facts.recorded_listening = crate::daemon::pidfile::recorded_listening(&facts, port);
     let decision = decide(&facts);
     if !held {
         let reason = match decision {

@@ -109,6 +109,23 @@ pub struct ClusterFacts {
 }
 
 impl ClusterFacts {
+    /// One line: node, Redis and its state, round trip, peers seen (doctor's
+    /// fact, `warden status`'s cluster line).
+    pub fn summary(&self) -> String {
+        let peers = if self.peers_seen.is_empty() {
+            "none".to_string()
+        } else {
+            self.peers_seen.join(", ")
+        };
+        let rtt = self
+            .redis_rtt_ms
+            .map_or_else(String::new, |ms| format!(", round trip {ms:.1} ms"));
+        format!(
+            "cluster: node {}, Redis {} {}{rtt}, peers seen: {peers}",
+            self.node_id, self.redis_url, self.redis_state
+        )
+    }
+
     /// From `/diagnostics`' `cluster` section; `None` when cluster mode is off.
     pub fn from_diagnostics(cluster: &Value) -> Option<ClusterFacts> {
         if cluster["enabled"] != Value::Bool(true) {
@@ -423,18 +440,7 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
 /// otherwise (the node then relays to its own clients only and is not
 /// ready; it reconnects by itself).
 fn diagnose_cluster(c: &ClusterFacts, d: &mut Diagnosis) {
-    let peers = if c.peers_seen.is_empty() {
-        "none".to_string()
-    } else {
-        c.peers_seen.join(", ")
-    };
-    let rtt = c
-        .redis_rtt_ms
-        .map_or_else(String::new, |ms| format!(", round trip {ms:.1} ms"));
-    d.facts.push(format!(
-        "cluster: node {}, Redis {} {}{rtt}, peers seen: {peers}",
-        c.node_id, c.redis_url, c.redis_state
-    ));
+    d.facts.push(c.summary());
     if c.redis_state != "connected" {
         let since = c
             .redis_state_since

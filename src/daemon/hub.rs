@@ -66,7 +66,7 @@ use socketioxide::{
 use tokio::sync::mpsc;
 
 use crate::daemon::http;
-use crate::daemon::server::DoorSettings;
+use crate::daemon::server::{DoorSettings, Transports};
 use crate::sessions::{Epoch, EventLog, Gap, Offset, SessionCounters, SessionLimits, SessionTable};
 use crate::time::{Clock, Moment, WallTime};
 
@@ -629,6 +629,8 @@ struct Inner<A: Adapter> {
     /// `stalled.len()`, read without the lock: a delivery takes the lock only
     /// while some recipient is stalled.
     stalled_count: AtomicUsize,
+    /// Every Socket.IO connection of every generation, severable at once.
+    transports: Arc<Transports>,
 }
 
 /// Events a live watcher may fall behind by before it is told it lagged.
@@ -758,6 +760,7 @@ impl<A: Adapter> Hub<A> {
                 stalled: Mutex::new(HashSet::new()),
                 stalled_count: AtomicUsize::new(0),
                 settings,
+                transports: Arc::new(Transports::default()),
             }),
         }
     }
@@ -790,6 +793,11 @@ impl<A: Adapter> Hub<A> {
 
     pub fn settings(&self) -> &HubSettings {
         &self.inner.settings
+    }
+
+    /// The hub's Socket.IO connections (the door enlists them).
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.inner.transports
     }
 
     /// The shared counters.
@@ -1282,8 +1290,21 @@ impl<A: Adapter> Hub<A> {
         Some((sessions.len(), sessions.counters()))
     }
 
-    /// Disconnects every client of this node (the recovery manager's
-    /// clear_connections). Returns how many were disconnected; the counters
+    /// Closes every client's transport without a word (the recovery
+    /// manager's clear_connections): each client sees its connection close
+    /// and reconnects with its usual backoff (socket.io-client and
+    /// python-socketio alike), where a Socket.IO DISCONNECT would be final.
+    /// Returns how many clients were connected; each is uncounted when
+    /// socketioxide notices its transport is gone (at once for a WebSocket,
+    /// at the next heartbeat for a long-polling client between requests).
+    pub fn sever_transports(&self) -> usize {
+        let clients = lock(&self.inner.clients).len();
+        let connections = self.inner.transports.sever();
+        tracing::debug!(clients, connections, "severed the Socket.IO transports");
+        clients
+    }
+
+    /// Disconnects every client of this node with a Socket.IO DISCONNECT. Returns how many were disconnected; the counters
     /// are exact when it returns. Clients see "io server disconnect", after
     /// which socket.io clients do not reconnect on their own.
     ///

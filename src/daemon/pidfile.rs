@@ -30,8 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::daemon::settings::check_state_dir;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
-    PidFileContent, PidRecord, ProcessInfo, RecheckOutcome, ReleaseAction, StaleReason,
-    names_live_holder, parse_pid_file,
+    PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome, ReleaseAction,
+    StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
 };
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
@@ -40,7 +40,8 @@ use crate::time::WallTime;
 pub const OPEN_ATTEMPTS: usize = 8;
 /// When the lock is busy but the file does not (yet) name a live holder (the
 /// winner has locked but not written, or a `status` peek holds the lock for a
-/// moment), re-read and re-try this many times before reporting the conflict.
+/// moment), re-read and re-try this many times before reporting the conflict
+/// ([`claim`]'s wait; the daemon waits `pid_validation.lock_timeout`).
 pub const BUSY_SETTLE_POLLS: usize = 100;
 pub const BUSY_SETTLE_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -160,13 +161,23 @@ impl PidFile {
     /// after, which takes the disk's flush (7–20 ms on a busy machine) off
     /// the start. Until it runs, a power loss can leave an empty or partial
     /// file, which the next start classifies as stale (corrupt).
+    /// `lock_timeout` (`pid_validation.lock_timeout`) bounds the wait on a
+    /// busy lock whose file does not yet name a live holder.
     pub fn claim_sync_later(
         state_dir: &Path,
         port: u16,
         draft: PidRecordDraft,
         probe: &dyn ProcessProbe,
+        lock_timeout: Duration,
     ) -> Result<(PidGuard, Option<StaleReason>, PendingSync), PidFileError> {
-        claim_inner(state_dir, port, draft, probe, Durability::Later)
+        claim_inner(
+            state_dir,
+            port,
+            draft,
+            probe,
+            Durability::Later,
+            lock_timeout,
+        )
     }
 
     /// See [`read_pid_file_view`].
@@ -199,7 +210,14 @@ pub fn claim(
     draft: PidRecordDraft,
     probe: &dyn ProcessProbe,
 ) -> Result<(PidGuard, Option<StaleReason>), PidFileError> {
-    let (guard, stale, pending) = claim_inner(state_dir, port, draft, probe, Durability::Now)?;
+    let (guard, stale, pending) = claim_inner(
+        state_dir,
+        port,
+        draft,
+        probe,
+        Durability::Now,
+        BUSY_SETTLE_INTERVAL * BUSY_SETTLE_POLLS as u32,
+    )?;
     pending.run()?;
     Ok((guard, stale))
 }
@@ -240,6 +258,7 @@ fn claim_inner(
     draft: PidRecordDraft,
     probe: &dyn ProcessProbe,
     durability: Durability,
+    lock_timeout: Duration,
 ) -> Result<(PidGuard, Option<StaleReason>, PendingSync), PidFileError> {
     ensure_state_dir(state_dir)?;
     let path = pid_file_path(state_dir, port);
@@ -261,15 +280,21 @@ fn claim_inner(
             continue; // unlinked or replaced between open and lock: open again
         };
         let mut lifecycle = Lifecycle::new();
-        let facts = match lock {
+        let mut facts = match lock {
             LockObservation::Acquired => {
                 observe(&file, &path, created, lock, me, own.as_ref(), probe)?
             }
-            LockObservation::Busy => match settle_busy(&file, &path, me, own.as_ref(), probe)? {
-                Some(facts) => facts,
-                None => continue, // the file was replaced while we waited
-            },
+            LockObservation::Busy => {
+                let waiting = (me, own.as_ref(), lock_timeout);
+                match settle_busy(&file, &path, waiting, probe)? {
+                    Some(facts) => facts,
+                    None => continue, // the file was replaced while we waited
+                }
+            }
         };
+        if facts.lock == LockObservation::Acquired {
+            facts.recorded_listening = recorded_listening(&facts, port);
+        }
         let lock = facts.lock;
         let decision = lifecycle.claim(facts);
         match decision {
@@ -553,6 +578,44 @@ fn read_content(file: &File, path: &Path) -> Result<Vec<u8>, PidFileError> {
     Ok(buf)
 }
 
+/// Whether the live process a file names listens on `port`: looked up (a
+/// scan of /proc) only for a file that records no identity and names a live
+/// process, the one case where the lifecycle uses it.
+pub fn recorded_listening(facts: &ClaimFacts, port: u16) -> Option<PortListening> {
+    let Some(ProbeOutcome::Found(process)) = &facts.recorded_process else {
+        return None;
+    };
+    if process.status.has_exited() || !identity_unrecorded(&facts.content) {
+        return None;
+    }
+    crate::daemon::port::listens_on(process.pid, port)
+        .map(|listening| PortListening { port, listening })
+}
+
+/// The probe `start` claims with when `pid_validation.enhanced` or
+/// `pid_validation.use_psutil` is false: lock-only validation. Only this
+/// process is inspected (for its own record); any other pid is not, so the
+/// lock alone decides: a busy lock is a conflict, a free one a stale file.
+/// `stop` and `status` always inspect (a pid is only ever signalled once
+/// verified).
+pub struct LockOnly<'a>(pub &'a dyn ProcessProbe);
+
+/// Why [`LockOnly`] did not inspect a process (shown in the stale reason).
+pub const LOCK_ONLY_REASON: &str =
+    "lock-only validation: pid_validation.enhanced or pid_validation.use_psutil is false";
+
+impl ProcessProbe for LockOnly<'_> {
+    fn probe(&self, pid: u32) -> ProbeOutcome {
+        if pid == std::process::id() {
+            self.0.probe(pid)
+        } else {
+            ProbeOutcome::Unavailable {
+                reason: LOCK_ONLY_REASON.to_string(),
+            }
+        }
+    }
+}
+
 fn wall_of(t: SystemTime) -> WallTime {
     let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
     WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
@@ -583,6 +646,8 @@ fn observe(
         content,
         recorded_process,
         file_modified,
+        // Looked up by the caller, only where it can decide (see below).
+        recorded_listening: None,
         me: Claimant {
             pid: me,
             process_start_time: own.map(|s| s.start_time),
@@ -592,20 +657,25 @@ fn observe(
 }
 
 /// The lock is busy. If the file names a live process, that is the holder.
-/// Otherwise the holder is a winner that has not written yet, or someone
-/// peeking at the lock: wait a bounded time for either to resolve. `None`
-/// when the path stopped naming this inode.
+/// Otherwise the holder is a winner that has not written yet, someone
+/// peeking at the lock, or an instance on its way out: wait up to
+/// `lock_timeout` (polling every [`BUSY_SETTLE_INTERVAL`]) for the lock to
+/// free or the file to name its holder. `None` when the path stopped naming
+/// this inode.
 fn settle_busy(
     file: &File,
     path: &Path,
-    me: u32,
-    own: Option<&ProcessSnapshot>,
+    (me, own, lock_timeout): (u32, Option<&ProcessSnapshot>, Duration),
     probe: &dyn ProcessProbe,
 ) -> Result<Option<ClaimFacts>, PidFileError> {
     let mut lock = LockObservation::Busy;
     let mut facts = observe(file, path, false, lock, me, own, probe)?;
-    for _ in 0..BUSY_SETTLE_POLLS {
-        if lock == LockObservation::Acquired || names_live_holder(&facts) {
+    let deadline = std::time::Instant::now() + lock_timeout;
+    loop {
+        if lock == LockObservation::Acquired
+            || names_live_holder(&facts)
+            || std::time::Instant::now() >= deadline
+        {
             break;
         }
         std::thread::sleep(BUSY_SETTLE_INTERVAL);

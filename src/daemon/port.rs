@@ -80,6 +80,32 @@ pub fn port_owner_in(proc_root: &Path, port: u16) -> Option<PortOwner> {
         .find_map(|pid| owner_if_holds(proc_root, pid, &targets))
 }
 
+/// Whether `pid` listens on TCP `port`, when the OS tells: `Some(false)`
+/// when nobody listens there or `pid`'s descriptors show no such socket,
+/// `None` when they cannot be read (another user's process, not Linux).
+pub fn listens_on(pid: u32, port: u16) -> Option<bool> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    listens_on_in(Path::new("/proc"), pid, port)
+}
+
+/// [`listens_on`] against another procfs root (for tests).
+pub fn listens_on_in(proc_root: &Path, pid: u32, port: u16) -> Option<bool> {
+    let mut inodes = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        let text = std::fs::read_to_string(proc_root.join(table)).ok()?;
+        inodes.extend(listening_inodes(&text, port));
+    }
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    // Unreadable descriptors: cannot tell.
+    std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")).ok()?;
+    Some(owner_if_holds(proc_root, pid, &targets).is_some())
+}
+
 fn owner_if_holds(proc_root: &Path, pid: u32, targets: &[String]) -> Option<PortOwner> {
     let dir = proc_root.join(pid.to_string());
     let fds = std::fs::read_dir(dir.join("fd")).ok()?;

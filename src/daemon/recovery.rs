@@ -20,7 +20,8 @@
 //!
 //! # The actions ([`HubActions`])
 //! - `log_warning`: a structured warning naming every failing metric.
-//! - `clear_connections`: `Hub::disconnect_all`; counters stay exact.
+//! - `clear_connections`: `Hub::sever_transports` (clients reconnect on
+//!   their own; each is uncounted when socketioxide sees its transport go).
 //! - `restart_service` and `emergency_stop` go through a [`ServiceControl`]:
 //!   the runner's serving generation (`serving::ServingControl`), which
 //!   drains, rebinds the same address and, when that fails, keeps retrying
@@ -147,7 +148,7 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
                     })
                 }
                 RecoveryAction::ClearConnections => Ok(ActionDone::ConnectionsCleared {
-                    clients: self.hub.disconnect_all().await,
+                    clients: self.hub.sever_transports(),
                 }),
                 RecoveryAction::RestartService => service(self.control.restart().await),
                 RecoveryAction::EmergencyStop => {

@@ -42,7 +42,7 @@ use crate::daemon::http::{AuthToken, CorsError};
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::logging::LevelControl;
 use crate::daemon::memory;
-use crate::daemon::pidfile::{PidFile, PidFileError, PidGuard, PidRecordDraft};
+use crate::daemon::pidfile::{LockOnly, PidFile, PidFileError, PidGuard, PidRecordDraft};
 use crate::daemon::port;
 use crate::daemon::reload::Reloader;
 use crate::daemon::server::{self, BindError, ShutdownReport, ShutdownSignal};
@@ -55,7 +55,7 @@ use crate::errors::{
     ConflictingProcess, DaemonConflictError, PortConflictError, PortHolder, log_markers,
 };
 use crate::pidfile::PidRecord;
-use crate::probe::ProcessSnapshot;
+use crate::probe::{ProcessProbe, ProcessSnapshot};
 use crate::sessions::SessionLimits;
 use socketioxide::adapter::LocalAdapter;
 
@@ -245,8 +245,16 @@ impl<A: HubAdapter> Daemon<A> {
         let claim_probe = Arc::clone(&probe);
         let draft = PidRecordDraft::new(&host, port);
         let claim_dir = state_dir.clone();
+        let validation = config.pid_validation.clone();
         let claimed = tokio::task::spawn_blocking(move || {
-            PidFile::claim_sync_later(&claim_dir, port, draft, claim_probe.as_ref())
+            let inspect = validation.enhanced && validation.use_psutil;
+            let lock_only = LockOnly(claim_probe.as_ref());
+            let probe: &dyn ProcessProbe = if inspect {
+                claim_probe.as_ref()
+            } else {
+                &lock_only
+            };
+            PidFile::claim_sync_later(&claim_dir, port, draft, probe, validation.lock_timeout)
         })
         .await
         .map_err(|e| StartError::Internal(format!("the PID file claim panicked: {e}")))?;
@@ -638,6 +646,10 @@ async fn run_started<A: HubAdapter>(
     let exit = daemon.run_until_stopped(&mut signals).await;
     stop_trimming.cancel();
     let _ = trimming.await;
+    if matches!(exit, DaemonExit::EmergencyStop { .. }) {
+        // Clients reconnect when a supervisor starts warden again.
+        daemon.hub().transports().sever_generation();
+    }
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

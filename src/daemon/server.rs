@@ -11,6 +11,15 @@
 //! listening socket is released when `shutdown` returns, ready to be bound
 //! again.
 //!
+//! Every Socket.IO connection (a request under `/socket.io/`, and the
+//! WebSocket it may become) is enlisted in the hub's [`Transports`], which
+//! can sever them all without a word: reads and writes fail, the connection
+//! is dropped and the client sees its TCP connection close. Stock clients
+//! (socket.io-client and python-socketio) treat that as a transport failure
+//! and reconnect with their usual backoff, where a Socket.IO DISCONNECT or an
+//! Engine.IO CLOSE is final for some of them (`clear_connections`,
+//! `restart_service` and `emergency_stop` sever first; see README).
+//!
 //! Connections are served here, not by `axum::serve`, because the door's
 //! bounds need hyper's timer ([`DoorSettings`]: header-read and idle
 //! timeouts, a cap per address): a client that holds connections open is
@@ -30,10 +39,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::{Listener, ListenerExt};
+use futures_util::task::AtomicWaker;
 use socketioxide::adapter::Adapter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
@@ -210,7 +220,11 @@ impl ServingHandle {
 /// behind the relay; if its thread cannot start, the runtime accepts alone.
 /// The hub's [`DoorSettings`] bound every connection, on both sides.
 pub fn serve_tcp<A: Adapter>(listener: TcpListener, router: Router, hub: &Hub<A>) -> ServingHandle {
-    let door = Door::new(hub.settings().door.clone(), Arc::clone(hub.stats()));
+    let door = Door::new(
+        hub.settings().door.clone(),
+        Arc::clone(hub.stats()),
+        Arc::clone(hub.transports()),
+    );
     let listener = match lane::start(listener, router.clone(), door.for_probes()) {
         Ok((handoff, lane)) => {
             let mut handle = serve_with(handoff, router, hub, door);
@@ -235,7 +249,11 @@ where
     L: Listener<Addr = SocketAddr>,
     A: Adapter,
 {
-    let door = Door::new(hub.settings().door.clone(), Arc::clone(hub.stats()));
+    let door = Door::new(
+        hub.settings().door.clone(),
+        Arc::clone(hub.stats()),
+        Arc::clone(hub.transports()),
+    );
     serve_with(listener, router, hub, door)
 }
 
@@ -246,6 +264,8 @@ where
 {
     let (trigger, triggered) = oneshot::channel::<()>();
     let (report_closed, closed) = oneshot::channel::<usize>();
+    // A new generation: connections are no longer severed as they enlist.
+    hub.transports().resume();
     let hub = hub.clone();
     let drain = async move {
         // Either an explicit shutdown or a dropped handle.
@@ -328,16 +348,23 @@ pub struct Door {
     /// serving generations (the process checker tells them from the
     /// daemon's own descriptors).
     stats: Arc<ServiceStats>,
+    /// The hub's Socket.IO connections, which recovery actions sever.
+    transports: Arc<Transports>,
 }
 
 impl Door {
-    pub fn new(settings: DoorSettings, stats: Arc<ServiceStats>) -> Arc<Self> {
+    pub fn new(
+        settings: DoorSettings,
+        stats: Arc<ServiceStats>,
+        transports: Arc<Transports>,
+    ) -> Arc<Self> {
         Arc::new(Door {
             settings,
             per_ip: Arc::new(Mutex::new(HashMap::new())),
             refused: Arc::new(AtomicU64::new(0)),
             global_cap: true,
             stats,
+            transports,
         })
     }
 
@@ -351,6 +378,7 @@ impl Door {
             refused: Arc::clone(&self.refused),
             global_cap: false,
             stats: Arc::clone(&self.stats),
+            transports: Arc::clone(&self.transports),
         })
     }
 
@@ -436,12 +464,162 @@ impl Drop for PeerSlot {
     }
 }
 
-/// A connection's I/O with its [`PeerSlot`]: the slot lives as long as the
-/// socket, including after a WebSocket upgrade hands the socket to
-/// Engine.IO.
+/// The hub's Socket.IO connections, across serving generations, so that a
+/// recovery action can close every client's transport without sending
+/// anything: no Socket.IO DISCONNECT ("io server disconnect", final for
+/// socket.io-client) and no Engine.IO CLOSE (final for python-socketio).
+/// A severed connection's reads and writes fail at once, which ends hyper's
+/// connection or engineioxide's WebSocket tasks; the socket is dropped and
+/// the client sees its connection close, which every stock client answers by
+/// reconnecting with its usual backoff. Other connections (hooks posting
+/// events, probes, the status page) are never enlisted, so never severed.
+#[derive(Debug, Default)]
+pub struct Transports {
+    inner: Mutex<TransportsInner>,
+}
+
+#[derive(Debug, Default)]
+struct TransportsInner {
+    next_id: u64,
+    open: HashMap<u64, Arc<Cut>>,
+    /// Set between a generation's severing and the next generation: a
+    /// connection that enlists meanwhile is severed at once (it could
+    /// otherwise read the closing generation's Engine.IO CLOSE).
+    severing: bool,
+}
+
+impl Transports {
+    /// Severs every enlisted connection; they reconnect to this generation.
+    /// Returns how many connections were severed.
+    pub fn sever(&self) -> usize {
+        self.sever_with(false)
+    }
+
+    /// Severs every enlisted connection, and every one that enlists until
+    /// the next serving generation starts (a restart or a stop, before the
+    /// generation is drained). Returns how many connections were severed.
+    pub fn sever_generation(&self) -> usize {
+        self.sever_with(true)
+    }
+
+    fn sever_with(&self, severing: bool) -> usize {
+        let open = {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            inner.severing = severing;
+            std::mem::take(&mut inner.open)
+        };
+        for cut in open.values() {
+            cut.trip();
+        }
+        open.len()
+    }
+
+    /// A new serving generation: connections enlist normally again.
+    pub fn resume(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .severing = false;
+    }
+
+    /// Enlisted connections now open.
+    pub fn open(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .len()
+    }
+
+    /// Enlists a connection that carries Socket.IO (once per connection).
+    fn enlist(&self, cut: &Arc<Cut>) {
+        if cut.id.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.severing {
+            drop(inner);
+            cut.trip();
+            return;
+        }
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.open.insert(id, Arc::clone(cut));
+        cut.id.store(id, Ordering::Release);
+    }
+
+    fn discharge(&self, cut: &Cut) {
+        let id = cut.id.load(Ordering::Acquire);
+        if id != 0 {
+            self.inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .open
+                .remove(&id);
+        }
+    }
+}
+
+/// One connection's kill switch. Once tripped, its reads and writes fail and
+/// whoever waits on them is woken: hyper's connection task through `task`,
+/// an upgraded WebSocket's reader and writer through their wakers.
+#[derive(Debug, Default)]
+struct Cut {
+    /// Its key in [`Transports`] once enlisted; 0 before.
+    id: AtomicU64,
+    tripped: AtomicBool,
+    read: AtomicWaker,
+    write: AtomicWaker,
+    task: Notify,
+}
+
+impl Cut {
+    fn trip(&self) {
+        self.tripped.store(true, Ordering::Release);
+        self.read.wake();
+        self.write.wake();
+        self.task.notify_one();
+    }
+
+    fn enlisted(&self) -> bool {
+        self.id.load(Ordering::Relaxed) != 0
+    }
+
+    /// `Some(error)` once tripped; otherwise registers `waker` for an
+    /// enlisted connection (a connection severed as it enlists is tripped
+    /// without being enlisted; the others are never tripped).
+    fn check(&self, waker: &AtomicWaker, cx: &Context<'_>) -> Option<io::Error> {
+        let severed = || {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "transport severed by a recovery action",
+            )
+        };
+        if self.tripped.load(Ordering::Acquire) {
+            return Some(severed());
+        }
+        if !self.enlisted() {
+            return None;
+        }
+        waker.register(cx.waker());
+        self.tripped.load(Ordering::Acquire).then(severed)
+    }
+}
+
+/// A connection's I/O with its [`PeerSlot`] and its [`Cut`]: both live as
+/// long as the socket, including after a WebSocket upgrade hands the socket
+/// to Engine.IO.
 struct Counted<I> {
     io: I,
+    cut: Arc<Cut>,
+    transports: Arc<Transports>,
     _slot: PeerSlot,
+}
+
+impl<I> Drop for Counted<I> {
+    fn drop(&mut self) {
+        self.transports.discharge(&self.cut);
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
@@ -450,6 +628,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(severed) = self.cut.check(&self.cut.read, cx) {
+            return Poll::Ready(Err(severed));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -460,6 +641,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(severed) = self.cut.check(&self.cut.write, cx) {
+            return Poll::Ready(Err(severed));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -468,6 +652,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(severed) = self.cut.check(&self.cut.write, cx) {
+            return Poll::Ready(Err(severed));
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -476,12 +663,21 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(severed) = self.cut.check(&self.cut.write, cx) {
+            return Poll::Ready(Err(severed));
+        }
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// True for a request Engine.IO serves (its connection is then enlisted).
+fn carries_socketio(uri: &hyper::Uri) -> bool {
+    let path = uri.path();
+    path == "/socket.io" || path.starts_with("/socket.io/")
 }
 
 /// What a connection over `max_connections` reads before it is closed.
@@ -537,7 +733,12 @@ pub(crate) async fn serve_connections<L, F>(
                 continue;
             }
         };
-        let io = Counted { io, _slot: slot };
+        let io = Counted {
+            io,
+            cut: Arc::new(Cut::default()),
+            transports: Arc::clone(&door.transports),
+            _slot: slot,
+        };
         tokio::spawn(serve_connection(
             io,
             router.clone(),
@@ -580,7 +781,7 @@ async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, answer: &'static [
 /// header-read timer set to the idle timeout, and the first request head
 /// due within the header-read timeout.
 async fn serve_connection<I>(
-    io: I,
+    io: Counted<I>,
     router: Router,
     door: Arc<Door>,
     mut stop: watch::Receiver<()>,
@@ -590,10 +791,16 @@ async fn serve_connection<I>(
 {
     let settings = door.settings();
     let requested = Arc::new(AtomicBool::new(false));
+    let cut = Arc::clone(&io.cut);
     let service = {
         let requested = Arc::clone(&requested);
+        let cut = Arc::clone(&cut);
+        let transports = Arc::clone(&door.transports);
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             requested.store(true, Ordering::Relaxed);
+            if carries_socketio(request.uri()) {
+                transports.enlist(&cut);
+            }
             router.clone().oneshot(request.map(axum::body::Body::new))
         })
     };
@@ -623,6 +830,11 @@ async fn serve_connection<I>(
                     break;
                 }
                 awaiting_first_head = false;
+            }
+            () = cut.task.notified() => {
+                // Severed: drop the connection (a pending long-poll with it).
+                tracing::trace!("severed a Socket.IO connection");
+                break;
             }
             changed = stop.changed(), if !stopping => {
                 // Sent or dropped: either way the generation is ending.
@@ -679,5 +891,46 @@ impl ShutdownSignals {
             _ = self.terminate.recv() => ShutdownSignal::Terminate,
             _ = self.interrupt.recv() => ShutdownSignal::Interrupt,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tripped(cut: &Cut) -> bool {
+        cut.tripped.load(Ordering::Acquire)
+    }
+
+    #[test]
+    fn sever_trips_enlisted_connections_only_and_the_next_ones_live() {
+        let transports = Transports::default();
+        let (socketio, other) = (Arc::new(Cut::default()), Arc::new(Cut::default()));
+        transports.enlist(&socketio);
+        transports.enlist(&socketio);
+        assert_eq!(transports.open(), 1, "enlisted once");
+        assert_eq!(transports.sever(), 1);
+        assert!(tripped(&socketio));
+        assert!(!tripped(&other), "never enlisted, never severed");
+        let later = Arc::new(Cut::default());
+        transports.enlist(&later);
+        assert!(!tripped(&later), "clear_connections keeps serving");
+        transports.discharge(&later);
+        assert_eq!(transports.open(), 0, "a dropped connection is forgotten");
+    }
+
+    #[test]
+    fn a_severed_generation_severs_late_comers_until_the_next_one() {
+        let transports = Transports::default();
+        assert_eq!(transports.sever_generation(), 0);
+        let late = Arc::new(Cut::default());
+        transports.enlist(&late);
+        assert!(tripped(&late), "it could read the drain's Engine.IO CLOSE");
+        assert_eq!(transports.open(), 0);
+        transports.resume();
+        let next = Arc::new(Cut::default());
+        transports.enlist(&next);
+        assert!(!tripped(&next));
+        assert_eq!(transports.open(), 1);
     }
 }

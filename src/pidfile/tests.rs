@@ -45,6 +45,7 @@ fn facts(
         content,
         recorded_process: probe,
         file_modified: Some(t(1_754_490_600)),
+        recorded_listening: None,
         me: Claimant {
             pid: ME,
             process_start_time: Some(t(1_754_499_000)),
@@ -351,6 +352,58 @@ fn legacy_pid_of_an_older_live_process_is_a_conservative_conflict() {
         ),
         "{d:?}"
     );
+}
+
+#[test]
+fn legacy_pid_of_an_older_live_process_not_on_the_port_is_reused() {
+    let older = ProcessSnapshot::new(OTHER, "sleep", &["sleep", "600"], t(1_754_400_000));
+    let judged = |listening: Option<PortListening>, content: PidFileContent| {
+        let mut f = facts(
+            LockObservation::Acquired,
+            content,
+            Some(ProbeOutcome::Found(older.clone())),
+        );
+        f.recorded_listening = listening;
+        decide(&f)
+    };
+    let not_on_port = Some(PortListening {
+        port: 8765,
+        listening: false,
+    });
+    assert_eq!(
+        judged(not_on_port, PidFileContent::Legacy(OTHER)),
+        ClaimDecision::Stale(StaleReason::PidReused {
+            pid: OTHER,
+            evidence: ReuseEvidence::NotListening {
+                port: 8765,
+                command: "sleep 600".into(),
+            },
+        })
+    );
+    // Listening there, or nobody can tell: the conservative conflict stands.
+    for listening in [
+        Some(PortListening {
+            port: 8765,
+            listening: true,
+        }),
+        None,
+    ] {
+        assert!(
+            matches!(
+                judged(listening, PidFileContent::Legacy(OTHER)),
+                ClaimDecision::Conflict { .. }
+            ),
+            "{listening:?}"
+        );
+    }
+    // A record with an identity is judged by that identity alone.
+    let mut r = record(OTHER);
+    r.cmdline = vec!["sleep".into(), "600".into()];
+    r.process_start_time = Some(t(1_754_400_000));
+    assert!(matches!(
+        judged(not_on_port, PidFileContent::Record(r)),
+        ClaimDecision::Conflict { .. }
+    ));
 }
 
 #[test]

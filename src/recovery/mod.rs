@@ -125,7 +125,8 @@ pub enum ActionDone {
     WarningLogged {
         failing_metrics: usize,
     },
-    /// clear_connections: this many clients were disconnected.
+    /// clear_connections: this many clients' transports were closed (they
+    /// reconnect on their own).
     ConnectionsCleared {
         clients: usize,
     },
@@ -143,7 +144,7 @@ impl fmt::Display for ActionDone {
                 write!(f, "{failing_metrics} failing metrics logged")
             }
             ActionDone::ConnectionsCleared { clients } => {
-                write!(f, "{clients} clients disconnected")
+                write!(f, "{clients} clients' transports closed; they reconnect")
             }
             ActionDone::Service { detail } => f.write_str(detail),
         }

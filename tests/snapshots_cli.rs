@@ -174,6 +174,85 @@ fn a_legacy_pid_file_naming_an_unrelated_process_is_stale_for_every_command() {
     sleeper.wait().unwrap();
 }
 
+/// A legacy PID file (a bare pid, nobody holding its lock) naming a program
+/// that serves the file's port: every command says what it is (not a warden,
+/// perhaps the original server). Fails on the old code, where `start` said
+/// "port P already has a warden ... holds its PID file" (exit 10) and
+/// `status` called the file stale because a process "cannot be inspected
+/// (the PID file is not locked by any process)".
+#[test]
+fn a_legacy_pid_file_naming_the_program_on_the_port_is_said_to_be_that_program() {
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    // A program serving the port: a script in the state directory, so its
+    // command line is the same in every run but for paths and the port.
+    let script = env.state_dir().join("holder.py");
+    std::fs::write(
+        &script,
+        "import socket, sys, time\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+         s.listen()\n\
+         print('listening', flush=True)\n\
+         time.sleep(600)\n",
+    )
+    .unwrap();
+    let mut server = Command::new("python3")
+        .arg(&script)
+        .arg(env.port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "listening");
+    let pid = server.id();
+    std::fs::write(env.pid_file(), format!("{pid}\n")).unwrap();
+    let stable = |text: &str| {
+        let text = stable(&env, text)
+            .replace(&pid.to_string(), "[PID]")
+            .replace(&env.port.to_string(), "[PORT]");
+        // The interpreter's path differs between machines.
+        let start = text.find('`').map_or(0, |i| i + 1);
+        match text[start..].find(" [STATE]/holder.py") {
+            Some(end) => format!("{}[PYTHON]{}", &text[..start], &text[start + end..]),
+            None => text,
+        }
+    };
+
+    let status = env.run(&["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status.stderr));
+    snap!("status_legacy_port_holder", stable(&text(&status.stdout)));
+    let stop = env.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(1));
+    snap!("stop_legacy_port_holder", stable(&text(&stop.stderr)));
+    let start = env.run(&["start"]);
+    assert_eq!(
+        start.status.code(),
+        Some(11),
+        "a port conflict naming the program"
+    );
+    snap!(
+        "start_legacy_port_holder",
+        stable(&short_failure(&text(&start.stderr)))
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.pid_file()).unwrap(),
+        format!("{pid}\n"),
+        "the file is left as it is"
+    );
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "nothing signalled the program"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
 /// What `start` logs when it takes a file over under lock-only validation
 /// (`pid_validation.enhanced` or `use_psutil` false; the binary test is
 /// tests/daemon_pidfile.rs `lock_only_validation_lets_the_free_lock_decide`).

@@ -634,7 +634,7 @@ fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, ExitC
         }
         Instance::Unverifiable { pid_file, why, .. } => {
             eprintln!(
-                "warden: refusing to stop anything: the PID file {} is locked, but {why}. \
+                "warden: refusing to stop anything: the PID file {} {why}. \
                  Run `warden doctor --port {}` for the steps to resolve it.",
                 pid_file.display(),
                 effective.port()
@@ -720,7 +720,7 @@ fn cmd_reload(args: &TargetArgs) -> ExitCode {
         }
         Instance::Unverifiable { pid_file, why, .. } => {
             eprintln!(
-                "warden: refusing to signal anything: the PID file {} is locked, but {why}.",
+                "warden: refusing to signal anything: the PID file {} {why}.",
                 pid_file.display()
             );
             ExitCode::Failure
@@ -788,7 +788,7 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
             report["detail"] = json!(why);
             if !args.json {
                 println!(
-                    "warden on port {port}: the PID file {} is locked, but {why}",
+                    "warden on port {port}: the PID file {} {why}",
                     instance.pid_file().display()
                 );
             }

@@ -48,12 +48,15 @@ pub enum Instance {
         record: Box<PidRecord>,
         process: Box<ProcessSnapshot>,
     },
-    /// The file is locked, but warden cannot tell which process to talk to
-    /// safely (legacy or corrupt content, a reused pid, a process it cannot
-    /// see). Never signalled.
+    /// warden cannot tell which process to talk to safely: the file is
+    /// locked but its content cannot be verified (legacy or corrupt content,
+    /// a reused pid, a process it cannot see), or it is not locked and its
+    /// bare pid names a program serving the port. Never signalled.
     Unverifiable {
         pid_file: PathBuf,
         content: PidFileContent,
+        /// What follows "the PID file <path> " in a message
+        /// ("is locked, but ...", "is not locked, and ...").
         why: String,
     },
 }
@@ -119,10 +122,26 @@ pub fn inspect(
     };
     // The same facts as `start` gathers, so both reach the same verdict.
     facts.recorded_listening = crate::daemon::pidfile::recorded_listening(&facts, port);
+    let serving_port = facts.recorded_listening.is_some_and(|l| l.listening);
     let decision = decide(&facts);
     if !held {
         let reason = match decision {
             ClaimDecision::Stale(reason) => reason,
+            // A bare pid (the original format) naming a live program that
+            // serves the port, with nobody holding the lock: not a warden
+            // (a warden always holds its lock), and not stale either (start
+            // refuses it: the port is taken). Say what it is.
+            ClaimDecision::Conflict {
+                pid: Some(pid),
+                process: Some(process),
+                ..
+            } if matches!(content, PidFileContent::Legacy(_)) && serving_port => {
+                return Ok(Instance::Unverifiable {
+                    why: foreign_server(pid, &process, port),
+                    pid_file,
+                    content,
+                });
+            }
             // Not locked, yet the recorded process looks alive and like the
             // writer: an owner that does not hold its lock. Call it stale
             // with the lock as the reason; start will refuse it anyway.
@@ -140,7 +159,7 @@ pub fn inspect(
     let unverifiable = |why: String| Instance::Unverifiable {
         pid_file: pid_file.clone(),
         content: content.clone(),
-        why,
+        why: format!("is locked, but {why}"),
     };
     let record = match &content {
         PidFileContent::Record(r) => r.clone(),
@@ -191,6 +210,22 @@ pub fn inspect(
             record.pid
         ))),
     }
+}
+
+/// The PID file is not locked and its bare pid names `process`, which
+/// serves `port` (what `status`, `stop` and `doctor` say after "the PID file
+/// <path> ").
+pub fn foreign_server(pid: u32, process: &ProcessSnapshot, port: u16) -> String {
+    let command = if process.cmdline.is_empty() {
+        process.name.clone()
+    } else {
+        process.command_line()
+    };
+    format!(
+        "is not locked, and the bare pid it holds ({pid}) names `{command}`, which serves port \
+         {port}: not a warden (a warden holds its PID file's lock), perhaps the original \
+         claude-mpm server; stop that program, or run warden with another --port"
+    )
 }
 
 /// Why the PID file's record is not trusted although its lock is held: the

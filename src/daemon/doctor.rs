@@ -426,7 +426,7 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
         InstanceFacts::Unverifiable { pid_file, why } => {
             d.facts.push(pid_file_fact(pid_file, "unverifiable"));
             d.findings.push(format!(
-                "The PID file {} is locked, but {why}. warden will not signal it; \
+                "The PID file {} {why}. warden will not signal it; \
                  find the holder with `lsof {}`.",
                 pid_file.display(),
                 pid_file.display()

@@ -282,6 +282,35 @@ impl<A: HubAdapter> Daemon<A> {
                 record,
                 process,
             }) => {
+                // A bare pid (the original format, no record) naming the
+                // program that serves the port, with the lock free (the
+                // lifecycle decided on a free lock): that program is not a
+                // warden; the truth is a port conflict naming it. The PID
+                // file is left as it is (it may be the original server's).
+                if record.is_none()
+                    && let Some(pid) = pid
+                    && let Some(owner) = tokio::task::spawn_blocking(move || port::port_owner(port))
+                        .await
+                        .ok()
+                        .flatten()
+                        .filter(|owner| owner.pid == pid)
+                {
+                    tracing::error!(
+                        "{}: port {port} is served by pid {pid}, which the bare-pid PID file {} \
+                         names; it holds no warden lock",
+                        log_markers::PID_VALIDATION,
+                        path.display()
+                    );
+                    return Err(StartError::PortConflict(Box::new(PortConflictError {
+                        host: host.clone(),
+                        port,
+                        conflicting_process: Some(PortHolder {
+                            pid: owner.pid,
+                            cmdline: (!owner.cmdline.is_empty()).then(|| owner.command()),
+                            name: owner.name,
+                        }),
+                    })));
+                }
                 let err = DaemonConflictError {
                     port,
                     existing_pid: pid,

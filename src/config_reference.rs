@@ -184,7 +184,7 @@ pub const ENTRIES: &[Entry] = &[
     key(
         "server.auth_token",
         None,
-        "When set (16 to 1024 visible ASCII characters): required by `POST /api/events`, `/diagnostics`, `/metrics`, the status page's stream (`Authorization: Bearer`) and Socket.IO connects (auth `{\"token\"}`).",
+        "When set (16 to 1024 visible ASCII characters): required by `POST /api/events`, `/diagnostics`, `/metrics`, the status page's stream (`Authorization: Bearer`) and Socket.IO connects (auth `{\"token\"}`). `WARDEN_AUTH_TOKEN` in the environment sets it over the file's.",
     ),
     key("health_monitoring.enabled", None, "Run the health checks."),
     key(

@@ -337,6 +337,66 @@ fn a_request_for_a_foreign_host_name_is_refused() {
     }
 }
 
+/// `WARDEN_AUTH_TOKEN` sets the token without writing it into a config file
+/// (a unit's `EnvironmentFile=`, a container's secret), over the file's own;
+/// a bad value is refused at start (exit 78) without being shown. Fails on
+/// the old code, which ignored the variable (events were accepted without
+/// a token).
+#[test]
+fn the_token_can_come_from_the_environment() {
+    const TOKEN: &str = "env-token-0123456789-abcdef";
+    let env = Env::new();
+    let path: PathBuf = env.state_dir().join("door-config.json");
+    std::fs::write(
+        &path,
+        json!({ "server": { "auth_token": "file-token-0123456789" } }).to_string(),
+    )
+    .unwrap();
+    let mut daemon = env.spawn_env(
+        &["--config", path.to_str().unwrap()],
+        &[("WARDEN_AUTH_TOKEN", TOKEN)],
+    );
+    env.wait_ready(&mut daemon);
+    let event = r#"{"type": "hook"}"#;
+    let json_type = ("Content-Type", "application/json");
+    let (code, _, _) = request(env.port, "POST", "/api/events", &[json_type], event);
+    assert_eq!(code, 401);
+    let file_token = "Bearer file-token-0123456789";
+    let (code, _, _) = request(
+        env.port,
+        "POST",
+        "/api/events",
+        &[json_type, ("Authorization", file_token)],
+        event,
+    );
+    assert_eq!(code, 401, "the environment's token wins over the file's");
+    let bearer = format!("Bearer {TOKEN}");
+    let (code, _, body) = request(
+        env.port,
+        "POST",
+        "/api/events",
+        &[json_type, ("Authorization", &bearer)],
+        event,
+    );
+    assert_eq!(code, 204, "{body}");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit();
+
+    let bad = "short token";
+    let out = env
+        .command(&["start"])
+        .env("WARDEN_AUTH_TOKEN", bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WARDEN_AUTH_TOKEN is not a valid token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(bad), "the value is not shown: {stderr}");
+}
+
 /// One raw HTTP/1.1 request (closed after the answer): status, lower-cased
 /// head, body.
 fn request(

@@ -72,6 +72,14 @@ fn an_exposed_daemon_without_a_token_is_warned_about() {
 }
 
 #[test]
+fn a_bad_token_from_the_environment_is_refused_without_being_shown() {
+    snap!(
+        "env_token_invalid",
+        warden::daemon::settings::LoadError::BadEnvToken.to_string()
+    );
+}
+
+#[test]
 fn a_bad_token_is_refused_without_being_shown() {
     let text = r#"{"server": {"auth_token": "short secret"}}"#;
     let error = parse_config(

@@ -111,11 +111,22 @@ pub enum LoadError {
         owner: u32,
         euid: u32,
     },
+    #[error(
+        "WARDEN_AUTH_TOKEN is not a valid token: it must be {} to {} visible ASCII characters \
+         (no spaces); its value is not shown. Fix the variable or unset it.",
+        crate::config::AUTH_TOKEN_CHARS.0,
+        crate::config::AUTH_TOKEN_CHARS.1
+    )]
+    BadEnvToken,
     #[error(transparent)]
     StateDir(#[from] StateDirError),
     #[error("{0}")]
     Invalid(#[from] ConfigError),
 }
+
+/// The environment variable that sets `server.auth_token` over the config
+/// file (a unit's `Environment=`/`EnvironmentFile=`, a container's secret).
+pub const AUTH_TOKEN_ENV: &str = "WARDEN_AUTH_TOKEN";
 
 /// Why a state directory is not trusted (the rules of sshd's `StrictModes`):
 /// the directory must be this user's and writable by nobody else, and no
@@ -331,6 +342,16 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         state_dir: req.state_dir.clone(),
         log_level: None,
     })?;
+    // The token from the environment wins over the file's; an empty
+    // variable counts as unset.
+    if let Some(token) = std::env::var_os(AUTH_TOKEN_ENV).filter(|t| !t.is_empty()) {
+        match token.into_string() {
+            Ok(token) if crate::config::is_valid_auth_token(&token) => {
+                config.server.auth_token = Some(token);
+            }
+            _ => return Err(LoadError::BadEnvToken),
+        }
+    }
     let state_dir = match &config.server.state_dir {
         Some(dir) => expand(dir, home)?,
         None => bootstrap_dir,

@@ -1245,13 +1245,19 @@ impl Driver for ClusterDriver {
     }
 }
 
-/// This machine's host name, for the default node id.
+/// This machine's host name, for the default node id (`warden` when the
+/// kernel does not say).
 pub fn hostname() -> String {
+    machine_hostname().unwrap_or_else(|| "warden".to_string())
+}
+
+/// The kernel's host name, if it has one: the default node id, and a name
+/// the HTTP door answers to (`run::hub_settings`).
+pub fn machine_hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
         .ok()
+        .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "warden".to_string())
 }
 
 #[cfg(test)]

@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::breaker::{BreakerSettings, CircuitState};
+use crate::breaker::CircuitState;
 use crate::daemon::hub::Hub;
 use crate::daemon::monitor::HealthCallback;
 use crate::errors::{RecoveryFailedError, log_markers};
-use crate::escalation::{RecoveryAction, StrategySettings};
+use crate::escalation::RecoveryAction;
 use crate::health::{HealthReport, HealthStatus};
 pub use crate::recovery::{
     ActionDone, ActionError, DEFAULT_RECOVERY_HISTORY, RecoveryCounts, RecoveryEvent,
@@ -167,37 +167,13 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
 // ---------------------------------------------------------------------------
 // The manager: the executor of the core's recovery loop.
 
-/// The manager's parameters (config `recovery`).
+/// The manager's parameters (config `recovery`): the core loop's own, and
+/// the address its rendered `RecoveryFailedError` names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecoverySettings {
-    pub enabled: bool,
-    pub max_recovery_attempts: u32,
-    pub recovery_timeout: Duration,
-    /// `recovery.check_interval`: the least time between two health reports
-    /// the manager evaluates. Reports in between still reach `/health` and the
-    /// monitor's history; they are not fed to the strategy. `None` evaluates
-    /// every report (each `health_monitoring.check_interval`).
-    pub check_interval: Option<Duration>,
-    pub history_size: usize,
-    pub breaker: BreakerSettings,
-    pub strategy: StrategySettings,
-    /// For the rendered `RecoveryFailedError`.
+    pub core: LoopSettings,
     pub host: String,
     pub port: u16,
-}
-
-impl RecoverySettings {
-    fn loop_settings(&self) -> LoopSettings {
-        LoopSettings {
-            enabled: self.enabled,
-            max_recovery_attempts: self.max_recovery_attempts,
-            recovery_timeout: self.recovery_timeout,
-            check_interval: self.check_interval,
-            history_size: self.history_size,
-            breaker: self.breaker.clone(),
-            strategy: self.strategy.clone(),
-        }
-    }
 }
 
 /// Told of each recovery event once it is recorded (e.g. the alerts). Must
@@ -230,7 +206,7 @@ impl RecoveryManager {
         clock: Arc<dyn Clock>,
         actions: Arc<dyn RecoveryActions>,
     ) -> Result<Arc<Self>, RecoverySetupError> {
-        let machine = RecoveryLoop::new(settings.loop_settings())?;
+        let machine = RecoveryLoop::new(settings.core.clone())?;
         let (queue_tx, queue_rx) = mpsc::channel(1);
         Ok(Arc::new(RecoveryManager {
             listeners: Mutex::new(Vec::new()),
@@ -246,7 +222,7 @@ impl RecoveryManager {
     }
 
     pub fn enabled(&self) -> bool {
-        self.settings.enabled
+        self.settings.core.enabled
     }
 
     /// Waits, at most `max`, for an action under way to be recorded and told
@@ -448,7 +424,7 @@ impl RecoveryManager {
             action,
             reason,
             attempt,
-            max_attempts: self.settings.max_recovery_attempts,
+            max_attempts: self.settings.core.max_recovery_attempts,
             health_status,
             host: self.settings.host.clone(),
             port: self.settings.port,
@@ -482,13 +458,15 @@ impl RecoveryManager {
 /// The settings from the configuration tree.
 pub fn settings_from_config(cfg: &crate::config::WardenConfig) -> RecoverySettings {
     RecoverySettings {
-        enabled: cfg.recovery.enabled,
-        max_recovery_attempts: cfg.recovery.max_recovery_attempts,
-        recovery_timeout: cfg.recovery.recovery_timeout,
-        check_interval: cfg.recovery.check_interval,
-        history_size: DEFAULT_RECOVERY_HISTORY,
-        breaker: cfg.recovery.breaker_settings(),
-        strategy: cfg.recovery.strategy_settings(),
+        core: LoopSettings {
+            enabled: cfg.recovery.enabled,
+            max_recovery_attempts: cfg.recovery.max_recovery_attempts,
+            recovery_timeout: cfg.recovery.recovery_timeout,
+            check_interval: cfg.recovery.check_interval,
+            history_size: DEFAULT_RECOVERY_HISTORY,
+            breaker: cfg.recovery.breaker_settings(),
+            strategy: cfg.recovery.strategy_settings(),
+        },
         host: cfg.server.host.clone(),
         port: cfg.server.port,
     }
@@ -497,6 +475,8 @@ pub fn settings_from_config(cfg: &crate::config::WardenConfig) -> RecoverySettin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::breaker::BreakerSettings;
+    use crate::escalation::StrategySettings;
     use crate::health::{HealthCheckResult, HealthMetric};
     use crate::time::{ManualClock, Moment, WallTime};
 
@@ -528,15 +508,17 @@ mod tests {
 
     fn settings() -> RecoverySettings {
         RecoverySettings {
-            enabled: true,
-            max_recovery_attempts: 5,
-            recovery_timeout: Duration::from_millis(200),
-            check_interval: None,
-            history_size: 4,
-            breaker: BreakerSettings::default(),
-            strategy: StrategySettings {
-                min_recovery_interval: Duration::ZERO,
-                ..StrategySettings::default()
+            core: LoopSettings {
+                enabled: true,
+                max_recovery_attempts: 5,
+                recovery_timeout: Duration::from_millis(200),
+                check_interval: None,
+                history_size: 4,
+                breaker: BreakerSettings::default(),
+                strategy: StrategySettings {
+                    min_recovery_interval: Duration::ZERO,
+                    ..StrategySettings::default()
+                },
             },
             host: "localhost".into(),
             port: 8765,
@@ -583,10 +565,8 @@ mod tests {
         assert_eq!(lock(&script.done).len(), 3);
 
         let script = Arc::new(Script::default());
-        let spaced = RecoverySettings {
-            check_interval: Some(Duration::from_secs(10)),
-            ..settings()
-        };
+        let mut spaced = settings();
+        spaced.core.check_interval = Some(Duration::from_secs(10));
         let (m, clock) = manager(spaced, &script);
         feed(&m, &clock, &[Critical; 10]).await;
         assert_eq!(*lock(&script.done), vec![RecoveryAction::ClearConnections]);
@@ -644,7 +624,7 @@ mod tests {
     async fn disabled_recovery_decides_but_never_acts() {
         let script = Arc::new(Script::default());
         let mut s = settings();
-        s.enabled = false;
+        s.core.enabled = false;
         let (m, clock) = manager(s, &script);
         feed(&m, &clock, &[Critical, Critical, Critical]).await;
         assert!(lock(&script.done).is_empty());
@@ -656,7 +636,7 @@ mod tests {
         let script = Arc::new(Script::default());
         lock(&script.hang).push(RecoveryAction::ClearConnections);
         let mut s = settings();
-        s.breaker.failure_threshold = 1;
+        s.core.breaker.failure_threshold = 1;
         let (m, clock) = manager(s, &script);
         feed(&m, &clock, &[Critical]).await;
         let st = m.status(10);
@@ -676,7 +656,7 @@ mod tests {
         let script = Arc::new(Script::default());
         lock(&script.fail).push(RecoveryAction::RestartService);
         let mut s = settings();
-        s.breaker.failure_threshold = 1;
+        s.core.breaker.failure_threshold = 1;
         let (m, clock) = manager(s, &script);
         feed(&m, &clock, &[Critical, Critical, Critical, Critical]).await;
         assert_eq!(
@@ -698,7 +678,7 @@ mod tests {
     async fn max_recovery_attempts_bounds_an_episode_and_health_ends_it() {
         let script = Arc::new(Script::default());
         let mut s = settings();
-        s.max_recovery_attempts = 2;
+        s.core.max_recovery_attempts = 2;
         let (m, clock) = manager(s, &script);
         feed(&m, &clock, &[Warning; 12]).await;
         assert_eq!(lock(&script.done).len(), 2, "{:?}", lock(&script.done));

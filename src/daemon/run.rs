@@ -101,10 +101,7 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
     s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
     // The machine's own name is how people on the network reach a daemon
     // listening beyond loopback.
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty());
+    let machine = cluster::machine_hostname();
     s.door.host_names = std::iter::once(server.host.clone())
         .chain(machine)
         .chain(server.allowed_hosts.iter().cloned())
@@ -301,15 +298,7 @@ impl<A: HubAdapter> Daemon<A> {
                         log_markers::PID_VALIDATION,
                         path.display()
                     );
-                    return Err(StartError::PortConflict(Box::new(PortConflictError {
-                        host: host.clone(),
-                        port,
-                        conflicting_process: Some(PortHolder {
-                            pid: owner.pid,
-                            cmdline: (!owner.cmdline.is_empty()).then(|| owner.command()),
-                            name: owner.name,
-                        }),
-                    })));
+                    return Err(port_conflict(&host, port, Some(owner)));
                 }
                 let err = DaemonConflictError {
                     port,
@@ -342,17 +331,8 @@ impl<A: HubAdapter> Daemon<A> {
                             .await
                             .ok()
                             .flatten();
-                        let err = PortConflictError {
-                            host: host.clone(),
-                            port,
-                            conflicting_process: owner.map(|o| PortHolder {
-                                pid: o.pid,
-                                cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
-                                name: o.name,
-                            }),
-                        };
                         tracing::error!("port {port} on {host} is already in use");
-                        StartError::PortConflict(Box::new(err))
+                        port_conflict(&host, port, owner)
                     }
                     other => {
                         tracing::error!("{other}");
@@ -523,6 +503,19 @@ impl<A: HubAdapter> Daemon<A> {
         );
         report
     }
+}
+
+/// `start`'s port conflict, naming the port's owner when it is known.
+fn port_conflict(host: &str, port: u16, owner: Option<port::PortOwner>) -> StartError {
+    StartError::PortConflict(Box::new(PortConflictError {
+        host: host.to_string(),
+        port,
+        conflicting_process: owner.map(|o| PortHolder {
+            pid: o.pid,
+            cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
+            name: o.name,
+        }),
+    }))
 }
 
 fn release_logged(guard: &PidGuard) {

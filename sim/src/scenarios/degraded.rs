@@ -45,6 +45,7 @@ use warden::daemon::server::{ServingHandle, ShutdownReport};
 use warden::escalation::{RecoveryAction, StrategySettings};
 use warden::health::HealthReport;
 use warden::probe::{FakeProbe, ProcessSnapshot};
+use warden::recovery::LoopSettings;
 use warden::time::WallTime;
 
 use crate::actors::{Actor, Dashboard, Pace, StopFlag, run_dashboard};
@@ -357,13 +358,15 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     });
     let manager = RecoveryManager::new(
         RecoverySettings {
-            enabled: true,
-            max_recovery_attempts,
-            recovery_timeout,
-            check_interval: None,
-            history_size: 1_000,
-            breaker: breaker.clone(),
-            strategy: strategy.clone(),
+            core: LoopSettings {
+                enabled: true,
+                max_recovery_attempts,
+                recovery_timeout,
+                check_interval: None,
+                history_size: 1_000,
+                breaker: breaker.clone(),
+                strategy: strategy.clone(),
+            },
             host: "localhost".to_string(),
             port: HUB_PORT,
         },

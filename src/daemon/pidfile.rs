@@ -76,6 +76,9 @@ pub enum PidFileError {
         pid: Option<u32>,
         record: Option<Box<PidRecord>>,
         process: Option<Box<ProcessSnapshot>>,
+        /// The lock was free and the recorded process listens on `port`
+        /// (what decided a bare-pid file: that program holds the port).
+        serves_port: bool,
     },
     #[error(
         "cannot {op} {path}: {source}. Check that the state directory exists and is writable by this user."
@@ -296,6 +299,8 @@ fn claim_inner(
             facts.recorded_listening = recorded_listening(&facts, port);
         }
         let lock = facts.lock;
+        let serves_port = lock == LockObservation::Acquired
+            && facts.recorded_listening.is_some_and(|l| l.listening);
         let decision = lifecycle.claim(facts);
         match decision {
             ClaimDecision::Conflict {
@@ -309,6 +314,7 @@ fn claim_inner(
                     pid,
                     record: holder,
                     process,
+                    serves_port,
                 });
             }
             ClaimDecision::Free | ClaimDecision::Ours | ClaimDecision::Stale(_) => {

@@ -278,19 +278,16 @@ impl<A: HubAdapter> Daemon<A> {
                 pid,
                 record,
                 process,
+                serves_port,
             }) => {
                 // A bare pid (the original format, no record) naming the
-                // program that serves the port, with the lock free (the
-                // lifecycle decided on a free lock): that program is not a
-                // warden; the truth is a port conflict naming it. The PID
-                // file is left as it is (it may be the original server's).
+                // program that serves the port, with the lock free: that
+                // program is not a warden; the truth is a port conflict
+                // naming it. The PID file is left as it is (it may be the
+                // original server's).
                 if record.is_none()
-                    && let Some(pid) = pid
-                    && let Some(owner) = tokio::task::spawn_blocking(move || port::port_owner(port))
-                        .await
-                        .ok()
-                        .flatten()
-                        .filter(|owner| owner.pid == pid)
+                    && serves_port
+                    && let (Some(pid), Some(process)) = (pid, process.as_deref())
                 {
                     tracing::error!(
                         "{}: port {port} is served by pid {pid}, which the bare-pid PID file {} \
@@ -298,7 +295,12 @@ impl<A: HubAdapter> Daemon<A> {
                         log_markers::PID_VALIDATION,
                         path.display()
                     );
-                    return Err(port_conflict(&host, port, Some(owner)));
+                    let holder = PortHolder {
+                        pid,
+                        name: process.name.clone(),
+                        cmdline: (!process.cmdline.is_empty()).then(|| process.command_line()),
+                    };
+                    return Err(port_conflict(&host, port, Some(holder)));
                 }
                 let err = DaemonConflictError {
                     port,
@@ -332,7 +334,12 @@ impl<A: HubAdapter> Daemon<A> {
                             .ok()
                             .flatten();
                         tracing::error!("port {port} on {host} is already in use");
-                        port_conflict(&host, port, owner)
+                        let holder = owner.map(|o| PortHolder {
+                            pid: o.pid,
+                            cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
+                            name: o.name,
+                        });
+                        port_conflict(&host, port, holder)
                     }
                     other => {
                         tracing::error!("{other}");
@@ -505,16 +512,12 @@ impl<A: HubAdapter> Daemon<A> {
     }
 }
 
-/// `start`'s port conflict, naming the port's owner when it is known.
-fn port_conflict(host: &str, port: u16, owner: Option<port::PortOwner>) -> StartError {
+/// `start`'s port conflict, naming the port's holder when it is known.
+fn port_conflict(host: &str, port: u16, holder: Option<PortHolder>) -> StartError {
     StartError::PortConflict(Box::new(PortConflictError {
         host: host.to_string(),
         port,
-        conflicting_process: owner.map(|o| PortHolder {
-            pid: o.pid,
-            cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
-            name: o.name,
-        }),
+        conflicting_process: holder,
     }))
 }
 

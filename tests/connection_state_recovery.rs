@@ -42,13 +42,28 @@ fn clients_dir() -> PathBuf {
 fn node_available() -> bool {
     let modules = clients_dir().join("node_modules/socket.io-client");
     let node = Command::new("node").arg("--version").output();
-    if !modules.exists() || node.is_err() {
-        eprintln!(
-            "skipped: node or tests/clients/node_modules missing (npm ci --prefix tests/clients)"
-        );
+    clients_present(
+        modules.exists() && node.is_ok(),
+        "node or tests/clients/node_modules (npm ci --prefix tests/clients)",
+    )
+}
+
+/// Whether the stock clients these tests drive are here. Missing clients
+/// fail the test (a skipped test must not pass silently) unless the run
+/// skips them knowingly with `WARDEN_SKIP_CLIENT_TESTS=1`, as
+/// tests/client_healing.rs does.
+fn clients_present(present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    if std::env::var("WARDEN_SKIP_CLIENT_TESTS").as_deref() == Ok("1") {
+        eprintln!("WARDEN_SKIP_CLIENT_TESTS=1: {what} missing, test SKIPPED");
         return false;
     }
-    true
+    panic!(
+        "{what} is missing: run scripts/test once, or set WARDEN_SKIP_CLIENT_TESTS=1 to skip \
+         these tests knowingly"
+    );
 }
 
 /// Starts warden with `config` (a JSON config file) and waits until it serves.
@@ -549,8 +564,10 @@ fn an_expired_session_is_a_new_one_and_get_history_since_catches_up() {
 #[test]
 fn a_python_socketio_client_catches_up_with_get_history_since() {
     let python = clients_dir().join(".venv/bin/python");
-    if !python.exists() {
-        eprintln!("skipped: tests/clients/.venv missing (scripts/test makes it)");
+    if !clients_present(
+        python.exists(),
+        "tests/clients/.venv (scripts/test makes it)",
+    ) {
         return;
     }
     let env = Env::new();

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use warden::config::WardenConfig;
-use warden::daemon::clock::SystemClock;
-use warden::daemon::healing::{checkers, monitor_settings};
+use warden::daemon::healing::assemble::{checkers, monitor_settings};
+use warden::daemon::healing::monitor::HealthMonitor;
+use warden::daemon::hub::http;
 use warden::daemon::hub::{Hub, HubSettings};
-use warden::daemon::metrics::self_cpu_seconds;
-use warden::daemon::monitor::HealthMonitor;
-use warden::daemon::sysprobe::SysinfoProbe;
-use warden::daemon::{http, server};
+use warden::daemon::os::clock::SystemClock;
+use warden::daemon::os::sysprobe::SysinfoProbe;
+use warden::daemon::os::sysprobe::self_cpu_seconds;
+use warden::daemon::serve::server;
 use warden::health::HealthStatus;
 
 #[tokio::main]

@@ -432,6 +432,34 @@ pub fn persisted_worst(samples: &[HealthStatus]) -> HealthStatus {
         .fold(latest, HealthStatus::worst)
 }
 
+// ---------------------------------------------------------------------------
+// Dependencies (cluster mode): what the daemon's cluster link reports.
+
+/// What the cluster link last saw of Redis (facts, not judgements).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DependencyFacts {
+    pub connected: bool,
+    /// `connected`, `connecting` or `disconnected`, as reported.
+    pub state: String,
+    pub rtt_ms: Option<f64>,
+    pub heartbeat_age_ms: Option<u64>,
+    pub heartbeat_interval_ms: u64,
+    pub peers_seen: usize,
+    pub last_error: Option<String>,
+}
+
+/// Where the dependency checker reads its facts: the cluster link, or a
+/// closure in tests. Facts only: the judgement is the checker's.
+pub trait DependencySource: Send + Sync {
+    fn facts(&self) -> DependencyFacts;
+}
+
+impl<F: Fn() -> DependencyFacts + Send + Sync> DependencySource for F {
+    fn facts(&self) -> DependencyFacts {
+        self()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! docs/api.md cannot drift from the code: every route the daemon registers
 //! (`.route("…")` in src/daemon) and every Socket.IO event name the hub
-//! handles or emits (`pub const …: &str` in src/daemon/hub.rs) is listed
+//! handles or emits (`pub const …: &str` in src/daemon/hub/mod.rs) is listed
 //! there, and every `GET` path it lists answers on a running daemon.
 
 mod daemon_common;
@@ -15,6 +15,20 @@ fn root() -> &'static Path {
 
 fn doc() -> String {
     std::fs::read_to_string(root().join("docs/api.md")).unwrap()
+}
+
+/// Every `.rs` file under `dir`, in every subsystem folder.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// The first string literal after each `.route(` in `text`.
@@ -33,17 +47,14 @@ fn routes(text: &str) -> Vec<String> {
 fn every_route_the_daemon_registers_is_documented() {
     let doc = doc();
     let mut seen = 0;
-    for entry in std::fs::read_dir(root().join("src/daemon")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            for route in routes(&std::fs::read_to_string(&path).unwrap()) {
-                seen += 1;
-                assert!(
-                    doc.contains(&format!(" {route}`")),
-                    "{route} (registered in {}) is not in docs/api.md",
-                    path.display()
-                );
-            }
+    for path in rust_files(&root().join("src/daemon")) {
+        for route in routes(&std::fs::read_to_string(&path).unwrap()) {
+            seen += 1;
+            assert!(
+                doc.contains(&format!(" {route}`")),
+                "{route} (registered in {}) is not in docs/api.md",
+                path.display()
+            );
         }
     }
     assert!(
@@ -55,7 +66,7 @@ fn every_route_the_daemon_registers_is_documented() {
 #[test]
 fn every_socketio_event_name_is_documented() {
     let doc = doc();
-    let hub = std::fs::read_to_string(root().join("src/daemon/hub.rs")).unwrap();
+    let hub = std::fs::read_to_string(root().join("src/daemon/hub/mod.rs")).unwrap();
     let mut seen = 0;
     for line in hub.lines() {
         let Some(rest) = line.strip_prefix("pub const ") else {

@@ -306,7 +306,7 @@ fn lock_only_validation_lets_the_free_lock_decide() {
         env.wait_ready(&mut daemon);
         env.wait_log(&[
             "removed a stale PID file",
-            warden::daemon::pidfile::LOCK_ONLY_REASON,
+            warden::daemon::os::pidfile::LOCK_ONLY_REASON,
         ]);
         daemon.signal(libc::SIGTERM);
         assert_eq!(daemon.wait_exit().code(), Some(0));

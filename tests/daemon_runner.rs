@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use warden::daemon::clock::SystemClock;
 use warden::daemon::hub::Hub;
-use warden::daemon::run::{self, Daemon, DaemonExit, StartError};
-use warden::daemon::server::ShutdownSignals;
-use warden::daemon::serving::Services;
-use warden::daemon::settings::{self, ConfigRequest, Effective};
+use warden::daemon::os::clock::SystemClock;
+use warden::daemon::os::settings::{self, ConfigRequest, Effective};
+use warden::daemon::runner::run::{self, Daemon, DaemonExit, StartError};
+use warden::daemon::serve::server::ShutdownSignals;
+use warden::daemon::serve::serving::Services;
 
 fn effective(state: &std::path::Path, home: &std::path::Path, port: u16) -> Effective {
     let req = ConfigRequest {

@@ -273,7 +273,7 @@ impl Drop for Reap {
 
 #[test]
 fn stop_cannot_be_aimed_at_a_victim_by_a_forged_record() {
-    use warden::daemon::sysprobe::SysinfoProbe;
+    use warden::daemon::os::sysprobe::SysinfoProbe;
     use warden::probe::ProcessProbe;
 
     let env = Env::new();

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use hub_common::{DEADLINE, TestClient};
 use serde_json::Value;
 use warden::config::WardenConfig;
-use warden::daemon::clock::SystemClock;
-use warden::daemon::healing::{Healing, Prepared};
+use warden::daemon::healing::assemble::{Healing, Prepared};
 use warden::daemon::hub::Hub;
-use warden::daemon::run::{self, Daemon, DaemonExit};
-use warden::daemon::server::ShutdownSignals;
-use warden::daemon::serving::{RetrySchedule, ServingControl, ServingSettings};
-use warden::daemon::settings::{self, ConfigRequest};
-use warden::daemon::sysprobe::SysinfoProbe;
+use warden::daemon::os::clock::SystemClock;
+use warden::daemon::os::settings::{self, ConfigRequest};
+use warden::daemon::os::sysprobe::SysinfoProbe;
+use warden::daemon::runner::run::{self, Daemon, DaemonExit};
+use warden::daemon::serve::server::ShutdownSignals;
+use warden::daemon::serve::serving::{RetrySchedule, ServingControl, ServingSettings};
 
 fn fast_config(cfg: &mut WardenConfig) {
     cfg.health_monitoring.check_interval = Duration::from_secs(1);

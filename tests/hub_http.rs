@@ -192,6 +192,6 @@ async fn cors_headers_are_sent_only_when_configured() {
 
 #[test]
 fn an_invalid_cors_origin_is_named() {
-    let error = warden::daemon::http::cors_layer(&["bad\norigin".to_owned()]).unwrap_err();
+    let error = warden::daemon::hub::http::cors_layer(&["bad\norigin".to_owned()]).unwrap_err();
     assert!(error.to_string().contains("bad\\norigin"));
 }

@@ -13,10 +13,10 @@ use std::sync::mpsc;
 use axum::Router;
 use axum::routing::get;
 use hub_common::{DEADLINE, settings};
-use warden::daemon::clock::SystemClock;
-use warden::daemon::http;
 use warden::daemon::hub::Hub;
-use warden::daemon::server;
+use warden::daemon::hub::http;
+use warden::daemon::os::clock::SystemClock;
+use warden::daemon::serve::server;
 use warden::health::HealthStatus;
 
 /// One HTTP/1.1 GET on `stream` (keep-alive); returns status and body.

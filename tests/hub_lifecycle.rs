@@ -12,7 +12,7 @@ use std::time::Duration;
 use hub_common::{DEADLINE, TestClient, TestHub, serve_generation, settings, wait_until};
 use rust_socketio::TransportType;
 use serde_json::json;
-use warden::daemon::server;
+use warden::daemon::serve::server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_connected_follows_connects_and_disconnects_exactly() {
@@ -151,7 +151,7 @@ async fn binding_a_taken_address_is_reported_as_address_in_use() {
 async fn a_hub_dropped_without_close_is_freed() {
     let hub = warden::daemon::hub::Hub::new(
         settings(),
-        std::sync::Arc::new(warden::daemon::clock::SystemClock::new()),
+        std::sync::Arc::new(warden::daemon::os::clock::SystemClock::new()),
     );
     let weak = hub.downgrade();
     // Served by plain axum, so nothing calls `Hub::close`.

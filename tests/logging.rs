@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use warden::config::{LogLevel, LoggingConfig};
-use warden::daemon::logging::{LoggingError, init, rotating_writer};
+use warden::daemon::os::logging::{LoggingError, init, rotating_writer};
 
 fn backups(path: &Path) -> Vec<PathBuf> {
     let name = path.file_name().unwrap().to_string_lossy().to_string();

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use warden::daemon::pidfile::{
+use warden::daemon::os::pidfile::{
     PidFile, PidFileError, PidGuard, PidRecordDraft, claim, pid_file_path, read_pid_file,
 };
-use warden::daemon::sysprobe::SysinfoProbe;
+use warden::daemon::os::sysprobe::SysinfoProbe;
 use warden::pidfile::{PidFileContent, ReuseEvidence, StaleReason, parse_pid_file};
 use warden::probe::{FakeProbe, ProbeOutcome, ProcessProbe, ProcessStatus};
 

@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use warden::daemon::port::{is_addr_in_use, listens_on, port_owner};
+use warden::daemon::os::port::{is_addr_in_use, listens_on, port_owner};
 
 #[test]
 fn finds_our_own_listener_and_nobody_on_a_closed_port() {

@@ -49,7 +49,7 @@ fn reload_when_nothing_runs() {
 #[test]
 fn reload_log_lines() {
     use std::path::PathBuf;
-    use warden::daemon::reload::ReloadOutcome;
+    use warden::daemon::healing::reload::ReloadOutcome;
     let lines = [
         ReloadOutcome::Refused {
             error: "/etc/warden/config.json:3:20: health_monitoring.thresholds.memory_mb: \
@@ -260,7 +260,7 @@ fn a_legacy_pid_file_naming_the_program_on_the_port_is_said_to_be_that_program()
 fn lock_only_takeover_reason() {
     let reason = warden::pidfile::StaleReason::LockNotHeld {
         pid: 12345,
-        probe_error: warden::daemon::pidfile::LOCK_ONLY_REASON.to_string(),
+        probe_error: warden::daemon::os::pidfile::LOCK_ONLY_REASON.to_string(),
     };
     snap!(
         "start_lock_only_takeover",

@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use warden::daemon::doctor::{Answer, ClusterFacts, Facts, InstanceFacts, diagnose, render};
-use warden::daemon::port::PortOwner;
+use warden::daemon::cli::doctor::{Answer, ClusterFacts, Facts, InstanceFacts, diagnose, render};
+use warden::daemon::os::port::PortOwner;
 use warden::errors::{ConflictingProcess, ExceededThreshold, HealthCheckError, Platform};
 use warden::health::HealthStatus;
 use warden::pidfile::StaleReason;

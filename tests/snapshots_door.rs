@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use warden::config::parse_config;
-use warden::daemon::http::{Refusal, SocketAuthError};
-use warden::daemon::server::exposure_warning;
+use warden::daemon::hub::door::SocketAuthError;
+use warden::daemon::hub::http::Refusal;
+use warden::daemon::serve::server::exposure_warning;
 
 macro_rules! snap {
     ($name:expr, $value:expr) => {
@@ -75,7 +76,7 @@ fn an_exposed_daemon_without_a_token_is_warned_about() {
 fn a_bad_token_from_the_environment_is_refused_without_being_shown() {
     snap!(
         "env_token_invalid",
-        warden::daemon::settings::LoadError::BadEnvToken.to_string()
+        warden::daemon::os::settings::LoadError::BadEnvToken.to_string()
     );
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use warden::daemon::settings::{LoadError, StateDirError};
+use warden::daemon::os::settings::{LoadError, StateDirError};
 
 macro_rules! snap {
     ($name:expr, $value:expr) => {
@@ -95,7 +95,7 @@ fn auto_loaded_config_not_private() {
 
 #[test]
 fn log_file_is_a_link() {
-    use warden::daemon::logging::LoggingError;
+    use warden::daemon::os::logging::LoggingError;
     let log = state().join("socketio-server.log");
     snap!(
         "log_symlink",
@@ -106,7 +106,7 @@ fn log_file_is_a_link() {
 
 #[test]
 fn lock_holder_is_not_the_recorded_pid() {
-    use warden::daemon::control::LockHolderMismatch;
+    use warden::daemon::cli::control::LockHolderMismatch;
     let e = LockHolderMismatch::OtherHolder {
         recorded: 4242,
         holders: vec![31337],

@@ -21,7 +21,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
-use warden::daemon::http::{HealthProvider, app};
+use warden::daemon::hub::http::{HealthProvider, app};
 use warden::daemon::hub::{Hub, HubSettings};
 use warden::health::HealthStatus;
 use warden::time::{Clock, ManualClock, WallTime};

@@ -5,9 +5,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warden::daemon::http;
+use warden::daemon::hub::http;
 use warden::daemon::hub::{Hub, HubSettings};
-use warden::daemon::server::{self, ServingHandle};
+use warden::daemon::serve::server::{self, ServingHandle};
 use warden::health::HealthStatus;
 
 use crate::clock::SimClock;

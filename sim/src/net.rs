@@ -1,5 +1,5 @@
 //! The simulated listener: turmoil's TCP listener as an
-//! [`axum::serve::Listener`], so `warden::daemon::server::serve` serves the
+//! [`axum::serve::Listener`], so `warden::daemon::serve::server::serve` serves the
 //! real router and Socket.IO layer over simulated TCP, unchanged.
 
 use std::io;

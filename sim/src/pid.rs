@@ -1,6 +1,6 @@
 //! One simulated machine for the PID lifecycle: a process table (a
 //! [`FakeProbe`]), one PID file and its exclusive non-blocking lock, and the
-//! start procedure of `warden::daemon::pidfile::claim` replayed step by step
+//! start procedure of `warden::daemon::os::pidfile::claim` replayed step by step
 //! over them with simulated I/O latency, so that many starters can race and a
 //! crash can leave a file behind.
 //!
@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use warden::daemon::pidfile::{BUSY_SETTLE_INTERVAL, BUSY_SETTLE_POLLS};
+use warden::daemon::os::pidfile::{BUSY_SETTLE_INTERVAL, BUSY_SETTLE_POLLS};
 use warden::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, PidFileContent, PidRecord,
     ProcessInfo, names_live_holder, parse_pid_file,

@@ -12,10 +12,10 @@ use futures_util::FutureExt;
 use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Event, Payload, TransportType};
 use serde_json::Value;
-use warden::daemon::clock::SystemClock;
-use warden::daemon::http;
+use warden::daemon::hub::http;
 use warden::daemon::hub::{Hub, HubSettings};
-use warden::daemon::server::{self, ServingHandle};
+use warden::daemon::os::clock::SystemClock;
+use warden::daemon::serve::server::{self, ServingHandle};
 use warden::health::HealthStatus;
 
 /// Generous: conditions are polled, never timed.

@@ -28,7 +28,7 @@ use clap::Parser;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
-use warden::daemon::clock::SystemClock;
+use warden::daemon::os::clock::SystemClock;
 use warden::time::Clock;
 
 #[derive(Debug, Parser)]

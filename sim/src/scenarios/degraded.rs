@@ -33,15 +33,15 @@ use std::time::Duration;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use warden::breaker::{BreakerSettings, CircuitState};
-use warden::daemon::checkers::{
+use warden::daemon::healing::checkers::{
     Checker, ProcessResourceChecker, ResourceThresholds, ServiceHealthChecker, ServiceThresholds,
 };
-use warden::daemon::hub::Hub;
-use warden::daemon::monitor::{HealthMonitor, MonitorSettings};
-use warden::daemon::recovery::{
+use warden::daemon::healing::executor::{
     ActionDone, ActionError, ActionRun, RecoveryActions, RecoveryManager, RecoverySettings,
 };
-use warden::daemon::server::{ServingHandle, ShutdownReport};
+use warden::daemon::healing::monitor::{HealthMonitor, MonitorSettings};
+use warden::daemon::hub::Hub;
+use warden::daemon::serve::server::{ServingHandle, ShutdownReport};
 use warden::escalation::{RecoveryAction, StrategySettings};
 use warden::health::HealthReport;
 use warden::probe::{FakeProbe, ProcessSnapshot};

@@ -40,7 +40,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::daemon::cluster::{Cluster, RedisState};
-use crate::daemon::health_http::{self, HealthEndpoints, RECENT_EVENTS};
+use crate::daemon::healing::endpoints::{self, HealthEndpoints, RECENT_EVENTS};
 #[cfg(doc)]
 use crate::daemon::hub::EVENT_TAP_CAPACITY;
 use crate::daemon::hub::StampedEvent;
@@ -102,7 +102,7 @@ async fn js() -> Response {
 
 /// One snapshot: `/diagnostics`' object, the compact history and readiness.
 pub fn snapshot(e: &HealthEndpoints) -> Value {
-    let mut value = health_http::diagnostics_value(e, None, RECENT_EVENTS);
+    let mut value = endpoints::diagnostics_value(e, None, RECENT_EVENTS);
     if let Value::Object(map) = &mut value {
         let history: Vec<Value> = e.monitor.history().iter().map(compact).collect();
         map.insert("history".to_owned(), Value::Array(history));

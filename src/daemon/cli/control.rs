@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::daemon::clock::wall_now;
-use crate::daemon::pidfile::{LockHolders, PidFile, PidFileError};
+use crate::daemon::os::clock::wall_now;
+use crate::daemon::os::pidfile::{LockHolders, PidFile, PidFileError};
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, LockObservation, PidFileContent, PidRecord, StaleReason,
     decide,
@@ -121,7 +121,7 @@ pub fn inspect(
         now: wall_now(),
     };
     // The same facts as `start` gathers, so both reach the same verdict.
-    facts.recorded_listening = crate::daemon::pidfile::recorded_listening(&facts, port);
+    facts.recorded_listening = crate::daemon::os::pidfile::recorded_listening(&facts, port);
     let serving_port = facts.recorded_listening.is_some_and(|l| l.listening);
     let decision = decide(&facts);
     if !held {

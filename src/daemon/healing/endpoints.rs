@@ -32,14 +32,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::daemon::alerts::Alerter;
-use crate::daemon::checkers::SampleHandle;
 use crate::daemon::cluster::{Cluster, RedisState};
+use crate::daemon::healing::alerts::Alerter;
+use crate::daemon::healing::checkers::SampleHandle;
+use crate::daemon::healing::executor::{RecoveryManager, ServiceControl};
+use crate::daemon::healing::metrics::{self, MetricsInputs};
+use crate::daemon::healing::monitor::HealthMonitor;
+use crate::daemon::healing::reload::LiveSettings;
 use crate::daemon::hub::HubStatus;
-use crate::daemon::metrics::{self, MetricsInputs};
-use crate::daemon::monitor::HealthMonitor;
-use crate::daemon::recovery::{RecoveryManager, ServiceControl};
-use crate::daemon::reload::LiveSettings;
+use crate::daemon::os::sysprobe;
 use crate::health::HealthStatus;
 use crate::recovery::readiness::{NotReady, ReadinessFacts, not_ready};
 use crate::time::WallTime;
@@ -248,8 +249,8 @@ async fn metrics_text(State(e): S) -> Response {
         sample: e.process.get(),
         recovery: Some(e.recovery.counts()),
         service_restarts: e.service.restarts(),
-        cpu_seconds: metrics::self_cpu_seconds(),
-        max_fds: metrics::max_fds(),
+        cpu_seconds: sysprobe::self_cpu_seconds(),
+        max_fds: sysprobe::max_fds(),
         cluster: e.cluster.as_ref().map(Cluster::snapshot),
         alerts: e.alerts.as_ref().map(|a| a.status()),
     };

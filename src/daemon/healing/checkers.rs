@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::daemon::hub::{ServiceStats, ServiceStatsSnapshot};
-use crate::daemon::netif::{self, InterfaceState};
+use crate::daemon::os::netif::{self, InterfaceState};
+use crate::health::DependencySource;
 use crate::health::{CheckerId, HealthCheckResult, HealthMetric, HealthStatus, MetricValue};
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot};
 pub use crate::recovery::judge::{CRITICAL_MULTIPLE, judge};
@@ -619,31 +620,6 @@ pub const DEPENDENCY_RTT_WARNING_MS: f64 = 100.0;
 /// A heartbeat older than this many intervals is a warning.
 pub const DEPENDENCY_STALE_INTERVALS: u64 = 3;
 
-/// What the cluster link last saw of Redis (facts, not judgements).
-#[derive(Clone, Debug, PartialEq)]
-pub struct DependencyFacts {
-    pub connected: bool,
-    /// `connected`, `connecting` or `disconnected`, as reported.
-    pub state: String,
-    pub rtt_ms: Option<f64>,
-    pub heartbeat_age_ms: Option<u64>,
-    pub heartbeat_interval_ms: u64,
-    pub peers_seen: usize,
-    pub last_error: Option<String>,
-}
-
-/// Where the dependency checker reads its facts: the cluster link, or a
-/// closure in tests.
-pub trait DependencySource: Send + Sync {
-    fn facts(&self) -> DependencyFacts;
-}
-
-impl<F: Fn() -> DependencyFacts + Send + Sync> DependencySource for F {
-    fn facts(&self) -> DependencyFacts {
-        self()
-    }
-}
-
 /// Reports a dependency (Redis, in cluster mode) in the same vocabulary as
 /// the other checkers. Never critical: an unreachable, slow or silent Redis
 /// is a `warning` (the node still serves its own clients); the recovery
@@ -713,6 +689,7 @@ impl Checker for DependencyChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::DependencyFacts;
     use crate::probe::{FakeProbe, ProcessStatus};
     use HealthStatus::{Critical, Healthy, Unknown, Warning};
 

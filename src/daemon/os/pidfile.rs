@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::daemon::settings::check_state_dir;
+use crate::daemon::os::settings::check_state_dir;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
     PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome, ReleaseAction,
@@ -59,7 +59,7 @@ pub enum PidFileError {
     )]
     Symlink { path: PathBuf },
     #[error(transparent)]
-    StateDir(#[from] crate::daemon::settings::StateDirError),
+    StateDir(#[from] crate::daemon::os::settings::StateDirError),
     #[error(
         "the PID file path {path} is not a regular file. Move it away or choose another --state-dir."
     )]
@@ -594,7 +594,7 @@ pub fn recorded_listening(facts: &ClaimFacts, port: u16) -> Option<PortListening
     if process.status.has_exited() || !identity_unrecorded(&facts.content) {
         return None;
     }
-    crate::daemon::port::listens_on(process.pid, port)
+    crate::daemon::os::port::listens_on(process.pid, port)
         .map(|listening| PortListening { port, listening })
 }
 

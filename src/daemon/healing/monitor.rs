@@ -24,8 +24,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::checkers::Checker;
-use crate::daemon::systemd::Watchdog;
+use crate::daemon::healing::checkers::Checker;
+use crate::daemon::os::systemd::Watchdog;
 use crate::errors::log_markers;
 use crate::health::{
     AggregatedHealth, HealthCheckResult, HealthHistory, HealthReport, HealthStatus,
@@ -413,7 +413,7 @@ impl HealthMonitor {
     }
 }
 
-impl crate::daemon::http::HealthProvider for HealthMonitor {
+impl crate::daemon::hub::http::HealthProvider for HealthMonitor {
     fn current_status(&self) -> HealthStatus {
         HealthMonitor::current_status(self)
     }

@@ -73,8 +73,8 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
-use crate::daemon::checkers::{DependencyFacts, DependencySource};
 use crate::daemon::hub::{Hub, HubAdapter, SharedHub};
+use crate::health::{DependencyFacts, DependencySource};
 use crate::time::{Clock, Moment, WallTime};
 
 /// The socketioxide adapter of a cluster node.

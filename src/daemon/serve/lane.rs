@@ -41,7 +41,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tower::ServiceExt;
 
-use crate::daemon::server::{self, Door};
+use crate::daemon::serve::conn::{self, Door};
 
 /// Paths the lane answers itself (GET or HEAD, any query string).
 pub const LANE_PATHS: [&str; 3] = ["/health", "/livez", "/readyz"];
@@ -308,7 +308,7 @@ fn run_lane(
             };
             // The same door as the main runtime's: a probe connection kept
             // open and silent is closed like any other.
-            server::serve_connections(listener, lane_app, door, async move {
+            conn::serve_connections(listener, lane_app, door, async move {
                 let _ = lane_stop_rx.await;
             })
             .await;

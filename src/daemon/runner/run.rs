@@ -5,7 +5,7 @@
 //! 1. the configuration is loaded and validated by the caller (a bad config
 //!    starts nothing and writes nothing);
 //! 2. logging starts;
-//! 3. the PID file is claimed ([`crate::daemon::pidfile`]): a stale file is
+//! 3. the PID file is claimed ([`crate::daemon::os::pidfile`]): a stale file is
 //!    taken over and its reason logged; a live owner means
 //!    [`DaemonConflictError`] and nothing is touched;
 //! 4. the port is bound; when it is taken, [`PortConflictError`] names the
@@ -35,22 +35,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::WardenConfig;
-use crate::daemon::clock::{SystemClock, wall_now};
 use crate::daemon::cluster::{self, Cluster, ClusterSettings};
-use crate::daemon::healing;
-use crate::daemon::http::{AuthToken, CorsError};
+use crate::daemon::healing::assemble;
+use crate::daemon::healing::reload::Reloader;
+use crate::daemon::hub::door::AuthToken;
+use crate::daemon::hub::http::CorsError;
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
-use crate::daemon::logging::LevelControl;
-use crate::daemon::memory;
-use crate::daemon::pidfile::{LockOnly, PidFile, PidFileError, PidGuard, PidRecordDraft};
-use crate::daemon::port;
-use crate::daemon::reload::Reloader;
-use crate::daemon::server::{self, BindError, ShutdownReport, ShutdownSignal};
-use crate::daemon::serving::{
+use crate::daemon::os::clock::{SystemClock, wall_now};
+use crate::daemon::os::logging::LevelControl;
+use crate::daemon::os::pidfile::{LockOnly, PidFile, PidFileError, PidGuard, PidRecordDraft};
+use crate::daemon::os::port;
+use crate::daemon::os::settings::{ConfigRequest, Effective};
+use crate::daemon::os::sysprobe::SysinfoProbe;
+use crate::daemon::runner::memory;
+use crate::daemon::serve::server::{self, BindError, ShutdownReport, ShutdownSignal};
+use crate::daemon::serve::serving::{
     self, Services, Serving, ServingControl, ServingRequests, ServingSettings,
 };
-use crate::daemon::settings::{ConfigRequest, Effective};
-use crate::daemon::sysprobe::SysinfoProbe;
 use crate::errors::{
     ConflictingProcess, DaemonConflictError, PortConflictError, PortHolder, log_markers,
 };
@@ -96,7 +97,7 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         (server.max_connections_per_ip > 0).then_some(server.max_connections_per_ip);
     s.door.max_connections = Some(connection_cap(
         server.max_connections,
-        crate::daemon::metrics::max_fds(),
+        crate::daemon::os::sysprobe::max_fds(),
     ));
     s.door.auth_token = server.auth_token.clone().map(AuthToken::new);
     // The machine's own name is how people on the network reach a daemon
@@ -410,7 +411,7 @@ impl<A: HubAdapter> Daemon<A> {
             Some(reloader) => {
                 let outcome = reloader.reload();
                 match outcome {
-                    crate::daemon::reload::ReloadOutcome::Refused { .. } => {
+                    crate::daemon::healing::reload::ReloadOutcome::Refused { .. } => {
                         tracing::error!("received SIGHUP: {}", outcome.describe());
                     }
                     _ => tracing::info!("received SIGHUP: {}", outcome.describe()),
@@ -604,7 +605,7 @@ pub async fn run(
         None => {
             let hub = Hub::new(settings, clock);
             let started = start_healing(effective, hub, serving, |hub, control| {
-                healing::Prepared::new(config, hub, Arc::new(SysinfoProbe::new()), control)
+                assemble::Prepared::new(config, hub, Arc::new(SysinfoProbe::new()), control)
             })
             .await?;
             run_started(started, signals, hangup, on_ready).await
@@ -616,7 +617,7 @@ pub async fn run(
             let probe = Arc::new(SysinfoProbe::new());
             let node = cluster.clone();
             let started = start_healing(effective, hub, serving, |hub, control| {
-                healing::Prepared::clustered(config, hub, probe, node, control)
+                assemble::Prepared::clustered(config, hub, probe, node, control)
             })
             .await;
             let exit = match started {
@@ -636,8 +637,8 @@ pub async fn start_healing<A: HubAdapter>(
     effective: &Effective,
     hub: Hub<A>,
     settings: ServingSettings,
-    prepare: impl FnOnce(&Hub<A>, ServingControl) -> Result<healing::Prepared, healing::HealingError>,
-) -> Result<(Daemon<A>, healing::Healing), StartError> {
+    prepare: impl FnOnce(&Hub<A>, ServingControl) -> Result<assemble::Prepared, assemble::HealingError>,
+) -> Result<(Daemon<A>, assemble::Healing), StartError> {
     let (control, requests) = serving::channel();
     let prepared = prepare(&hub, control)
         .map_err(|e| StartError::Internal(format!("cannot set up self-healing: {e}")))?;
@@ -648,7 +649,7 @@ pub async fn start_healing<A: HubAdapter>(
 }
 
 async fn run_started<A: HubAdapter>(
-    (mut daemon, healing): (Daemon<A>, healing::Healing),
+    (mut daemon, healing): (Daemon<A>, assemble::Healing),
     mut signals: server::ShutdownSignals,
     (hangup, reload): (tokio::signal::unix::Signal, ReloadSource),
     on_ready: impl FnOnce(SocketAddr),

@@ -21,10 +21,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde_json::{Value, json};
 
 use crate::config::WardenConfig;
-use crate::daemon::checkers::{ResourceThresholds, ServiceThresholds};
-use crate::daemon::logging::{LevelChange, LevelControl};
-use crate::daemon::monitor::HealthMonitor;
-use crate::daemon::settings::{self, ConfigRequest};
+use crate::daemon::healing::checkers::{ResourceThresholds, ServiceThresholds};
+use crate::daemon::healing::monitor::HealthMonitor;
+use crate::daemon::os::logging::{LevelChange, LevelControl};
+use crate::daemon::os::settings::{self, ConfigRequest};
 
 /// The keys a reload applies while running (a trailing `.` is a prefix).
 pub const LIVE_KEYS: [&str; 4] = [

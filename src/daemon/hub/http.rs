@@ -23,9 +23,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use socketioxide::adapter::Adapter;
-use socketioxide::extract::TryData;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::daemon::hub::door::AuthToken;
 use crate::daemon::hub::{Hub, HubAdapter};
 use crate::health::HealthStatus;
 
@@ -49,35 +49,6 @@ where
 #[error("invalid CORS origin {origin:?} in cors_allowed_origins: not a valid HTTP header value")]
 pub struct CorsError {
     pub origin: String,
-}
-
-/// The shared secret of `server.auth_token`. Compared in constant time; its
-/// `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthToken(String);
-
-impl AuthToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        AuthToken(token.into())
-    }
-
-    /// True if `offered` is the token. The time taken depends on the
-    /// lengths only, never on where the first difference is.
-    pub fn matches(&self, offered: &[u8]) -> bool {
-        let expected = self.0.as_bytes();
-        let mut difference = expected.len() ^ offered.len();
-        for (i, byte) in expected.iter().enumerate() {
-            let other = offered.get(i).copied().unwrap_or(0);
-            difference |= usize::from(byte ^ other);
-        }
-        std::hint::black_box(difference) == 0
-    }
-}
-
-impl std::fmt::Debug for AuthToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuthToken(<redacted>)")
-    }
 }
 
 struct HttpState<A: Adapter> {
@@ -406,40 +377,6 @@ async fn gate(gate: Arc<Gate>, request: Request, next: Next) -> Response {
     match gate.check(&request) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
-    }
-}
-
-/// Why a Socket.IO connect was refused (sent as the connect error's message).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SocketAuthError {
-    #[error(
-        "this server requires a token: connect with the auth payload {{\"token\": \"<server.auth_token>\"}}"
-    )]
-    MissingToken,
-    #[error("the token in the auth payload is not the server's token")]
-    WrongToken,
-}
-
-/// The Socket.IO connect middleware for `token`: the connect's auth payload
-/// must be `{"token": <token>}`.
-pub fn socket_auth(
-    token: AuthToken,
-) -> impl FnOnce(TryData<Value>) -> std::future::Ready<Result<(), SocketAuthError>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |TryData(auth): TryData<Value>| {
-        let auth = auth.ok();
-        let offered = auth
-            .as_ref()
-            .and_then(|auth| auth.get("token"))
-            .and_then(Value::as_str);
-        std::future::ready(match offered {
-            None => Err(SocketAuthError::MissingToken),
-            Some(offered) if token.matches(offered.as_bytes()) => Ok(()),
-            Some(_) => Err(SocketAuthError::WrongToken),
-        })
     }
 }
 

@@ -11,10 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::daemon::client::{ClientError, HttpResponse};
-use crate::daemon::control::Instance;
-use crate::daemon::port::PortOwner;
-use crate::daemon::settings::Effective;
+use crate::daemon::cli::client::{ClientError, HttpResponse};
+use crate::daemon::cli::control::Instance;
+use crate::daemon::os::port::PortOwner;
+use crate::daemon::os::settings::Effective;
 use crate::errors::{
     ConflictingProcess, DaemonConflictError, HealthCheckError, Platform, PortConflictError,
     PortHolder, StaleProcessError, WardenError, format_troubleshooting_guide_with_log,
@@ -174,15 +174,15 @@ pub fn gather(
     observed_at: WallTime,
 ) -> Facts {
     let port = effective.port();
-    let instance = match crate::daemon::control::inspect(&effective.state_dir, port, probe) {
+    let instance = match crate::daemon::cli::control::inspect(&effective.state_dir, port, probe) {
         Err(e) => InstanceFacts::Unusable { why: e.to_string() },
         Ok(instance) => instance_facts(instance, effective, host_flag, probe, fetch, observed_at),
     };
-    let port_owner = crate::daemon::port::port_owner(port);
+    let port_owner = crate::daemon::os::port::port_owner(port);
     let warden_runs = matches!(instance, InstanceFacts::Running { .. });
     let port_accepts = port_owner.is_none()
         && !warden_runs
-        && crate::daemon::run::port_accepts(effective.host(), port);
+        && crate::daemon::runner::run::port_accepts(effective.host(), port);
     Facts {
         state_dir: effective.state_dir.clone(),
         config_file: effective.config_file.clone(),

@@ -8,6 +8,10 @@
 //! on stdout and errors on stderr, and returns an exit code. Nothing here
 //! decides about PID files or health; it reports what those modules decide.
 
+pub mod client;
+pub mod control;
+pub mod doctor;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,14 +20,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Profile, parse_config_with_profile, render_json};
-use crate::daemon::client::{self, ClientError, HttpResponse};
-use crate::daemon::control::{self, Instance, StopOutcome};
-use crate::daemon::doctor;
-use crate::daemon::logging;
-use crate::daemon::pidfile::PidFileError;
-use crate::daemon::run::{self, DaemonExit, DetachOutcome, StartError};
-use crate::daemon::settings::{self, ConfigRequest, Effective, LoadError};
-use crate::daemon::sysprobe::SysinfoProbe;
+use crate::daemon::cli::client::{ClientError, HttpResponse};
+use crate::daemon::cli::control::{Instance, StopOutcome};
+use crate::daemon::os::logging;
+use crate::daemon::os::pidfile::PidFileError;
+use crate::daemon::os::settings::{self, ConfigRequest, Effective, LoadError};
+use crate::daemon::os::sysprobe::SysinfoProbe;
+use crate::daemon::runner::run::{self, DaemonExit, DetachOutcome, StartError};
 use crate::errors::Platform;
 use crate::probe::ProcessProbe;
 
@@ -864,7 +867,7 @@ fn cluster_section(token: Option<&str>, host: &str, port: u16) -> Option<Value> 
 /// `warden status`'s cluster line: doctor's summary, and while Redis is not
 /// connected, since when, the last error and where the steps are.
 pub fn cluster_status_line(cluster: &Value, port: u16) -> String {
-    let Some(facts) = crate::daemon::doctor::ClusterFacts::from_diagnostics(cluster) else {
+    let Some(facts) = crate::daemon::cli::doctor::ClusterFacts::from_diagnostics(cluster) else {
         return String::new();
     };
     if facts.redis_state == "connected" {
@@ -1076,7 +1079,7 @@ fn cmd_doctor(args: &DoctorArgs) -> ExitCode {
                 path,
             )
         },
-        crate::daemon::clock::wall_now(),
+        crate::daemon::os::clock::wall_now(),
     );
     let diagnosis = doctor::diagnose(&facts);
     let out = doctor::render(&diagnosis, Platform::current(), facts.log_file.as_deref());
@@ -1213,7 +1216,7 @@ mod tests {
         assert_eq!(unique.len(), codes.len());
         assert!(unique.iter().all(|c| (0..=125).contains(c)));
         // README's "Exit codes" table lists exactly these, one row each.
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let table = readme
             .split("### Exit codes")
             .nth(1)

@@ -31,11 +31,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::breaker::CircuitState;
-use crate::daemon::alerts::AlertsStatus;
-use crate::daemon::checkers::ProcessSample;
 use crate::daemon::cluster::{ClusterSnapshot, RedisState};
+use crate::daemon::healing::alerts::AlertsStatus;
+use crate::daemon::healing::checkers::ProcessSample;
+use crate::daemon::healing::executor::RecoveryCounts;
 use crate::daemon::hub::ServiceStatsSnapshot;
-use crate::daemon::recovery::RecoveryCounts;
 use crate::health::HealthStatus;
 
 /// The content type of the OpenMetrics text format.
@@ -294,7 +294,7 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
 /// delivered, failed every attempt and skipped by the destination's breaker;
 /// alerts dropped by the full queue and suppressed by the rate limit.
 fn register_alerts(r: &mut Registry, a: &AlertsStatus) {
-    let per_destination = |pick: fn(&crate::daemon::alerts::DestinationStatus) -> u64| {
+    let per_destination = |pick: fn(&crate::daemon::healing::alerts::DestinationStatus) -> u64| {
         let family = Family::<Labels, Counter>::default();
         for d in &a.destinations {
             family
@@ -330,35 +330,10 @@ fn register_alerts(r: &mut Registry, a: &AlertsStatus) {
     );
 }
 
-/// User + system CPU time of this process, from `getrusage(RUSAGE_SELF)`.
-pub fn self_cpu_seconds() -> Option<f64> {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a complete `rusage` into the pointer it is
-    // given; the pointer is valid and properly aligned for the whole call.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: rc == 0 means the kernel filled the struct (it was zeroed before anyway).
-    let usage = unsafe { usage.assume_init() };
-    let secs = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
-}
-
-/// The soft `RLIMIT_NOFILE` of this process.
-pub fn max_fds() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` into a valid, aligned pointer.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::os::sysprobe::{max_fds, self_cpu_seconds};
     use crate::escalation::RecoveryAction;
     use crate::probe::ProcessSnapshot;
     use crate::time::WallTime;

@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::daemon::http::{self, CorsError, HealthProvider};
+use crate::daemon::hub::http::{self, CorsError, HealthProvider};
 use crate::daemon::hub::{Hub, HubAdapter};
-use crate::daemon::server::{self, BindError, ServingHandle, ShutdownReport};
+use crate::daemon::serve::server::{self, BindError, ServingHandle, ShutdownReport};
 use crate::errors::log_markers;
 use crate::health::HealthStatus;
 use socketioxide::adapter::LocalAdapter;

@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::breaker::CircuitState;
+use crate::daemon::healing::monitor::HealthCallback;
 use crate::daemon::hub::Hub;
-use crate::daemon::monitor::HealthCallback;
 use crate::errors::{RecoveryFailedError, log_markers};
 use crate::escalation::RecoveryAction;
 use crate::health::{HealthReport, HealthStatus};

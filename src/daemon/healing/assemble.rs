@@ -20,24 +20,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WardenConfig;
-use crate::daemon::alerts::{AlertSource, Alerter};
-use crate::daemon::checkers::{
+use crate::daemon::cluster::Cluster;
+use crate::daemon::healing::alerts::{AlertSource, Alerter};
+use crate::daemon::healing::checkers::{
     Checker, DependencyChecker, NetworkConnectivityChecker, ProcessResourceChecker,
     ResourceThresholds, SampleHandle, ServiceHealthChecker, ServiceThresholds, StatsSource,
     TargetSetter, available_cores,
 };
-use crate::daemon::cluster::Cluster;
-use crate::daemon::health_http::{self, HealthEndpoints, ServerInfo};
-use crate::daemon::http::{CorsError, HealthProvider};
-use crate::daemon::hub::Hub;
-use crate::daemon::monitor::{HealthMonitor, MonitorSettings};
-use crate::daemon::page::{self, PageState};
-use crate::daemon::recovery::{
+use crate::daemon::healing::endpoints::{self, HealthEndpoints, ServerInfo};
+use crate::daemon::healing::executor::{
     self, ActionFuture, HubActions, RecoveryManager, RecoverySetupError, ServiceControl,
 };
-use crate::daemon::reload::LiveSettings;
-use crate::daemon::serving::{Services, ServingControl};
-use crate::daemon::systemd::{self, Watchdog};
+use crate::daemon::healing::monitor::{HealthMonitor, MonitorSettings};
+use crate::daemon::healing::page::{self, PageState};
+use crate::daemon::healing::reload::LiveSettings;
+use crate::daemon::hub::Hub;
+use crate::daemon::hub::http::{CorsError, HealthProvider};
+use crate::daemon::os::systemd::{self, Watchdog};
+use crate::daemon::serve::serving::{Services, ServingControl};
 use crate::probe::ProcessProbe;
 use socketioxide::adapter::Adapter;
 
@@ -118,7 +118,9 @@ pub fn checkers<A: Adapter>(
     )
     .with_client_connections({
         let stats = Arc::clone(hub.stats());
-        Arc::new(move || stats.connections_open() + crate::daemon::lane::connections_in_flight())
+        Arc::new(move || {
+            stats.connections_open() + crate::daemon::serve::lane::connections_in_flight()
+        })
     });
     let samples = process.sample_handle();
     let (network, target) =
@@ -201,7 +203,7 @@ impl Prepared {
         );
         let control: Arc<dyn ServiceControl> = Arc::new(control);
         let recovery = RecoveryManager::new(
-            recovery::settings_from_config(cfg),
+            executor::settings_from_config(cfg),
             Arc::clone(&clock),
             Arc::new(HubActions::new(hub.clone(), Arc::clone(&control))),
         )?;
@@ -276,7 +278,7 @@ impl Prepared {
     /// `/health`, `/diagnostics`, `/metrics`, `/livez`, `/readyz`, and the
     /// status page (`/`, `/status-page/...`).
     pub fn routes(&self) -> Router {
-        health_http::routes(Arc::clone(&self.endpoints)).merge(page::routes(Arc::clone(&self.page)))
+        endpoints::routes(Arc::clone(&self.endpoints)).merge(page::routes(Arc::clone(&self.page)))
     }
 
     /// Starts checking and recovering once the hub serves on `addr`; sends

@@ -65,8 +65,10 @@ use socketioxide::{
 };
 use tokio::sync::mpsc;
 
-use crate::daemon::http;
-use crate::daemon::server::{DoorSettings, Transports};
+pub mod door;
+pub mod http;
+
+use crate::daemon::hub::door::{DoorSettings, Transports};
 use crate::sessions::{Epoch, EventLog, Gap, Offset, SessionCounters, SessionLimits, SessionTable};
 use crate::time::{Clock, Moment, WallTime};
 
@@ -680,7 +682,7 @@ struct ReplayFrom(Offset);
 fn new_epoch() -> Epoch {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(crate::daemon::clock::wall_now().as_millis());
+    hasher.write_u64(crate::daemon::os::clock::wall_now().as_millis());
     Epoch(hasher.finish())
 }
 
@@ -1542,7 +1544,7 @@ impl<A: HubAdapter> Hub<A> {
         };
         let on_connect = on_connect.with(start_session);
         A::finish_init(match self.inner.settings.door.auth_token.clone() {
-            Some(token) => io.ns("/", on_connect.with(admit).with(http::socket_auth(token))),
+            Some(token) => io.ns("/", on_connect.with(admit).with(door::socket_auth(token))),
             None => io.ns("/", on_connect.with(admit)),
         });
         self.attach(io);

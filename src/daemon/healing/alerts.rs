@@ -38,8 +38,8 @@ use tokio::task::JoinHandle;
 
 use crate::breaker::{CircuitBreaker, CircuitState};
 use crate::config::{AlertsConfig, WebhookUrl};
-use crate::daemon::monitor::HealthCallback;
-use crate::daemon::recovery::{RecoveryEvent, RecoveryListener};
+use crate::daemon::healing::executor::{RecoveryEvent, RecoveryListener};
+use crate::daemon::healing::monitor::HealthCallback;
 use crate::health::{HealthReport, HealthStatus};
 use crate::time::{Clock, Moment};
 

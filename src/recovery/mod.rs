@@ -130,10 +130,16 @@ pub enum ActionDone {
     ConnectionsCleared {
         clients: usize,
     },
-    /// restart_service / emergency_stop, as the serving side describes it.
-    Service {
-        detail: String,
+    /// restart_service: serving again on the same address.
+    Restarted {
+        /// Socket.IO clients whose transport was closed (they reconnect).
+        clients_closed: usize,
+        /// True if the drain timed out and open connections were aborted.
+        forced: bool,
     },
+    /// emergency_stop: the stop is handed to the runner, which exits with
+    /// the emergency code once serving is drained.
+    StopRequested,
 }
 
 impl fmt::Display for ActionDone {
@@ -146,7 +152,14 @@ impl fmt::Display for ActionDone {
             ActionDone::ConnectionsCleared { clients } => {
                 write!(f, "{clients} clients' transports closed; they reconnect")
             }
-            ActionDone::Service { detail } => f.write_str(detail),
+            ActionDone::Restarted {
+                clients_closed,
+                forced,
+            } => write!(
+                f,
+                "serving again on the same address ({clients_closed} clients closed, forced: {forced})"
+            ),
+            ActionDone::StopRequested => f.write_str("stop requested from the runner"),
         }
     }
 }

@@ -195,21 +195,18 @@ impl RecoveryActions for SimActions {
                     .service
                     .restart()
                     .await
-                    .map(|r| ActionDone::Service {
-                        detail: format!("{} clients closed", r.clients_closed),
+                    .map(|r| ActionDone::Restarted {
+                        clients_closed: r.clients_closed,
+                        forced: r.forced,
                     })
                     .map_err(|e| ActionError::Service {
                         reason: e.to_string(),
                     }),
                 RecoveryAction::EmergencyStop => {
-                    let report = self.service.shutdown().await;
+                    // The runner's part (drain, then exit) is this scenario's.
+                    let _report = self.service.shutdown().await;
                     self.stopped.stop();
-                    Ok(ActionDone::Service {
-                        detail: format!(
-                            "drained ({} clients closed)",
-                            report.map_or(0, |r| r.clients_closed)
-                        ),
-                    })
+                    Ok(ActionDone::StopRequested)
                 }
             }
         })

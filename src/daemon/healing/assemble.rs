@@ -37,6 +37,7 @@ use crate::daemon::healing::reload::LiveSettings;
 use crate::daemon::hub::Hub;
 use crate::daemon::hub::http::{CorsError, HealthProvider};
 use crate::daemon::os::systemd::{self, Watchdog};
+use crate::daemon::serve::server::ShutdownReport;
 use crate::daemon::serve::serving::{Services, ServingControl};
 use crate::probe::ProcessProbe;
 use socketioxide::adapter::Adapter;
@@ -341,25 +342,12 @@ impl Healing {
 /// retries after a failed restart, the draining flag and the restart count
 /// are the generation's own (see `serving`).
 impl ServiceControl for ServingControl {
-    fn restart(&self) -> ActionFuture<'_> {
-        Box::pin(async move {
-            match self.restart_service().await {
-                Ok(report) => Ok(format!(
-                    "serving again on the same address ({} clients closed, forced: {})",
-                    report.clients_closed, report.forced
-                )),
-                Err(error) => Err(error.to_string()),
-            }
-        })
+    fn restart(&self) -> ActionFuture<'_, ShutdownReport> {
+        Box::pin(self.restart_service())
     }
 
-    fn emergency_stop(&self, reason: String) -> ActionFuture<'_> {
-        Box::pin(async move {
-            ServingControl::emergency_stop(self, reason)
-                .await
-                .map(|()| "stop requested from the runner".to_string())
-                .map_err(|e| e.to_string())
-        })
+    fn emergency_stop(&self, reason: String) -> ActionFuture<'_, ()> {
+        Box::pin(ServingControl::emergency_stop(self, reason))
     }
 
     fn is_draining(&self) -> bool {

@@ -44,6 +44,8 @@ use tokio::sync::mpsc;
 use crate::breaker::CircuitState;
 use crate::daemon::healing::monitor::HealthCallback;
 use crate::daemon::hub::Hub;
+use crate::daemon::serve::server::ShutdownReport;
+use crate::daemon::serve::serving::RestartError;
 use crate::errors::{RecoveryFailedError, log_markers};
 use crate::escalation::RecoveryAction;
 use crate::health::{HealthReport, HealthStatus};
@@ -63,9 +65,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 // Actions.
 
-/// A boxed future of a [`ServiceControl`] request: `Ok` carries a short
-/// description of what was done, `Err` the reason it failed.
-pub type ActionFuture<'a> = Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+/// A boxed future of a [`ServiceControl`] request, typed as the serving
+/// generation answers it.
+pub type ActionFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RestartError>> + Send + 'a>>;
 
 /// A boxed future returned by [`RecoveryActions::execute`]: the typed result
 /// the recovery loop records.
@@ -80,9 +82,9 @@ pub trait RecoveryActions: Send + Sync {
 /// generation). Futures resolve when the request is done.
 pub trait ServiceControl: Send + Sync {
     /// restart_service: drain, bind the same address again, serve.
-    fn restart(&self) -> ActionFuture<'_>;
+    fn restart(&self) -> ActionFuture<'_, ShutdownReport>;
     /// emergency_stop: drain and have the runner exit with the emergency code.
-    fn emergency_stop(&self, reason: String) -> ActionFuture<'_>;
+    fn emergency_stop(&self, reason: String) -> ActionFuture<'_, ()>;
     /// True while serving is being drained or no socket is bound (`/readyz`).
     fn is_draining(&self) -> bool;
     /// Successful in-process restarts so far.
@@ -127,9 +129,8 @@ pub fn failing_metrics(report: &HealthReport) -> Vec<String> {
 impl<A: Adapter> RecoveryActions for HubActions<A> {
     fn execute<'a>(&'a self, action: RecoveryAction, report: &'a HealthReport) -> ActionRun<'a> {
         Box::pin(async move {
-            let service = |r: Result<String, String>| {
-                r.map(|detail| ActionDone::Service { detail })
-                    .map_err(|reason| ActionError::Service { reason })
+            let failed = |error: RestartError| ActionError::Service {
+                reason: error.to_string(),
             };
             match action {
                 RecoveryAction::None => Ok(ActionDone::NothingToDo),
@@ -150,14 +151,26 @@ impl<A: Adapter> RecoveryActions for HubActions<A> {
                 RecoveryAction::ClearConnections => Ok(ActionDone::ConnectionsCleared {
                     clients: self.hub.sever_transports(),
                 }),
-                RecoveryAction::RestartService => service(self.control.restart().await),
+                RecoveryAction::RestartService => self
+                    .control
+                    .restart()
+                    .await
+                    .map(|report| ActionDone::Restarted {
+                        clients_closed: report.clients_closed,
+                        forced: report.forced,
+                    })
+                    .map_err(failed),
                 RecoveryAction::EmergencyStop => {
                     let reason = format!(
                         "recovery escalated to emergency_stop (health {}): {}",
                         report.overall_status,
                         failing_metrics(report).join(", ")
                     );
-                    service(self.control.emergency_stop(reason).await)
+                    self.control
+                        .emergency_stop(reason)
+                        .await
+                        .map(|()| ActionDone::StopRequested)
+                        .map_err(failed)
                 }
             }
         })

@@ -364,3 +364,28 @@ fn stock_clients_reconnect_to_warden_started_again_after_emergency_stop() {
     let daemon = spawn_daemon(&env, &json!({}));
     wait_healed(&env, &daemon, &[&node, &python], "an emergency stop");
 }
+
+/// Fails on the old code: a stop (SIGTERM, as `warden stop`, `warden restart`
+/// and systemd send it) drained with an Engine.IO CLOSE, which python-socketio
+/// treats as a deliberate disconnect: it never came back to the warden
+/// started again.
+#[test]
+fn stock_clients_reconnect_to_warden_started_again_after_a_stop() {
+    if !clients_present() {
+        return;
+    }
+    let env = Env::new();
+    let mut daemon = spawn_daemon(&env, &json!({}));
+    let url = env.url();
+    let node = Client::node(&url);
+    let python = Client::python(&url);
+    poll("both clients connected", || {
+        (node.connects() > 0 && python.connects() > 0).then_some(())
+    });
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+
+    let daemon = spawn_daemon(&env, &json!({}));
+    wait_healed(&env, &daemon, &[&node, &python], "a stop and a start");
+}

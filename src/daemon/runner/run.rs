@@ -672,11 +672,6 @@ async fn run_started<A: HubAdapter>(
     let exit = daemon.run_until_stopped(&mut signals).await;
     stop_trimming.cancel();
     let _ = trimming.await;
-    // Every stop (SIGTERM, SIGINT, an emergency stop) closes the clients'
-    // connections without a word, so that they reconnect when warden is
-    // started again (`warden restart`, a supervisor): an Engine.IO CLOSE in
-    // the drain would be final for python-socketio.
-    daemon.hub().transports().sever_generation();
     healing.shutdown().await;
     daemon.shutdown().await;
     Ok(exit)

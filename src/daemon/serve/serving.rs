@@ -388,8 +388,7 @@ impl<A: HubAdapter> Serving<A> {
     /// reconnects. On error no socket is bound and the bounded retries are
     /// under way.
     pub async fn restart(&mut self) -> Result<ShutdownReport, RestartError> {
-        self.hub.transports().sever_generation();
-        let report = self.stop().await;
+        let report = self.sever_and_stop().await;
         if !self.settings.rebind_pause.is_zero() {
             tokio::time::sleep(self.settings.rebind_pause).await;
         }
@@ -504,10 +503,23 @@ impl<A: HubAdapter> Serving<A> {
         }
     }
 
-    /// Stops for good: no retry serves again afterwards.
+    /// Stops for good: no retry serves again afterwards. Like a restart, it
+    /// cuts the transports first, so that stock clients (python-socketio
+    /// too) reconnect when warden is started again.
     pub async fn shutdown(&mut self) -> ShutdownReport {
         self.retrying = None;
-        self.stop().await
+        self.sever_and_stop().await
+    }
+
+    /// Cuts every Socket.IO transport without a CLOSE packet, then drains.
+    /// The clients closed are those connected when the cut came (a severed
+    /// client may leave the hub before or after the drain counts it).
+    async fn sever_and_stop(&mut self) -> ShutdownReport {
+        let connected = usize::try_from(self.hub.stats().clients_connected()).unwrap_or(usize::MAX);
+        self.hub.transports().sever_generation();
+        let mut report = self.stop().await;
+        report.clients_closed = report.clients_closed.max(connected);
+        report
     }
 }
 

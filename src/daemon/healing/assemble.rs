@@ -40,6 +40,7 @@ use crate::daemon::os::systemd::{self, Watchdog};
 use crate::daemon::serve::server::ShutdownReport;
 use crate::daemon::serve::serving::{Services, ServingControl};
 use crate::probe::ProcessProbe;
+use crate::time::{Clock, WallTime};
 use socketioxide::adapter::Adapter;
 
 /// Why the stack could not start.
@@ -212,17 +213,7 @@ impl Prepared {
         // restarts or stops the node: the core's attribution rule
         // (`recovery::attribution`) gives a dependency no remedy.
         monitor.add_callback(recovery.callback());
-        let alerts = Alerter::new(
-            &cfg.alerts,
-            AlertSource {
-                server_id: hub.settings().server_id.clone(),
-                host: cfg.server.host.clone(),
-                port: cfg.server.port,
-                pid,
-                version: hub.settings().version.clone(),
-            },
-            Arc::clone(&clock),
-        );
+        let alerts = alerter(cfg, hub, pid, &clock);
         if let Some(alerts) = &alerts {
             monitor.add_callback(alerts.report_callback());
             recovery.add_listener(alerts.recovery_listener());
@@ -236,13 +227,7 @@ impl Prepared {
             service: control,
             process: samples,
             live: Some(live.clone()),
-            info: ServerInfo {
-                version: hub.settings().version.clone(),
-                pid,
-                host: cfg.server.host.clone(),
-                port: cfg.server.port,
-                start_time: clock.wall(),
-            },
+            info: server_info(cfg, hub, pid, clock.wall()),
         });
         let tap_hub = hub.clone();
         let page = Arc::new(PageState {
@@ -332,6 +317,42 @@ impl Healing {
         if let Some(alerts) = &self.alerts {
             alerts.shutdown().await;
         }
+    }
+}
+
+/// The alerts of `cfg.alerts`, if any destination is configured.
+fn alerter<A: Adapter>(
+    cfg: &WardenConfig,
+    hub: &Hub<A>,
+    pid: u32,
+    clock: &Arc<dyn Clock>,
+) -> Option<Arc<Alerter>> {
+    Alerter::new(
+        &cfg.alerts,
+        AlertSource {
+            server_id: hub.settings().server_id.clone(),
+            host: cfg.server.host.clone(),
+            port: cfg.server.port,
+            pid,
+            version: hub.settings().version.clone(),
+        },
+        Arc::clone(clock),
+    )
+}
+
+/// Who this daemon is, as `/health` and `/diagnostics` say it.
+fn server_info<A: Adapter>(
+    cfg: &WardenConfig,
+    hub: &Hub<A>,
+    pid: u32,
+    start_time: WallTime,
+) -> ServerInfo {
+    ServerInfo {
+        version: hub.settings().version.clone(),
+        pid,
+        host: cfg.server.host.clone(),
+        port: cfg.server.port,
+        start_time,
     }
 }
 

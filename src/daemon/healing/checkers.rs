@@ -225,12 +225,28 @@ impl Checker for ProcessResourceChecker {
                 );
             }
         };
+        let cpu = f64::from(snapshot.cpu_percent);
+        let metrics = self.judge_snapshot(&snapshot, cpu);
+        *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Some(ProcessSample {
+            snapshot,
+            cpu_percent: cpu,
+            cores: self.cores,
+            wall,
+        });
+        HealthCheckResult::from_metrics(PROCESS_RESOURCES, metrics, at, wall, started.elapsed())
+    }
+}
+
+impl ProcessResourceChecker {
+    /// The metrics of one snapshot against the thresholds in force. Open
+    /// descriptors are judged without the clients' connections (the door
+    /// sheds those; a restart cannot fix them), which are reported beside.
+    fn judge_snapshot(&self, snapshot: &ProcessSnapshot, cpu: f64) -> Vec<HealthMetric> {
         let t = self
             .thresholds
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let cpu = f64::from(snapshot.cpu_percent);
         let mut metrics = vec![
             thresholded("cpu_percent", cpu, t.cpu_percent, "%"),
             thresholded("memory_mb", snapshot.memory_mb(), t.memory_mb, "MB"),
@@ -268,13 +284,7 @@ impl Checker for ProcessResourceChecker {
             snapshot.start_time.to_iso8601(),
             None,
         ));
-        *self.latest.write().unwrap_or_else(PoisonError::into_inner) = Some(ProcessSample {
-            snapshot,
-            cpu_percent: cpu,
-            cores: self.cores,
-            wall,
-        });
-        HealthCheckResult::from_metrics(PROCESS_RESOURCES, metrics, at, wall, started.elapsed())
+        metrics
     }
 }
 

@@ -30,7 +30,7 @@ use crate::errors::log_markers;
 use crate::health::{
     AggregatedHealth, HealthCheckResult, HealthHistory, HealthReport, HealthStatus,
 };
-use crate::time::{Clock, WallTime};
+use crate::time::{Clock, Moment, WallTime};
 
 /// The monitor's parameters (config `health_monitoring`).
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +79,13 @@ pub struct MonitorStatus {
     pub history_size: usize,
     pub history_len: usize,
     pub aggregated: AggregatedHealth,
+}
+
+/// A checker's call in one cycle: finished inline, or running on the
+/// blocking pool.
+enum Pending {
+    Done(std::thread::Result<HealthCheckResult>),
+    Running(tokio::task::JoinHandle<HealthCheckResult>),
 }
 
 struct ClearOnDrop(Arc<AtomicBool>);
@@ -194,16 +201,47 @@ impl HealthMonitor {
     /// Runs every checker once (concurrently, on the blocking pool), records
     /// the report, logs failures and calls the callbacks.
     pub async fn run_cycle(&self) -> HealthReport {
-        /// A checker's call: finished inline, or running on the blocking pool.
-        enum Pending {
-            Done(std::thread::Result<HealthCheckResult>),
-            Running(tokio::task::JoinHandle<HealthCheckResult>),
-        }
-
         let clock = &self.inner.clock;
         let (at, wall) = (clock.now(), clock.wall());
         let timeout = self.settings().check_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
+        let pending = self.start_checks(at, wall);
+        let mut results = Vec::with_capacity(pending.len());
+        for (name, check) in pending {
+            let failed = |why: String, took: Duration| {
+                HealthCheckResult::failed(name.clone(), why, at, wall, took)
+            };
+            results.push(match check {
+                None => failed(
+                    "the previous check of this checker is still running".into(),
+                    Duration::ZERO,
+                ),
+                Some(Pending::Done(Ok(result))) => result,
+                Some(Pending::Done(Err(_panic))) => {
+                    failed("checker panicked".into(), clock.now().saturating_since(at))
+                }
+                Some(Pending::Running(task)) => match tokio::time::timeout_at(deadline, task).await
+                {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(join_error)) => failed(
+                        format!("checker panicked: {join_error}"),
+                        clock.now().saturating_since(at),
+                    ),
+                    Err(_elapsed) => failed(
+                        format!("checker did not answer within {} ms", timeout.as_millis()),
+                        timeout,
+                    ),
+                },
+            });
+        }
+        let report = HealthReport::from_results(results, at, wall);
+        self.record(&report);
+        report
+    }
+
+    /// Starts every checker that is not still running from the last cycle:
+    /// a cheap one in place, one that may block on the blocking pool.
+    fn start_checks(&self, at: Moment, wall: WallTime) -> Vec<(String, Option<Pending>)> {
         let mut pending = Vec::with_capacity(self.inner.slots.len());
         for slot in &self.inner.slots {
             let name = slot.checker.id().as_str().to_string();
@@ -228,48 +266,7 @@ impl HealthMonitor {
             });
             pending.push((name, Some(Pending::Running(task))));
         }
-        let mut results = Vec::with_capacity(pending.len());
-        for (name, task) in pending {
-            let result = match task {
-                None => HealthCheckResult::failed(
-                    name,
-                    "the previous check of this checker is still running",
-                    at,
-                    wall,
-                    Duration::ZERO,
-                ),
-                Some(Pending::Done(Ok(result))) => result,
-                Some(Pending::Done(Err(_panic))) => HealthCheckResult::failed(
-                    name,
-                    "checker panicked",
-                    at,
-                    wall,
-                    clock.now().saturating_since(at),
-                ),
-                Some(Pending::Running(task)) => match tokio::time::timeout_at(deadline, task).await
-                {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(join_error)) => HealthCheckResult::failed(
-                        name,
-                        format!("checker panicked: {join_error}"),
-                        at,
-                        wall,
-                        clock.now().saturating_since(at),
-                    ),
-                    Err(_elapsed) => HealthCheckResult::failed(
-                        name,
-                        format!("checker did not answer within {} ms", timeout.as_millis()),
-                        at,
-                        wall,
-                        timeout,
-                    ),
-                },
-            };
-            results.push(result);
-        }
-        let report = HealthReport::from_results(results, at, wall);
-        self.record(&report);
-        report
+        pending
     }
 
     fn record(&self, report: &HealthReport) {

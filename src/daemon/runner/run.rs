@@ -43,7 +43,9 @@ use crate::daemon::hub::http::CorsError;
 use crate::daemon::hub::{Hub, HubAdapter, HubSettings};
 use crate::daemon::os::clock::{SystemClock, wall_now};
 use crate::daemon::os::logging::LevelControl;
-use crate::daemon::os::pidfile::{LockOnly, PidFile, PidFileError, PidGuard, PidRecordDraft};
+use crate::daemon::os::pidfile::{
+    LockOnly, PendingSync, PidFile, PidFileError, PidGuard, PidRecordDraft,
+};
 use crate::daemon::os::port;
 use crate::daemon::os::settings::{ConfigRequest, Effective};
 use crate::daemon::os::sysprobe::SysinfoProbe;
@@ -237,134 +239,17 @@ impl<A: HubAdapter> Daemon<A> {
         let config = effective.config.clone();
         let host = config.server.host.clone();
         let port = config.server.port;
-        let state_dir = effective.state_dir.clone();
         let probe = Arc::new(SysinfoProbe::new());
-
-        let claim_probe = Arc::clone(&probe);
-        let draft = PidRecordDraft::new(&host, port);
-        let claim_dir = state_dir.clone();
-        let validation = config.pid_validation.clone();
-        let claimed = tokio::task::spawn_blocking(move || {
-            let inspect = validation.enhanced && validation.use_psutil;
-            let lock_only = LockOnly(claim_probe.as_ref());
-            let probe: &dyn ProcessProbe = if inspect {
-                claim_probe.as_ref()
-            } else {
-                &lock_only
-            };
-            PidFile::claim_sync_later(&claim_dir, port, draft, probe, validation.lock_timeout)
-        })
-        .await
-        .map_err(|e| StartError::Internal(format!("the PID file claim panicked: {e}")))?;
-        let (pid_guard, pending_sync) = match claimed {
-            Ok((guard, stale, pending)) => {
-                if let Some(reason) = stale {
-                    tracing::warn!(
-                        "{}: removed a stale PID file {} and took it over: {reason}",
-                        log_markers::PID_VALIDATION,
-                        guard.path().display()
-                    );
-                }
-                tracing::info!(
-                    "{}: PID file {} locked and written (pid {})",
-                    log_markers::PID_VALIDATION,
-                    guard.path().display(),
-                    guard.record().pid
-                );
-                (guard, pending)
-            }
-            Err(PidFileError::Conflict {
-                path,
-                port,
-                pid,
-                record,
-                process,
-                serves_port,
-            }) => {
-                // A bare pid (the original format, no record) naming the
-                // program that serves the port, with the lock free: that
-                // program is not a warden; the truth is a port conflict
-                // naming it. The PID file is left as it is (it may be the
-                // original server's).
-                if record.is_none()
-                    && serves_port
-                    && let (Some(pid), Some(process)) = (pid, process.as_deref())
-                {
-                    tracing::error!(
-                        "{}: port {port} is served by pid {pid}, which the bare-pid PID file {} \
-                         names; it holds no warden lock",
-                        log_markers::PID_VALIDATION,
-                        path.display()
-                    );
-                    let holder = PortHolder {
-                        pid,
-                        name: process.name.clone(),
-                        cmdline: (!process.cmdline.is_empty()).then(|| process.command_line()),
-                    };
-                    return Err(port_conflict(&host, port, Some(holder)));
-                }
-                let err = DaemonConflictError {
-                    port,
-                    existing_pid: pid,
-                    server_id: record.as_ref().map(|r| r.server_id.clone()),
-                    pid_file: path,
-                    process: process.as_deref().map(conflicting_process),
-                    observed_at: wall_now(),
-                };
-                tracing::error!(
-                    "{}: another warden holds the PID file of port {port} (pid {})",
-                    log_markers::PID_VALIDATION,
-                    pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
-                );
-                return Err(StartError::DaemonConflict(Box::new(err)));
-            }
-            Err(other) => {
-                tracing::error!("{}: {other}", log_markers::PID_VALIDATION);
-                return Err(StartError::PidFile(other));
-            }
-        };
-
-        let listener = match bind_exclusive(&host, port).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                release_logged(&pid_guard);
-                return Err(match error {
-                    BindError::AddrInUse { .. } => {
-                        let owner = tokio::task::spawn_blocking(move || port::port_owner(port))
-                            .await
-                            .ok()
-                            .flatten();
-                        tracing::error!("port {port} on {host} is already in use");
-                        let holder = owner.map(|o| PortHolder {
-                            pid: o.pid,
-                            cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
-                            name: o.name,
-                        });
-                        port_conflict(&host, port, holder)
-                    }
-                    other => {
-                        tracing::error!("{other}");
-                        StartError::Bind(other)
-                    }
-                });
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                release_logged(&pid_guard);
-                return Err(StartError::Internal(format!(
-                    "cannot read the bound address: {e}"
-                )));
-            }
-        };
-        let serving = match Serving::start(hub, listener, addr, services, settings, requests) {
-            Ok(serving) => serving,
-            Err(e) => {
-                release_logged(&pid_guard);
-                return Err(StartError::Cors(e));
-            }
-        };
+        let (pid_guard, pending_sync) = claim_pid_file(effective, Arc::clone(&probe)).await?;
+        // From here on, a failed start releases the claim (on drop).
+        let claim = ReleaseOnFailure(Some(pid_guard));
+        let listener = bind_or_conflict(&host, port).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Internal(format!("cannot read the bound address: {e}")))?;
+        let serving = Serving::start(hub, listener, addr, services, settings, requests)
+            .map_err(StartError::Cors)?;
+        let pid_guard = claim.keep();
         let hub = serving.hub();
         // Serving first, then the PID record's fsync (see `claim_sync_later`).
         tokio::task::spawn_blocking(move || {
@@ -520,6 +405,145 @@ fn port_conflict(host: &str, port: u16, holder: Option<PortHolder>) -> StartErro
         port,
         conflicting_process: holder,
     }))
+}
+
+/// Claims the PID file of `effective`'s port on a blocking thread, as the
+/// config's `pid_validation` says (a lock-only probe when process
+/// inspection is off), and logs what it found.
+async fn claim_pid_file(
+    effective: &Effective,
+    probe: Arc<SysinfoProbe>,
+) -> Result<(PidGuard, PendingSync), StartError> {
+    let config = &effective.config;
+    let (host, port) = (config.server.host.clone(), config.server.port);
+    let draft = PidRecordDraft::new(&host, port);
+    let state_dir = effective.state_dir.clone();
+    let validation = config.pid_validation.clone();
+    let claimed = tokio::task::spawn_blocking(move || {
+        let inspect = validation.enhanced && validation.use_psutil;
+        let lock_only = LockOnly(probe.as_ref());
+        let probe: &dyn ProcessProbe = if inspect { probe.as_ref() } else { &lock_only };
+        PidFile::claim_sync_later(&state_dir, port, draft, probe, validation.lock_timeout)
+    })
+    .await
+    .map_err(|e| StartError::Internal(format!("the PID file claim panicked: {e}")))?;
+    match claimed {
+        Ok((guard, stale, pending)) => {
+            if let Some(reason) = stale {
+                tracing::warn!(
+                    "{}: removed a stale PID file {} and took it over: {reason}",
+                    log_markers::PID_VALIDATION,
+                    guard.path().display()
+                );
+            }
+            tracing::info!(
+                "{}: PID file {} locked and written (pid {})",
+                log_markers::PID_VALIDATION,
+                guard.path().display(),
+                guard.record().pid
+            );
+            Ok((guard, pending))
+        }
+        Err(conflict @ PidFileError::Conflict { .. }) => Err(claim_conflict(&host, conflict)),
+        Err(other) => {
+            tracing::error!("{}: {other}", log_markers::PID_VALIDATION);
+            Err(StartError::PidFile(other))
+        }
+    }
+}
+
+/// `start`'s error for a PID file another process holds: another warden
+/// (a daemon conflict), or a bare-pid file naming the program that serves
+/// the port with the lock free (a port conflict naming that program; the
+/// file is left as it is, it may be the original server's).
+fn claim_conflict(host: &str, conflict: PidFileError) -> StartError {
+    let PidFileError::Conflict {
+        path,
+        port,
+        pid,
+        record,
+        process,
+        serves_port,
+    } = conflict
+    else {
+        return StartError::PidFile(conflict);
+    };
+    if record.is_none()
+        && serves_port
+        && let (Some(pid), Some(process)) = (pid, process.as_deref())
+    {
+        tracing::error!(
+            "{}: port {port} is served by pid {pid}, which the bare-pid PID file {} \
+             names; it holds no warden lock",
+            log_markers::PID_VALIDATION,
+            path.display()
+        );
+        let holder = PortHolder {
+            pid,
+            name: process.name.clone(),
+            cmdline: (!process.cmdline.is_empty()).then(|| process.command_line()),
+        };
+        return port_conflict(host, port, Some(holder));
+    }
+    tracing::error!(
+        "{}: another warden holds the PID file of port {port} (pid {})",
+        log_markers::PID_VALIDATION,
+        pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+    );
+    StartError::DaemonConflict(Box::new(DaemonConflictError {
+        port,
+        existing_pid: pid,
+        server_id: record.as_ref().map(|r| r.server_id.clone()),
+        pid_file: path,
+        process: process.as_deref().map(conflicting_process),
+        observed_at: wall_now(),
+    }))
+}
+
+/// Binds `host:port` for `start`; a port in use is a port conflict naming
+/// its holder when /proc tells it.
+async fn bind_or_conflict(host: &str, port: u16) -> Result<tokio::net::TcpListener, StartError> {
+    match bind_exclusive(host, port).await {
+        Ok(listener) => Ok(listener),
+        Err(BindError::AddrInUse { .. }) => {
+            let owner = tokio::task::spawn_blocking(move || port::port_owner(port))
+                .await
+                .ok()
+                .flatten();
+            tracing::error!("port {port} on {host} is already in use");
+            let holder = owner.map(|o| PortHolder {
+                pid: o.pid,
+                cmdline: (!o.cmdline.is_empty()).then(|| o.command()),
+                name: o.name,
+            });
+            Err(port_conflict(host, port, holder))
+        }
+        Err(other) => {
+            tracing::error!("{other}");
+            Err(StartError::Bind(other))
+        }
+    }
+}
+
+/// A PID claim that is released (file removed, logged) if the start fails
+/// before [`ReleaseOnFailure::keep`]: every early return of a start lets go
+/// of the claim in one place.
+struct ReleaseOnFailure(Option<PidGuard>);
+
+impl ReleaseOnFailure {
+    /// The start succeeded: the daemon keeps the claim.
+    fn keep(mut self) -> PidGuard {
+        // Invariant: the guard is only taken here, once, consuming self.
+        self.0.take().expect("a claim is kept once")
+    }
+}
+
+impl Drop for ReleaseOnFailure {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            release_logged(&guard);
+        }
+    }
 }
 
 fn release_logged(guard: &PidGuard) {

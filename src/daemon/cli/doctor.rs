@@ -379,48 +379,7 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
                     observed_at: facts.observed_at,
                 })
             };
-            match answer.as_ref() {
-                Answer::Health {
-                    status,
-                    failing,
-                    cluster,
-                } => {
-                    d.facts.push(format!(
-                        "warden pid {pid} runs and answers on {contact}:{port}: {}",
-                        status.as_str()
-                    ));
-                    if let Some(cluster) = cluster {
-                        diagnose_cluster(cluster, d);
-                    }
-                    if matches!(status, HealthStatus::Warning | HealthStatus::Critical) {
-                        d.findings.push(format!(
-                            "warden pid {pid} reports {} health{}.",
-                            status.as_str(),
-                            if failing.is_empty() {
-                                String::new()
-                            } else {
-                                let names: Vec<&str> =
-                                    failing.iter().map(|e| e.check_name.as_str()).collect();
-                                format!(": {}", names.join(", "))
-                            }
-                        ));
-                        d.guides
-                            .extend(failing.iter().cloned().map(WardenError::HealthCheck));
-                    }
-                }
-                Answer::HttpStatus(code) => {
-                    d.findings.push(format!(
-                        "warden pid {pid} runs but GET /health on {contact}:{port} answered HTTP {code}"
-                    ));
-                    d.guides.push(conflict());
-                }
-                Answer::Unreachable(e) => {
-                    d.findings.push(format!(
-                        "warden pid {pid} holds the PID file but does not answer: {e}"
-                    ));
-                    d.guides.push(conflict());
-                }
-            }
+            diagnose_answer(*pid, &format!("{contact}:{port}"), answer, conflict, d);
             Some(*pid)
         }
         InstanceFacts::Unverifiable { pid_file, why } => {
@@ -432,6 +391,60 @@ fn diagnose_instance(facts: &Facts, d: &mut Diagnosis) -> Option<u32> {
                 pid_file.display()
             ));
             None
+        }
+    }
+}
+
+/// Adds what a running warden's answer to `GET /health` says: its health
+/// (and cluster link), or that it answers wrongly or not at all, which
+/// `conflict` describes with the seed's guide.
+fn diagnose_answer(
+    pid: u32,
+    at: &str,
+    answer: &Answer,
+    conflict: impl Fn() -> WardenError,
+    d: &mut Diagnosis,
+) {
+    match answer {
+        Answer::Health {
+            status,
+            failing,
+            cluster,
+        } => {
+            d.facts.push(format!(
+                "warden pid {pid} runs and answers on {at}: {}",
+                status.as_str()
+            ));
+            if let Some(cluster) = cluster {
+                diagnose_cluster(cluster, d);
+            }
+            if matches!(status, HealthStatus::Warning | HealthStatus::Critical) {
+                d.findings.push(format!(
+                    "warden pid {pid} reports {} health{}.",
+                    status.as_str(),
+                    if failing.is_empty() {
+                        String::new()
+                    } else {
+                        let names: Vec<&str> =
+                            failing.iter().map(|e| e.check_name.as_str()).collect();
+                        format!(": {}", names.join(", "))
+                    }
+                ));
+                d.guides
+                    .extend(failing.iter().cloned().map(WardenError::HealthCheck));
+            }
+        }
+        Answer::HttpStatus(code) => {
+            d.findings.push(format!(
+                "warden pid {pid} runs but GET /health on {at} answered HTTP {code}"
+            ));
+            d.guides.push(conflict());
+        }
+        Answer::Unreachable(e) => {
+            d.findings.push(format!(
+                "warden pid {pid} holds the PID file but does not answer: {e}"
+            ));
+            d.guides.push(conflict());
         }
     }
 }

@@ -17,10 +17,36 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use std::sync::Arc;
+
+use warden::daemon::checkers::Checker;
+use warden::daemon::monitor::{HealthMonitor, MonitorSettings};
+
 use crate::actors::{Actor, Dashboard, Pace, StopFlag, run_dashboard};
+use crate::clock::SimClock;
 use crate::hub::{HUB_HOST, HUB_PORT};
 use crate::seeds::harness_rng;
 use crate::trace::Trace;
+
+/// The real health monitor on the simulation's clock, checking every
+/// `check_interval` with `checkers` (recovery enabled).
+pub(crate) fn sim_monitor(
+    check_interval: Duration,
+    clock: &SimClock,
+    checkers: Vec<Arc<dyn Checker>>,
+) -> HealthMonitor {
+    HealthMonitor::new(
+        MonitorSettings {
+            check_interval,
+            history_size: 100,
+            aggregation_window: Duration::from_secs(60),
+            check_timeout: Duration::from_secs(2),
+        },
+        true,
+        clock.shared(),
+        checkers,
+    )
+}
 
 /// Puts one dashboard per view on hosts `dash-0..` (each with its own rng,
 /// drawn from `seed + 1 + i`), reading at `paces[i]`, until `stop`.

@@ -31,8 +31,11 @@
 //!   bound (`header_read_timeout`, `idle_timeout`, `handshake_timeout`)
 //!   plus a second;
 //! - the hub counts no error of its own, and the hostile peers were really
-//!   there (client errors counted, a malformed peer cut off).
+//!   there: client errors counted, a malformed peer cut off, and at some
+//!   check the process's descriptors (its own plus the clients') above the
+//!   threshold, which only attribution keeps from the ladder.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -86,6 +89,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// daemon, where every accepted socket is a descriptor of the process).
 struct HubProcess {
     stats: Arc<ServiceStats>,
+    /// The most descriptors a check saw (own plus the clients').
+    peak_fds: Arc<AtomicU64>,
 }
 
 impl ProcessProbe for HubProcess {
@@ -98,7 +103,9 @@ impl ProcessProbe for HubProcess {
         );
         snapshot.memory_rss_bytes = 100 << 20;
         snapshot.memory_virtual_bytes = 200 << 20;
-        snapshot.open_fds = Some(OWN_FDS + self.stats.connections_open());
+        let fds = OWN_FDS + self.stats.connections_open();
+        self.peak_fds.fetch_max(fds, Ordering::Relaxed);
+        snapshot.open_fds = Some(fds);
         snapshot.threads = Some(8);
         ProbeOutcome::Found(snapshot)
     }
@@ -554,6 +561,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         }),
     )
     .map_err(|e| e.to_string())?;
+    let peak_fds = Arc::new(AtomicU64::new(0));
     let connections = Arc::clone(&stats);
     let checkers: Vec<Arc<dyn Checker>> = vec![
         Arc::new(
@@ -561,6 +569,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                 HUB_PID,
                 Arc::new(HubProcess {
                     stats: Arc::clone(&stats),
+                    peak_fds: Arc::clone(&peak_fds),
                 }),
                 ResourceThresholds {
                     cpu_percent: 80.0,
@@ -730,9 +739,10 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     trace.record(
         "result",
         format!(
-            "reports={report_count} unhealthy={} actions={ran:?} shed={} bad_packets={} \
+            "reports={report_count} unhealthy={} actions={ran:?} peak_fds={} shed={} bad_packets={} \
              client_errors={} cut_off={} refused={} dropped={} errors={}",
             bad_reports.len(),
+            peak_fds.load(Ordering::Relaxed),
             log.shed,
             log.bad_packets,
             end.client_errors,
@@ -787,6 +797,14 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         end.errors == 0,
         "the hub counted {} errors of its own",
         end.errors
+    );
+    // The scenario can fail: counted as the daemon's, the clients'
+    // connections would have crossed the descriptor threshold.
+    let peak = peak_fds.load(Ordering::Relaxed);
+    ensure!(
+        peak > FD_THRESHOLD,
+        "the hostile peers never held enough connections to matter: at most {peak} \
+         descriptors, threshold {FD_THRESHOLD}"
     );
     ensure!(
         end.client_errors > 0 && end.clients_disconnected_for_abuse > 0 && log.shed > 0,

@@ -59,6 +59,8 @@ pub struct SioClient {
     pings_answered: u64,
     /// The connection state recovery session id the server's CONNECT gave.
     pid: Option<String>,
+    /// Acks received (`43<id>[answer]`) and not yet taken, in arrival order.
+    acks: Vec<(u64, Value)>,
 }
 
 impl SioClient {
@@ -81,6 +83,19 @@ impl SioClient {
         step_timeout: Duration,
         auth: Option<&Value>,
     ) -> Result<SioClient, ClientError> {
+        let mut client = SioClient::open(host, port, step_timeout).await?;
+        client.join(auth, step_timeout).await?;
+        Ok(client)
+    }
+
+    /// Opens an Engine.IO session over a websocket and reads its open packet,
+    /// without joining the namespace (a client that stops here is one the
+    /// server's handshake timeout must close).
+    pub async fn open(
+        host: &str,
+        port: u16,
+        step_timeout: Duration,
+    ) -> Result<SioClient, ClientError> {
         let stream = timeout(step_timeout, TcpStream::connect((host, port)))
             .await
             .map_err(|_| ClientError::Timeout("tcp connect"))?
@@ -98,6 +113,7 @@ impl SioClient {
             last_heard: Instant::now(),
             pings_answered: 0,
             pid: None,
+            acks: Vec::new(),
         };
 
         let open = client.read_text(step_timeout, "engine.io open").await?;
@@ -114,14 +130,23 @@ impl SioClient {
         };
         client.ping_interval = millis("pingInterval")?;
         client.ping_timeout = millis("pingTimeout")?;
+        Ok(client)
+    }
 
+    /// Joins the default namespace (`40`, or `40{auth}`) and waits for the
+    /// server's CONNECT.
+    pub async fn join(
+        &mut self,
+        auth: Option<&Value>,
+        step_timeout: Duration,
+    ) -> Result<(), ClientError> {
         let join = match auth {
             Some(auth) => format!("40{auth}"),
             None => "40".to_string(),
         };
-        client.send_text(join, step_timeout).await?;
+        self.send_text(join, step_timeout).await?;
         loop {
-            let text = client.read_text(step_timeout, "socket.io connect").await?;
+            let text = self.read_text(step_timeout, "socket.io connect").await?;
             if let Some(body) = text.strip_prefix("40") {
                 let ack: Value = serde_json::from_str(body).map_err(|e| {
                     ClientError::Protocol(format!("connect packet is not JSON: {e}"))
@@ -129,8 +154,8 @@ impl SioClient {
                 if ack.get("sid").and_then(Value::as_str).is_none() {
                     return Err(ClientError::Protocol("connect packet lacks sid".into()));
                 }
-                client.pid = ack.get("pid").and_then(Value::as_str).map(str::to_owned);
-                return Ok(client);
+                self.pid = ack.get("pid").and_then(Value::as_str).map(str::to_owned);
+                return Ok(());
             }
             if text.starts_with("44") {
                 return Err(ClientError::Protocol(format!("connect refused: {text}")));
@@ -166,6 +191,47 @@ impl SioClient {
         self.send_text(format!("42{packet}"), send_timeout).await
     }
 
+    /// Sends `42<id>["event", data]`, asking for an ack; the server's answer
+    /// comes back through [`SioClient::take_acks`].
+    pub async fn emit_with_ack(
+        &mut self,
+        event: &str,
+        data: &Value,
+        id: u64,
+        send_timeout: Duration,
+    ) -> Result<(), ClientError> {
+        let packet = serde_json::json!([event, data]);
+        self.send_text(format!("42{id}{packet}"), send_timeout)
+            .await
+    }
+
+    /// The acks received since the last call: `(id, first argument)`.
+    pub fn take_acks(&mut self) -> Vec<(u64, Value)> {
+        std::mem::take(&mut self.acks)
+    }
+
+    /// Sends one text frame as it is: a malformed packet, for a hostile peer.
+    pub async fn send_raw(
+        &mut self,
+        text: impl Into<String>,
+        send_timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.send_text(text.into(), send_timeout).await
+    }
+
+    /// Sends one binary frame as it is (Engine.IO v4 over a websocket
+    /// expects a binary attachment only after a packet that announces it).
+    pub async fn send_raw_binary(
+        &mut self,
+        bytes: Vec<u8>,
+        send_timeout: Duration,
+    ) -> Result<(), ClientError> {
+        timeout(send_timeout, self.ws.send(Message::binary(bytes)))
+            .await
+            .map_err(|_| ClientError::Timeout("send"))?
+            .map_err(|e| ClientError::Closed(e.to_string()))
+    }
+
     /// The next Socket.IO event, answering pings on the way. `Ok(None)` when
     /// `wait` passes without one; `Err(HeartbeatLost)` when the server has
     /// been silent too long; other errors when the connection ended.
@@ -178,6 +244,10 @@ impl SioClient {
             };
             if let Some(body) = text.strip_prefix("42") {
                 return parse_event(body).map(Some);
+            }
+            if let Some(body) = text.strip_prefix("43") {
+                self.acks.push(parse_ack(body)?);
+                continue;
             }
             if text.starts_with("41") {
                 return Err(ClientError::ServerDisconnect);
@@ -250,6 +320,21 @@ impl SioClient {
             }
         }
     }
+}
+
+fn parse_ack(body: &str) -> Result<(u64, Value), ClientError> {
+    let digits = body.len() - body.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (id, args) = body.split_at(digits);
+    let id = id
+        .parse()
+        .map_err(|_| ClientError::Protocol(format!("ack without an id: {body:?}")))?;
+    let args: Value = serde_json::from_str(args)
+        .map_err(|e| ClientError::Protocol(format!("ack is not JSON: {e}")))?;
+    let first = match args {
+        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+        _ => Value::Null,
+    };
+    Ok((id, first))
 }
 
 fn parse_event(body: &str) -> Result<Event, ClientError> {

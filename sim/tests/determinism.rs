@@ -6,11 +6,12 @@
 //!
 //! Checked on the partition scenario (network, heartbeats, reconnects) and
 //! the degraded scenario (the health monitor runs its checkers on tokio's
-//! blocking pool, and the recovery manager's timeouts).
+//! blocking pool, and the recovery manager's timeouts), and the hostile
+//! scenario (many hosts, spawned tasks, timeouts at the door).
 
 use std::time::Duration;
 
-use warden_sim::scenarios::{degraded, partition};
+use warden_sim::scenarios::{degraded, hostile, partition};
 use warden_sim::seeds::run_seeds;
 use warden_sim::trace::Trace;
 
@@ -60,5 +61,15 @@ fn degraded_same_seed_same_trace() {
         "degraded_same_seed_same_trace",
         3,
         |seed, trace| twice(seed, trace, degraded::run),
+    );
+}
+
+#[test]
+fn hostile_same_seed_same_trace() {
+    run_seeds(
+        "determinism",
+        "hostile_same_seed_same_trace",
+        2,
+        |seed, trace| twice(seed, trace, hostile::run),
     );
 }

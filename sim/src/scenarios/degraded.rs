@@ -39,7 +39,6 @@ use warden::daemon::healing::checkers::{
 use warden::daemon::healing::executor::{
     ActionDone, ActionError, ActionRun, RecoveryActions, RecoveryManager, RecoverySettings,
 };
-use warden::daemon::healing::monitor::{HealthMonitor, MonitorSettings};
 use warden::daemon::hub::Hub;
 use warden::daemon::serve::server::{ServingHandle, ShutdownReport};
 use warden::escalation::{RecoveryAction, StrategySettings};
@@ -48,7 +47,7 @@ use warden::probe::{FakeProbe, ProcessSnapshot};
 use warden::recovery::LoopSettings;
 use warden::time::WallTime;
 
-use crate::actors::{Actor, Dashboard, Pace, StopFlag, run_dashboard};
+use crate::actors::{Dashboard, Pace, StopFlag};
 use crate::clock::{SIM_EPOCH_MS, SimClock, sim_ms};
 use crate::ensure;
 use crate::hub::{HUB_HOST, HUB_PORT, serve_on, sim_hub, sim_settings};
@@ -391,17 +390,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             },
         )),
     ];
-    let monitor = HealthMonitor::new(
-        MonitorSettings {
-            check_interval,
-            history_size: 100,
-            aggregation_window: Duration::from_secs(60),
-            check_timeout: Duration::from_secs(2),
-        },
-        true,
-        clock.shared(),
-        checkers,
-    );
+    let monitor = super::sim_monitor(check_interval, &clock, checkers);
     monitor.add_callback(manager.callback());
     {
         let trace = trace.clone();
@@ -444,24 +433,11 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
 
     let stop = StopFlag::new();
     let dashboards: Vec<Dashboard> = (0..1).map(|_| Dashboard::new()).collect();
-    for (i, view) in dashboards.iter().enumerate() {
-        let name = format!("dash-{i}");
-        let actor = run_dashboard(
-            Actor {
-                name: name.clone(),
-                host: HUB_HOST,
-                port: HUB_PORT,
-                stop: stop.clone(),
-                rng: harness_rng(seed.wrapping_add(1 + i as u64)),
-                trace: trace.clone(),
-            },
-            view.clone(),
-            Pace::FAST,
-        );
-        sim.client(name.clone(), async move { actor.await.map_err(Into::into) });
+    super::spawn_dashboards(&mut sim, seed, &dashboards, &[Pace::FAST], &stop, trace);
+    for i in 0..dashboards.len() {
         sim.set_link_latency(
             HUB_HOST,
-            name,
+            format!("dash-{i}"),
             Duration::from_millis(rng.random_range(1..=20)),
         );
     }

@@ -2,24 +2,28 @@
 //! slowly.
 //!
 //! The hub's per-client outgoing buffer is small (seeded, 8 to 64 packets),
-//! the hook sends seeded bursts, and slow dashboards stop reading for
-//! seconds at a time, so buffers overflow. Invariants, over every seed:
-//! - nothing is dropped silently: the events the dashboards received plus the
-//!   hub's `events_dropped` equal events sent × dashboards, exactly;
+//! the hook sends seeded bursts, each event with an ack, and slow dashboards
+//! stop reading at times (each pause shorter than half the hub's
+//! `slow_reader_timeout`: they keep reading), so buffers fill and the relay
+//! must wait for them. Invariants, over every seed:
+//! - every event is answered: accepted, or refused to the hook (an ack
+//!   error); the hook keeps no more unanswered than half its own buffer at
+//!   the hub holds, as a client that waits for its acks;
+//! - every accepted event reaches every dashboard, exactly once and in the
+//!   order it was sent: the relay slows the sender, it never drops a
+//!   delivery (`events_dropped` is 0);
 //! - every accepted event is counted once (`events_processed` and
-//!   `events_relayed` equal the events sent) and the hub counts no error;
-//! - no dashboard receives an event twice or out of order, and none is
-//!   disconnected (the heartbeat is the daemon's 25 s / 20 s).
+//!   `events_relayed`), every refused one in `events_refused`, and the hub
+//!   counts no error; no dashboard is disconnected (the heartbeat is the
+//!   daemon's 25 s / 20 s).
 
 use std::time::Duration;
 
 use rand::Rng;
-use serde_json::json;
+use serde_json::{Value, json};
 use warden::daemon::hub::CLAUDE_EVENT;
 
-use crate::actors::{
-    Actor, Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, run_dashboard, wait_stable, wait_until,
-};
+use crate::actors::{Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, wait_stable, wait_until};
 use crate::client::SioClient;
 use crate::clock::SimClock;
 use crate::ensure;
@@ -29,11 +33,15 @@ use crate::trace::Trace;
 
 const POLL: Duration = Duration::from_millis(50);
 
+/// The longest pause of a slow reader: under half the hub's default
+/// `slow_reader_timeout` (2 s).
+const MOST_STALL_MS: u64 = 900;
+
 /// `WARDEN_SIM_FLOOD_RELAY_QUEUE=2` shrinks each sender's relay queue
-/// (`inbound_queue_events`, default 8,192, never filled here) so that the
-/// hub refuses events at the queue. It found that the hub counted one drop
-/// per refused *event* while every receiver missed it (seed 0); the hub now
-/// counts one per intended recipient, and the accounting below holds.
+/// (`inbound_queue_events`, never filled here by default) so that the hub
+/// refuses events at the queue (and lifts the hook's error budget, which
+/// refusals spend): the refused ones are told to the hook, every accepted
+/// one must still reach every dashboard.
 fn relay_queue_override() -> Option<usize> {
     std::env::var("WARDEN_SIM_FLOOD_RELAY_QUEUE")
         .ok()?
@@ -51,13 +59,15 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         .map(|i| {
             // At least one slow reader; the others are slow half the time.
             // A reader's stalls add up to at most 10 s, well inside the 25 s
-            // heartbeat interval, so no reader is dropped for being slow.
+            // heartbeat interval, and each is shorter than half the hub's
+            // patience with a full buffer (`slow_reader_timeout`), so every
+            // reader keeps reading.
             if i == 0 || rng.random_bool(0.5) {
                 let every = rng.random_range(10..=200);
-                let most_ms = 10_000 * every / events;
+                let most_ms = (10_000 * every / events).min(MOST_STALL_MS);
                 Pace {
                     every,
-                    stall: Duration::from_millis(rng.random_range(50..=3_000).min(most_ms.max(50))),
+                    stall: Duration::from_millis(rng.random_range(50..=most_ms.max(50))),
                 }
             } else {
                 Pace::FAST
@@ -78,28 +88,14 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     settings.socket_buffer_packets = buffer;
     if let Some(events) = relay_queue_override() {
         settings.inbound_queue_events = events;
+        settings.client_error_budget = u32::MAX;
     }
     let hub = sim_hub(settings, &clock);
     add_hub_host(&mut sim, &hub);
 
     let stop = StopFlag::new();
     let views: Vec<Dashboard> = (0..dashboards).map(|_| Dashboard::new()).collect();
-    for (i, (view, pace)) in views.iter().zip(&paces).enumerate() {
-        let name = format!("dash-{i}");
-        let actor = run_dashboard(
-            Actor {
-                name: name.clone(),
-                host: HUB_HOST,
-                port: HUB_PORT,
-                stop: stop.clone(),
-                rng: harness_rng(seed.wrapping_add(1 + i as u64)),
-                trace: trace.clone(),
-            },
-            view.clone(),
-            *pace,
-        );
-        sim.client(name, async move { actor.await.map_err(Into::into) });
-    }
+    super::spawn_dashboards(&mut sim, seed, &views, &paces, &stop, trace);
 
     let driver = {
         let hub = hub.clone();
@@ -116,37 +112,53 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             })
             .await?;
             ensure!(ok, "not every client connected at start");
-            let dropped_before = stats.snapshot().events_dropped;
-            ensure!(
-                dropped_before == 0,
-                "{dropped_before} drops before the flood"
-            );
             trace.record("hook", "flood starts");
 
+            // The hook keeps at most `window` events unanswered, half its
+            // own buffer at the hub, as a client that waits for its acks:
+            // its answers (acks, refusals) then always find room. A sender
+            // that outruns its own buffer loses its acks (counted in
+            // `events_dropped`) and can no longer be told of a refusal.
+            let window = burst.min(buffer as u64 / 2).max(1);
+            let mut answers: Vec<(u64, Value)> = Vec::new();
             for seq in 0..events {
-                hook.emit(
-                    CLAUDE_EVENT,
-                    &json!({"seq": seq, "type": "hook"}),
-                    STEP_TIMEOUT,
-                )
-                .await?;
+                let payload = json!({"seq": seq, "type": "hook"});
+                hook.emit_with_ack(CLAUDE_EVENT, &payload, seq, STEP_TIMEOUT)
+                    .await?;
+                if (seq + 1) % window == 0 || seq + 1 == events {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    while (answers.len() as u64) <= seq && tokio::time::Instant::now() < deadline {
+                        idle(&mut hook, Duration::from_millis(5)).await?;
+                        answers.extend(hook.take_acks());
+                    }
+                    ensure!(
+                        answers.len() as u64 == seq + 1,
+                        "{} of {} events answered (the hub: {:?})",
+                        answers.len(),
+                        seq + 1,
+                        stats.snapshot()
+                    );
+                }
                 if (seq + 1) % burst == 0 {
                     idle(&mut hook, Duration::from_millis(gap_ms)).await?;
                 }
             }
             trace.record("hook", format!("sent {events}"));
 
-            let expected = events * receivers;
-            let accounted = || {
-                let delivered: u64 = views.iter().map(|v| v.view().received.len() as u64).sum();
-                delivered + stats.snapshot().events_dropped
-            };
+            let accepted: Vec<u64> = answers
+                .iter()
+                .filter(|(_, answer)| answer.get("accepted") == Some(&Value::Bool(true)))
+                .map(|(id, _)| *id)
+                .collect();
+            let refused = events - accepted.len() as u64;
+
+            let all = accepted.len();
             let ok = wait_stable(
                 &mut hook,
                 POLL,
                 Duration::from_secs(2),
                 Duration::from_secs(120),
-                || stats.snapshot().events_processed == events && accounted() == expected,
+                || views.iter().all(|v| v.view().received.len() >= all),
             )
             .await?;
             let end = stats.snapshot();
@@ -154,35 +166,56 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             trace.record(
                 "hook",
                 format!(
-                    "delivered={delivered:?} dropped={} processed={} relayed={} errors={}",
-                    end.events_dropped, end.events_processed, end.events_relayed, end.errors
+                    "accepted={all} delivered={delivered:?} dropped={} processed={} relayed={} \
+                     refused={} errors={}",
+                    end.events_dropped,
+                    end.events_processed,
+                    end.events_relayed,
+                    end.events_refused,
+                    end.errors
                 ),
             );
             ensure!(
                 ok,
-                "silent loss: delivered {delivered:?} (sum {}) + dropped {} != {events} sent x {receivers} dashboards = {expected}",
-                delivered.iter().sum::<usize>(),
+                "lost: the dashboards received {delivered:?} of the {all} accepted events \
+                 ({} dropped)",
                 end.events_dropped
             );
+            for (i, view) in views.iter().enumerate() {
+                let view = view.view();
+                ensure!(
+                    view.received == accepted,
+                    "dash-{i} did not receive the {all} accepted events once each in order \
+                     (first difference at {:?})",
+                    view.received
+                        .iter()
+                        .zip(&accepted)
+                        .position(|(got, want)| got != want)
+                );
+            }
             ensure!(
-                end.events_processed == events,
-                "processed {} of {events}",
-                end.events_processed
+                end.events_dropped == 0,
+                "{} deliveries dropped ({} to full and {} to closing recipients)",
+                end.events_dropped,
+                end.events_dropped_recipient_full,
+                end.events_dropped_recipient_closed
             );
-            // With the default queue every event is relayed; a shrunken one
-            // refuses some (counted above as drops for every receiver).
-            let relayed_ok = match relay_queue_override() {
-                None => end.events_relayed == events,
-                Some(_) => end.events_relayed <= events,
-            };
-            ensure!(relayed_ok, "relayed {} of {events}", end.events_relayed);
-            // Each event refused at a full queue is one hub error; nothing else is.
-            let refused = events - end.events_relayed;
             ensure!(
-                end.errors == refused,
-                "the hub counted {} errors for {refused} refused events",
-                end.errors
+                end.events_processed == all as u64 && end.events_relayed == all as u64,
+                "processed {} and relayed {} of {all} accepted events",
+                end.events_processed,
+                end.events_relayed
             );
+            ensure!(
+                end.events_refused == refused,
+                "the hook was told of {refused} refusals, the hub counted {}",
+                end.events_refused
+            );
+            ensure!(
+                relay_queue_override().is_some() || refused == 0,
+                "{refused} events refused with the default relay queue"
+            );
+            ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
             for (i, view) in views.iter().enumerate() {
                 let connections = view.view().connections;
                 ensure!(

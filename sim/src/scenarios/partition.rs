@@ -11,26 +11,66 @@
 //! - events sent once everyone is back reach every dashboard;
 //! - when everyone leaves, `clients_connected` is exactly 0, every accepted
 //!   event was relayed once, and the hub counted no error.
+//!
+//! [`run_cut`] is the run itself, shared with the recovery scenario
+//! (`scenarios::recovery`), which runs it with recovering dashboards and
+//! checks what they ended with.
 
 use std::time::Duration;
 
-use crate::actors::{
-    Actor, Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, run_dashboard, wait_stable, wait_until,
-};
+use crate::actors::{Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, wait_stable, wait_until};
 use crate::client::SioClient;
 use crate::clock::SimClock;
 use crate::ensure;
-use crate::hub::{HUB_PORT, add_hub_host, sim_hub, sim_settings};
+use crate::hub::{HUB_HOST, HUB_PORT, add_hub_host, sim_hub, sim_settings};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
 use rand::Rng;
 use serde_json::json;
 use warden::daemon::hub::CLAUDE_EVENT;
+use warden::sessions::SessionLimits;
 
 const POLL: Duration = Duration::from_millis(50);
 
 /// One run of the scenario for `seed`; returns the simulated time covered.
 pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
+    let (covered, views) = run_cut(seed, trace, Dashboards::Plain)?;
+    for (i, view) in views.iter().enumerate() {
+        let view = view.view();
+        trace.record(
+            "result",
+            format!(
+                "dash-{i}: connections={} received={}",
+                view.connections,
+                view.received.len()
+            ),
+        );
+    }
+    Ok(covered)
+}
+
+/// The dashboards a run cuts off.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Dashboards {
+    /// Plain ones that read at once; only the events sent once everyone is
+    /// back must reach every one.
+    Plain,
+    /// Ones that recover their session on every reconnect (the hub keeps
+    /// sessions, its buffer is 4 packets) and half of which read in fits:
+    /// every event must reach every one.
+    Recovering,
+}
+
+/// Cuts a seeded subset of dashboards off the hub for a seeded time while a
+/// hook sends before, during and after; checks the invariants of the
+/// module doc (for [`Dashboards::Recovering`], that every event reached
+/// every dashboard) and returns the simulated time covered and the
+/// dashboards' views, for the caller's own checks.
+pub(crate) fn run_cut(
+    seed: u64,
+    trace: &Trace,
+    kind: Dashboards,
+) -> Result<(Duration, Vec<Dashboard>), String> {
     let mut rng = harness_rng(seed);
     let dashboards: usize = rng.random_range(2..=4);
     let cut: Vec<usize> = {
@@ -44,38 +84,59 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     let before: u64 = rng.random_range(3..=12);
     let during: u64 = rng.random_range(0..=20);
     let after: u64 = rng.random_range(3..=12);
-    trace.record(
-        "setup",
-        format!("dashboards={dashboards} cut={cut:?} partition_ms={partition_ms} events={before}/{during}/{after}"),
-    );
-
-    let mut sim = sim_builder(seed, Duration::from_secs(300)).build();
-    let clock = SimClock::new();
     let mut settings = sim_settings();
     settings.ping_interval = Duration::from_secs(1);
     settings.ping_timeout = Duration::from_secs(1);
+    let paces: Vec<Pace> = match kind {
+        Dashboards::Plain => {
+            trace.record(
+                "setup",
+                format!("dashboards={dashboards} cut={cut:?} partition_ms={partition_ms} events={before}/{during}/{after}"),
+            );
+            vec![Pace::FAST; dashboards]
+        }
+        Dashboards::Recovering => {
+            // Some dashboards read in fits (a pause shorter than
+            // slow_reader_timeout): with a small buffer the relay waits for
+            // them, so events accepted before a reconnect may be relayed
+            // after its replay.
+            let paces: Vec<Pace> = (0..dashboards)
+                .map(|_| match rng.random_bool(0.5) {
+                    true => Pace {
+                        every: rng.random_range(2..=5),
+                        stall: Duration::from_millis(rng.random_range(100..=1_500)),
+                    },
+                    false => Pace::FAST,
+                })
+                .collect();
+            trace.record(
+                "setup",
+                format!("dashboards={dashboards} cut={cut:?} partition_ms={partition_ms} events={before}/{during}/{after} paces={paces:?}"),
+            );
+            settings.socket_buffer_packets = 4;
+            settings.recovery = Some(SessionLimits {
+                max_disconnection: Duration::from_secs(120),
+                max_sessions: 100,
+                max_replay_events: 4_096,
+            });
+            paces
+        }
+    };
+
+    let mut sim = sim_builder(seed, Duration::from_secs(300)).build();
+    let clock = SimClock::new();
     let hub = sim_hub(settings, &clock);
 
     add_hub_host(&mut sim, &hub);
 
     let stop = StopFlag::new();
-    let views: Vec<Dashboard> = (0..dashboards).map(|_| Dashboard::new()).collect();
-    for (i, view) in views.iter().enumerate() {
-        let name = format!("dash-{i}");
-        let actor = run_dashboard(
-            Actor {
-                name: name.clone(),
-                host: "hub",
-                port: HUB_PORT,
-                stop: stop.clone(),
-                rng: harness_rng(seed.wrapping_add(1 + i as u64)),
-                trace: trace.clone(),
-            },
-            view.clone(),
-            Pace::FAST,
-        );
-        sim.client(name, async move { actor.await.map_err(Into::into) });
-    }
+    let views: Vec<Dashboard> = (0..dashboards)
+        .map(|_| match kind {
+            Dashboards::Plain => Dashboard::new(),
+            Dashboards::Recovering => Dashboard::recovering(),
+        })
+        .collect();
+    super::spawn_dashboards(&mut sim, seed, &views, &paces, &stop, trace);
 
     let cut_names: Vec<String> = cut.iter().map(|i| format!("dash-{i}")).collect();
     let driver = {
@@ -85,7 +146,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         let trace = trace.clone();
         let total_clients = dashboards as u64 + 1;
         async move {
-            let mut hook = SioClient::connect("hub", HUB_PORT, STEP_TIMEOUT).await?;
+            let mut hook = SioClient::connect(HUB_HOST, HUB_PORT, STEP_TIMEOUT).await?;
             let stats = hub.stats().clone();
             let all_connected = || {
                 stats.clients_connected() == total_clients
@@ -123,7 +184,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             );
 
             for name in &cut_names {
-                turmoil::partition("hub", name.as_str());
+                turmoil::partition(HUB_HOST, name.as_str());
             }
             trace.record("driver", format!("partition {cut_names:?}"));
             let mut lowest = stats.clients_connected();
@@ -139,7 +200,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                 lowest = lowest.min(stats.clients_connected());
             }
             for name in &cut_names {
-                turmoil::repair("hub", name.as_str());
+                turmoil::repair(HUB_HOST, name.as_str());
             }
             trace.record(
                 "driver",
@@ -171,7 +232,10 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             );
             trace.record("driver", "all reconnected and stable");
 
-            let from = sent;
+            let from = match kind {
+                Dashboards::Plain => sent,
+                Dashboards::Recovering => 0,
+            };
             let sent = send(&mut hook, after, 10).await?;
             let ok = wait_until(&mut hook, POLL, Duration::from_secs(30), || {
                 views
@@ -181,7 +245,11 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             .await?;
             ensure!(
                 ok,
-                "events sent after the repair did not reach every dashboard"
+                "events {from}..{sent} did not reach every dashboard: {:?}",
+                views
+                    .iter()
+                    .map(|v| v.view().received_in(from..sent))
+                    .collect::<Vec<_>>()
             );
 
             stop.stop();
@@ -224,20 +292,6 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     sim.client("driver", driver);
 
     super::fix_link_latencies(&mut sim, &mut rng, dashboards, "driver");
-    sim.run().map_err(|e| e.to_string())?;
-    for (i, view) in views.iter().enumerate() {
-        let view = view.view();
-        if let Some(violation) = &view.violation {
-            return Err(violation.clone());
-        }
-        trace.record(
-            "result",
-            format!(
-                "dash-{i}: connections={} received={}",
-                view.connections,
-                view.received.len()
-            ),
-        );
-    }
-    Ok(sim.elapsed())
+    let covered = super::run_checking(&mut sim, &views)?;
+    Ok((covered, views))
 }

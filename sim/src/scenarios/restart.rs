@@ -125,13 +125,14 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
                 };
                 let guard = match start_daemon(&machine, &me, HUB_PORT, &clock, latency).await? {
                     StartOutcome::Claimed(claimed) => claimed.guard,
-                    StartOutcome::Refused { decision } => {
-                        return Err(
-                            format!("the hub could not claim its PID file: {decision:?}").into(),
-                        );
+                    StartOutcome::Refused { holder } => {
+                        return Err(format!(
+                            "the hub could not claim its PID file: held by {holder:?}"
+                        )
+                        .into());
                     }
                 };
-                let record = machine.content();
+                let record = machine.content(HUB_PORT);
                 trace.record("hub", "claimed the PID file");
                 let mut serving = serve_on(&hub, HUB_PORT).await?;
                 let mut done = 0;
@@ -161,7 +162,7 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
                         ),
                     );
                     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    if machine.content() != record {
+                    if machine.content(HUB_PORT) != record {
                         state.violation = Some(format!("restart #{done} changed the PID record"));
                     }
                     if !machine.is_locked() {
@@ -234,7 +235,7 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
             };
             let ok = poll_until(POLL, Duration::from_secs(30), everyone).await;
             ensure!(ok, "not every client connected at start");
-            let record = machine.content();
+            let record = machine.content(HUB_PORT);
             ensure!(
                 matches!(&record, PidFileContent::Record(r) if r.pid == HUB_PID),
                 "the hub's PID record is missing: {record:?}"
@@ -318,7 +319,10 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
                 end.events_processed
             );
             ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
-            ensure!(machine.content() == record, "the PID record changed");
+            ensure!(
+                machine.content(HUB_PORT) == record,
+                "the PID record changed"
+            );
             ensure!(
                 machine.writers() == vec![HUB_PID],
                 "PID file writers: {:?}",

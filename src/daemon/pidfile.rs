@@ -185,7 +185,9 @@ pub struct FileFacts {
 }
 
 /// The machine the daemon runs on: the file system, `flock`, the clocks,
-/// `/proc`. What the binary claims with.
+/// `/proc`. What the binary claims with. Each step does its (blocking) work
+/// when called and returns a resolved future, so a claim on it runs on the
+/// calling thread, as it always did: call it from a blocking thread.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OsHost;
 

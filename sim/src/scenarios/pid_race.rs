@@ -173,7 +173,7 @@ async fn exiting_instance(
     lifetime: Duration,
     exit: ExitMark,
     trace: Trace,
-) -> Result<(), String> {
+) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
     let me = ProcessSnapshot::new(old_pid, "warden", &["warden", "start"], clock.wall());
     machine.run_process(me.clone());
     let outcome = start_daemon(&machine, &me, HUB_PORT, &clock, StartLatency::default()).await?;
@@ -182,7 +182,7 @@ async fn exiting_instance(
             "the earlier instance {old_pid} was refused: {outcome:?}"
         ));
     };
-    let ready = tokio::task::spawn_local(async move {
+    Ok(tokio::task::spawn_local(async move {
         tokio::time::sleep(lifetime).await;
         let removed = claimed.guard.release().map_err(|e| e.to_string())?;
         machine.exit_process(old_pid, Exit::Gone);
@@ -192,9 +192,7 @@ async fn exiting_instance(
             format!("released (removed={removed}) and exited"),
         );
         Ok::<(), String>(())
-    });
-    drop(ready);
-    Ok(())
+    }))
 }
 
 /// One start of the race: claims, and on a win binds the port and holds both
@@ -285,9 +283,11 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             exit.clone(),
         );
         sim.client("machine", async move {
+            let mut exiting = None;
             if leftover == Leftover::Exiting {
                 let old = (machine.clone(), clock.clone(), exit.clone(), trace.clone());
-                exiting_instance(old.0, old.1, old_pid, lifetime, old.2, old.3).await?;
+                exiting =
+                    Some(exiting_instance(old.0, old.1, old_pid, lifetime, old.2, old.3).await?);
             }
             let tasks: Vec<_> = pids
                 .iter()
@@ -310,6 +310,10 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(result);
+            }
+            // The earlier instance has exited by the end of the run.
+            if let Some(exiting) = exiting {
+                exiting.await.map_err(|e| e.to_string())??;
             }
             Ok(())
         });

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use warden::daemon::hub::http;
 use warden::daemon::hub::{Hub, HubSettings};
@@ -37,25 +36,6 @@ pub async fn serve_on(hub: &Hub, port: u16) -> io::Result<ServingHandle> {
     let app = http::app(hub, Arc::new(|| HealthStatus::Healthy), axum::Router::new())
         .map_err(io::Error::other)?;
     Ok(server::serve(listener, app, hub))
-}
-
-/// Binds `port`, retrying every `retry_every` until it succeeds or `within`
-/// passes (a restart may find the previous generation's socket still
-/// draining).
-pub async fn serve_on_retrying(
-    hub: &Hub,
-    port: u16,
-    retry_every: Duration,
-    within: Duration,
-) -> io::Result<ServingHandle> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match serve_on(hub, port).await {
-            Ok(handle) => return Ok(handle),
-            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
-            Err(_) => tokio::time::sleep(retry_every).await,
-        }
-    }
 }
 
 /// The simulated host name the hub runs on.

@@ -5,8 +5,8 @@
 //! over turmoil's simulated TCP ([`net::SimListener`]); simulated dashboards
 //! and hooks speak Engine.IO v4 / Socket.IO v5 over a websocket on a simulated
 //! stream ([`client::SioClient`]); the hub's clock follows simulated time
-//! ([`clock::SimClock`]); the PID lifecycle runs against a simulated lock and
-//! file ([`pid::SimPidStore`]). Every run is a function of one seed
+//! ([`clock::SimClock`]); the daemon's own PID claim runs on a simulated
+//! machine's files, locks and processes ([`pid::SimMachine`]). Every run is a function of one seed
 //! ([`seeds`]), and records a [`trace::Trace`] that two runs of the same seed
 //! reproduce byte for byte.
 //!

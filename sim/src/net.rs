@@ -1,12 +1,17 @@
 //! The simulated listener: turmoil's TCP listener as an
 //! [`axum::serve::Listener`], so `warden::daemon::serve::server::serve` serves the
-//! real router and Socket.IO layer over simulated TCP, unchanged.
+//! real router and Socket.IO layer over simulated TCP, unchanged; and
+//! [`SimListen`], the same listener behind the serving generation's seam.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::Router;
 use turmoil::net::{TcpListener, TcpStream};
+use warden::daemon::hub::{Hub, HubAdapter};
+use warden::daemon::serve::server::{self, BindError, ServingHandle};
+use warden::daemon::serve::serving::Listen;
 
 /// A bound simulated listener.
 pub struct SimListener(TcpListener);
@@ -44,5 +49,33 @@ impl axum::serve::Listener for SimListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+/// The serving generation's listener seam over turmoil: the daemon's
+/// `Serving` binds and serves simulated sockets through it, so a simulated
+/// restart runs the daemon's own stop, rebind schedule and retries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimListen;
+
+impl Listen for SimListen {
+    type Listener = SimListener;
+
+    async fn bind(&self, addr: SocketAddr) -> Result<SimListener, BindError> {
+        SimListener::bind(addr.port())
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AddrInUse => BindError::AddrInUse { addr, source },
+                _ => BindError::Io { addr, source },
+            })
+    }
+
+    fn serve<A: HubAdapter>(
+        &self,
+        listener: SimListener,
+        app: Router,
+        hub: &Hub<A>,
+    ) -> ServingHandle {
+        server::serve(listener, app, hub)
     }
 }

@@ -1,28 +1,44 @@
 //! One simulated machine for the PID lifecycle: a process table (a
-//! [`FakeProbe`]), one PID file and its exclusive non-blocking lock, and the
-//! start procedure of `warden::daemon::os::pidfile::claim` replayed step by step
-//! over them with simulated I/O latency, so that many starters can race and a
-//! crash can leave a file behind.
+//! [`FakeProbe`]) and an in-memory file system with inode numbers and
+//! `flock`-like locks, on which simulated processes ([`SimProcess`]) run the
+//! daemon's own claim (`warden::daemon::os::pidfile::claim_with`) and its
+//! [`PidGuard`]'s release, through the adapter's [`PidHost`] seam. Each
+//! process takes seeded simulated time over the claim's steps, so that many
+//! starters can race, an exiting instance can unlink the file between a
+//! starter's open and its lock, and a crash can leave a file behind.
 //!
-//! The lock behaves like `flock`: held by one guard at a time, released when
-//! the guard is dropped, which is what happens to a process's descriptors
-//! when it exits or when turmoil crashes its host (the host's tasks, and the
-//! guards they own, are dropped). The file outlives processes and crashes.
-//! Not here: the real filesystem (never touched by the simulation) and any
-//! decision: every decision is the pure [`Lifecycle`]'s.
+//! The model keeps what the claim relies on: a path names an inode; opening
+//! gives a descriptor; a lock belongs to one open file (shared by its
+//! duplicates) and goes when its last descriptor is dropped, which is what
+//! happens to a process's descriptors when it exits or when turmoil crashes
+//! its host (the host's tasks, and the descriptors they own, are dropped);
+//! unlinking a path leaves the inode to whoever has it open. Files outlive
+//! processes and crashes. Not here: the real filesystem (never touched by the
+//! simulation), links, permissions, and any decision: the claim is the
+//! daemon's, every decision in it the pure [`warden::pidfile::Lifecycle`]'s.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use warden::daemon::os::pidfile::{BUSY_SETTLE_INTERVAL, BUSY_SETTLE_POLLS};
-use warden::pidfile::{
-    ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, PidFileContent, PidRecord,
-    ProcessInfo, names_live_holder, parse_pid_file,
+use warden::config::PidValidationConfig;
+use warden::daemon::os::pidfile::{
+    FileFacts, PidFileError, PidGuard, PidHost, PidRecordDraft, claim_with, pid_file_path,
 };
+use warden::pidfile::{PidFileContent, PidRecord, ProcessInfo, StaleReason, parse_pid_file};
 use warden::probe::{FakeProbe, ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
-use warden::time::{Clock, WallTime};
+use warden::time::{Clock, Moment, WallTime};
 
 use crate::clock::SimClock;
+
+/// The state directory of every simulated daemon.
+pub const STATE_DIR: &str = "/var/lib/warden";
+
+/// The simulated file system's one device number.
+const DEV: u64 = 0x0801;
 
 /// The simulated machine; clones share it.
 #[derive(Clone, Debug, Default)]
@@ -33,32 +49,65 @@ pub struct SimMachine {
 
 #[derive(Debug, Default)]
 struct Store {
-    /// The token of the guard holding the lock.
-    lock_holder: Option<u64>,
-    next_token: u64,
-    file: Option<FileState>,
-    /// Every successful write, as (writer pid, lock token): for invariants.
+    next_ino: u64,
+    next_descriptor: u64,
+    /// What each path names.
+    paths: BTreeMap<PathBuf, u64>,
+    inodes: BTreeMap<u64, Inode>,
+    /// Every successful write, as (writer pid, inode): for invariants.
     writes: Vec<(u32, u64)>,
 }
 
 #[derive(Clone, Debug)]
-struct FileState {
+struct Inode {
     bytes: Vec<u8>,
     modified: WallTime,
+    /// The open file (descriptor id) holding the lock.
+    locked_by: Option<u64>,
 }
 
-/// The held lock. Dropping it releases the lock, as closing a descriptor does.
+impl Store {
+    fn inode(&mut self, ino: u64) -> io::Result<&mut Inode> {
+        // An open descriptor keeps its inode: inodes are never freed.
+        self.inodes
+            .get_mut(&ino)
+            .ok_or_else(|| io::Error::other(format!("inode {ino} vanished")))
+    }
+
+    fn create(&mut self, bytes: Vec<u8>, modified: WallTime) -> u64 {
+        self.next_ino += 1;
+        let ino = self.next_ino;
+        self.inodes.insert(
+            ino,
+            Inode {
+                bytes,
+                modified,
+                locked_by: None,
+            },
+        );
+        ino
+    }
+}
+
+/// An open descriptor of a simulated file. Clones are duplicates: they
+/// share the open file and its lock, which goes when the last one is dropped.
+#[derive(Clone, Debug)]
+pub struct SimFile(Arc<OpenFile>);
+
 #[derive(Debug)]
-pub struct SimLockGuard {
+struct OpenFile {
+    id: u64,
+    ino: u64,
     store: Arc<Mutex<Store>>,
-    token: u64,
 }
 
-impl Drop for SimLockGuard {
+impl Drop for OpenFile {
     fn drop(&mut self) {
         let mut store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
-        if store.lock_holder == Some(self.token) {
-            store.lock_holder = None;
+        if let Some(inode) = store.inodes.get_mut(&self.ino)
+            && inode.locked_by == Some(self.id)
+        {
+            inode.locked_by = None;
         }
     }
 }
@@ -103,102 +152,238 @@ impl SimMachine {
         }
     }
 
-    /// `flock(LOCK_EX | LOCK_NB)`: the guard if the lock was free.
-    pub fn try_lock(&self) -> Option<SimLockGuard> {
-        let mut store = self.store();
-        if store.lock_holder.is_some() {
-            return None;
-        }
-        store.next_token += 1;
-        let token = store.next_token;
-        store.lock_holder = Some(token);
-        Some(SimLockGuard {
-            store: Arc::clone(&self.store),
-            token,
-        })
+    /// The PID file of `port` in [`STATE_DIR`].
+    pub fn pid_path(port: u16) -> PathBuf {
+        pid_file_path(Path::new(STATE_DIR), port)
     }
 
-    /// True while some guard holds the lock.
+    /// Leaves a file at the PID file path of `port`, as an earlier instance
+    /// (`writer_pid`) would have, unlocked.
+    pub fn leave_file(&self, port: u16, bytes: Vec<u8>, modified: WallTime, writer_pid: u32) {
+        let mut store = self.store();
+        let ino = store.create(bytes, modified);
+        store.paths.insert(Self::pid_path(port), ino);
+        store.writes.push((writer_pid, ino));
+    }
+
+    /// True while any open file holds a lock on any inode.
     pub fn is_locked(&self) -> bool {
-        self.store().lock_holder.is_some()
+        self.store().inodes.values().any(|i| i.locked_by.is_some())
     }
 
-    /// Opens the file, creating it empty if absent; true if this call created it.
-    pub fn open_or_create(&self, now: WallTime) -> bool {
-        let mut store = self.store();
-        if store.file.is_some() {
-            return false;
-        }
-        store.file = Some(FileState {
-            bytes: Vec::new(),
-            modified: now,
-        });
-        true
-    }
-
-    /// The file's bytes and modification time, `None` if there is no file.
-    pub fn read(&self) -> Option<(Vec<u8>, WallTime)> {
-        self.store()
-            .file
-            .as_ref()
-            .map(|f| (f.bytes.clone(), f.modified))
-    }
-
-    /// The file parsed as the lifecycle parses it.
-    pub fn content(&self) -> PidFileContent {
-        match self.read() {
-            Some((bytes, _)) => parse_pid_file(&bytes),
+    /// The file at the PID file path of `port`, parsed as the lifecycle
+    /// parses it.
+    pub fn content(&self, port: u16) -> PidFileContent {
+        let store = self.store();
+        match store
+            .paths
+            .get(&Self::pid_path(port))
+            .and_then(|ino| store.inodes.get(ino))
+        {
+            Some(inode) => parse_pid_file(&inode.bytes),
             None => PidFileContent::Absent,
         }
     }
 
-    /// Replaces the file's content. Only the lock holder may write: a write
-    /// without the lock is the bug the lifecycle exists to prevent, so it is
-    /// refused and reported.
-    pub fn write(
-        &self,
-        guard: &SimLockGuard,
-        writer_pid: u32,
-        bytes: Vec<u8>,
-        now: WallTime,
-    ) -> Result<(), String> {
-        let mut store = self.store();
-        if store.lock_holder != Some(guard.token) {
-            return Err(format!(
-                "pid {writer_pid} wrote the PID file without holding its lock"
-            ));
-        }
-        store.file = Some(FileState {
-            bytes,
-            modified: now,
-        });
-        store.writes.push((writer_pid, guard.token));
-        Ok(())
-    }
-
-    /// Removes the file (a clean exit), only for the lock holder.
-    pub fn remove(&self, guard: &SimLockGuard) -> Result<(), String> {
-        let mut store = self.store();
-        if store.lock_holder != Some(guard.token) {
-            return Err("the PID file was removed without holding its lock".to_string());
-        }
-        store.file = None;
-        Ok(())
-    }
-
-    /// The pids that wrote the file, in order.
+    /// The pids that wrote a file, in order, whichever inode they wrote.
     pub fn writers(&self) -> Vec<u32> {
         self.store().writes.iter().map(|(pid, _)| *pid).collect()
     }
 }
 
-/// Simulated I/O latency of one start's steps.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// Simulated time one process's claim spends in its steps.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct StartLatency {
+    /// Before the file is opened (or created).
     pub before_open: Duration,
+    /// Between the open and the lock.
     pub open_to_lock: Duration,
+    /// Between the lock and reading the file (and probing its pid).
     pub lock_to_read: Duration,
+    /// Between the decision and the write.
     pub decide_to_write: Duration,
+}
+
+/// One simulated process, as the daemon's PID adapter sees its machine.
+#[derive(Clone, Debug)]
+pub struct SimProcess {
+    machine: SimMachine,
+    pid: u32,
+    clock: SimClock,
+    latency: StartLatency,
+}
+
+impl SimProcess {
+    pub fn new(machine: &SimMachine, pid: u32, clock: &SimClock, latency: StartLatency) -> Self {
+        SimProcess {
+            machine: machine.clone(),
+            pid,
+            clock: clock.clone(),
+            latency,
+        }
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.machine.store()
+    }
+
+    fn open(&self, ino: u64) -> SimFile {
+        let mut store = self.store();
+        store.next_descriptor += 1;
+        SimFile(Arc::new(OpenFile {
+            id: store.next_descriptor,
+            ino,
+            store: Arc::clone(&self.machine.store),
+        }))
+    }
+}
+
+fn not_found() -> io::Error {
+    io::Error::from(io::ErrorKind::NotFound)
+}
+
+impl PidHost for SimProcess {
+    type File = SimFile;
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn wall_now(&self) -> WallTime {
+        self.clock.wall()
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.clock.now().saturating_since(Moment::ZERO)
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(duration)
+    }
+
+    fn ensure_dir(&self, _dir: &Path) -> Result<(), PidFileError> {
+        Ok(())
+    }
+
+    async fn create_new(&self, path: &Path) -> io::Result<SimFile> {
+        tokio::time::sleep(self.latency.before_open).await;
+        let ino = {
+            let mut store = self.store();
+            if store.paths.contains_key(path) {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            let ino = store.create(Vec::new(), self.clock.wall());
+            store.paths.insert(path.to_path_buf(), ino);
+            ino
+        };
+        Ok(self.open(ino))
+    }
+
+    fn open_existing(&self, path: &Path) -> io::Result<SimFile> {
+        let ino = self
+            .store()
+            .paths
+            .get(path)
+            .copied()
+            .ok_or_else(not_found)?;
+        Ok(self.open(ino))
+    }
+
+    async fn try_lock(&self, file: &SimFile) -> io::Result<bool> {
+        tokio::time::sleep(self.latency.open_to_lock).await;
+        let acquired = {
+            let mut store = self.store();
+            let inode = store.inode(file.0.ino)?;
+            match inode.locked_by {
+                None => {
+                    inode.locked_by = Some(file.0.id);
+                    true
+                }
+                Some(holder) => holder == file.0.id,
+            }
+        };
+        tokio::time::sleep(self.latency.lock_to_read).await;
+        Ok(acquired)
+    }
+
+    fn unlock(&self, file: &SimFile) -> io::Result<()> {
+        let mut store = self.store();
+        let inode = store.inode(file.0.ino)?;
+        if inode.locked_by == Some(file.0.id) {
+            inode.locked_by = None;
+        }
+        Ok(())
+    }
+
+    fn stat(&self, file: &SimFile) -> io::Result<FileFacts> {
+        let modified = self.store().inode(file.0.ino)?.modified;
+        Ok(FileFacts {
+            dev: DEV,
+            ino: file.0.ino,
+            is_file: true,
+            modified: Some(modified),
+        })
+    }
+
+    fn stat_path(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        Ok(self.store().paths.get(path).map(|ino| (DEV, *ino)))
+    }
+
+    fn read_at(&self, file: &SimFile, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut store = self.store();
+        let bytes = &store.inode(file.0.ino)?.bytes;
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let n = buf.len().min(bytes.len() - start);
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        Ok(n)
+    }
+
+    /// Only the lock holder may write: a write without the lock is the bug
+    /// the lifecycle exists to prevent, so it fails the claim.
+    async fn write_all(&self, file: &SimFile, bytes: &[u8]) -> io::Result<()> {
+        tokio::time::sleep(self.latency.decide_to_write).await;
+        let now = self.clock.wall();
+        let mut store = self.store();
+        let inode = store.inode(file.0.ino)?;
+        if inode.locked_by != Some(file.0.id) {
+            return Err(io::Error::other(format!(
+                "pid {} wrote the PID file without holding its lock",
+                self.pid
+            )));
+        }
+        inode.bytes = bytes.to_vec();
+        inode.modified = now;
+        store.writes.push((self.pid, file.0.ino));
+        Ok(())
+    }
+
+    fn sync(&self, _file: &SimFile) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &Path) {}
+
+    fn duplicate(&self, file: &SimFile) -> io::Result<SimFile> {
+        Ok(file.clone())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.store()
+            .paths
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(not_found)
+    }
+
+    fn listens_on(&self, _pid: u32, _port: u16) -> Option<bool> {
+        None
+    }
+
+    fn program(&self) -> (String, Vec<String>) {
+        ("warden".to_string(), vec!["warden".into(), "start".into()])
+    }
 }
 
 /// How one start ended.
@@ -206,22 +391,21 @@ pub struct StartLatency {
 pub enum StartOutcome {
     /// The file is ours.
     Claimed(Box<Claimed>),
-    /// Another instance owns it; the file was not touched.
-    Refused { decision: ClaimDecision },
+    /// Another instance owns it (the conflict names its pid, if known); the
+    /// file was not touched.
+    Refused { holder: Option<u32> },
 }
 
 /// A won claim.
 #[derive(Debug)]
 pub struct Claimed {
-    /// Holds the lock for the process's life.
-    pub guard: SimLockGuard,
-    pub decision: ClaimDecision,
-    pub record: PidRecord,
-    /// In the `Held` phase.
-    pub lifecycle: Lifecycle,
+    /// Holds the lock for the process's life; its release removes the file.
+    pub guard: PidGuard<SimProcess>,
+    /// Why the file found was stale (`None`: no file, or it named us).
+    pub stale: Option<StaleReason>,
 }
 
-/// The record a simulated daemon writes.
+/// The record a simulated daemon of an earlier boot left (for leftovers).
 pub fn record_for(me: &ProcessSnapshot, port: u16, now: WallTime) -> PidRecord {
     PidRecord {
         pid: me.pid,
@@ -238,9 +422,9 @@ pub fn record_for(me: &ProcessSnapshot, port: u16, now: WallTime) -> PidRecord {
     }
 }
 
-/// The daemon adapter's claim (`daemon::pidfile::claim`) over the simulated
-/// machine: open, lock, read and probe, settle a busy lock (bounded polls),
-/// let the lifecycle decide, write on a win. Time passes between the steps.
+/// `warden start`'s PID claim on the simulated machine: the daemon's own
+/// [`claim_with`], as process `me`, its steps taking `latency`, waiting on a
+/// busy lock as long as the daemon's default `pid_validation.lock_timeout`.
 pub async fn start_daemon(
     machine: &SimMachine,
     me: &ProcessSnapshot,
@@ -248,86 +432,28 @@ pub async fn start_daemon(
     clock: &SimClock,
     latency: StartLatency,
 ) -> Result<StartOutcome, String> {
-    tokio::time::sleep(latency.before_open).await;
-    let created = machine.open_or_create(clock.wall());
-    tokio::time::sleep(latency.open_to_lock).await;
-    let mut guard = machine.try_lock();
-    tokio::time::sleep(latency.lock_to_read).await;
-    let mut facts = observe(machine, me, created, guard.is_some(), clock);
-    if guard.is_none() {
-        for _ in 0..BUSY_SETTLE_POLLS {
-            // The adapter's own rule (`pidfile::names_live_holder`): a leftover
-            // record whose pid now belongs to another program must not end the
-            // settle. This scenario found that bug in the adapter (seed 15).
-            if guard.is_some() || names_live_holder(&facts) {
-                break;
-            }
-            tokio::time::sleep(BUSY_SETTLE_INTERVAL).await;
-            guard = machine.try_lock();
-            facts = observe(machine, me, false, guard.is_some(), clock);
-        }
-    }
-    let mut lifecycle = Lifecycle::new();
-    let decision = lifecycle.claim(facts);
-    match (decision.wins(), guard) {
-        (true, Some(guard)) => {
-            tokio::time::sleep(latency.decide_to_write).await;
-            let record = record_for(me, port, clock.wall());
-            machine.write(
-                &guard,
-                me.pid,
-                record.to_json_pretty().into_bytes(),
-                clock.wall(),
-            )?;
-            Ok(StartOutcome::Claimed(Box::new(Claimed {
-                guard,
-                decision,
-                record,
-                lifecycle,
-            })))
-        }
-        (true, None) => Err(format!(
-            "pid {}: the lifecycle granted {decision:?} without the lock",
-            me.pid
-        )),
-        (false, _) => Ok(StartOutcome::Refused { decision }),
-    }
-}
-
-fn observe(
-    machine: &SimMachine,
-    me: &ProcessSnapshot,
-    created: bool,
-    locked: bool,
-    clock: &SimClock,
-) -> ClaimFacts {
-    let (bytes, modified) = match machine.read() {
-        Some((bytes, modified)) => (Some(bytes), Some(modified)),
-        None => (None, None),
+    let host = SimProcess::new(machine, me.pid, clock, latency);
+    let draft = PidRecordDraft {
+        version: "0.0.0-sim".to_string(),
+        created_by: "warden-sim".to_string(),
+        ..PidRecordDraft::new("localhost", port)
     };
-    let content = match &bytes {
-        None => PidFileContent::Absent,
-        Some(bytes) if created && bytes.is_empty() => PidFileContent::Absent,
-        Some(bytes) => parse_pid_file(bytes),
-    };
-    let recorded_process = content
-        .pid()
-        .filter(|pid| *pid != me.pid)
-        .map(|pid| machine.probe().probe(pid));
-    ClaimFacts {
-        lock: if locked {
-            LockObservation::Acquired
-        } else {
-            LockObservation::Busy
-        },
-        content,
-        recorded_process,
-        file_modified: modified,
-        recorded_listening: None,
-        me: Claimant {
-            pid: me.pid,
-            process_start_time: Some(me.start_time),
-        },
-        now: clock.wall(),
+    let lock_timeout = PidValidationConfig::default().lock_timeout;
+    let claimed = claim_with(
+        &host,
+        Path::new(STATE_DIR),
+        port,
+        draft,
+        machine.probe(),
+        lock_timeout,
+    )
+    .await;
+    match claimed {
+        Ok((guard, stale, pending)) => {
+            pending.run().map_err(|e| e.to_string())?;
+            Ok(StartOutcome::Claimed(Box::new(Claimed { guard, stale })))
+        }
+        Err(PidFileError::Conflict { pid, .. }) => Ok(StartOutcome::Refused { holder: pid }),
+        Err(error) => Err(format!("pid {}: {error}", me.pid)),
     }
 }

@@ -1,7 +1,7 @@
 //! Scenario: the daemon's host crashes (`kill -9`, power loss) and comes back.
 //!
-//! The machine host boots a daemon: it claims the PID file (simulated lock and
-//! file, pure lifecycle), then serves a fresh hub, with a dashboard
+//! The machine host boots a daemon: it claims the PID file (the daemon's own
+//! claim on the simulated machine, `crate::pid`), then serves a fresh hub, with a dashboard
 //! connected. The harness crashes the host at a seeded moment, sometimes in
 //! the middle of the claim, decides what became of the dead pid (reaped,
 //! zombie, reused by another program, reused by the next daemon, or the
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use warden::daemon::hub::Hub;
-use warden::pidfile::{ClaimDecision, PidFileContent, START_TIME_TOLERANCE, StaleReason};
+use warden::pidfile::{PidFileContent, START_TIME_TOLERANCE, StaleReason};
 use warden::probe::ProcessSnapshot;
 use warden::time::{Clock, WallTime};
 
@@ -50,7 +50,8 @@ pub enum Fate {
 #[derive(Default)]
 struct Boot {
     started: Option<WallTime>,
-    decision: Option<ClaimDecision>,
+    /// Why the boot's claim found the file stale (`Some(None)`: it was not).
+    decision: Option<Option<StaleReason>>,
     hub: Option<Hub>,
     refused: Option<String>,
 }
@@ -141,7 +142,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                 let outcome = start_daemon(&machine, &me, HUB_PORT, &clock, latency).await?;
                 let guard = match outcome {
                     StartOutcome::Claimed(claimed) => {
-                        let (guard, decision) = (claimed.guard, claimed.decision);
+                        let (guard, decision) = (claimed.guard, claimed.stale);
                         trace.record(
                             MACHINE,
                             format!("boot {index} pid {pid}: claimed, {decision:?}"),
@@ -150,13 +151,13 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
                             Some(decision);
                         guard
                     }
-                    StartOutcome::Refused { decision } => {
+                    StartOutcome::Refused { holder } => {
                         trace.record(
                             MACHINE,
-                            format!("boot {index} pid {pid}: refused, {decision:?}"),
+                            format!("boot {index} pid {pid}: refused, holder {holder:?}"),
                         );
                         boots.lock().unwrap_or_else(PoisonError::into_inner)[index].refused =
-                            Some(format!("{decision:?}"));
+                            Some(format!("a conflict with pid {holder:?}"));
                         return Ok(());
                     }
                 };
@@ -207,7 +208,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         wait(&mut sim, Duration::from_millis(cycle.crash_after_ms))?;
         let dead_pid = pids[n];
         sim.crash(MACHINE);
-        let leftover = machine.content();
+        let leftover = machine.content(HUB_PORT);
         trace.record(
             "harness",
             format!("crash {n}: leftover {}", describe(&leftover)),
@@ -255,36 +256,32 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             PidFileContent::Record(r) => r.process_start_time,
             _ => None,
         };
+        // A record without a start time (the dead daemon's probe could not
+        // see itself) names this pid with no identity: indistinguishable
+        // from this daemon, and ours, as one started within the tolerance.
         let same_start_window = match (old_start, boot.started) {
             (Some(old), Some(new)) => {
                 new.as_millis().abs_diff(old.as_millis()) <= START_TIME_TOLERANCE.as_millis() as u64
             }
+            (None, _) => true,
             _ => false,
         };
         let warranted = match (&leftover, decision) {
-            (PidFileContent::Absent, ClaimDecision::Free) => true,
-            (PidFileContent::Empty, ClaimDecision::Stale(StaleReason::Empty)) => true,
+            (PidFileContent::Absent, None) => true,
+            (PidFileContent::Empty, Some(StaleReason::Empty)) => true,
             (PidFileContent::Record(_), d) => match (cycle.fate, d) {
-                (Fate::Reaped, ClaimDecision::Stale(StaleReason::ProcessGone { pid })) => {
-                    *pid == dead_pid
+                (Fate::Reaped, Some(StaleReason::ProcessGone { pid })) => *pid == dead_pid,
+                (Fate::Zombie, Some(StaleReason::Zombie { pid })) => *pid == dead_pid,
+                (Fate::ReusedByOther, Some(StaleReason::PidReused { pid, .. })) => *pid == dead_pid,
+                (Fate::ReusedByNextDaemon, Some(StaleReason::PidReused { pid, .. })) => {
+                    *pid == dead_pid && !same_start_window
                 }
-                (Fate::Zombie, ClaimDecision::Stale(StaleReason::Zombie { pid })) => {
-                    *pid == dead_pid
-                }
-                (Fate::ReusedByOther, ClaimDecision::Stale(StaleReason::PidReused { pid, .. })) => {
-                    *pid == dead_pid
-                }
-                (
-                    Fate::ReusedByNextDaemon,
-                    ClaimDecision::Stale(StaleReason::PidReused { pid, .. }),
-                ) => *pid == dead_pid && !same_start_window,
                 // Started within the start-time tolerance of the dead one:
-                // indistinguishable, and ours either way.
-                (Fate::ReusedByNextDaemon, ClaimDecision::Ours) => same_start_window,
-                (
-                    Fate::ProbeUnavailable,
-                    ClaimDecision::Stale(StaleReason::LockNotHeld { pid, .. }),
-                ) => *pid == dead_pid,
+                // indistinguishable, and ours either way (the file names us).
+                (Fate::ReusedByNextDaemon, None) => same_start_window,
+                (Fate::ProbeUnavailable, Some(StaleReason::LockNotHeld { pid, .. })) => {
+                    *pid == dead_pid
+                }
                 _ => false,
             },
             _ => false,
@@ -318,7 +315,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         );
         step(&mut sim)?;
     }
-    let content = machine.content();
+    let content = machine.content(HUB_PORT);
     ensure!(
         matches!(&content, PidFileContent::Record(r) if r.pid == pids[last]),
         "the file does not hold the last boot's record: {}",

@@ -1,23 +1,32 @@
 //! Scenario: many starters racing for one port on one machine.
 //!
 //! Between 2 and 12 daemon processes start at once on the simulated machine,
-//! each with seeded I/O latency between the steps of the PID file claim
-//! (open, lock, read + probe, decide, write). Sometimes an earlier instance
-//! left a file behind (gone, zombie, pid reused, empty, corrupt, legacy).
+//! each running the daemon's own PID claim (`daemon::pidfile::claim_with`
+//! over [`crate::pid::SimProcess`]) with seeded I/O latency between its
+//! steps (open, lock, read + probe, decide, write). Sometimes an earlier
+//! instance left a file behind (gone, zombie, pid reused, empty, corrupt,
+//! legacy), or is still running and exits cleanly during the race (its
+//! guard's release unlinks the file, then lets the lock go: a starter that
+//! opened the old file and locks it afterwards holds a lock on a file no
+//! path names, which the claim's inode recheck must notice).
 //! Invariants, over every seed:
-//! - exactly one starter claims the file, and it alone binds the port;
+//! - at most one starter claims the file, and it alone binds the port;
+//!   exactly one unless an earlier instance held it for the whole race;
 //! - every other starter is refused with a conflict naming the winner's pid
-//!   (the busy-lock settle waits for the winner's record);
-//! - only the winner ever wrote the file, and the file is its record;
+//!   (the busy-lock settle waits for the winner's record) or, while it ran,
+//!   the exiting instance's; none that started after that one had gone;
+//! - only the winner ever wrote a file (besides the earlier instance), and
+//!   the file at the path is its record;
 //! - the winner's decision is the one the leftover warrants (free or empty
-//!   for no file, stale with the matching reason otherwise).
+//!   for no file or a cleanly removed one, stale with the matching reason
+//!   otherwise).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use warden::pidfile::{ClaimDecision, PidFileContent, StaleReason};
+use warden::pidfile::{PidFileContent, StaleReason};
 use warden::probe::{ProcessSnapshot, ProcessStatus};
 use warden::time::{Clock, WallTime};
 
@@ -43,11 +52,13 @@ pub enum Leftover {
     Corrupt,
     /// A bare integer (older writers) whose process is gone.
     Legacy,
+    /// A running instance, which exits cleanly during the race.
+    Exiting,
 }
 
 impl Leftover {
     pub fn draw(rng: &mut ChaCha8Rng) -> Leftover {
-        const ALL: [Leftover; 7] = [
+        const ALL: [Leftover; 8] = [
             Leftover::NoFile,
             Leftover::Gone,
             Leftover::Zombie,
@@ -55,40 +66,34 @@ impl Leftover {
             Leftover::Empty,
             Leftover::Corrupt,
             Leftover::Legacy,
+            Leftover::Exiting,
         ];
         ALL[rng.random_range(0..ALL.len())]
     }
 
-    /// Whether `decision` is what a start must conclude from this leftover
-    /// (left by `old_pid`). With no file, the first locker may still find the
-    /// empty file another starter just created: `Free` or `Stale(Empty)`.
-    pub fn warrants(self, decision: &ClaimDecision, old_pid: u32) -> bool {
-        match (self, decision) {
-            (Leftover::NoFile, ClaimDecision::Free) => true,
-            (Leftover::NoFile | Leftover::Empty, ClaimDecision::Stale(StaleReason::Empty)) => true,
-            (
-                Leftover::Gone | Leftover::Legacy,
-                ClaimDecision::Stale(StaleReason::ProcessGone { pid }),
-            ) => *pid == old_pid,
-            (Leftover::Zombie, ClaimDecision::Stale(StaleReason::Zombie { pid })) => {
+    /// Whether `stale` (why the winner found the file stale, `None` for no
+    /// file) is what a start must conclude from this leftover (left by
+    /// `old_pid`). With no file, the first locker may still find the empty
+    /// file another starter just created: no reason or `Empty`.
+    pub fn warrants(self, stale: Option<&StaleReason>, old_pid: u32) -> bool {
+        match (self, stale) {
+            (Leftover::NoFile | Leftover::Exiting, None) => true,
+            (Leftover::NoFile | Leftover::Exiting | Leftover::Empty, Some(StaleReason::Empty)) => {
+                true
+            }
+            (Leftover::Gone | Leftover::Legacy, Some(StaleReason::ProcessGone { pid })) => {
                 *pid == old_pid
             }
-            (Leftover::PidReused, ClaimDecision::Stale(StaleReason::PidReused { pid, .. })) => {
-                *pid == old_pid
-            }
-            (Leftover::Corrupt, ClaimDecision::Stale(StaleReason::Corrupt { .. })) => true,
+            (Leftover::Zombie, Some(StaleReason::Zombie { pid })) => *pid == old_pid,
+            (Leftover::PidReused, Some(StaleReason::PidReused { pid, .. })) => *pid == old_pid,
+            (Leftover::Corrupt, Some(StaleReason::Corrupt { .. })) => true,
             _ => false,
         }
     }
 }
 
 /// Leaves `leftover` on `machine` as an instance with `old_pid` would have.
-pub fn leave_behind(
-    machine: &SimMachine,
-    leftover: Leftover,
-    old_pid: u32,
-    clock: &SimClock,
-) -> Result<(), String> {
+pub fn leave_behind(machine: &SimMachine, leftover: Leftover, old_pid: u32) {
     let old = ProcessSnapshot::new(
         old_pid,
         "warden",
@@ -96,7 +101,8 @@ pub fn leave_behind(
         WallTime::from_millis(SIM_EPOCH_MS - 86_400_000),
     );
     let bytes: Vec<u8> = match leftover {
-        Leftover::NoFile => return Ok(()),
+        // The exiting instance claims for itself (see `run`).
+        Leftover::NoFile | Leftover::Exiting => return,
         Leftover::Empty => Vec::new(),
         Leftover::Corrupt => b"{\"pid\": 12, \"start_time\": ".to_vec(),
         Leftover::Legacy => format!("{old_pid}\n").into_bytes(),
@@ -116,29 +122,124 @@ pub fn leave_behind(
         )),
         _ => machine.exit_process(old_pid, Exit::Gone),
     }
-    machine.open_or_create(clock.wall());
-    let guard = machine
-        .try_lock()
-        .ok_or("the machine's lock is held before the race")?;
-    machine.write(
-        &guard,
-        old_pid,
+    machine.leave_file(
+        HUB_PORT,
         bytes,
         WallTime::from_millis(SIM_EPOCH_MS - 86_400_000),
-    )
+        old_pid,
+    );
 }
 
 #[derive(Debug)]
 enum Result_ {
     Won {
         pid: u32,
-        decision: ClaimDecision,
+        stale: Option<StaleReason>,
         bound: bool,
     },
     Lost {
         pid: u32,
-        decision: ClaimDecision,
+        holder: Option<u32>,
+        /// The starter began after the exiting instance had gone.
+        after_exit: bool,
     },
+}
+
+/// When the exiting instance (if any) has released the file and gone.
+#[derive(Clone, Debug, Default)]
+struct ExitMark(Arc<Mutex<Option<Duration>>>);
+
+impl ExitMark {
+    fn set(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = turmoil::sim_elapsed();
+    }
+
+    /// True once the instance had gone before `at`.
+    fn before(&self, at: Option<Duration>) -> bool {
+        match (*self.0.lock().unwrap_or_else(PoisonError::into_inner), at) {
+            (Some(gone), Some(at)) => gone <= at,
+            _ => false,
+        }
+    }
+}
+
+/// Runs the earlier instance of [`Leftover::Exiting`]: it claims the file,
+/// serves for `lifetime`, then releases it (the daemon's own release: unlink,
+/// unlock) and exits.
+async fn exiting_instance(
+    machine: SimMachine,
+    clock: SimClock,
+    old_pid: u32,
+    lifetime: Duration,
+    exit: ExitMark,
+    trace: Trace,
+) -> Result<tokio::task::JoinHandle<Result<(), String>>, String> {
+    let me = ProcessSnapshot::new(old_pid, "warden", &["warden", "start"], clock.wall());
+    machine.run_process(me.clone());
+    let outcome = start_daemon(&machine, &me, HUB_PORT, &clock, StartLatency::default()).await?;
+    let StartOutcome::Claimed(claimed) = outcome else {
+        return Err(format!(
+            "the earlier instance {old_pid} was refused: {outcome:?}"
+        ));
+    };
+    Ok(tokio::task::spawn_local(async move {
+        tokio::time::sleep(lifetime).await;
+        let removed = claimed.guard.release().map_err(|e| e.to_string())?;
+        machine.exit_process(old_pid, Exit::Gone);
+        exit.set();
+        trace.record(
+            &format!("pid {old_pid}"),
+            format!("released (removed={removed}) and exited"),
+        );
+        Ok::<(), String>(())
+    }))
+}
+
+/// One start of the race: claims, and on a win binds the port and holds both
+/// until every starter is done.
+async fn starter(
+    machine: SimMachine,
+    clock: SimClock,
+    pid: u32,
+    latency: StartLatency,
+    exit: ExitMark,
+    trace: Trace,
+) -> Result<Result_, String> {
+    let began = turmoil::sim_elapsed();
+    let me = ProcessSnapshot::new(pid, "warden", &["warden", "start"], clock.wall());
+    machine.run_process(me.clone());
+    let outcome = start_daemon(&machine, &me, HUB_PORT, &clock, latency).await?;
+    Ok(match outcome {
+        StartOutcome::Claimed(claimed) => {
+            let listener = SimListener::bind(HUB_PORT).await;
+            trace.record(
+                &format!("pid {pid}"),
+                format!(
+                    "claimed ({:?}), bind ok={}",
+                    claimed.stale,
+                    listener.is_ok()
+                ),
+            );
+            let bound = listener.is_ok();
+            // Hold the lock and the port until every starter is done.
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let stale = claimed.stale.clone();
+            drop((claimed, listener));
+            Result_::Won { pid, stale, bound }
+        }
+        StartOutcome::Refused { holder } => {
+            trace.record(
+                &format!("pid {pid}"),
+                format!("refused (holder {holder:?})"),
+            );
+            machine.exit_process(pid, Exit::Gone);
+            Result_::Lost {
+                pid,
+                holder,
+                after_exit: exit.before(began),
+            }
+        }
+    })
 }
 
 /// One run of the scenario for `seed`; returns the simulated time covered.
@@ -161,122 +262,145 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         decide_to_write: Duration::from_millis(rng.random_range(0..=50)),
     };
     let latencies: Vec<StartLatency> = (0..starters).map(|_| latency()).collect();
+    let lifetime = Duration::from_millis(rng.random_range(0..=30));
     trace.record(
         "setup",
-        format!("starters={pids:?} leftover={leftover:?} old_pid={old_pid}"),
+        format!("starters={pids:?} leftover={leftover:?} old_pid={old_pid} lifetime={lifetime:?}"),
     );
 
     let mut sim = sim_builder(seed, Duration::from_secs(60)).build();
     let clock = SimClock::new();
     let machine = SimMachine::new();
-    leave_behind(&machine, leftover, old_pid, &clock)?;
+    leave_behind(&machine, leftover, old_pid);
     let results: Arc<Mutex<Vec<Result_>>> = Arc::default();
+    let exit = ExitMark::default();
 
     {
-        let machine = machine.clone();
-        let results = Arc::clone(&results);
-        let trace = trace.clone();
+        let (machine, results, trace, exit) = (
+            machine.clone(),
+            Arc::clone(&results),
+            trace.clone(),
+            exit.clone(),
+        );
         sim.client("machine", async move {
-            let mut tasks = Vec::new();
-            for (pid, latency) in pids.iter().copied().zip(latencies) {
-                let machine = machine.clone();
-                let clock = clock.clone();
-                let results = Arc::clone(&results);
-                let trace = trace.clone();
-                tasks.push(tokio::task::spawn_local(async move {
-                    let me =
-                        ProcessSnapshot::new(pid, "warden", &["warden", "start"], clock.wall());
-                    machine.run_process(me.clone());
-                    let outcome = start_daemon(&machine, &me, HUB_PORT, &clock, latency).await?;
-                    let result = match outcome {
-                        StartOutcome::Claimed(claimed) => {
-                            let (guard, decision) = (claimed.guard, claimed.decision);
-                            let listener = SimListener::bind(HUB_PORT).await;
-                            trace.record(
-                                &format!("pid {pid}"),
-                                format!("claimed ({decision:?}), bind ok={}", listener.is_ok()),
-                            );
-                            let bound = listener.is_ok();
-                            // Hold the lock and the port until every starter is done.
-                            tokio::time::sleep(Duration::from_secs(5)).await;
-                            drop((guard, listener));
-                            Result_::Won {
-                                pid,
-                                decision,
-                                bound,
-                            }
-                        }
-                        StartOutcome::Refused { decision } => {
-                            trace.record(&format!("pid {pid}"), format!("refused ({decision:?})"));
-                            machine.exit_process(pid, Exit::Gone);
-                            Result_::Lost { pid, decision }
-                        }
-                    };
-                    results
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(result);
-                    Ok::<(), String>(())
-                }));
+            let mut exiting = None;
+            if leftover == Leftover::Exiting {
+                let old = (machine.clone(), clock.clone(), exit.clone(), trace.clone());
+                exiting =
+                    Some(exiting_instance(old.0, old.1, old_pid, lifetime, old.2, old.3).await?);
             }
+            let tasks: Vec<_> = pids
+                .iter()
+                .zip(latencies)
+                .map(|(pid, latency)| {
+                    let run = starter(
+                        machine.clone(),
+                        clock.clone(),
+                        *pid,
+                        latency,
+                        exit.clone(),
+                        trace.clone(),
+                    );
+                    tokio::task::spawn_local(run)
+                })
+                .collect();
             for task in tasks {
-                task.await.map_err(|e| e.to_string())??;
+                let result = task.await.map_err(|e| e.to_string())??;
+                results
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(result);
+            }
+            // The earlier instance has exited by the end of the run.
+            if let Some(exiting) = exiting {
+                exiting.await.map_err(|e| e.to_string())??;
             }
             Ok(())
         });
     }
     sim.run().map_err(|e| e.to_string())?;
-
     let results = results.lock().unwrap_or_else(PoisonError::into_inner);
+    check(&results, starters, leftover, old_pid, &machine)?;
+    Ok(sim.elapsed())
+}
+
+/// The scenario's invariants (see the module doc).
+fn check(
+    results: &[Result_],
+    starters: usize,
+    leftover: Leftover,
+    old_pid: u32,
+    machine: &SimMachine,
+) -> Result<(), String> {
     ensure!(
         results.len() == starters,
         "{} of {starters} starters finished",
         results.len()
     );
-    let winners: Vec<(u32, &ClaimDecision, bool)> = results
+    let winners: Vec<(u32, Option<&StaleReason>, bool)> = results
         .iter()
         .filter_map(|r| match r {
-            Result_::Won {
-                pid,
-                decision,
-                bound,
-            } => Some((*pid, decision, *bound)),
+            Result_::Won { pid, stale, bound } => Some((*pid, stale.as_ref(), *bound)),
             Result_::Lost { .. } => None,
         })
         .collect();
+    let late_starter = results.iter().any(|r| {
+        matches!(
+            r,
+            Result_::Lost {
+                after_exit: true,
+                ..
+            }
+        )
+    });
+    let all_met_the_old = leftover == Leftover::Exiting
+        && results
+            .iter()
+            .all(|r| matches!(r, Result_::Lost { holder: Some(h), .. } if *h == old_pid));
     ensure!(
-        winners.len() == 1,
+        winners.len() == 1 || (winners.is_empty() && all_met_the_old && !late_starter),
         "{} starters claimed the file: {winners:?}",
         winners.len()
     );
-    let (winner, decision, bound) = winners[0];
-    ensure!(bound, "the winner {winner} could not bind the port");
-    ensure!(
-        leftover.warrants(decision, old_pid),
-        "the winner decided {decision:?} for leftover {leftover:?} of pid {old_pid}"
-    );
-    for result in results.iter() {
-        if let Result_::Lost { pid, decision } = result {
+    let winner = winners.first().map(|w| w.0);
+    if let Some((winner, stale, bound)) = winners.first() {
+        ensure!(*bound, "the winner {winner} could not bind the port");
+        ensure!(
+            leftover.warrants(*stale, old_pid),
+            "the winner decided {stale:?} for leftover {leftover:?} of pid {old_pid}"
+        );
+    }
+    for result in results {
+        if let Result_::Lost {
+            pid,
+            holder,
+            after_exit,
+        } = result
+        {
+            let named_old = leftover == Leftover::Exiting && *holder == Some(old_pid);
             ensure!(
-                matches!(decision, ClaimDecision::Conflict { pid: Some(p), .. } if *p == winner),
-                "starter {pid} was refused with {decision:?}, not a conflict naming the winner {winner}"
+                (*holder == winner && winner.is_some()) || (named_old && !after_exit),
+                "starter {pid} was refused naming {holder:?}, not the winner {winner:?}"
             );
         }
     }
-    let writers = machine.writers();
-    let expected_writers: Vec<u32> = match leftover {
-        Leftover::NoFile => vec![winner],
-        _ => vec![old_pid, winner],
+    let mut expected_writers: Vec<u32> = match leftover {
+        Leftover::NoFile => vec![],
+        _ => vec![old_pid],
     };
+    expected_writers.extend(winner);
+    let writers = machine.writers();
     ensure!(
         writers == expected_writers,
         "PID file writers {writers:?}, expected {expected_writers:?}"
     );
+    let content = machine.content(HUB_PORT);
     ensure!(
-        matches!(machine.content(), PidFileContent::Record(r) if r.pid == winner),
-        "the file does not hold the winner's record: {:?}",
-        machine.content()
+        match winner {
+            Some(winner) => matches!(&content, PidFileContent::Record(r) if r.pid == winner),
+            None => content == PidFileContent::Absent,
+        },
+        "the file does not hold the winner's ({winner:?}) record: {content:?}"
     );
-    trace.record("result", format!("winner {winner}: {decision:?}"));
-    Ok(sim.elapsed())
+    Ok(())
 }

@@ -1,11 +1,19 @@
-//! Scenario: `restart_service` under load.
+//! Scenario: `restart_service` under load, through the daemon's own serving
+//! generation.
 //!
-//! The hub host claims the PID file (simulated machine, pure lifecycle),
-//! serves, and on the driver's request restarts the service the way the
-//! recovery manager does: `ServingHandle::shutdown` (every transport closed,
-//! counters corrected, listener released) then a new serving generation on
-//! the same simulated address, all while a hook sends events and dashboards
-//! read them. Invariants, over every seed:
+//! The hub host claims the PID file (the daemon's claim on the simulated
+//! machine) and serves the hub with the daemon's `serving::Serving` over
+//! turmoil's listener (`net::SimListen`), handing it every request and due
+//! retry as the runner does. The driver restarts it through its
+//! `ServingControl`, as the recovery actions do, while a hook sends events
+//! and dashboards read them. Sometimes a squatter on the hub host takes the
+//! port in the window between the stop and the rebind: for less than the
+//! rebind schedule (the restart succeeds), or for longer (the restart fails
+//! and a rebind retry serves again). Invariants, over every seed:
+//! - a restart succeeds unless the port stayed taken past the rebind
+//!   schedule; then it fails with a rebind error and a retry serves again
+//!   (the restart count grows by one per restart, nothing stays drained, the
+//!   daemon is never emergency-stopped);
 //! - after each restart the listener serves again and every client
 //!   reconnects: `clients_connected` returns to exactly the number of
 //!   clients and stays there;
@@ -22,10 +30,14 @@
 //! between its first and its last, once, in order: none lost across the
 //! restarts.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rand::Rng;
+use warden::daemon::serve::serving::{
+    self, Listen, RestartError, RetrySchedule, Services, Serving, ServingControl, ServingSettings,
+};
 use warden::pidfile::PidFileContent;
 use warden::probe::ProcessSnapshot;
 use warden::time::WallTime;
@@ -35,7 +47,8 @@ use crate::actors::{
 };
 use crate::clock::{SIM_EPOCH_MS, SimClock};
 use crate::ensure;
-use crate::hub::{HUB_HOST, HUB_PORT, serve_on, serve_on_retrying, sim_hub, sim_settings};
+use crate::hub::{HUB_HOST, HUB_PORT, sim_hub, sim_settings};
+use crate::net::{SimListen, SimListener};
 use crate::pid::{SimMachine, StartLatency, StartOutcome, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
@@ -43,13 +56,75 @@ use crate::trace::Trace;
 const POLL: Duration = Duration::from_millis(50);
 const HUB_PID: u32 = 4242;
 
-/// Restart requests and completions, shared by the driver and the hub host.
+/// What the driver and the hub host share.
 #[derive(Debug, Default)]
-struct Restarts {
-    requested: u32,
-    done: u32,
+struct Shared {
+    /// How long the squatter holds the port in the next restart's window.
+    squat: Option<Duration>,
     /// Set by the hub host when something it must guarantee did not hold.
     violation: Option<String>,
+}
+
+/// Who takes the port while a restart has released it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Squat {
+    /// Nobody: the first bind succeeds.
+    None,
+    /// For less than the rebind schedule's window: the restart succeeds.
+    Short(Duration),
+    /// For longer: the restart fails, a rebind retry serves again.
+    Long(Duration),
+}
+
+impl Squat {
+    fn draw(rng: &mut impl Rng) -> Squat {
+        match rng.random_range(0..3) {
+            0 => Squat::None,
+            1 => Squat::Short(Duration::from_millis(rng.random_range(100..=1_500))),
+            _ => Squat::Long(Duration::from_millis(rng.random_range(2_500..=5_000))),
+        }
+    }
+
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Squat::None => None,
+            Squat::Short(d) | Squat::Long(d) => Some(d),
+        }
+    }
+}
+
+/// The serving settings of the simulated daemon: the binary's, with a
+/// window between releasing the socket and binding again (the test hook
+/// `WARDEN_TEST_REBIND_PAUSE_MS`) for the squatter, and ten retries a
+/// second apart. The rebind schedule's 40 binds 50 ms apart (about 2 s) stay
+/// the binary's: a short squat ends within it, a long one after it.
+fn serving_settings() -> ServingSettings {
+    ServingSettings {
+        rebind_pause: Duration::from_millis(100),
+        retries: RetrySchedule::new(10, Duration::from_secs(1)),
+        ..ServingSettings::default()
+    }
+}
+
+/// On the hub host: while a squat is pending and serving is drained, binds
+/// the port as soon as the old generation let it go and holds it.
+async fn squatter(control: ServingControl, shared: Arc<Mutex<Shared>>, trace: Trace) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if !control.is_draining() {
+            continue;
+        }
+        let Some(hold) = shared.lock().unwrap_or_else(PoisonError::into_inner).squat else {
+            continue;
+        };
+        if let Ok(listener) = SimListener::bind(HUB_PORT).await {
+            shared.lock().unwrap_or_else(PoisonError::into_inner).squat = None;
+            trace.record("squatter", format!("took the port for {hold:?}"));
+            tokio::time::sleep(hold).await;
+            drop(listener);
+            trace.record("squatter", "let the port go");
+        }
+    }
 }
 
 /// One run of the scenario for `seed`; returns the simulated time covered.
@@ -70,9 +145,10 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
     let pauses_ms: Vec<u64> = (0..restarts)
         .map(|_| rng.random_range(100..=3_000))
         .collect();
+    let squats: Vec<Squat> = (0..restarts).map(|_| Squat::draw(&mut rng)).collect();
     trace.record(
         "setup",
-        format!("dashboards={dashboards} restarts={restarts} pauses_ms={pauses_ms:?} hook_gap={hook_gap:?}"),
+        format!("dashboards={dashboards} restarts={restarts} pauses_ms={pauses_ms:?} squats={squats:?} hook_gap={hook_gap:?}"),
     );
 
     let mut sim = sim_builder(seed, Duration::from_secs(600)).build();
@@ -99,24 +175,33 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
         WallTime::from_millis(SIM_EPOCH_MS),
     );
     machine.run_process(me.clone());
-    let restarts_state = Arc::new(Mutex::new(Restarts::default()));
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (control, requests) = serving::channel();
+    let requests = Arc::new(Mutex::new(Some(requests)));
 
     {
         let hub = hub.clone();
         let machine = machine.clone();
         let clock = clock.clone();
-        let state = Arc::clone(&restarts_state);
+        let shared = Arc::clone(&shared);
+        let control = control.clone();
         let trace = trace.clone();
         sim.host(HUB_HOST, move || {
-            let (hub, machine, clock, state, trace, me) = (
+            let (hub, machine, clock, shared, control, trace, me) = (
                 hub.clone(),
                 machine.clone(),
                 clock.clone(),
-                Arc::clone(&state),
+                Arc::clone(&shared),
+                control.clone(),
                 trace.clone(),
                 me.clone(),
             );
+            let requests = requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             async move {
+                let requests = requests.ok_or("the hub host booted twice")?;
                 let latency = StartLatency {
                     before_open: Duration::ZERO,
                     open_to_lock: Duration::from_millis(1),
@@ -125,51 +210,42 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
                 };
                 let guard = match start_daemon(&machine, &me, HUB_PORT, &clock, latency).await? {
                     StartOutcome::Claimed(claimed) => claimed.guard,
-                    StartOutcome::Refused { decision } => {
-                        return Err(
-                            format!("the hub could not claim its PID file: {decision:?}").into(),
-                        );
+                    StartOutcome::Refused { holder } => {
+                        return Err(format!(
+                            "the hub could not claim its PID file: held by {holder:?}"
+                        )
+                        .into());
                     }
                 };
-                let record = machine.content();
                 trace.record("hub", "claimed the PID file");
-                let mut serving = serve_on(&hub, HUB_PORT).await?;
-                let mut done = 0;
+                let addr = SocketAddr::from(([0, 0, 0, 0], HUB_PORT));
+                let listener = SimListen.bind(addr).await?;
+                let mut serving = Serving::start_on(
+                    SimListen,
+                    hub,
+                    listener,
+                    addr,
+                    Services::basic(),
+                    serving_settings(),
+                    requests,
+                )?;
+                tokio::spawn(squatter(control, Arc::clone(&shared), trace.clone()));
+                // The runner's loop: hand every request and due retry to
+                // the serving generation.
                 loop {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    let requested = state
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .requested;
-                    if requested == done {
-                        continue;
+                    let event = serving.next_event().await;
+                    if let Some(reason) = serving.handle(event).await {
+                        trace.record("hub", format!("emergency stop: {reason}"));
+                        shared
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .violation = Some(format!(
+                            "the serving generation stopped the daemon: {reason}"
+                        ));
+                        serving.shutdown().await;
+                        // The daemon would exit; it holds its claim until then.
+                        std::future::pending::<()>().await;
                     }
-                    let report = serving.shutdown(Duration::from_secs(5)).await?;
-                    serving = serve_on_retrying(
-                        &hub,
-                        HUB_PORT,
-                        Duration::from_millis(10),
-                        Duration::from_secs(5),
-                    )
-                    .await?;
-                    done += 1;
-                    trace.record(
-                        "hub",
-                        format!(
-                            "restart #{done}: clients_closed={} forced={}",
-                            report.clients_closed, report.forced
-                        ),
-                    );
-                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    if machine.content() != record {
-                        state.violation = Some(format!("restart #{done} changed the PID record"));
-                    }
-                    if !machine.is_locked() {
-                        state.violation = Some(format!("restart #{done} released the PID lock"));
-                    }
-                    state.done = done;
-                    drop(state);
-                    // The guard lives as long as the daemon.
                     let _ = &guard;
                 }
             }
@@ -222,7 +298,7 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
         let hook = hook.clone();
         let stop = stop.clone();
         let trace = trace.clone();
-        let state = Arc::clone(&restarts_state);
+        let shared = Arc::clone(&shared);
         let machine = machine.clone();
         let total = dashboards as u64 + 1;
         async move {
@@ -234,24 +310,46 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
             };
             let ok = poll_until(POLL, Duration::from_secs(30), everyone).await;
             ensure!(ok, "not every client connected at start");
-            let record = machine.content();
+            let record = machine.content(HUB_PORT);
             ensure!(
                 matches!(&record, PidFileContent::Record(r) if r.pid == HUB_PID),
                 "the hub's PID record is missing: {record:?}"
             );
 
-            for (n, pause_ms) in pauses_ms.iter().enumerate() {
+            for (n, (pause_ms, squat)) in pauses_ms.iter().zip(&squats).enumerate() {
                 tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
-                state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .requested += 1;
+                shared.lock().unwrap_or_else(PoisonError::into_inner).squat = squat.duration();
                 trace.record("driver", format!("restart_service #{}", n + 1));
+                let result = control.restart_service().await;
+                trace.record("driver", format!("restart #{}: {result:?}", n + 1));
+                match (squat, &result) {
+                    (Squat::None | Squat::Short(_), Ok(_)) => {}
+                    (Squat::Long(_), Err(RestartError::Rebind { .. })) => {}
+                    _ => {
+                        return Err(format!(
+                            "restart #{} with squat {squat:?} ended {result:?}",
+                            n + 1
+                        )
+                        .into());
+                    }
+                }
+                // A failed restart serves again on a rebind retry.
                 let ok = poll_until(POLL, Duration::from_secs(30), || {
-                    state.lock().unwrap_or_else(PoisonError::into_inner).done as usize == n + 1
+                    control.restarts() == n as u64 + 1 && !control.is_draining()
                 })
                 .await;
-                ensure!(ok, "restart #{} did not complete", n + 1);
+                ensure!(
+                    ok,
+                    "restart #{} never served again (restarts={}, draining={})",
+                    n + 1,
+                    control.restarts(),
+                    control.is_draining()
+                );
+                ensure!(
+                    machine.content(HUB_PORT) == record && machine.is_locked(),
+                    "restart #{} changed the PID record or released its lock",
+                    n + 1
+                );
                 let ok = poll_stable(
                     POLL,
                     Duration::from_secs(3),
@@ -318,13 +416,16 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
                 end.events_processed
             );
             ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
-            ensure!(machine.content() == record, "the PID record changed");
+            ensure!(
+                machine.content(HUB_PORT) == record,
+                "the PID record changed"
+            );
             ensure!(
                 machine.writers() == vec![HUB_PID],
                 "PID file writers: {:?}",
                 machine.writers()
             );
-            let violation = state
+            let violation = shared
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .violation

@@ -19,13 +19,24 @@
 //! Dropping it without [`PidGuard::release`] keeps the file (as a crash
 //! would); the next start classifies it stale. This module does not decide
 //! anything itself and does not log: callers log the returned stale reason.
+//!
+//! Everything the claim needs from the machine (files, inodes, locks, the
+//! clocks, this process's pid, who listens on a port) goes through
+//! [`PidHost`]: [`OsHost`] is the machine the binary runs on, and the
+//! simulation (`sim/src/pid.rs`) drives the same [`claim_with`] over an
+//! in-memory file system with simulated processes and simulated time. The
+//! claim is `async` only so that a simulated host can let time pass between
+//! its steps; [`OsHost`] never suspends and the synchronous entry points run
+//! it to completion on the calling thread.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::daemon::os::settings::check_state_dir;
 use crate::pidfile::{
@@ -109,6 +120,227 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Pid
     }
 }
 
+/// What [`claim_with`] and the [`PidGuard`] need from the machine: the PID
+/// file's inode and lock, the clocks and this process's identity. The
+/// methods that return futures are the points where a simulated host lets
+/// time pass (and other processes run); [`OsHost`]'s never suspend.
+pub trait PidHost: Clone + std::fmt::Debug {
+    /// An open descriptor of the PID file. Its lock (`flock`: one per open
+    /// file, shared with its duplicates) goes when the last copy is dropped.
+    type File: std::fmt::Debug;
+
+    /// This process's pid.
+    fn pid(&self) -> u32;
+    /// The wall clock: the record's start time and the claim's `now`.
+    fn wall_now(&self) -> WallTime;
+    /// A monotonic reading (from any origin), for the busy-lock wait.
+    fn monotonic(&self) -> Duration;
+    /// Waits `duration` (between two looks at a busy lock).
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+    /// Creates the state directory (0700) and checks it can be trusted.
+    fn ensure_dir(&self, dir: &Path) -> Result<(), PidFileError>;
+    /// Creates `path` (mode 0600), failing with `AlreadyExists` if it is
+    /// there; never follows a link.
+    fn create_new(&self, path: &Path) -> impl Future<Output = io::Result<Self::File>>;
+    /// Opens the existing `path` read-write without truncating or
+    /// following a link (`NotFound` when it vanished).
+    fn open_existing(&self, path: &Path) -> io::Result<Self::File>;
+    /// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when this descriptor now holds
+    /// the lock, `Ok(false)` when another does.
+    fn try_lock(&self, file: &Self::File) -> impl Future<Output = io::Result<bool>>;
+    /// Lets the lock go (it goes with the last descriptor anyway).
+    fn unlock(&self, file: &Self::File) -> io::Result<()>;
+    /// The open file's identity and kind.
+    fn stat(&self, file: &Self::File) -> io::Result<FileFacts>;
+    /// `(dev, ino)` of what `path` names now, without following a link;
+    /// `None` when nothing is there.
+    fn stat_path(&self, path: &Path) -> io::Result<Option<(u64, u64)>>;
+    /// Reads from `offset` into `buf` (0 at the end of the file).
+    fn read_at(&self, file: &Self::File, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Replaces the file's content with `bytes` in place (mode 0600,
+    /// truncate, write), under the lock.
+    fn write_all(&self, file: &Self::File, bytes: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Makes the file's content durable.
+    fn sync(&self, file: &Self::File) -> io::Result<()>;
+    /// Makes a new directory entry durable (best effort).
+    fn sync_dir(&self, dir: &Path);
+    /// A second descriptor of the same open file.
+    fn duplicate(&self, file: &Self::File) -> io::Result<Self::File>;
+    /// Unlinks `path`.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Whether process `pid` listens on TCP `port`; `None` when unknown.
+    fn listens_on(&self, pid: u32, port: u16) -> Option<bool>;
+    /// This program's name and arguments, for a record when the probe
+    /// could not see this process.
+    fn program(&self) -> (String, Vec<String>);
+}
+
+/// What [`PidHost::stat`] tells of an open file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileFacts {
+    pub dev: u64,
+    pub ino: u64,
+    pub is_file: bool,
+    pub modified: Option<WallTime>,
+}
+
+/// The machine the daemon runs on: the file system, `flock`, the clocks,
+/// `/proc`. What the binary claims with. Each step does its (blocking) work
+/// when called and returns a resolved future, so a claim on it runs on the
+/// calling thread, as it always did: call it from a blocking thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsHost;
+
+/// A future that is already resolved: [`OsHost`]'s steps never wait on
+/// anything but the calling thread.
+fn done<T>(value: T) -> std::future::Ready<T> {
+    std::future::ready(value)
+}
+
+impl PidHost for OsHost {
+    type File = File;
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn wall_now(&self) -> WallTime {
+        wall_of(SystemTime::now())
+    }
+
+    fn monotonic(&self) -> Duration {
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        std::thread::sleep(duration);
+        done(())
+    }
+
+    fn ensure_dir(&self, dir: &Path) -> Result<(), PidFileError> {
+        ensure_state_dir(dir)
+    }
+
+    fn create_new(&self, path: &Path) -> impl Future<Output = io::Result<File>> {
+        done(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(OPEN_FLAGS)
+                .open(path),
+        )
+    }
+
+    fn open_existing(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+    }
+
+    fn try_lock(&self, file: &File) -> impl Future<Output = io::Result<bool>> {
+        done(match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(TryLockError::WouldBlock) => Ok(false),
+            Err(TryLockError::Error(e)) => Err(e),
+        })
+    }
+
+    fn unlock(&self, file: &File) -> io::Result<()> {
+        file.unlock()
+    }
+
+    fn stat(&self, file: &File) -> io::Result<FileFacts> {
+        let meta = file.metadata()?;
+        Ok(FileFacts {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            is_file: meta.is_file(),
+            modified: meta.modified().ok().map(wall_of),
+        })
+    }
+
+    fn stat_path(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => Ok(Some((meta.dev(), meta.ino()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        file.read_at(buf, offset)
+    }
+
+    fn write_all(&self, file: &File, bytes: &[u8]) -> impl Future<Output = io::Result<()>> {
+        let write = || {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+            file.set_len(0)?;
+            file.write_all_at(bytes, 0)
+        };
+        done(write())
+    }
+
+    fn sync(&self, file: &File) -> io::Result<()> {
+        file.sync_all()
+    }
+
+    fn sync_dir(&self, dir: &Path) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+
+    fn duplicate(&self, file: &File) -> io::Result<File> {
+        file.try_clone()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn listens_on(&self, pid: u32, port: u16) -> Option<bool> {
+        crate::daemon::os::port::listens_on(pid, port)
+    }
+
+    fn program(&self) -> (String, Vec<String>) {
+        let name = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "warden".to_string());
+        (name, std::env::args().collect())
+    }
+}
+
+/// The flags of every open of the PID file: never through a link, never
+/// inherited, never blocking on a FIFO planted there.
+const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+
+/// Runs `future` to its end on this thread. [`OsHost`]'s claim never
+/// suspends, so this polls once; it parks only for a future that does.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
 /// What the caller knows about the daemon; the adapter adds the process facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PidRecordDraft {
@@ -133,8 +365,9 @@ impl PidRecordDraft {
 
 /// The claimed, locked PID file. Keep it alive as long as the daemon runs.
 #[derive(Debug)]
-pub struct PidGuard {
-    file: File,
+pub struct PidGuard<H: PidHost = OsHost> {
+    host: H,
+    file: H::File,
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -173,14 +406,14 @@ impl PidFile {
         probe: &dyn ProcessProbe,
         lock_timeout: Duration,
     ) -> Result<(PidGuard, Option<StaleReason>, PendingSync), PidFileError> {
-        claim_inner(
+        block_on(claim_with(
+            &OsHost,
             state_dir,
             port,
             draft,
             probe,
-            Durability::Later,
             lock_timeout,
-        )
+        ))
     }
 
     /// See [`read_pid_file_view`].
@@ -213,16 +446,27 @@ pub fn claim(
     draft: PidRecordDraft,
     probe: &dyn ProcessProbe,
 ) -> Result<(PidGuard, Option<StaleReason>), PidFileError> {
-    let (guard, stale, pending) = claim_inner(
-        state_dir,
-        port,
-        draft,
-        probe,
-        Durability::Now,
-        BUSY_SETTLE_INTERVAL * BUSY_SETTLE_POLLS as u32,
-    )?;
+    let claiming = Claiming::new(&OsHost, state_dir, port, probe);
+    let lock_timeout = BUSY_SETTLE_INTERVAL * BUSY_SETTLE_POLLS as u32;
+    let (guard, stale, pending) =
+        block_on(claiming.run(state_dir, draft, Durability::Now, lock_timeout))?;
     pending.run()?;
     Ok((guard, stale))
+}
+
+/// The claim of [`PidFile::claim_sync_later`] on any [`PidHost`]: what the
+/// binary runs on [`OsHost`] and the simulation on its simulated machine.
+pub async fn claim_with<H: PidHost>(
+    host: &H,
+    state_dir: &Path,
+    port: u16,
+    draft: PidRecordDraft,
+    probe: &dyn ProcessProbe,
+    lock_timeout: Duration,
+) -> Result<(PidGuard<H>, Option<StaleReason>, PendingSync<H>), PidFileError> {
+    Claiming::new(host, state_dir, port, probe)
+        .run(state_dir, draft, Durability::Later, lock_timeout)
+        .await
 }
 
 /// When a claim makes its record durable.
@@ -236,126 +480,256 @@ enum Durability {
 /// descriptor of the locked one) and, when the file was created, its
 /// directory. Empty after a claim that synced already.
 #[derive(Debug)]
-pub struct PendingSync {
-    file: Option<(File, PathBuf)>,
+pub struct PendingSync<H: PidHost = OsHost> {
+    host: H,
+    file: Option<(H::File, PathBuf)>,
     dir: Option<PathBuf>,
 }
 
-impl PendingSync {
+impl<H: PidHost> PendingSync<H> {
     /// Flushes the record to disk. Blocks on the disk: run it on a blocking
     /// thread from async code.
     pub fn run(self) -> Result<(), PidFileError> {
-        if let Some((file, path)) = self.file {
-            file.sync_all().map_err(io_err(&path, "sync"))?;
+        if let Some((file, path)) = &self.file {
+            self.host.sync(file).map_err(io_err(path, "sync"))?;
         }
-        if let Some(dir) = self.dir {
-            sync_dir(&dir);
+        if let Some(dir) = &self.dir {
+            self.host.sync_dir(dir);
         }
         Ok(())
     }
 }
 
-fn claim_inner(
-    state_dir: &Path,
+/// One claim under way: the host, the path and who claims.
+struct Claiming<'a, H: PidHost> {
+    host: &'a H,
+    probe: &'a dyn ProcessProbe,
+    path: PathBuf,
     port: u16,
-    draft: PidRecordDraft,
-    probe: &dyn ProcessProbe,
-    durability: Durability,
-    lock_timeout: Duration,
-) -> Result<(PidGuard, Option<StaleReason>, PendingSync), PidFileError> {
-    ensure_state_dir(state_dir)?;
-    let path = pid_file_path(state_dir, port);
-    let me = std::process::id();
-    let own = match probe.probe(me) {
-        ProbeOutcome::Found(s) => Some(s),
-        _ => None,
-    };
-    for _ in 0..OPEN_ATTEMPTS {
-        let Some((file, created)) = open_pid_file(&path)? else {
-            continue;
+    me: u32,
+    /// This process as the probe sees it (`None` when it cannot).
+    own: Option<ProcessSnapshot>,
+}
+
+/// A PID file opened and locked (or found busy) at a path that still names it.
+struct Opened<F> {
+    file: F,
+    created: bool,
+    dev: u64,
+    ino: u64,
+}
+
+impl<'a, H: PidHost> Claiming<'a, H> {
+    fn new(host: &'a H, state_dir: &Path, port: u16, probe: &'a dyn ProcessProbe) -> Self {
+        let me = host.pid();
+        let own = match probe.probe(me) {
+            ProbeOutcome::Found(s) => Some(s),
+            _ => None,
         };
-        let lock = match file.try_lock() {
-            Ok(()) => LockObservation::Acquired,
-            Err(TryLockError::WouldBlock) => LockObservation::Busy,
-            Err(TryLockError::Error(e)) => return Err(io_err(&path, "lock")(e)),
-        };
-        let Some((dev, ino)) = locked_inode_still_at_path(&file, &path)? else {
-            continue; // unlinked or replaced between open and lock: open again
-        };
-        let mut lifecycle = Lifecycle::new();
-        let mut facts = match lock {
-            LockObservation::Acquired => {
-                observe(&file, &path, created, lock, me, own.as_ref(), probe)?
-            }
-            LockObservation::Busy => {
-                let waiting = (me, own.as_ref(), lock_timeout);
-                match settle_busy(&file, &path, waiting, probe)? {
-                    Some(facts) => facts,
-                    None => continue, // the file was replaced while we waited
-                }
-            }
-        };
-        if facts.lock == LockObservation::Acquired {
-            facts.recorded_listening = recorded_listening(&facts, port);
+        Claiming {
+            host,
+            probe,
+            path: pid_file_path(state_dir, port),
+            port,
+            me,
+            own,
         }
-        let lock = facts.lock;
-        let serves_port = lock == LockObservation::Acquired
-            && facts.recorded_listening.is_some_and(|l| l.listening);
-        let decision = lifecycle.claim(facts);
-        match decision {
-            ClaimDecision::Conflict {
-                pid,
-                holder,
-                process,
-            } => {
-                return Err(PidFileError::Conflict {
-                    path,
-                    port,
+    }
+
+    async fn run(
+        self,
+        state_dir: &Path,
+        draft: PidRecordDraft,
+        durability: Durability,
+        lock_timeout: Duration,
+    ) -> Result<(PidGuard<H>, Option<StaleReason>, PendingSync<H>), PidFileError> {
+        self.host.ensure_dir(state_dir)?;
+        for _ in 0..OPEN_ATTEMPTS {
+            let Some((opened, lock)) = self.open_and_lock().await? else {
+                continue; // vanished, or replaced between open and lock
+            };
+            let mut facts = match lock {
+                LockObservation::Acquired => self.observe(&opened.file, opened.created, lock)?,
+                LockObservation::Busy => {
+                    match self.settle_busy(&opened.file, lock_timeout).await? {
+                        Some(facts) => facts,
+                        None => continue, // the file was replaced while we waited
+                    }
+                }
+            };
+            if facts.lock == LockObservation::Acquired {
+                facts.recorded_listening = recorded_listening_on(self.host, &facts, self.port);
+            }
+            let lock = facts.lock;
+            let serves_port = lock == LockObservation::Acquired
+                && facts.recorded_listening.is_some_and(|l| l.listening);
+            let mut lifecycle = Lifecycle::new();
+            let decision = lifecycle.claim(facts);
+            return match decision {
+                ClaimDecision::Conflict {
+                    pid,
+                    holder,
+                    process,
+                } => Err(PidFileError::Conflict {
+                    path: self.path,
+                    port: self.port,
                     pid,
                     record: holder,
                     process,
                     serves_port,
-                });
-            }
-            ClaimDecision::Free | ClaimDecision::Ours | ClaimDecision::Stale(_) => {
-                // Invariant of the lifecycle: only the lock holder wins.
-                debug_assert_eq!(lock, LockObservation::Acquired);
-                let record = build_record(&draft, port, me, own.as_ref());
-                write_record(&file, &path, &record)?;
-                let dir = created.then(|| state_dir.to_path_buf());
-                let pending = match durability {
-                    Durability::Now => {
-                        file.sync_all().map_err(io_err(&path, "sync"))?;
-                        PendingSync { file: None, dir }
-                    }
-                    Durability::Later => PendingSync {
-                        file: Some((
-                            file.try_clone().map_err(io_err(&path, "duplicate"))?,
-                            path.clone(),
-                        )),
-                        dir,
-                    },
-                };
-                let stale = decision.stale_reason().cloned();
-                return Ok((
-                    PidGuard {
-                        file,
-                        path,
-                        dev,
-                        ino,
-                        record,
-                        lifecycle: Mutex::new(lifecycle),
-                    },
-                    stale,
-                    pending,
-                ));
-            }
+                }),
+                ClaimDecision::Free | ClaimDecision::Ours | ClaimDecision::Stale(_) => {
+                    // Invariant of the lifecycle: only the lock holder wins.
+                    debug_assert_eq!(lock, LockObservation::Acquired);
+                    let stale = decision.stale_reason().cloned();
+                    let dir = opened.created.then(|| state_dir.to_path_buf());
+                    let (guard, pending) =
+                        self.win(opened, draft, lifecycle, durability, dir).await?;
+                    Ok((guard, stale, pending))
+                }
+            };
+        }
+        Err(PidFileError::Unstable {
+            path: self.path,
+            attempts: OPEN_ATTEMPTS,
+        })
+    }
+
+    /// Opens the file and tries its lock. `None` when the file vanished
+    /// before it could be opened, or when the path stopped naming the inode
+    /// between the open and the lock (an exiting instance unlinked it): the
+    /// lock taken is then on a file nobody else will ever open.
+    async fn open_and_lock(
+        &self,
+    ) -> Result<Option<(Opened<H::File>, LockObservation)>, PidFileError> {
+        let Some((file, created)) = open_pid_file(self.host, &self.path).await? else {
+            return Ok(None);
+        };
+        let lock = self.try_lock(&file).await?;
+        let Some((dev, ino)) = locked_inode_still_at_path(self.host, &file, &self.path)? else {
+            return Ok(None);
+        };
+        let opened = Opened {
+            file,
+            created,
+            dev,
+            ino,
+        };
+        Ok(Some((opened, lock)))
+    }
+
+    async fn try_lock(&self, file: &H::File) -> Result<LockObservation, PidFileError> {
+        match self.host.try_lock(file).await {
+            Ok(true) => Ok(LockObservation::Acquired),
+            Ok(false) => Ok(LockObservation::Busy),
+            Err(e) => Err(io_err(&self.path, "lock")(e)),
         }
     }
-    Err(PidFileError::Unstable {
-        path,
-        attempts: OPEN_ATTEMPTS,
-    })
+
+    /// Writes this process's record into the locked file it won.
+    async fn win(
+        self,
+        opened: Opened<H::File>,
+        draft: PidRecordDraft,
+        lifecycle: Lifecycle,
+        durability: Durability,
+        dir: Option<PathBuf>,
+    ) -> Result<(PidGuard<H>, PendingSync<H>), PidFileError> {
+        let (host, path) = (self.host, self.path);
+        let record = build_record(host, &draft, self.port, self.me, self.own.as_ref());
+        host.write_all(&opened.file, record.to_json_pretty().as_bytes())
+            .await
+            .map_err(io_err(&path, "write"))?;
+        let file = match durability {
+            Durability::Now => {
+                host.sync(&opened.file).map_err(io_err(&path, "sync"))?;
+                None
+            }
+            Durability::Later => Some((
+                host.duplicate(&opened.file)
+                    .map_err(io_err(&path, "duplicate"))?,
+                path.clone(),
+            )),
+        };
+        let pending = PendingSync {
+            host: host.clone(),
+            file,
+            dir,
+        };
+        let guard = PidGuard {
+            host: host.clone(),
+            file: opened.file,
+            path,
+            dev: opened.dev,
+            ino: opened.ino,
+            record,
+            lifecycle: Mutex::new(lifecycle),
+        };
+        Ok((guard, pending))
+    }
+
+    fn observe(
+        &self,
+        file: &H::File,
+        created: bool,
+        lock: LockObservation,
+    ) -> Result<ClaimFacts, PidFileError> {
+        let bytes = read_content(self.host, file, &self.path)?;
+        let content = if created && bytes.is_empty() {
+            PidFileContent::Absent
+        } else {
+            parse_pid_file(&bytes)
+        };
+        let recorded_process = content
+            .pid()
+            .filter(|pid| *pid != self.me)
+            .map(|pid| self.probe.probe(pid));
+        let file_modified = self.host.stat(file).ok().and_then(|f| f.modified);
+        Ok(ClaimFacts {
+            lock,
+            content,
+            recorded_process,
+            file_modified,
+            // Looked up by the caller, only where it can decide (see below).
+            recorded_listening: None,
+            me: Claimant {
+                pid: self.me,
+                process_start_time: self.own.as_ref().map(|s| s.start_time),
+            },
+            now: self.host.wall_now(),
+        })
+    }
+
+    /// The lock is busy. If the file names a live process, that is the
+    /// holder. Otherwise the holder is a winner that has not written yet,
+    /// someone peeking at the lock, or an instance on its way out: wait up
+    /// to `lock_timeout` (polling every [`BUSY_SETTLE_INTERVAL`]) for the
+    /// lock to free or the file to name its holder. `None` when the path
+    /// stopped naming this inode.
+    async fn settle_busy(
+        &self,
+        file: &H::File,
+        lock_timeout: Duration,
+    ) -> Result<Option<ClaimFacts>, PidFileError> {
+        let mut lock = LockObservation::Busy;
+        let mut facts = self.observe(file, false, lock)?;
+        let deadline = self.host.monotonic() + lock_timeout;
+        loop {
+            if lock == LockObservation::Acquired
+                || names_live_holder(&facts)
+                || self.host.monotonic() >= deadline
+            {
+                break;
+            }
+            self.host.sleep(BUSY_SETTLE_INTERVAL).await;
+            lock = self.try_lock(file).await?;
+            if locked_inode_still_at_path(self.host, file, &self.path)?.is_none() {
+                return Ok(None);
+            }
+            facts = self.observe(file, false, lock)?;
+        }
+        Ok(Some(facts))
+    }
 }
 
 /// Reads the PID file of `port` without claiming it, for `warden status` and
@@ -409,7 +783,7 @@ pub fn read_pid_file_view(
     if !meta.is_file() {
         return Err(PidFileError::NotRegularFile { path });
     }
-    let content = parse_pid_file(&read_content(&file, &path)?);
+    let content = parse_pid_file(&read_content(&OsHost, &file, &path)?);
     let holders = match flock_holders_from_proc_locks(meta.dev(), meta.ino()) {
         Some(pids) => LockHolders::Known(pids),
         None => LockHolders::Unknown,
@@ -434,7 +808,7 @@ pub fn read_pid_file_view(
     }))
 }
 
-impl PidGuard {
+impl<H: PidHost> PidGuard<H> {
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -447,7 +821,7 @@ impl PidGuard {
     /// The Postgres recheck, for the health loop: the path must still name
     /// the inode we locked. Once lost, always lost.
     pub fn verify(&self) -> Result<(), PidFileError> {
-        let still = locked_inode_still_at_path(&self.file, &self.path)?.is_some();
+        let still = locked_inode_still_at_path(&self.host, &self.file, &self.path)?.is_some();
         match self.lifecycle().recheck(still) {
             RecheckOutcome::StillHeld => Ok(()),
             RecheckOutcome::Lost | RecheckOutcome::NotHeld => Err(PidFileError::Lost {
@@ -460,11 +834,12 @@ impl PidGuard {
     /// then lets the lock go. Idempotent. Returns whether the file was removed.
     pub fn release(&self) -> Result<bool, PidFileError> {
         let mut lifecycle = self.lifecycle();
-        let still_ours = locked_inode_still_at_path(&self.file, &self.path)?.is_some()
-            && parse_pid_file(&read_content(&self.file, &self.path)?).pid()
+        let host = &self.host;
+        let still_ours = locked_inode_still_at_path(host, &self.file, &self.path)?.is_some()
+            && parse_pid_file(&read_content(host, &self.file, &self.path)?).pid()
                 == Some(self.record.pid);
         let removed = match lifecycle.release(still_ours) {
-            ReleaseAction::RemoveFile => match std::fs::remove_file(&self.path) {
+            ReleaseAction::RemoveFile => match host.remove(&self.path) {
                 Ok(()) => true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                 Err(e) => return Err(io_err(&self.path, "remove")(e)),
@@ -473,7 +848,7 @@ impl PidGuard {
         };
         // The lock goes with the descriptor anyway; unlocking now lets the
         // next instance start before this process has fully exited.
-        let _ = self.file.unlock();
+        let _ = host.unlock(&self.file);
         Ok(removed)
     }
 
@@ -516,34 +891,20 @@ fn map_open_error(path: &Path, e: io::Error) -> PidFileError {
 
 /// Opens (creating if absent, mode 0600) without following links or
 /// truncating. `Ok(None)` when the file vanished between two attempts.
-fn open_pid_file(path: &Path) -> Result<Option<(File, bool)>, PidFileError> {
-    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
-    let created = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(flags)
-        .open(path);
-    let (file, created) = match created {
+async fn open_pid_file<H: PidHost>(
+    host: &H,
+    path: &Path,
+) -> Result<Option<(H::File, bool)>, PidFileError> {
+    let (file, created) = match host.create_new(path).await {
         Ok(f) => (f, true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .truncate(false)
-                .custom_flags(flags)
-                .open(path)
-            {
-                Ok(f) => (f, false),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(map_open_error(path, e)),
-            }
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match host.open_existing(path) {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(map_open_error(path, e)),
+        },
         Err(e) => return Err(map_open_error(path, e)),
     };
-    let meta = file.metadata().map_err(io_err(path, "stat"))?;
-    if !meta.is_file() {
+    if !host.stat(&file).map_err(io_err(path, "stat"))?.is_file {
         return Err(PidFileError::NotRegularFile {
             path: path.to_path_buf(),
         });
@@ -552,28 +913,29 @@ fn open_pid_file(path: &Path) -> Result<Option<(File, bool)>, PidFileError> {
 }
 
 /// `Some((dev, ino))` when `path` (not followed) names the inode open as `file`.
-fn locked_inode_still_at_path(
-    file: &File,
+fn locked_inode_still_at_path<H: PidHost>(
+    host: &H,
+    file: &H::File,
     path: &Path,
 ) -> Result<Option<(u64, u64)>, PidFileError> {
-    let ours = file.metadata().map_err(io_err(path, "stat"))?;
-    match std::fs::symlink_metadata(path) {
-        Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
-            Ok(Some((ours.dev(), ours.ino())))
-        }
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path, "stat")(e)),
+    let ours = host.stat(file).map_err(io_err(path, "stat"))?;
+    match host.stat_path(path).map_err(io_err(path, "stat"))? {
+        Some(now) if now == (ours.dev, ours.ino) => Ok(Some(now)),
+        _ => Ok(None),
     }
 }
 
 /// Up to `MAX_PID_FILE_BYTES + 1` bytes from the start of the file (one more
 /// than allowed, so that an oversized file parses as corrupt).
-fn read_content(file: &File, path: &Path) -> Result<Vec<u8>, PidFileError> {
+fn read_content<H: PidHost>(
+    host: &H,
+    file: &H::File,
+    path: &Path,
+) -> Result<Vec<u8>, PidFileError> {
     let mut buf = vec![0u8; MAX_PID_FILE_BYTES + 1];
     let mut filled = 0;
     while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], filled as u64) {
+        match host.read_at(file, &mut buf[filled..], filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -588,13 +950,21 @@ fn read_content(file: &File, path: &Path) -> Result<Vec<u8>, PidFileError> {
 /// scan of /proc) only for a file that records no identity and names a live
 /// process, the one case where the lifecycle uses it.
 pub fn recorded_listening(facts: &ClaimFacts, port: u16) -> Option<PortListening> {
+    recorded_listening_on(&OsHost, facts, port)
+}
+
+fn recorded_listening_on<H: PidHost>(
+    host: &H,
+    facts: &ClaimFacts,
+    port: u16,
+) -> Option<PortListening> {
     let Some(ProbeOutcome::Found(process)) = &facts.recorded_process else {
         return None;
     };
     if process.status.has_exited() || !identity_unrecorded(&facts.content) {
         return None;
     }
-    crate::daemon::os::port::listens_on(process.pid, port)
+    host.listens_on(process.pid, port)
         .map(|listening| PortListening { port, listening })
 }
 
@@ -627,90 +997,24 @@ fn wall_of(t: SystemTime) -> WallTime {
     WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
-fn observe(
-    file: &File,
-    path: &Path,
-    created: bool,
-    lock: LockObservation,
-    me: u32,
-    own: Option<&ProcessSnapshot>,
-    probe: &dyn ProcessProbe,
-) -> Result<ClaimFacts, PidFileError> {
-    let bytes = read_content(file, path)?;
-    let content = if created && bytes.is_empty() {
-        PidFileContent::Absent
-    } else {
-        parse_pid_file(&bytes)
-    };
-    let recorded_process = content
-        .pid()
-        .filter(|pid| *pid != me)
-        .map(|pid| probe.probe(pid));
-    let file_modified = file.metadata().and_then(|m| m.modified()).ok().map(wall_of);
-    Ok(ClaimFacts {
-        lock,
-        content,
-        recorded_process,
-        file_modified,
-        // Looked up by the caller, only where it can decide (see below).
-        recorded_listening: None,
-        me: Claimant {
-            pid: me,
-            process_start_time: own.map(|s| s.start_time),
-        },
-        now: wall_of(SystemTime::now()),
-    })
-}
-
-/// The lock is busy. If the file names a live process, that is the holder.
-/// Otherwise the holder is a winner that has not written yet, someone
-/// peeking at the lock, or an instance on its way out: wait up to
-/// `lock_timeout` (polling every [`BUSY_SETTLE_INTERVAL`]) for the lock to
-/// free or the file to name its holder. `None` when the path stopped naming
-/// this inode.
-fn settle_busy(
-    file: &File,
-    path: &Path,
-    (me, own, lock_timeout): (u32, Option<&ProcessSnapshot>, Duration),
-    probe: &dyn ProcessProbe,
-) -> Result<Option<ClaimFacts>, PidFileError> {
-    let mut lock = LockObservation::Busy;
-    let mut facts = observe(file, path, false, lock, me, own, probe)?;
-    let deadline = std::time::Instant::now() + lock_timeout;
-    loop {
-        if lock == LockObservation::Acquired
-            || names_live_holder(&facts)
-            || std::time::Instant::now() >= deadline
-        {
-            break;
-        }
-        std::thread::sleep(BUSY_SETTLE_INTERVAL);
-        lock = match file.try_lock() {
-            Ok(()) => LockObservation::Acquired,
-            Err(TryLockError::WouldBlock) => LockObservation::Busy,
-            Err(TryLockError::Error(e)) => return Err(io_err(path, "lock")(e)),
-        };
-        if locked_inode_still_at_path(file, path)?.is_none() {
-            return Ok(None);
-        }
-        facts = observe(file, path, false, lock, me, own, probe)?;
-    }
-    Ok(Some(facts))
-}
-
-fn build_record(
+fn build_record<H: PidHost>(
+    host: &H,
     draft: &PidRecordDraft,
     port: u16,
     me: u32,
     own: Option<&ProcessSnapshot>,
 ) -> PidRecord {
+    let (program, args) = match own {
+        Some(s) if !s.cmdline.is_empty() => (None, s.cmdline.clone()),
+        _ => {
+            let (name, args) = host.program();
+            (Some(name), args)
+        }
+    };
     let process_info = match own {
         Some(s) => ProcessInfo::from_snapshot(s),
         None => ProcessInfo {
-            name: std::env::current_exe()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "warden".to_string()),
+            name: program.unwrap_or_else(|| "warden".to_string()),
             status: ProcessStatus::Running,
             cpu_percent: 0.0,
             memory_mb: 0.0,
@@ -721,32 +1025,13 @@ fn build_record(
         server_id: draft.server_id.clone(),
         port,
         host: draft.host.clone(),
-        start_time: wall_of(SystemTime::now()),
+        start_time: host.wall_now(),
         process_start_time: own.map(|s| s.start_time),
         version: draft.version.clone(),
         process_info,
         lock_acquired: true,
         created_by: draft.created_by.clone(),
-        cmdline: match own {
-            Some(s) if !s.cmdline.is_empty() => s.cmdline.clone(),
-            _ => std::env::args().collect(),
-        },
-    }
-}
-
-/// Truncate and write in place, under the lock (the caller fsyncs).
-fn write_record(file: &File, path: &Path, record: &PidRecord) -> Result<(), PidFileError> {
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err(path, "set permissions of"))?;
-    file.set_len(0).map_err(io_err(path, "truncate"))?;
-    file.write_all_at(record.to_json_pretty().as_bytes(), 0)
-        .map_err(io_err(path, "write"))
-}
-
-/// Best effort: make the new directory entry durable.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+        cmdline: args,
     }
 }
 

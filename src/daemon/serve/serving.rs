@@ -15,9 +15,15 @@
 //! an emergency stop, so the daemon is never left without a socket for good.
 //! The PID file and its lock are not touched here (they belong to the runner).
 //!
+//! Where the listening socket comes from is the [`Listen`] seam: [`TcpListen`]
+//! binds and serves OS sockets (the binary), and the simulation's listener
+//! (`sim/src/net.rs`) binds turmoil's, so its restart scenario drives this
+//! very generation, its rebind schedule and retries included.
+//!
 //! Not here: deciding to restart (the recovery manager), process exit and
 //! the PID file (the runner), the HTTP application itself (`http`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,6 +61,43 @@ impl Services {
             health: Arc::new(|| HealthStatus::Healthy),
             extra_routes: Router::new(),
         }
+    }
+}
+
+/// How a serving generation gets a listening socket and serves on it.
+pub trait Listen {
+    /// A bound, listening socket.
+    type Listener;
+    /// Binds `addr` (the restart's rebind, once per attempt).
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = Result<Self::Listener, BindError>>;
+    /// Serves `app` for `hub` on `listener` until the handle's shutdown.
+    fn serve<A: HubAdapter>(
+        &self,
+        listener: Self::Listener,
+        app: Router,
+        hub: &Hub<A>,
+    ) -> ServingHandle;
+}
+
+/// OS sockets: [`server::bind`] and [`server::serve_tcp`] (the health lane,
+/// `TCP_NODELAY`). What the binary serves on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpListen;
+
+impl Listen for TcpListen {
+    type Listener = TcpListener;
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = Result<TcpListener, BindError>> {
+        server::bind(addr)
+    }
+
+    fn serve<A: HubAdapter>(
+        &self,
+        listener: TcpListener,
+        app: Router,
+        hub: &Hub<A>,
+    ) -> ServingHandle {
+        server::serve_tcp(listener, app, hub)
     }
 }
 
@@ -268,7 +311,8 @@ struct Retrying {
 }
 
 /// The hub served on one address (see the module doc).
-pub struct Serving<A: HubAdapter = LocalAdapter> {
+pub struct Serving<A: HubAdapter = LocalAdapter, L: Listen = TcpListen> {
+    listen: L,
     hub: Hub<A>,
     addr: SocketAddr,
     services: Services,
@@ -278,7 +322,7 @@ pub struct Serving<A: HubAdapter = LocalAdapter> {
     retrying: Option<Retrying>,
 }
 
-impl<A: HubAdapter> std::fmt::Debug for Serving<A> {
+impl<A: HubAdapter, L: Listen> std::fmt::Debug for Serving<A, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serving")
             .field("addr", &self.addr)
@@ -299,7 +343,24 @@ impl<A: HubAdapter> Serving<A> {
         settings: ServingSettings,
         requests: ServingRequests,
     ) -> Result<Self, CorsError> {
+        Serving::start_on(TcpListen, hub, listener, addr, services, settings, requests)
+    }
+}
+
+impl<A: HubAdapter, L: Listen> Serving<A, L> {
+    /// [`Serving::start`] on any [`Listen`]: `listener` was bound by
+    /// `listen` to `addr`, and restarts bind there again through it.
+    pub fn start_on(
+        listen: L,
+        hub: Hub<A>,
+        listener: L::Listener,
+        addr: SocketAddr,
+        services: Services,
+        settings: ServingSettings,
+        requests: ServingRequests,
+    ) -> Result<Self, CorsError> {
         let mut serving = Serving {
+            listen,
             hub,
             addr,
             services,
@@ -338,13 +399,13 @@ impl<A: HubAdapter> Serving<A> {
         self.handle.as_ref().is_some_and(|h| h.is_finished())
     }
 
-    fn serve(&mut self, listener: TcpListener) -> Result<(), CorsError> {
+    fn serve(&mut self, listener: L::Listener) -> Result<(), CorsError> {
         let app = http::app(
             &self.hub,
             Arc::clone(&self.services.health),
             self.services.extra_routes.clone(),
         )?;
-        self.handle = Some(server::serve_tcp(listener, app, &self.hub));
+        self.handle = Some(self.listen.serve(listener, app, &self.hub));
         self.requests.state.draining.store(false, Ordering::Release);
         Ok(())
     }
@@ -461,7 +522,7 @@ impl<A: HubAdapter> Serving<A> {
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
-            match server::bind(self.addr).await {
+            match self.listen.bind(self.addr).await {
                 Ok(listener) => {
                     self.serve(listener)?;
                     self.requests.state.restarts.fetch_add(1, Ordering::Relaxed);

@@ -29,9 +29,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::daemon::settings::check_state_dir;
 use crate::pidfile::{
-    ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
-    PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome, ReleaseAction,
-    StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
+    ClaimDecision, ClaimFacts, Claimant, Invocation, Lifecycle, LockObservation,
+    MAX_PID_FILE_BYTES, PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome,
+    ReleaseAction, StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
 };
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
@@ -116,6 +116,8 @@ pub struct PidRecordDraft {
     pub host: String,
     pub version: String,
     pub created_by: String,
+    /// How the daemon was started (for `warden restart`).
+    pub invocation: Option<Invocation>,
 }
 
 impl PidRecordDraft {
@@ -127,6 +129,7 @@ impl PidRecordDraft {
             host: host.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             created_by: "warden".to_string(),
+            invocation: None,
         }
     }
 }
@@ -731,6 +734,7 @@ fn build_record(
             Some(s) if !s.cmdline.is_empty() => s.cmdline.clone(),
             _ => std::env::args().collect(),
         },
+        invocation: draft.invocation.clone().map(Box::new),
     }
 }
 

@@ -240,7 +240,10 @@ impl<A: HubAdapter> Daemon<A> {
         let probe = Arc::new(SysinfoProbe::new());
 
         let claim_probe = Arc::clone(&probe);
-        let draft = PidRecordDraft::new(&host, port);
+        let draft = PidRecordDraft {
+            invocation: Some(effective.invocation.clone()),
+            ..PidRecordDraft::new(&host, port)
+        };
         let claim_dir = state_dir.clone();
         let validation = config.pid_validation.clone();
         let claimed = tokio::task::spawn_blocking(move || {

@@ -396,3 +396,45 @@ fn restart_says_how_it_starts_again() {
     let out = env.run(&["stop", "--timeout", "30"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// Issue 17 item 1: every failed start says what happened and the next
+/// command, repeating this invocation's target (`--port`, `--state-dir`,
+/// `--config`). The old code printed the bare error (or nothing to run).
+#[test]
+fn failed_starts_say_what_to_run_next() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let stable = |text: &str| {
+        let text = stable(&env, text).replace(&env.port.to_string(), "[PORT]");
+        // Only warden's own message, not the log lines before it.
+        let start = text
+            .find("warden: not started")
+            .unwrap_or_else(|| panic!("no short message in:\n{text}"));
+        text[start..].to_string()
+    };
+    let config = env.state_dir().join("elsewhere.json");
+    std::fs::write(&config, r#"{"server": {"prot": 1}}"#).unwrap();
+    let config_arg = config.display().to_string();
+    let out = env.run(&["start", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    snap!("start_bad_config", stable(&text(&out.stderr)));
+
+    let open = env.state_dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.run(&["start", "--state-dir", open.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(EXIT_PID_FILE));
+    snap!("start_state_dir_refused", stable(&text(&out.stderr)));
+
+    std::os::unix::fs::symlink("/dev/null", env.pid_file()).unwrap();
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_PID_FILE));
+    snap!("start_pid_file_symlink", stable(&text(&out.stderr)));
+    std::fs::remove_file(env.pid_file()).unwrap();
+
+    // TEST-NET-1 (RFC 5737): never an address of this machine.
+    let out = env.run(&["start", "--host", "192.0.2.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    snap!("start_address_not_available", stable(&text(&out.stderr)));
+    assert!(!env.pid_file().exists());
+}

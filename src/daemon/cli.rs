@@ -377,9 +377,15 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 // start
 
 fn cmd_start(args: &StartArgs) -> ExitCode {
-    let effective = match load_or_report(&request(args.host.clone(), args.port, &args.config)) {
+    let effective = match settings::load(&request(args.host.clone(), args.port, &args.config)) {
         Ok(e) => e,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("{}", start_load_failure(&e, args));
+            return match e {
+                LoadError::StateDir(_) => ExitCode::PidFile,
+                _ => ExitCode::Config,
+            };
+        }
     };
     if args.detach && !args.detached_child {
         return start_detached(args, &effective);
@@ -471,11 +477,14 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
     let guard = match logging::init(&effective.config.logging, env_debug) {
         Ok(guard) => guard,
         Err(e @ logging::LoggingError::BadFilter { .. }) => {
-            eprintln!("warden: configuration error: {e}");
+            eprintln!("warden: not started: configuration error: {e}");
             return ExitCode::Config;
         }
         Err(e) => {
-            eprintln!("warden: cannot set up logging: {e}");
+            eprintln!(
+                "warden: not started: cannot set up logging: {e}\n  the full guide: warden doctor {}",
+                target_flags(effective)
+            );
             return match e {
                 logging::LoggingError::Symlink(_) | logging::LoggingError::NotRegular(_) => {
                     ExitCode::PidFile
@@ -522,15 +531,67 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
     code
 }
 
-/// What a failed start prints: a few lines for the conflicts (what
-/// happened, who holds what, the next commands with this invocation's
-/// target; `warden doctor` has the full guide), the error itself otherwise.
+/// What a start whose configuration does not load prints: what is wrong
+/// (the error names the key or the path and the fix) and, when a file is
+/// at fault, the command that checks it again.
+pub fn start_load_failure(e: &LoadError, args: &StartArgs) -> String {
+    let mut text = match e {
+        LoadError::StateDir(_) => format!("warden: not started: {e}"),
+        _ => format!("warden: not started: configuration error: {e}"),
+    };
+    let file = args.config.config.clone().or_else(|| {
+        let dir = args.config.state_dir.as_deref()?;
+        Some(dir.join(settings::CONFIG_FILE_NAME)).filter(|f| f.is_file())
+    });
+    if let (LoadError::Invalid(_), Some(file)) = (e, file) {
+        let profile = args.config.profile.map_or_else(String::new, |p| {
+            format!(" --profile {}", Profile::from(p).as_str())
+        });
+        text.push_str(&format!(
+            "\n  after fixing it, check it: warden config check {}{profile}",
+            shell_word(&file.display().to_string())
+        ));
+    }
+    text
+}
+
+/// What a failed start prints: a few lines (what happened, who holds what,
+/// the next commands with this invocation's target, copy-paste-correct;
+/// `warden doctor` has the full guide).
 pub fn start_failure_message(e: &StartError, effective: &Effective) -> String {
+    use crate::daemon::server::BindError;
     let target = target_flags(effective);
+    let guide = format!("the full guide: warden doctor {target}");
     match e {
         StartError::DaemonConflict(conflict) => conflict.short(&target),
         StartError::PortConflict(conflict) => conflict.short(&target),
-        other => other.to_string(),
+        StartError::PidFile(PidFileError::Conflict { .. }) => {
+            format!("warden: not started: {e}\n  see it:   warden status {target}\n  {guide}")
+        }
+        StartError::PidFile(_) => format!("warden: not started: {e}\n  {guide}"),
+        StartError::Bind(BindError::PermissionDenied { addr, .. }) => format!(
+            "warden: not started: permission denied binding {addr}: ports below 1024 need \
+             privileges (CAP_NET_BIND_SERVICE, e.g. systemd's AmbientCapabilities=).\n  \
+             or start on a port above 1023: {}",
+            start_again(effective, effective.host(), 8765)
+        ),
+        StartError::Bind(
+            BindError::AddrNotAvailable { .. }
+            | BindError::Resolve { .. }
+            | BindError::NoAddress { .. },
+        ) => format!(
+            "warden: not started: {e}.\n  \
+             this machine's addresses: ip -brief address\n  \
+             start on one of them (127.0.0.1: this machine only): {}",
+            start_again(effective, "127.0.0.1", effective.port())
+        ),
+        StartError::Cors(_) => format!(
+            "warden: not started: configuration error: {e}\n  \
+             fix server.cors_allowed_origins, then check: warden config show {target}"
+        ),
+        StartError::Bind(_) | StartError::Internal(_) => {
+            format!("warden: not started: {e}\n  {guide}")
+        }
     }
 }
 
@@ -552,6 +613,20 @@ pub fn target_flags(effective: &Effective) -> String {
         ));
     }
     flags
+}
+
+/// `warden start --host H --port P ...` with the rest of this invocation's
+/// target (state directory, config file).
+fn start_again(effective: &Effective, host: &str, port: u16) -> String {
+    let target = target_flags(effective);
+    // `target_flags` begins with this invocation's `--port P`.
+    let rest = target
+        .strip_prefix(&format!("--port {} ", effective.port()))
+        .unwrap_or(&target);
+    format!(
+        "warden start --host {} --port {port} {rest}",
+        shell_word(host)
+    )
 }
 
 /// `word` quoted for a POSIX shell when it needs it.

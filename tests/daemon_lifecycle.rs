@@ -40,7 +40,13 @@ fn start_status_stop_round_trip() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["state"], "running");
     assert_eq!(status["pid"], daemon.pid());
-    assert_eq!(status["status"]["status"], "running");
+    // `/health`'s field names, flat (the old output nested
+    // `"status": {"status": ..., "uptime": ...}`).
+    assert!(status.get("status").is_none(), "{status}");
+    assert!(status["uptime_seconds"].is_u64(), "{status}");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["clients_connected"], 0);
+    assert!(status["health"].is_string(), "{status}");
 
     let out = env.run(&["health", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

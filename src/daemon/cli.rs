@@ -1127,7 +1127,11 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
                         );
                         println!("{}", located.state_dir_note());
                     }
-                    report["status"] = body;
+                    // `/health`'s names, flat (no `"status": {"status": ...}`).
+                    report["version"] = body["version"].clone();
+                    report["uptime_seconds"] = body["uptime"].clone();
+                    report["clients_connected"] = body["clients"].clone();
+                    report["health"] = body["health"].clone();
                     let token = effective.config.server.auth_token.as_deref();
                     if let Some(cluster) = cluster_section(token, &host, port) {
                         if !args.json {

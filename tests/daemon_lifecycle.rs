@@ -427,6 +427,20 @@ fn restart_reuses_the_recorded_invocation() {
     assert_eq!(invocation["profile"], "development", "{record}");
     assert_eq!(invocation["detach"], true, "{record}");
 
+    // A recorded config file that no longer parses: the restart is refused
+    // before anything is stopped.
+    std::fs::write(&config, r#"{"server": {"prot": 1}}"#).unwrap();
+    let out = run_bounded(&env, &["restart", "--timeout", "30"]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CONFIG),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.pid_record().unwrap()["pid"], second);
+    assert_eq!(env.http_get("/status").0, 200, "still serving");
+    std::fs::write(&config, "{}").unwrap();
+
     // A flag given to restart wins over the recorded one.
     let out = run_bounded(&env, &["restart", "--host", "localhost", "--timeout", "30"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

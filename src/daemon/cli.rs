@@ -978,6 +978,12 @@ fn cmd_restart(args: &RestartArgs) -> ExitCode {
     if recorded.is_some() {
         // The port the instance was found on, whatever its config says now.
         flags.port = Some(located.effective.port());
+        // Said first, so that an error about a recorded flag (a config file
+        // since removed) is understood.
+        eprintln!(
+            "restarting as recorded: {}",
+            start_command_line(&flags, located.effective.port())
+        );
     }
     // The new settings load before anything is stopped: a broken config file
     // leaves the running instance alone.
@@ -985,12 +991,6 @@ fn cmd_restart(args: &RestartArgs) -> ExitCode {
         Ok(e) => e,
         Err(code) => return code,
     };
-    if recorded.is_some() {
-        eprintln!(
-            "restarting as recorded: {}",
-            start_command_line(&flags, effective.port())
-        );
-    }
     if let Err(code) = stop_located(&located, timeout, &probe) {
         return code;
     }

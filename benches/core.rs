@@ -224,6 +224,7 @@ mod pid_record {
             lock_acquired: true,
             created_by: "warden".into(),
             cmdline: vec!["warden".into(), "start".into()],
+            invocation: None,
         }
     }
 

@@ -254,6 +254,35 @@ pub struct PidRecord {
     pub created_by: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cmdline: Vec<String>,
+    /// How the daemon was started, for `warden restart` (absent in records
+    /// of older versions and of the original server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<Box<Invocation>>,
+}
+
+/// The flags a daemon was started with, as `warden restart` needs them to
+/// start it again the same way: the flags as given (a key the flags left to
+/// the config file stays the file's, so an edited file applies), with the
+/// paths absolute. Every field is optional when read, so records of other
+/// versions stay readable.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// `--host`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `--config`, when given (an auto-loaded `<state dir>/socketio-config.json`
+    /// is found again through `state_dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<std::path::PathBuf>,
+    /// `--profile`, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The state directory the PID file is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Started with `--detach` (in the background).
+    #[serde(default)]
+    pub detach: bool,
 }
 
 impl PidRecord {

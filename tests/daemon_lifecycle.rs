@@ -40,7 +40,13 @@ fn start_status_stop_round_trip() {
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["state"], "running");
     assert_eq!(status["pid"], daemon.pid());
-    assert_eq!(status["status"]["status"], "running");
+    // `/health`'s field names, flat (the old output nested
+    // `"status": {"status": ..., "uptime": ...}`).
+    assert!(status.get("status").is_none(), "{status}");
+    assert!(status["uptime_seconds"].is_u64(), "{status}");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["clients_connected"], 0);
+    assert!(status["health"].is_string(), "{status}");
 
     let out = env.run(&["health", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -249,4 +255,202 @@ fn a_burst_of_5000_events_to_three_dashboards_loses_nothing_through_the_binary()
     assert_eq!(stats["errors"], 0, "{stats}");
     daemon.signal(libc::SIGTERM);
     assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+/// Issue 17 item 2: `status`, `health`, `reload` and `stop` pointed at
+/// another state directory find the warden serving the port (through the
+/// port's owner, verified as a warden holding its PID file's lock) and name
+/// its state directory. On the old code `status` and `health` said "not
+/// running" (exit 3) and `stop` said "nothing to stop" while it served.
+#[test]
+fn a_warden_of_another_state_dir_is_found_through_its_port() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend(["--state-dir", other.path().to_str().unwrap()]);
+        env.run(&full)
+    };
+    let state = env.state_dir().display().to_string();
+
+    let out = elsewhere(&["status"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(&format!("pid {}", daemon.pid())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "state directory {state}, found through the port's owner"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&other.path().display().to_string()),
+        "{stdout}"
+    );
+
+    let out = elsewhere(&["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["pid"], daemon.pid());
+    assert_eq!(status["state_dir"], state.as_str());
+    assert_eq!(status["looked_in"], other.path().display().to_string());
+    assert_eq!(status["log_file"], env.log_file().display().to_string());
+
+    let out = elsewhere(&["health", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&state), "{}", text(&out.stderr));
+
+    let out = elsewhere(&["stop"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "stopped warden (pid {}) on port {}, state directory {state}",
+            daemon.pid(),
+            env.port
+        )),
+        "{stderr}"
+    );
+    assert_eq!(daemon.wait_exit().code(), Some(0), "{}", daemon.stderr());
+    assert!(!env.pid_file().exists());
+    assert_eq!(
+        std::fs::read_dir(other.path()).unwrap().count(),
+        0,
+        "nothing was written in the directory the commands were pointed at"
+    );
+}
+
+/// A program that is not a warden serving the port is named by `status`
+/// and never signalled by `stop`.
+#[test]
+fn a_program_on_the_port_is_named_and_left_alone() {
+    let env = Env::new();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", env.port)).unwrap();
+    let out = env.run(&["status"]);
+    assert_eq!(out.status.code(), Some(EXIT_NOT_RUNNING));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "port {} is served by pid {}",
+            env.port,
+            std::process::id()
+        )) && stdout.contains("not a warden"),
+        "{stdout}"
+    );
+    let out = env.run(&["stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nothing to stop"));
+    drop(holder);
+}
+
+/// Runs `warden <args>` to completion within the deadline; a command that
+/// does not return (a restart that took over the terminal) fails the test.
+fn run_bounded(env: &Env, args: &[&str]) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = env
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`warden {}` did not return (it took over the terminal?); stderr:\n{}",
+                args.join(" "),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 17 item 2: a plain `restart` starts the instance again as it was
+/// started (host, config file, profile, in the background), from the
+/// invocation its PID file records; a flag given to `restart` overrides
+/// the recorded one. On the old code the plain restart ran in the
+/// foreground (the command never returned) and came back on the config's
+/// host (`localhost`) without the config file or profile.
+#[test]
+fn restart_reuses_the_recorded_invocation() {
+    let env = Env::new();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("warden.json");
+    std::fs::write(&config, "{}").unwrap();
+    let config_arg = config.display().to_string();
+    let out = run_bounded(
+        &env,
+        &[
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--config",
+            &config_arg,
+            "--profile",
+            "development",
+            "--detach",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first: u32 = text(&out.stdout).trim().parse().expect("pid on stdout");
+    let record = env.pid_record().unwrap();
+    assert_eq!(record["invocation"]["detach"], true, "{record}");
+    assert_eq!(record["invocation"]["host"], "127.0.0.1", "{record}");
+
+    let out = run_bounded(&env, &["restart", "--timeout", "30"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let second: u32 = text(&out.stdout).trim().parse().expect("pid on stdout");
+    assert_ne!(first, second);
+    assert!(
+        stderr.contains(&format!(
+            "restarting as recorded: warden start --host 127.0.0.1 --port {} --config {config_arg}",
+            env.port
+        )) && stderr.contains("--profile development --detach"),
+        "{stderr}"
+    );
+    let record = env.pid_record().unwrap();
+    assert_eq!(record["pid"], second);
+    assert_eq!(record["host"], "127.0.0.1", "{record}");
+    let invocation = &record["invocation"];
+    assert_eq!(invocation["config"], config_arg.as_str(), "{record}");
+    assert_eq!(invocation["profile"], "development", "{record}");
+    assert_eq!(invocation["detach"], true, "{record}");
+
+    // A recorded config file that no longer parses: the restart is refused
+    // before anything is stopped.
+    std::fs::write(&config, r#"{"server": {"prot": 1}}"#).unwrap();
+    let out = run_bounded(&env, &["restart", "--timeout", "30"]);
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_CONFIG),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.pid_record().unwrap()["pid"], second);
+    assert_eq!(env.http_get("/status").0, 200, "still serving");
+    std::fs::write(&config, "{}").unwrap();
+
+    // A flag given to restart wins over the recorded one.
+    let out = run_bounded(&env, &["restart", "--host", "localhost", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let record = env.pid_record().unwrap();
+    assert_eq!(record["host"], "localhost", "{record}");
+    assert_eq!(record["invocation"]["detach"], true, "{record}");
+
+    let out = env.run(&["stop", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_until("the detached daemon's port to close", || {
+        std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err()
+    });
 }

@@ -73,6 +73,7 @@ fn record(pid: impl Strategy<Value = u32>) -> impl Strategy<Value = PidRecord> {
                 lock_acquired: lock,
                 created_by: "warden".into(),
                 cmdline,
+                invocation: None,
             },
         )
 }
@@ -324,6 +325,7 @@ impl World {
             lock_acquired: true,
             created_by: "warden".into(),
             cmdline: vec!["warden".into(), "start".into()],
+            invocation: None,
         }
     }
 

@@ -327,3 +327,114 @@ fn a_start_on_a_port_another_program_holds_says_it_in_a_few_lines() {
     snap!("start_port_conflict_short", text);
     drop(holder);
 }
+
+/// Issue 17 item 2: what `status`, `stop` and `restart` say about a warden
+/// found through the port's owner in another state directory.
+#[test]
+fn a_warden_of_another_state_dir_is_named_with_its_directory() {
+    let env = Env::new();
+    let mut daemon = env.spawn(&[]);
+    env.wait_ready(&mut daemon);
+    let other = tempfile::tempdir().unwrap();
+    let other_dir = other.path().display().to_string();
+    let stable = |text: &str| stable(&env, text).replace(&other_dir, "[OTHER]");
+    let status = env.run(&["status", "--state-dir", &other_dir]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let stdout = text(&status.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("state directory"))
+        .unwrap_or_else(|| panic!("no state directory line in:\n{stdout}"));
+    snap!("status_other_state_dir", stable(line));
+    let stop = env.run(&["stop", "--state-dir", &other_dir]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop.stderr));
+    snap!("stop_other_state_dir", stable(&text(&stop.stderr)));
+    assert_eq!(daemon.wait_exit().code(), Some(0));
+}
+
+/// `status` and `stop` name a program that is not a warden serving the port.
+#[test]
+fn a_program_on_the_port_is_named_by_status() {
+    let env = Env::new();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", env.port)).unwrap();
+    let me = std::process::id().to_string();
+    let stable = |text: &str| {
+        let text = stable(&env, text).replace(&format!("pid {me} "), "pid [TEST] ");
+        // The test binary's command line differs between runs.
+        match (text.find("(`"), text.find("`),")) {
+            (Some(a), Some(b)) => format!("{}(`[TEST COMMAND]{}", &text[..a], &text[b..]),
+            _ => text,
+        }
+    };
+    let status = env.run(&["status"]);
+    assert_eq!(status.status.code(), Some(EXIT_NOT_RUNNING));
+    snap!("status_port_other_program", stable(&text(&status.stdout)));
+    let stop = env.run(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0));
+    snap!("stop_port_other_program", stable(&text(&stop.stderr)));
+    drop(holder);
+}
+
+/// Issue 17 item 2: the line a `restart` prints before it starts the
+/// instance again from its recorded invocation.
+#[test]
+fn restart_says_how_it_starts_again() {
+    let env = Env::new();
+    let out = env.run(&["start", "--host", "127.0.0.1", "--detach"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = env.run(&["restart", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("restarting as recorded"))
+        .unwrap_or_else(|| panic!("no restart line in:\n{stderr}"));
+    snap!(
+        "restart_as_recorded",
+        stable(&env, line).replace(&format!("--port {}", env.port), "--port [PORT]")
+    );
+    let out = env.run(&["stop", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Issue 17 item 1: every failed start says what happened and the next
+/// command, repeating this invocation's target (`--port`, `--state-dir`,
+/// `--config`). The old code printed the bare error (or nothing to run).
+#[test]
+fn failed_starts_say_what_to_run_next() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let stable = |text: &str| {
+        let text = stable(&env, text).replace(&env.port.to_string(), "[PORT]");
+        // Only warden's own message, not the log lines before it.
+        let start = text
+            .find("warden: not started")
+            .unwrap_or_else(|| panic!("no short message in:\n{text}"));
+        text[start..].to_string()
+    };
+    let config = env.state_dir().join("elsewhere.json");
+    std::fs::write(&config, r#"{"server": {"prot": 1}}"#).unwrap();
+    let config_arg = config.display().to_string();
+    let out = env.run(&["start", "--config", &config_arg]);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG));
+    snap!("start_bad_config", stable(&text(&out.stderr)));
+
+    let open = env.state_dir().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.run(&["start", "--state-dir", open.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(EXIT_PID_FILE));
+    snap!("start_state_dir_refused", stable(&text(&out.stderr)));
+
+    std::os::unix::fs::symlink("/dev/null", env.pid_file()).unwrap();
+    let out = env.run(&["start", "--host", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(EXIT_PID_FILE));
+    snap!("start_pid_file_symlink", stable(&text(&out.stderr)));
+    std::fs::remove_file(env.pid_file()).unwrap();
+
+    // TEST-NET-1 (RFC 5737): never an address of this machine.
+    let out = env.run(&["start", "--host", "192.0.2.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    snap!("start_address_not_available", stable(&text(&out.stderr)));
+    assert!(!env.pid_file().exists());
+}

@@ -688,7 +688,7 @@ _warden() {
             return 0
             ;;
         warden__subcmd__restart)
-            opts="-h --host --port --config --state-dir --profile --detach --detached-child --timeout --help"
+            opts="-h --host --port --config --state-dir --profile --detach --detached-child --foreground --timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -67,6 +67,7 @@ high-traffic\t''"
 complete -c warden -n "__fish_warden_using_subcommand restart" -l timeout -d 'Seconds to wait after SIGTERM before SIGKILL' -r
 complete -c warden -n "__fish_warden_using_subcommand restart" -l detach -d 'Run in the background: print the pid once it serves, then exit'
 complete -c warden -n "__fish_warden_using_subcommand restart" -l detached-child -d 'Internal: this process is the child of `--detach`'
+complete -c warden -n "__fish_warden_using_subcommand restart" -l foreground -d 'Run in the foreground even if the instance was started with --detach'
 complete -c warden -n "__fish_warden_using_subcommand restart" -s h -l help -d 'Print help'
 complete -c warden -n "__fish_warden_using_subcommand reload" -l host -d 'Host to contact (default: the host in the PID file, else the config\'s)' -r
 complete -c warden -n "__fish_warden_using_subcommand reload" -l port -d 'Port of the daemon (default: the config\'s, 8765)' -r

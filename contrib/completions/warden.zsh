@@ -63,6 +63,7 @@ _arguments "${_arguments_options[@]}" : \
 '--timeout=[Seconds to wait after SIGTERM before SIGKILL]:SECS:_default' \
 '--detach[Run in the background\: print the pid once it serves, then exit]' \
 '--detached-child[Internal\: this process is the child of \`--detach\`]' \
+'(--detach)--foreground[Run in the foreground even if the instance was started with --detach]' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0

@@ -419,6 +419,7 @@ pub fn record_for(me: &ProcessSnapshot, port: u16, now: WallTime) -> PidRecord {
         lock_acquired: true,
         created_by: "warden-sim".to_string(),
         cmdline: me.cmdline.clone(),
+        invocation: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn record(pid: u32) -> PidRecord {
         lock_acquired: true,
         created_by: "warden".to_string(),
         cmdline: vec!["warden".to_string(), "start".to_string()],
+        invocation: None,
     }
 }
 
@@ -100,6 +101,37 @@ fn parses_the_seed_example_with_unknown_extra_fields() {
     assert_eq!(r.process_start_time, None);
     assert!(r.cmdline.is_empty());
     assert_eq!(r.process_info.name, "python");
+    assert_eq!(
+        r.invocation, None,
+        "a record without an invocation is still read"
+    );
+}
+
+#[test]
+fn the_recorded_invocation_parses_back_and_tolerates_missing_fields() {
+    let mut r = record(OTHER);
+    r.invocation = Some(Box::new(Invocation {
+        host: Some("0.0.0.0".into()),
+        config: Some("/etc/warden/config.json".into()),
+        profile: Some("production".into()),
+        state_dir: Some("/var/lib/warden".into()),
+        detach: true,
+    }));
+    let json = r.to_json_pretty();
+    assert_eq!(parse_pid_file(json.as_bytes()), PidFileContent::Record(r));
+    // Another version's invocation with fewer (or unknown) fields.
+    let text = br#"{"pid": 9, "start_time": "2025-08-06T14:30:00Z", "process_info": {},
+        "invocation": {"detach": true, "from_the_future": 1}}"#;
+    let PidFileContent::Record(r) = parse_pid_file(text) else {
+        panic!("not a record");
+    };
+    assert_eq!(
+        r.invocation,
+        Some(Box::new(Invocation {
+            detach: true,
+            ..Invocation::default()
+        }))
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::os::clock::wall_now;
 use crate::daemon::os::pidfile::{LockHolders, PidFile, PidFileError};
+use crate::daemon::os::port::PortOwner;
 use crate::pidfile::{
     ClaimDecision, ClaimFacts, Claimant, LockObservation, PidFileContent, PidRecord, StaleReason,
     decide,
@@ -210,6 +211,66 @@ pub fn inspect(
             record.pid
         ))),
     }
+}
+
+/// Who serves a port, as seen from a state directory whose PID file shows
+/// no running warden there: `status`, `stop`, `health`, `reload` and
+/// `restart` find a warden started with another state directory this way.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PortServer {
+    /// A warden, verified as [`inspect`] verifies one (its PID file's lock
+    /// held by the recorded pid, its identity matching the record), whose
+    /// pid is also the port's owner. `instance` is `Running`.
+    Warden {
+        state_dir: PathBuf,
+        instance: Box<Instance>,
+    },
+    /// Another program, or a warden this user cannot verify (another user's
+    /// process hides its descriptors).
+    Other(PortOwner),
+}
+
+/// The program serving `port`, when the OS tells (Linux: /proc), and
+/// whether it is a warden: its open descriptors name a PID file of `port`
+/// whose directory [`inspect`]s as `Running` with the same pid. The state
+/// directory comes from the file the process holds open (and locked), not
+/// from its command line or environment, which may not say (a config
+/// file's `server.state_dir`, a relative path).
+pub fn port_server(port: u16, probe: &dyn ProcessProbe) -> Option<PortServer> {
+    let owner = crate::daemon::os::port::port_owner(port)?;
+    for state_dir in open_pid_file_dirs(owner.pid, port) {
+        if let Ok(instance @ Instance::Running { .. }) = inspect(&state_dir, port, probe)
+            && matches!(&instance, Instance::Running { record, .. } if record.pid == owner.pid)
+        {
+            return Some(PortServer::Warden {
+                state_dir,
+                instance: Box::new(instance),
+            });
+        }
+    }
+    Some(PortServer::Other(owner))
+}
+
+/// The directories of the PID files of `port` that `pid` holds open
+/// (Linux: its `/proc/<pid>/fd` links; a removed file is not listed). At
+/// most [`crate::daemon::os::port::MAX_FDS_PER_PROCESS`] descriptors are read.
+fn open_pid_file_dirs(pid: u32, port: u16) -> Vec<PathBuf> {
+    if !cfg!(target_os = "linux") {
+        return Vec::new();
+    }
+    let wanted = PidFile::path(Path::new(""), port);
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = fds
+        .filter_map(|e| e.ok())
+        .take(crate::daemon::os::port::MAX_FDS_PER_PROCESS)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|link| link.is_absolute() && link.file_name() == wanted.file_name())
+        .filter_map(|link| link.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.dedup();
+    dirs
 }
 
 /// The PID file is not locked and its bare pid names `process`, which

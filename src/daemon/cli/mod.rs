@@ -21,13 +21,15 @@ use serde_json::{Value, json};
 
 use crate::config::{Profile, parse_config_with_profile, render_json};
 use crate::daemon::cli::client::{ClientError, HttpResponse};
-use crate::daemon::cli::control::{Instance, StopOutcome};
+use crate::daemon::cli::control::{Instance, PortServer, StopOutcome};
 use crate::daemon::os::logging;
 use crate::daemon::os::pidfile::PidFileError;
+use crate::daemon::os::port::PortOwner;
 use crate::daemon::os::settings::{self, ConfigRequest, Effective, LoadError};
 use crate::daemon::os::sysprobe::SysinfoProbe;
 use crate::daemon::runner::run::{self, DaemonExit, DetachOutcome, StartError};
 use crate::errors::Platform;
+use crate::pidfile::Invocation;
 use crate::probe::ProcessProbe;
 
 /// The exit code of every command: README's table ("Exit codes"), one
@@ -211,8 +213,12 @@ pub struct StopArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RestartArgs {
+    /// Flags given here override the running instance's recorded ones.
     #[command(flatten)]
     pub start: StartArgs,
+    /// Run in the foreground even if the instance was started with --detach.
+    #[arg(long, conflicts_with = "detach")]
+    pub foreground: bool,
     /// Seconds to wait after SIGTERM before SIGKILL.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STOP_TIMEOUT_SECS)]
     pub timeout: f64,
@@ -374,9 +380,15 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 // start
 
 fn cmd_start(args: &StartArgs) -> ExitCode {
-    let effective = match load_or_report(&request(args.host.clone(), args.port, &args.config)) {
+    let effective = match settings::load(&request(args.host.clone(), args.port, &args.config)) {
         Ok(e) => e,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("{}", start_load_failure(&e, args));
+            return match e {
+                LoadError::StateDir(_) => ExitCode::PidFile,
+                _ => ExitCode::Config,
+            };
+        }
     };
     if args.detach && !args.detached_child {
         return start_detached(args, &effective);
@@ -460,15 +472,22 @@ fn start_detached(args: &StartArgs, effective: &Effective) -> ExitCode {
 
 /// Runs the daemon here; `request` is what a SIGHUP reload loads again.
 fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child: bool) -> ExitCode {
+    let mut effective = effective.clone();
+    // Recorded in the PID file, so that `restart` starts it in the background again.
+    effective.invocation.detach = detached_child;
+    let effective = &effective;
     let env_debug = logging::env_debug_requested();
     let guard = match logging::init(&effective.config.logging, env_debug) {
         Ok(guard) => guard,
         Err(e @ logging::LoggingError::BadFilter { .. }) => {
-            eprintln!("warden: configuration error: {e}");
+            eprintln!("warden: not started: configuration error: {e}");
             return ExitCode::Config;
         }
         Err(e) => {
-            eprintln!("warden: cannot set up logging: {e}");
+            eprintln!(
+                "warden: not started: cannot set up logging: {e}\n  the full guide: warden doctor {}",
+                target_flags(effective)
+            );
             return match e {
                 logging::LoggingError::Symlink(_) | logging::LoggingError::NotRegular(_) => {
                     ExitCode::PidFile
@@ -515,15 +534,67 @@ fn run_foreground(effective: &Effective, request: ConfigRequest, detached_child:
     code
 }
 
-/// What a failed start prints: a few lines for the conflicts (what
-/// happened, who holds what, the next commands with this invocation's
-/// target; `warden doctor` has the full guide), the error itself otherwise.
+/// What a start whose configuration does not load prints: what is wrong
+/// (the error names the key or the path and the fix) and, when a file is
+/// at fault, the command that checks it again.
+pub fn start_load_failure(e: &LoadError, args: &StartArgs) -> String {
+    let mut text = match e {
+        LoadError::StateDir(_) => format!("warden: not started: {e}"),
+        _ => format!("warden: not started: configuration error: {e}"),
+    };
+    let file = args.config.config.clone().or_else(|| {
+        let dir = args.config.state_dir.as_deref()?;
+        Some(dir.join(settings::CONFIG_FILE_NAME)).filter(|f| f.is_file())
+    });
+    if let (LoadError::Invalid(_), Some(file)) = (e, file) {
+        let profile = args.config.profile.map_or_else(String::new, |p| {
+            format!(" --profile {}", Profile::from(p).as_str())
+        });
+        text.push_str(&format!(
+            "\n  after fixing it, check it: warden config check {}{profile}",
+            shell_word(&file.display().to_string())
+        ));
+    }
+    text
+}
+
+/// What a failed start prints: a few lines (what happened, who holds what,
+/// the next commands with this invocation's target, copy-paste-correct;
+/// `warden doctor` has the full guide).
 pub fn start_failure_message(e: &StartError, effective: &Effective) -> String {
+    use crate::daemon::serve::server::BindError;
     let target = target_flags(effective);
+    let guide = format!("the full guide: warden doctor {target}");
     match e {
         StartError::DaemonConflict(conflict) => conflict.short(&target),
         StartError::PortConflict(conflict) => conflict.short(&target),
-        other => other.to_string(),
+        StartError::PidFile(PidFileError::Conflict { .. }) => {
+            format!("warden: not started: {e}\n  see it:   warden status {target}\n  {guide}")
+        }
+        StartError::PidFile(_) => format!("warden: not started: {e}\n  {guide}"),
+        StartError::Bind(BindError::PermissionDenied { addr, .. }) => format!(
+            "warden: not started: permission denied binding {addr}: ports below 1024 need \
+             privileges (CAP_NET_BIND_SERVICE, e.g. systemd's AmbientCapabilities=).\n  \
+             or start on a port above 1023: {}",
+            start_again(effective, effective.host(), 8765)
+        ),
+        StartError::Bind(
+            BindError::AddrNotAvailable { .. }
+            | BindError::Resolve { .. }
+            | BindError::NoAddress { .. },
+        ) => format!(
+            "warden: not started: {e}.\n  \
+             this machine's addresses: ip -brief address\n  \
+             start on one of them (127.0.0.1: this machine only): {}",
+            start_again(effective, "127.0.0.1", effective.port())
+        ),
+        StartError::Cors(_) => format!(
+            "warden: not started: configuration error: {e}\n  \
+             fix server.cors_allowed_origins, then check: warden config show {target}"
+        ),
+        StartError::Bind(_) | StartError::Internal(_) => {
+            format!("warden: not started: {e}\n  {guide}")
+        }
     }
 }
 
@@ -545,6 +616,20 @@ pub fn target_flags(effective: &Effective) -> String {
         ));
     }
     flags
+}
+
+/// `warden start --host H --port P ...` with the rest of this invocation's
+/// target (state directory, config file).
+fn start_again(effective: &Effective, host: &str, port: u16) -> String {
+    let target = target_flags(effective);
+    // `target_flags` begins with this invocation's `--port P`.
+    let rest = target
+        .strip_prefix(&format!("--port {} ", effective.port()))
+        .unwrap_or(&target);
+    format!(
+        "warden start --host {} --port {port} {rest}",
+        shell_word(host)
+    )
 }
 
 /// `word` quoted for a POSIX shell when it needs it.
@@ -582,12 +667,138 @@ fn stop_timeout(secs: f64) -> Result<Duration, ExitCode> {
     })
 }
 
+/// What a command found on its port.
+struct Located {
+    /// The settings of the instance found: this invocation's, or, for a
+    /// warden serving the port from another state directory, that
+    /// warden's (its recorded invocation with the state directory it holds).
+    effective: Effective,
+    instance: Instance,
+    /// The state directory this command was pointed at, when the warden was
+    /// found in another one through the port's owner.
+    looked_in: Option<PathBuf>,
+    /// The program serving the port while no warden runs here, when it is
+    /// not a warden this user can verify.
+    other_owner: Option<PortOwner>,
+}
+
+impl Located {
+    /// "warden is not running on port P ..." with, when a program that is not
+    /// a verifiable warden serves the port, who it is.
+    fn not_running(&self) -> String {
+        let port = self.effective.port();
+        let mut text = describe_not_running(&self.instance, port);
+        if let Some(owner) = &self.other_owner {
+            text.push_str(&format!(
+                "; port {port} is served by pid {} (`{}`), which is not a warden of any state \
+                 directory this user can read",
+                owner.pid,
+                owner.command()
+            ));
+        }
+        text
+    }
+
+    /// "state directory D" and, when found elsewhere, how to reach it directly.
+    fn state_dir_note(&self) -> String {
+        let dir = self.effective.state_dir.display();
+        match &self.looked_in {
+            Some(asked) => format!(
+                "state directory {dir}, found through the port's owner (this command looked in \
+                 {}); to reach it directly: --port {} --state-dir {}",
+                asked.display(),
+                self.effective.port(),
+                shell_word(&dir.to_string())
+            ),
+            None => format!("state directory {dir}"),
+        }
+    }
+}
+
 /// The settings of `target` and what runs on its port, or the exit code of
 /// the error already reported (what `reload`, `status` and `health` start with).
-fn load_and_inspect(target: &TargetArgs) -> Result<(Effective, Instance), ExitCode> {
+fn load_and_locate(target: &TargetArgs) -> Result<Located, ExitCode> {
     let effective = load_or_report(&request(None, target.port, &target.config))?;
-    let instance = inspect_or_report(&effective, &SysinfoProbe::new())?;
-    Ok((effective, instance))
+    locate(effective, &SysinfoProbe::new())
+}
+
+/// Inspects `effective`'s PID file; when it shows no running warden, asks
+/// the port's owner whether it is a warden of another state directory
+/// (`control::port_server`), as systemctl finds a unit whatever the
+/// directory it was started from.
+fn locate(effective: Effective, probe: &dyn ProcessProbe) -> Result<Located, ExitCode> {
+    let instance = inspect_or_report(&effective, probe)?;
+    let mut located = Located {
+        effective,
+        instance,
+        looked_in: None,
+        other_owner: None,
+    };
+    if !matches!(
+        located.instance,
+        Instance::NotRunning { .. } | Instance::Stale { .. }
+    ) {
+        return Ok(located);
+    }
+    match control::port_server(located.effective.port(), probe) {
+        Some(PortServer::Warden {
+            state_dir,
+            instance,
+        }) if !same_dir(&state_dir, &located.effective.state_dir) => {
+            let found = effective_of(&instance, &state_dir, &located.effective);
+            located.looked_in = Some(std::mem::replace(&mut located.effective, found).state_dir);
+            located.instance = *instance;
+        }
+        Some(PortServer::Other(owner)) => located.other_owner = Some(owner),
+        _ => {}
+    }
+    Ok(located)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b
+        || matches!(
+            (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// The settings of the warden `instance` whose PID file is in `state_dir`:
+/// its recorded invocation (flags, config file, profile) with that state
+/// directory; `fallback` with the state directory replaced when the record
+/// has none or it no longer loads.
+fn effective_of(instance: &Instance, state_dir: &Path, fallback: &Effective) -> Effective {
+    let invocation = match instance {
+        Instance::Running { record, .. } => {
+            record.invocation.as_deref().cloned().unwrap_or_default()
+        }
+        _ => Invocation::default(),
+    };
+    let req = ConfigRequest {
+        config_file: invocation.config,
+        state_dir: Some(state_dir.to_path_buf()),
+        profile: invocation
+            .profile
+            .as_deref()
+            .and_then(profile_named)
+            .map(Profile::from),
+        host: invocation.host,
+        port: Some(fallback.port()),
+    };
+    settings::load(&req).unwrap_or_else(|_| {
+        let mut e = fallback.clone();
+        e.state_dir = state_dir.to_path_buf();
+        e.config.server.state_dir = Some(state_dir.to_path_buf());
+        e
+    })
+}
+
+/// The profile called `name` (as `Profile::as_str` writes it).
+fn profile_named(name: &str) -> Option<ProfileArg> {
+    ProfileArg::value_variants()
+        .iter()
+        .copied()
+        .find(|p| Profile::from(*p).as_str() == name)
 }
 
 fn inspect_or_report(
@@ -622,37 +833,41 @@ fn describe_not_running(instance: &Instance, port: u16) -> String {
     }
 }
 
-/// Stops the instance of `effective`'s port. `Ok(true)` when one was stopped,
+/// Stops the instance `located` found. `Ok(true)` when one was stopped,
 /// `Ok(false)` when none ran (said on stderr: nothing to stop).
-fn stop_instance(effective: &Effective, timeout: Duration) -> Result<bool, ExitCode> {
-    let probe = SysinfoProbe::new();
-    let instance = inspect_or_report(effective, &probe)?;
-    match instance {
+fn stop_located(
+    located: &Located,
+    timeout: Duration,
+    probe: &dyn ProcessProbe,
+) -> Result<bool, ExitCode> {
+    let port = located.effective.port();
+    match &located.instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
-            eprintln!(
-                "{}; nothing to stop",
-                describe_not_running(&instance, effective.port())
-            );
+            eprintln!("{}; nothing to stop", located.not_running());
             Ok(false)
         }
         Instance::Unverifiable { pid_file, why, .. } => {
             eprintln!(
                 "warden: refusing to stop anything: the PID file {} {why}. \
-                 Run `warden doctor --port {}` for the steps to resolve it.",
+                 Run `warden doctor {}` for the steps to resolve it.",
                 pid_file.display(),
-                effective.port()
+                target_flags(&located.effective)
             );
             Err(ExitCode::Failure)
         }
-        Instance::Running { process, .. } => match control::stop(&process, timeout, &probe) {
+        Instance::Running { process, .. } => match control::stop(process, timeout, probe) {
             Ok(StopOutcome::Terminated { pid }) => {
-                eprintln!("stopped warden (pid {pid}) on port {}", effective.port());
+                eprintln!(
+                    "stopped warden (pid {pid}) on port {port}, {}",
+                    located.state_dir_note()
+                );
                 Ok(true)
             }
             Ok(StopOutcome::Killed { pid }) => {
                 eprintln!(
-                    "warden (pid {pid}) did not stop within {timeout:?} and was killed (SIGKILL); \
-                     its PID file is left and the next start clears it"
+                    "warden (pid {pid}) on port {port}, {}, did not stop within {timeout:?} and \
+                     was killed (SIGKILL); its PID file is left and the next start clears it",
+                    located.state_dir_note()
                 );
                 Ok(true)
             }
@@ -674,12 +889,73 @@ fn cmd_stop(args: &StopArgs) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let probe = SysinfoProbe::new();
+    let located = match locate(effective, &probe) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     // Stopping a stopped service succeeds, as `systemctl stop` and LSB init
     // scripts do: the wanted state (not running) holds.
-    match stop_instance(&effective, timeout) {
+    match stop_located(&located, timeout, &probe) {
         Ok(_) => ExitCode::Ok,
         Err(code) => code,
     }
+}
+
+/// `restart`'s start flags: the running instance's recorded invocation,
+/// each flag given to `restart` overriding its recorded value (`--foreground`
+/// undoes a recorded `--detach`).
+fn restart_flags(args: &RestartArgs, recorded: Option<&Invocation>) -> StartArgs {
+    let given = &args.start;
+    let Some(recorded) = recorded else {
+        return given.clone();
+    };
+    StartArgs {
+        host: given.host.clone().or_else(|| recorded.host.clone()),
+        port: given.port,
+        config: ConfigArgs {
+            config: given
+                .config
+                .config
+                .clone()
+                .or_else(|| recorded.config.clone()),
+            state_dir: given
+                .config
+                .state_dir
+                .clone()
+                .or_else(|| recorded.state_dir.clone()),
+            profile: given
+                .config
+                .profile
+                .or_else(|| recorded.profile.as_deref().and_then(profile_named)),
+        },
+        detach: given.detach || (recorded.detach && !args.foreground),
+        detached_child: false,
+    }
+}
+
+/// `warden start ...` with `flags`, as the operator would type it.
+fn start_command_line(flags: &StartArgs, port: u16) -> String {
+    let mut words = vec!["warden".to_string(), "start".to_string()];
+    if let Some(host) = &flags.host {
+        words.extend(["--host".into(), shell_word(host)]);
+    }
+    words.extend(["--port".into(), flags.port.unwrap_or(port).to_string()]);
+    for (flag, path) in [
+        ("--config", &flags.config.config),
+        ("--state-dir", &flags.config.state_dir),
+    ] {
+        if let Some(path) = path {
+            words.extend([flag.into(), shell_word(&path.display().to_string())]);
+        }
+    }
+    if let Some(profile) = flags.config.profile {
+        words.extend(["--profile".into(), Profile::from(profile).as_str().into()]);
+    }
+    if flags.detach {
+        words.push("--detach".into());
+    }
+    words.join(" ")
 }
 
 fn cmd_restart(args: &RestartArgs) -> ExitCode {
@@ -692,15 +968,41 @@ fn cmd_restart(args: &RestartArgs) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
-    if let Err(code) = stop_instance(&effective, timeout) {
+    let probe = SysinfoProbe::new();
+    let located = match locate(effective, &probe) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let recorded = match &located.instance {
+        Instance::Running { record, .. } => record.invocation.as_deref(),
+        _ => None,
+    };
+    let mut flags = restart_flags(args, recorded);
+    if recorded.is_some() {
+        // The port the instance was found on, whatever its config says now.
+        flags.port = Some(located.effective.port());
+        // Said first, so that an error about a recorded flag (a config file
+        // since removed) is understood.
+        eprintln!(
+            "restarting as recorded: {}",
+            start_command_line(&flags, located.effective.port())
+        );
+    }
+    // The new settings load before anything is stopped: a broken config file
+    // leaves the running instance alone.
+    let effective = match load_or_report(&request(flags.host.clone(), flags.port, &flags.config)) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    if let Err(code) = stop_located(&located, timeout, &probe) {
         return code;
     }
-    if s.detach {
-        start_detached(s, &effective)
+    if flags.detach {
+        start_detached(&flags, &effective)
     } else {
         run_foreground(
             &effective,
-            request(s.host.clone(), s.port, &s.config),
+            request(flags.host.clone(), flags.port, &flags.config),
             false,
         )
     }
@@ -708,17 +1010,15 @@ fn cmd_restart(args: &RestartArgs) -> ExitCode {
 
 /// `warden reload`: SIGHUP to the verified instance of the port.
 fn cmd_reload(args: &TargetArgs) -> ExitCode {
-    let (effective, instance) = match load_and_inspect(args) {
+    let located = match load_and_locate(args) {
         Ok(found) => found,
         Err(code) => return code,
     };
+    let (effective, instance) = (&located.effective, &located.instance);
     let port = effective.port();
     match instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
-            eprintln!(
-                "{}; nothing to reload",
-                describe_not_running(&instance, port)
-            );
+            eprintln!("{}; nothing to reload", located.not_running());
             ExitCode::NotRunning
         }
         Instance::Unverifiable { pid_file, why, .. } => {
@@ -728,10 +1028,14 @@ fn cmd_reload(args: &TargetArgs) -> ExitCode {
             );
             ExitCode::Failure
         }
-        Instance::Running { process, .. } => match control::reload(&process) {
+        Instance::Running { process, .. } => match control::reload(process) {
             Ok(()) => {
+                let found = match &located.looked_in {
+                    Some(_) => format!(" ({})", located.state_dir_note()),
+                    None => String::new(),
+                };
                 eprintln!(
-                    "sent SIGHUP to warden (pid {}) on port {port}: it re-reads {} and logs \
+                    "sent SIGHUP to warden (pid {}) on port {port}{found}: it re-reads {} and logs \
                      what it applied and what needs a restart",
                     process.pid,
                     effective.config_file.as_deref().map_or_else(
@@ -765,25 +1069,33 @@ fn contact_host(flag: Option<&str>, instance: &Instance, effective: &Effective) 
 
 fn cmd_status(args: &StatusArgs) -> ExitCode {
     let t = &args.target;
-    let (effective, instance) = match load_and_inspect(t) {
+    let located = match load_and_locate(t) {
         Ok(found) => found,
         Err(code) => return code,
     };
+    let (effective, instance) = (&located.effective, &located.instance);
     let port = effective.port();
-    let log_file = log_file_of(&effective).ok();
+    let log_file = log_file_of(effective).ok();
     let mut report = json!({
         "state": instance.state(),
         "port": port,
+        "state_dir": effective.state_dir.display().to_string(),
         "pid_file": instance.pid_file().display().to_string(),
         "log_file": log_file.as_ref().map(|p| p.display().to_string()),
     });
-    let code = match &instance {
+    if let Some(asked) = &located.looked_in {
+        report["looked_in"] = json!(asked.display().to_string());
+    }
+    if let Some(owner) = &located.other_owner {
+        report["port_owner"] = json!({"pid": owner.pid, "command": owner.command()});
+    }
+    let code = match instance {
         Instance::NotRunning { .. } | Instance::Stale { .. } => {
-            if let Instance::Stale { reason, .. } = &instance {
+            if let Instance::Stale { reason, .. } = instance {
                 report["stale_reason"] = json!(reason.to_string());
             }
             if !args.json {
-                println!("{}", describe_not_running(&instance, port));
+                println!("{}", located.not_running());
             }
             ExitCode::NotRunning
         }
@@ -798,7 +1110,7 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
             ExitCode::Failure
         }
         Instance::Running { record, .. } => {
-            let host = contact_host(t.host.as_deref(), &instance, &effective);
+            let host = contact_host(t.host.as_deref(), instance, effective);
             report["pid"] = json!(record.pid);
             report["host"] = json!(host);
             report["server_id"] = json!(record.server_id);
@@ -816,8 +1128,13 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
                             body["clients"],
                             body["health"].as_str().unwrap_or("?"),
                         );
+                        println!("{}", located.state_dir_note());
                     }
-                    report["status"] = body;
+                    // `/health`'s names, flat (no `"status": {"status": ...}`).
+                    report["version"] = body["version"].clone();
+                    report["uptime_seconds"] = body["uptime"].clone();
+                    report["clients_connected"] = body["clients"].clone();
+                    report["health"] = body["health"].clone();
                     let token = effective.config.server.auth_token.as_deref();
                     if let Some(cluster) = cluster_section(token, &host, port) {
                         if !args.json {
@@ -935,19 +1252,23 @@ fn cmd_health(args: &StatusArgs) -> ExitCode {
     if let Err(code) = current_thread_runtime() {
         return code;
     }
-    let (effective, instance) = match load_and_inspect(t) {
+    let located = match load_and_locate(t) {
         Ok(found) => found,
         Err(code) => return code,
     };
+    let (effective, instance) = (&located.effective, &located.instance);
     let port = effective.port();
     if matches!(
         instance,
         Instance::NotRunning { .. } | Instance::Stale { .. }
     ) {
-        eprintln!("{}", describe_not_running(&instance, port));
+        eprintln!("{}", located.not_running());
         return ExitCode::NotRunning;
     }
-    let host = contact_host(t.host.as_deref(), &instance, &effective);
+    if located.looked_in.is_some() {
+        eprintln!("warden on port {port}: {}", located.state_dir_note());
+    }
+    let host = contact_host(t.host.as_deref(), instance, effective);
     let mut response = http_get(&host, port, "/health");
     if matches!(&response, Ok(r) if r.status == 404) {
         // A daemon without the health monitor: /status carries its health.

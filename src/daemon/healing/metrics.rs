@@ -9,10 +9,13 @@
 //! `socketio_health_status` (0 unknown, 1 healthy, 2 warning, 3 critical);
 //! the standard `process_*` family, filled from the same sysinfo sample the
 //! process checker judged (CPU seconds and the fd limit come from
-//! `getrusage` / `getrlimit`, which sysinfo does not give); and the recovery
-//! counters `socketio_recoveries_total{action,outcome}`,
-//! `socketio_recoveries_rejected_total`, `socketio_circuit_breaker_trips_total`,
-//! `socketio_circuit_breaker_open` and `socketio_service_restarts_total`.
+//! `getrusage` / `getrlimit`, which sysinfo does not give); everything
+//! else is `warden_*` (README, "Metric names"): the hub's counters, the
+//! recovery counters `warden_recoveries_total{action,outcome}`,
+//! `warden_recoveries_rejected_total`, `warden_circuit_breaker_trips_total`,
+//! `warden_circuit_breaker_open`, `warden_service_restarts_total` and
+//! `warden_build_info`; series renamed from a promised `socketio_*` name are
+//! also served under it for one release ([`register_own_with_alias`]).
 //! In cluster mode also `warden_cluster_redis_up`, `warden_cluster_peers`,
 //! `warden_cluster_redis_rtt_seconds`, and the counters
 //! `warden_cluster_messages_published_total`,
@@ -80,70 +83,80 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         "Total number of events processed",
         ConstCounter::new(inputs.stats.events_processed),
     );
-    r.register(
-        "socketio_events_relayed",
+    register_own(
+        &mut r,
+        "events_relayed",
         "Events handed to the adapter for relay",
-        ConstCounter::new(inputs.stats.events_relayed),
+        || ConstCounter::new(inputs.stats.events_relayed),
     );
-    r.register(
-        "socketio_events_dropped",
+    register_own(
+        &mut r,
+        "events_dropped",
         "Deliveries that did not happen (full buffers, closing sockets)",
-        ConstCounter::new(inputs.stats.events_dropped),
+        || ConstCounter::new(inputs.stats.events_dropped),
     );
-    r.register(
-        "socketio_errors",
-        "Failures of the hub itself",
-        ConstCounter::new(inputs.stats.errors),
-    );
-    r.register(
-        "socketio_client_errors",
+    register_own(&mut r, "errors", "Failures of the hub itself", || {
+        ConstCounter::new(inputs.stats.errors)
+    });
+    register_own_with_alias(
+        &mut r,
+        "client_errors",
         "Bad packets sent by clients (their errors, not the hub's)",
-        ConstCounter::new(inputs.stats.client_errors),
+        || ConstCounter::new(inputs.stats.client_errors),
     );
-    r.register(
-        "socketio_clients_disconnected_for_abuse",
+    register_own_with_alias(
+        &mut r,
+        "clients_disconnected_for_abuse",
         "Clients disconnected for spending their error budget",
-        ConstCounter::new(inputs.stats.clients_disconnected_for_abuse),
+        || ConstCounter::new(inputs.stats.clients_disconnected_for_abuse),
     );
-    r.register(
-        "socketio_events_refused",
+    register_own_with_alias(
+        &mut r,
+        "events_refused",
         "Events refused to a sender whose relay queue was full (told to it)",
-        ConstCounter::new(inputs.stats.events_refused),
+        || ConstCounter::new(inputs.stats.events_refused),
     );
-    r.register(
-        "socketio_clients_refused_max_clients",
+    register_own_with_alias(
+        &mut r,
+        "clients_refused_max_clients",
         "Connections refused because server.max_clients were connected",
-        ConstCounter::new(inputs.stats.clients_refused_max_clients),
+        || ConstCounter::new(inputs.stats.clients_refused_max_clients),
     );
-    r.register(
-        "socketio_events_dropped_recipient_full",
+    register_own_with_alias(
+        &mut r,
+        "events_dropped_recipient_full",
         "Deliveries dropped because the recipient's buffer was full (a slow reader)",
-        ConstCounter::new(inputs.stats.events_dropped_recipient_full),
+        || ConstCounter::new(inputs.stats.events_dropped_recipient_full),
     );
-    r.register(
-        "socketio_sessions_kept",
+    register_own_with_alias(
+        &mut r,
+        "sessions_kept",
         "Connection state recovery sessions kept (connected or awaiting their client)",
-        ConstGauge::new(inputs.stats.sessions_kept as i64),
+        || ConstGauge::new(inputs.stats.sessions_kept as i64),
     );
-    r.register(
-        "socketio_sessions_recovered",
+    register_own_with_alias(
+        &mut r,
+        "sessions_recovered",
         "Reconnects that recovered their session (socket.recovered true)",
-        ConstCounter::new(inputs.stats.sessions_recovered),
+        || ConstCounter::new(inputs.stats.sessions_recovered),
     );
-    r.register(
-        "socketio_sessions_expired",
+    register_own_with_alias(
+        &mut r,
+        "sessions_expired",
         "Sessions forgotten past max_disconnection_duration or max_sessions",
-        ConstCounter::new(inputs.stats.sessions_expired),
+        || ConstCounter::new(inputs.stats.sessions_expired),
     );
-    r.register(
-        "socketio_sessions_refused",
+    register_own_with_alias(
+        &mut r,
+        "sessions_refused",
         "Reconnects that named a session that could not be recovered (a new one instead)",
-        ConstCounter::new(inputs.stats.sessions_refused),
+        || ConstCounter::new(inputs.stats.sessions_refused),
     );
-    r.register(
-        "socketio_events_replayed",
+    register_own_with_alias(
+        &mut r,
+        "events_replayed",
         "Events replayed to recovered sessions",
-        ConstCounter::new(inputs.stats.events_replayed),
+        || ConstCounter::new(inputs.stats.events_replayed),
     );
     r.register(
         "socketio_health_status",
@@ -213,29 +226,33 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
             ];
             family.get_or_create(&labels).inc_by(*n);
         }
-        r.register(
-            "socketio_recoveries",
+        register_own_with_alias(
+            &mut r,
+            "recoveries",
             "Recovery actions executed, by action and outcome",
-            family,
+            || family.clone(),
         );
-        r.register(
-            "socketio_recoveries_rejected",
+        register_own_with_alias(
+            &mut r,
+            "recoveries_rejected",
             "Recovery actions blocked by the circuit breaker",
-            ConstCounter::new(rec.rejected_by_breaker),
+            || ConstCounter::new(rec.rejected_by_breaker),
         );
-        r.register(
-            "socketio_circuit_breaker_trips",
+        register_own_with_alias(
+            &mut r,
+            "circuit_breaker_trips",
             "Times the circuit breaker opened",
-            ConstCounter::new(rec.breaker_trips),
+            || ConstCounter::new(rec.breaker_trips),
         );
         let open = matches!(
             rec.breaker_state,
             Some(CircuitState::Open | CircuitState::ForcedOpen)
         );
-        r.register(
-            "socketio_circuit_breaker_open",
+        register_own(
+            &mut r,
+            "circuit_breaker_open",
             "1 while the circuit breaker blocks recovery",
-            ConstGauge::new(i64::from(open)),
+            || ConstGauge::new(i64::from(open)),
         );
     }
     if let Some(c) = &inputs.cluster {
@@ -280,14 +297,60 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
     if let Some(a) = &inputs.alerts {
         register_alerts(&mut r, a);
     }
-    r.register(
-        "socketio_service_restarts",
+    register_own(
+        &mut r,
+        "service_restarts",
         "Successful in-process restarts of the hub listener",
-        ConstCounter::new(inputs.service_restarts),
+        || ConstCounter::new(inputs.service_restarts),
+    );
+    let build = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+    build.get_or_create(&build_info_labels()).set(1);
+    r.register(
+        "warden_build_info",
+        "1, labelled with the version and the platform of this build",
+        build,
     );
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// `warden_build_info`'s labels.
+fn build_info_labels() -> Labels {
+    vec![
+        ("version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("os".to_string(), std::env::consts::OS.to_string()),
+        ("arch".to_string(), std::env::consts::ARCH.to_string()),
+    ]
+}
+
+/// Registers one of warden's own series as `warden_<name>` (README,
+/// "Metric names": the seed's `socketio_*` series keep their names,
+/// everything else is `warden_*`).
+fn register_own<M: prometheus_client::registry::Metric>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    make: impl Fn() -> M,
+) {
+    r.register(format!("warden_{name}"), help, make());
+}
+
+/// [`register_own`], and for one release also under the `socketio_<name>`
+/// that README or a test promised before the rename (marked deprecated in
+/// its help text).
+fn register_own_with_alias<M: prometheus_client::registry::Metric>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    make: impl Fn() -> M,
+) {
+    register_own(r, name, help, &make);
+    r.register(
+        format!("socketio_{name}"),
+        format!("Deprecated alias of warden_{name}, removed in the next release: {help}"),
+        make(),
+    );
 }
 
 /// `warden_alerts_*`: per destination (label `destination`), alerts
@@ -477,7 +540,22 @@ mod tests {
             ),
             Some(2.0)
         );
-        assert_eq!(value(&text, "socketio_circuit_breaker_open"), Some(1.0));
+        assert_eq!(value(&text, "warden_circuit_breaker_open"), Some(1.0));
+        assert_eq!(value(&text, "socketio_circuit_breaker_open"), None);
+        // Renamed with a promise: both names for one release.
+        assert_eq!(
+            value(&text, "warden_recoveries_rejected_total"),
+            value(&text, "socketio_recoveries_rejected_total")
+        );
+        let build = text
+            .lines()
+            .find(|l| l.starts_with("warden_build_info{"))
+            .expect("warden_build_info");
+        assert!(
+            build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+                && build.ends_with(" 1"),
+            "{build}"
+        );
         assert!(text.contains("# TYPE socketio_events_processed counter"));
         assert!(text.trim_end().ends_with("# EOF"));
     }

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::daemon::os::settings::check_state_dir;
 use crate::pidfile::{
-    ClaimDecision, ClaimFacts, Claimant, Lifecycle, LockObservation, MAX_PID_FILE_BYTES,
-    PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome, ReleaseAction,
-    StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
+    ClaimDecision, ClaimFacts, Claimant, Invocation, Lifecycle, LockObservation,
+    MAX_PID_FILE_BYTES, PidFileContent, PidRecord, PortListening, ProcessInfo, RecheckOutcome,
+    ReleaseAction, StaleReason, identity_unrecorded, names_live_holder, parse_pid_file,
 };
 use crate::probe::{ProbeOutcome, ProcessProbe, ProcessSnapshot, ProcessStatus};
 use crate::time::WallTime;
@@ -348,6 +348,8 @@ pub struct PidRecordDraft {
     pub host: String,
     pub version: String,
     pub created_by: String,
+    /// How the daemon was started (for `warden restart`).
+    pub invocation: Option<Invocation>,
 }
 
 impl PidRecordDraft {
@@ -359,6 +361,7 @@ impl PidRecordDraft {
             host: host.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             created_by: "warden".to_string(),
+            invocation: None,
         }
     }
 }
@@ -1032,6 +1035,7 @@ fn build_record<H: PidHost>(
         lock_acquired: true,
         created_by: draft.created_by.clone(),
         cmdline: args,
+        invocation: draft.invocation.clone().map(Box::new),
     }
 }
 

@@ -28,6 +28,7 @@ use crate::config::{
     ConfigError, ConfigOverrides, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR, Profile, WardenConfig,
     expand_home, parse_config_with_profile,
 };
+use crate::pidfile::Invocation;
 
 /// The name of the config file inside the state directory.
 pub const CONFIG_FILE_NAME: &str = "socketio-config.json";
@@ -60,6 +61,10 @@ pub struct Effective {
     pub config_file: Option<PathBuf>,
     /// Absolute (or as given, when relative) state directory.
     pub state_dir: PathBuf,
+    /// The flags this configuration came from, paths made absolute: what
+    /// the daemon records in its PID file for `warden restart` (`detach`
+    /// is the caller's to set).
+    pub invocation: Invocation,
 }
 
 impl Effective {
@@ -363,11 +368,25 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         Some(f) => Some(expand(&f, home)?),
         None => None,
     };
+    let invocation = Invocation {
+        host: req.host.clone(),
+        config: req.config_file.as_ref().and(file.as_deref()).map(absolute),
+        profile: req.profile.map(|p| p.as_str().to_string()),
+        state_dir: Some(absolute(&state_dir)),
+        detach: false,
+    };
     Ok(Effective {
         config,
         config_file: file,
         state_dir,
+        invocation,
     })
+}
+
+/// `path` made absolute against the working directory (as given when that
+/// cannot be read): a recorded path must mean the same from anywhere.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Reads a config file: a regular file (a FIFO, a device or a directory is

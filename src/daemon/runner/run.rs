@@ -416,7 +416,10 @@ async fn claim_pid_file(
 ) -> Result<(PidGuard, PendingSync), StartError> {
     let config = &effective.config;
     let (host, port) = (config.server.host.clone(), config.server.port);
-    let draft = PidRecordDraft::new(&host, port);
+    let draft = PidRecordDraft {
+        invocation: Some(effective.invocation.clone()),
+        ..PidRecordDraft::new(&host, port)
+    };
     let state_dir = effective.state_dir.clone();
     let validation = config.pid_validation.clone();
     let claimed = tokio::task::spawn_blocking(move || {

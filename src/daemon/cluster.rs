@@ -542,10 +542,8 @@ impl SharedHub for Cluster {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record(&self, event: &Value) {
-        let Ok(json) = serde_json::to_string(event) else {
-            return;
-        };
+    fn record(&self, event: &str) {
+        let json = event.to_owned();
         let link = &self.link;
         let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
         {

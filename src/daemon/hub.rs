@@ -523,6 +523,29 @@ pub trait SharedHub: Send + Sync {
         &self,
         limit: Option<usize>,
     ) -> Pin<Box<dyn Future<Output = Option<Vec<Value>>> + Send + '_>>;
+    /// `get_history {since}` on the shared history (see [`SharedPage`]);
+    /// `None` when it cannot be read now.
+    fn history_since<'a>(
+        &'a self,
+        since: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Option<SharedPage>> + Send + 'a>>;
+}
+
+/// A page of the shared history after one event, in the stream's order.
+#[derive(Debug, Default)]
+pub struct SharedPage {
+    /// The events after the one asked for (or, when it was not found, the
+    /// oldest kept), oldest first, as stamped JSON text: at most the page's
+    /// `limit` and `max_bytes` (at least one if any).
+    pub events: Vec<String>,
+    /// More events follow the last one given.
+    pub more: bool,
+    /// Whether the event asked for is in the shared history. When not (too
+    /// old and trimmed, not written yet, or never issued), `events` are the
+    /// oldest kept and the answer says there may be a gap.
+    pub found: bool,
 }
 
 /// An adapter the hub can serve with: how to finish registering `/`
@@ -859,7 +882,7 @@ impl<A: Adapter> Hub<A> {
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
                 let answer = match request.get("since") {
-                    Some(since) => hub.history_since(since, limit),
+                    Some(since) => hub.shared_history_since(since, limit).await,
                     None => {
                         let events = hub.shared_history(limit).await;
                         HistoryAnswer {
@@ -1216,6 +1239,35 @@ impl<A: Adapter> Hub<A> {
             limit.unwrap_or(usize::MAX),
             self.inner.settings.history_answer_max_bytes,
         )
+    }
+
+    /// `get_history {since}`: in cluster mode, the shared history's events
+    /// after the one whose `event_id` is `since`, in the stream's order
+    /// (gap `not_in_shared_history` with the oldest kept, when it is not
+    /// there); this node's own ([`Hub::history_since`]) otherwise, or while
+    /// the shared history cannot be read.
+    async fn shared_history_since(&self, since: &Value, limit: Option<usize>) -> HistoryAnswer {
+        let s = &self.inner.settings;
+        let limit = limit.unwrap_or(usize::MAX).min(s.event_history_size);
+        if let (Some(shared), Some(text)) = (self.shared(), since.as_str())
+            && let Some(page) = shared
+                .history_since(text, limit, s.history_answer_max_bytes)
+                .await
+        {
+            let events: Vec<StampedEvent> = page
+                .events
+                .into_iter()
+                .filter_map(|json| RawValue::from_string(json).ok())
+                .map(|raw| StampedEvent(Arc::from(raw), None))
+                .collect();
+            return HistoryAnswer {
+                count: events.len(),
+                events,
+                more: Some(page.more),
+                gap: (!page.found).then_some("not_in_shared_history"),
+            };
+        }
+        self.history_since(since, Some(limit))
     }
 
     /// `get_history {since}`: the events of this node's log after the one

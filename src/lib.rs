@@ -4,7 +4,8 @@
 //! reliability decision from events that carry their own time and process
 //! facts: [`breaker`], [`escalation`], [`recovery`] (the recovery loop),
 //! [`pidfile`], [`health`], [`errors`], [`config`], [`probe`], [`sessions`]
-//! (connection state recovery) and [`time`]. It never reads a clock, sleeps, or
+//! (connection state recovery), [`stamp`]
+//! (stamping events without parsing them) and [`time`]. It never reads a clock, sleeps, or
 //! touches a file or socket. The **daemon** (feature `daemon`, on by default)
 //! connects the core to the real OS and network. See ARCHITECTURE.md.
 
@@ -30,6 +31,8 @@ pub mod probe;
 pub mod recovery;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod sessions;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod stamp;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod time;
 

@@ -724,3 +724,96 @@ async fn status_and_doctor_show_the_cluster_and_a_redis_outage() {
     );
     drop(b);
 }
+
+/// Asks `client` for `get_history {since, limit}`; returns the answer.
+async fn history_since(client: &TestClient, asked_before: usize, since: &str, limit: u64) -> Value {
+    client
+        .emit("get_history", json!({ "since": since, "limit": limit }))
+        .await;
+    let answers = client
+        .recorder
+        .wait_for("event_history", asked_before + 1)
+        .await;
+    answers[asked_before].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn get_history_since_reads_the_shared_history_on_any_node() {
+    let redis = Redis::start();
+    let prefix = format!("s{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    for node in [&a, &b] {
+        wait_until("each node sees the other", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    let on_a = TestClient::connect(&a.url()).await;
+    let on_b = TestClient::connect(&b.url()).await;
+    // 1..=10 accepted by a, then (once they are in the stream) 11..=20 by b:
+    // ids of two epochs, one stream order.
+    for seq in 1..=10 {
+        a.post_event(&json!({ "type": "hook", "seq": seq }));
+    }
+    let mut asked = 0;
+    let stream_holds = async |client: &TestClient, asked: &mut usize, n: usize| {
+        let start = Instant::now();
+        while history(client, *asked).await.len() < n {
+            *asked += 1;
+            assert!(start.elapsed() < DEADLINE, "the stream never held {n}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        *asked += 1;
+    };
+    stream_holds(&on_b, &mut asked, 10).await;
+    for seq in 11..=20 {
+        b.post_event(&json!({ "type": "hook", "seq": seq }));
+    }
+    stream_holds(&on_b, &mut asked, 20).await;
+    let got = on_b.recorder.wait_for("claude_event", 20).await;
+    assert_eq!(seqs(&got), (1..=20).collect::<Vec<u64>>());
+    let id_of = |seq: u64| {
+        got[seq as usize - 1]["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // On b, after an event a accepted: b's own events follow it.
+    let answer = history_since(&on_b, asked, &id_of(5), 100).await;
+    asked += 1;
+    let events = answer["events"].as_array().unwrap().clone();
+    assert_eq!(seqs(&events), (6..=20).collect::<Vec<u64>>(), "{answer}");
+    assert_eq!(answer["gap"], Value::Null);
+    assert_eq!(answer["more"], false);
+    // Paged: five at a time, then on from the last one's id.
+    let answer = history_since(&on_b, asked, &id_of(5), 5).await;
+    asked += 1;
+    assert_eq!(seqs(answer["events"].as_array().unwrap()), [6, 7, 8, 9, 10]);
+    assert_eq!(answer["more"], true);
+    let answer = history_since(&on_b, asked, &id_of(10), 5).await;
+    asked += 1;
+    assert_eq!(
+        seqs(answer["events"].as_array().unwrap()),
+        [11, 12, 13, 14, 15]
+    );
+    // On a, after an event b accepted: the same stream.
+    let answer = history_since(&on_a, 0, &id_of(15), 100).await;
+    assert_eq!(
+        seqs(answer["events"].as_array().unwrap()),
+        [16, 17, 18, 19, 20]
+    );
+    assert_eq!(answer["gap"], Value::Null);
+    // An id the stream does not hold: the oldest kept, and a gap said.
+    let answer = history_since(&on_b, asked, "00000000000000ff-3", 100).await;
+    assert_eq!(answer["gap"], "not_in_shared_history", "{answer}");
+    assert_eq!(
+        seqs(answer["events"].as_array().unwrap()),
+        (1..=20).collect::<Vec<u64>>()
+    );
+}

@@ -15,7 +15,10 @@
 //! - an expired session: `recovered === false`, and `get_history {since}`
 //!   from the last event id catches up exactly;
 //! - a python-socketio 5.18 client (no recovery in that client, and the
-//!   feature off) catches up with `get_history {since}` after it was away.
+//!   feature off) catches up with `get_history {since}` after it was away;
+//! - the replay gate: a dashboard resumed while a reader that reads nothing
+//!   holds the relay back, so the events of its replay are delivered live
+//!   after it too; it gets each once, in order.
 //!
 //! No timed assertions: the pauses only pace the scenario; every wait polls
 //! with a generous deadline. Skipped (with a note) when `node` or
@@ -345,6 +348,7 @@ fn assert_exactly_in_order(done: &Value, last: u64) {
             .collect();
         let (count, missing) = (missing.len(), &missing[..missing.len().min(20)]);
         let mut sorted = seqs.clone();
+        sorted.sort_unstable();
         sorted.dedup();
         panic!(
             "events not exactly 1..={last} in order: {} received, {count} missing (first: {missing:?}), duplicates {}, in order {}; connects {}",
@@ -598,4 +602,132 @@ fn a_python_socketio_client_catches_up_with_get_history_since() {
     post(env.port, 26, true);
     let done = client.done();
     assert_exactly_in_order(&done, 26);
+}
+
+/// One HTTP/1.1 request to the daemon (`Connection: close`): status and body.
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A Socket.IO client over Engine.IO long-polling that never polls: it
+/// connects to the default namespace and then only POSTs (a sender) or
+/// nothing at all (a reader whose buffer fills: it reads nothing).
+struct Poller {
+    port: u16,
+    path: String,
+}
+
+impl Poller {
+    fn connect(port: u16) -> Poller {
+        let (code, open) = http_request(port, "GET", "/socket.io/?EIO=4&transport=polling", "");
+        assert_eq!(code, 200, "handshake: {open}");
+        let open: Value =
+            serde_json::from_str(open.trim_start_matches('0')).expect("an Engine.IO OPEN packet");
+        let sid = open["sid"].as_str().expect("sid");
+        let poller = Poller {
+            port,
+            path: format!("/socket.io/?EIO=4&transport=polling&sid={sid}"),
+        };
+        poller.post(&["40".to_owned()]);
+        poller
+    }
+
+    /// POSTs `packets` as one Engine.IO payload (they arrive in order).
+    fn post(&self, packets: &[String]) {
+        let (code, body) = http_request(self.port, "POST", &self.path, &packets.join("\u{1e}"));
+        assert_eq!(code, 200, "polling POST: {body}");
+    }
+
+    /// Sends `claude_event`s numbered `seqs` (the last one `last`).
+    fn send_events(&self, seqs: std::ops::RangeInclusive<u64>, last: bool) {
+        let end = *seqs.end();
+        let packets: Vec<String> = seqs
+            .map(|seq| {
+                let event = json!({"type": "csr_test", "seq": seq, "last": last && seq == end});
+                format!("42{}", json!(["claude_event", event]))
+            })
+            .collect();
+        for chunk in packets.chunks(100) {
+            self.post(chunk);
+        }
+    }
+}
+
+/// The replay gate, proven. A reader that reads nothing holds the relay back
+/// (`slow_reader_timeout`, 10 s here), so a fast sender's events are
+/// accepted and logged but not yet delivered live; a dashboard cut off and
+/// resumed during that hold is replayed those events from the log. When the
+/// hold ends the relay delivers the same events live: the gate must keep
+/// them from the resumed socket (they were in its replay), then let the
+/// later ones through. Without it, the dashboard gets the held events twice
+/// (replay, then live); had the live ones gone first, out of order.
+#[test]
+fn a_replay_during_a_held_back_relay_is_neither_overtaken_nor_repeated() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let mut config = recovery_on(json!({}));
+    config["server"] = json!({"socket_buffer_packets": 512, "slow_reader_timeout": 10});
+    let _daemon = start(&env, config);
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({"progress": true}));
+    client.wait_connects(1);
+    let _reads_nothing = Poller::connect(env.port);
+    let sender = Poller::connect(env.port);
+    wait_until("three clients", || {
+        service_stats(env.port)["clients_connected"].as_u64() == Some(3)
+    });
+
+    // The reader's buffer (512 packets) fills about event 510; the relay
+    // then waits for it while the sender's next events are accepted.
+    sender.send_events(1..=700, false);
+    let mut held_at = 0;
+    wait_until("the relay held back with events accepted", || {
+        let stats = service_stats(env.port);
+        held_at = stats["events_relayed"].as_u64().unwrap_or(0);
+        stats["events_processed"].as_u64() >= Some(700) && held_at < 700
+    });
+    // The dashboard has what was relayed before the hold (a client cut off
+    // before it read them would miss more than one replay gives).
+    client.wait_for(&format!("event {held_at}"), |l| {
+        l["type"] == "seq" && l["seq"].as_u64() >= Some(held_at)
+    });
+    proxy.cut();
+    proxy.restore();
+    client.wait_connects(2);
+    // The replay is counted once sent (the client may see CONNECT first).
+    wait_until("the replay sent", || {
+        service_stats(env.port)["events_replayed"].as_u64() > Some(0)
+    });
+    let stats = service_stats(env.port);
+    assert!(
+        stats["events_relayed"].as_u64() < Some(700),
+        "the scenario needs the resume inside the hold (lengthen slow_reader_timeout): {stats}"
+    );
+
+    // Live events after the hold: relayed behind the held ones, in order.
+    sender.send_events(701..=800, true);
+    let done = client.done();
+    assert_exactly_in_order(&done, 800);
+    assert_eq!(recovered_flags(&done), [false, true]);
 }

@@ -109,6 +109,7 @@ pub fn standard_scenarios() -> Vec<Scenario> {
     // Python and Node run only when `--servers` names them (see BENCHMARKS.md).
     let pair = vec![
         ServerKind::Warden,
+        ServerKind::WardenRecovery,
         ServerKind::Bare,
         ServerKind::Python,
         ServerKind::Node,
@@ -153,6 +154,7 @@ pub fn standard_scenarios() -> Vec<Scenario> {
             kind: burst(4, 1, 5000),
             servers: vec![
                 ServerKind::Warden,
+                ServerKind::WardenRecovery,
                 ServerKind::Bare,
                 ServerKind::Bare128,
                 ServerKind::Python,
@@ -858,7 +860,9 @@ async fn lifecycle(
     let memory = record_idle_memory(server.pid, &mut metrics)?;
     metrics.rss_peak_kib = Some(memory.peak_kib);
     let stop = match server.kind {
-        ServerKind::Warden => server.stop_with_cli(&paths.warden, STOP_BOUND).await,
+        ServerKind::Warden | ServerKind::WardenRecovery => {
+            server.stop_with_cli(&paths.warden, STOP_BOUND).await
+        }
         ServerKind::Bare | ServerKind::Bare128 | ServerKind::Python | ServerKind::Node => {
             server.stop_with_signal(STOP_BOUND).await
         }

@@ -30,6 +30,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ServerKind {
     /// `warden start` (release build) with health checks on.
     Warden,
+    /// The same with connection state recovery on: a session pid per
+    /// client, each event's offset as an extra argument, the replay gate.
+    #[serde(rename = "warden-csr")]
+    WardenRecovery,
     /// `bare-hub`: socketioxide with warden's settings, no reliability layer.
     Bare,
     /// `bare-hub --default-buffer`: socketioxide's default 128-packet buffer.
@@ -42,8 +46,9 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 5] = [
+    pub const ALL: [ServerKind; 6] = [
         ServerKind::Warden,
+        ServerKind::WardenRecovery,
         ServerKind::Bare,
         ServerKind::Bare128,
         ServerKind::Python,
@@ -53,6 +58,7 @@ impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Warden => "warden",
+            ServerKind::WardenRecovery => "warden-csr",
             ServerKind::Bare => "bare",
             ServerKind::Bare128 => "bare-128",
             ServerKind::Python => "python",
@@ -197,10 +203,14 @@ impl RunningServer {
         let stdout = std::fs::File::create(dir.path().join("stdout.log"))?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;
         let (binary, mut command, config) = match kind {
-            ServerKind::Warden => {
+            ServerKind::Warden | ServerKind::WardenRecovery => {
                 let config = dir.path().join("config.json");
-                let text = serde_json::to_string_pretty(&make_config(port, dir.path()))
-                    .map_err(std::io::Error::other)?;
+                let mut settings = make_config(port, dir.path());
+                if kind == ServerKind::WardenRecovery {
+                    settings["connection_state_recovery"] = serde_json::json!({"enabled": true});
+                }
+                let text =
+                    serde_json::to_string_pretty(&settings).map_err(std::io::Error::other)?;
                 std::fs::write(&config, text)?;
                 let mut command = Command::new(&paths.warden);
                 command
@@ -267,7 +277,8 @@ impl RunningServer {
             )
             .await
             .is_ok_and(|connected| connected.is_ok());
-            let recorded = kind != ServerKind::Warden || pid_file_names(&pid_file, pid);
+            let recorded = !matches!(kind, ServerKind::Warden | ServerKind::WardenRecovery)
+                || pid_file_names(&pid_file, pid);
             if accepting && recorded {
                 break;
             }

@@ -9,6 +9,7 @@
 //     disconnect" (socket.io-client does not on its own; the pid is kept)
 //   catchUp: after a connect that did not recover, ask get_history {since}
 //     from the last event id received, and record what it answers
+//   progress: print {"type":"seq","seq":n} for every event received
 const { io } = require("socket.io-client");
 
 const url = process.argv[2];
@@ -32,6 +33,7 @@ function line(value) {
 
 function record(event) {
   seqs.push(event.seq);
+  if (options.progress) line({ type: "seq", seq: event.seq });
   lastId = event.event_id;
   if (event.last) {
     line({ type: "done", seqs, connects, histories, badOffsets });

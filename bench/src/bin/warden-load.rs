@@ -24,7 +24,8 @@ struct Args {
     /// flood-4, connect-1000, lifecycle, or `custom` with the flags below.
     #[arg(long = "scenario", value_name = "NAME")]
     scenarios: Vec<String>,
-    /// Servers to compare, among warden, bare, bare-128, python, node (each
+    /// Servers to compare, among warden, warden-csr (connection state
+    /// recovery on), bare, bare-128, python, node (each
     /// scenario runs those of its own list that are also here). python needs
     /// `pip install -r bench/hubs/requirements.txt`; node needs `npm ci --prefix bench/hubs`.
     #[arg(long, value_delimiter = ',', default_value = "warden,bare,bare-128")]
@@ -126,12 +127,13 @@ async fn main() -> ExitCode {
         bare_hub: args.bare_hub.clone().unwrap_or_else(|| sibling("bare-hub")),
         hubs: ServerPaths::default_hubs(),
     };
-    if servers.contains(&ServerKind::Warden) && !paths.warden.exists() {
+    let is_warden = |s: &ServerKind| matches!(s, ServerKind::Warden | ServerKind::WardenRecovery);
+    if servers.iter().any(is_warden) && !paths.warden.exists() {
         eprintln!(
             "warden binary {} not found: build it with `cargo build --release -p warden` (skipping warden)",
             paths.warden.display()
         );
-        servers.retain(|s| *s != ServerKind::Warden);
+        servers.retain(|s| !is_warden(s));
     }
     let scenarios = match select_scenarios(&args, &servers) {
         Ok(scenarios) => scenarios,

@@ -73,7 +73,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
-use crate::daemon::hub::{Hub, HubAdapter, SharedHub};
+use crate::daemon::hub::{Hub, HubAdapter, SharedHub, SharedPage};
 use crate::health::{DependencyFacts, DependencySource};
 use crate::time::{Clock, Moment, WallTime};
 
@@ -542,10 +542,8 @@ impl SharedHub for Cluster {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    fn record(&self, event: &Value) {
-        let Ok(json) = serde_json::to_string(event) else {
-            return;
-        };
+    fn record(&self, event: &str) {
+        let json = event.to_owned();
         let link = &self.link;
         let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
         {
@@ -580,6 +578,32 @@ impl SharedHub for Cluster {
                 }
             }
         })
+    }
+
+    fn history_since<'a>(
+        &'a self,
+        since: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Option<SharedPage>> + Send + 'a>> {
+        Box::pin(self.read_since(since, limit, max_bytes))
+    }
+}
+
+impl Cluster {
+    /// [`SharedHub::history_since`], counted like the other history reads.
+    async fn read_since(&self, since: &str, limit: usize, max_bytes: usize) -> Option<SharedPage> {
+        match self.link.read_history_since(since, limit, max_bytes).await {
+            Ok(page) => Some(page),
+            Err(error) => {
+                self.link
+                    .counters
+                    .history_read_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%error, "shared history unavailable; answering from this node's");
+                None
+            }
+        }
     }
 }
 
@@ -951,6 +975,85 @@ impl Link {
         );
         events.reverse();
         Ok(events)
+    }
+}
+
+/// Entries read per `XREVRANGE` while looking for an event in the stream.
+const SINCE_PAGE: usize = 100;
+
+impl Link {
+    /// The stream's events after the one whose `event_id` is `since`, in
+    /// the stream's order: read from the newest back (pages of
+    /// [`SINCE_PAGE`], at most `history_len` entries in all, on the history
+    /// connection) until it is found. Not found: the oldest kept instead.
+    async fn read_history_since(
+        &self,
+        since: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<SharedPage, ClusterError> {
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            event_id: Option<&'a str>,
+        }
+        let (_, mut conn) = self.data_connection()?;
+        let key = self.settings.history_key();
+        // Newest first; the event asked for ends the search.
+        let mut newest_first: Vec<String> = Vec::new();
+        let mut found = false;
+        let mut end = "+".to_owned();
+        let mut foreign = 0u64;
+        'pages: while newest_first.len() < self.settings.history_len {
+            let reply: redis::streams::StreamRangeReply = self
+                .timed(
+                    redis::cmd("XREVRANGE")
+                        .arg(&key)
+                        .arg(&end)
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(SINCE_PAGE)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let Some(last) = reply.ids.last() else { break };
+            end = format!("({}", last.id);
+            let count = reply.ids.len();
+            for entry in reply.ids {
+                let Some(raw) = entry.get::<String>("event") else {
+                    foreign += 1;
+                    continue;
+                };
+                match serde_json::from_str::<Id<'_>>(&raw) {
+                    Ok(Id { event_id }) if event_id == Some(since) => {
+                        found = true;
+                        break 'pages;
+                    }
+                    Ok(_) => newest_first.push(raw),
+                    Err(_) => foreign += 1,
+                }
+            }
+            if count < SINCE_PAGE {
+                break;
+            }
+        }
+        self.foreign(foreign, &key, "warden events");
+        let mut bytes = 0usize;
+        let mut events = Vec::new();
+        let mut more = false;
+        for raw in newest_first.into_iter().rev() {
+            bytes = bytes.saturating_add(raw.len());
+            if events.len() >= limit || (bytes > max_bytes && !events.is_empty()) {
+                more = true;
+                break;
+            }
+            events.push(raw);
+        }
+        Ok(SharedPage {
+            events,
+            more,
+            found,
+        })
     }
 }
 

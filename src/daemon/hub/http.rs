@@ -473,9 +473,9 @@ async fn post_event<A: Adapter>(
             return (status, Json(json!({ "error": message }))).into_response();
         }
     };
-    match serde_json::from_slice::<Value>(&body) {
+    match crate::stamp::Payload::check_bytes(&body) {
         Ok(payload) => {
-            state.hub.publish(payload).await;
+            state.hub.publish(&payload).await;
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => (

@@ -2,7 +2,7 @@
 //! health checkers and HTTP endpoints read.
 //!
 //! Clients connect to the default namespace `/`. On connect the hub emits
-//! `connection_ack`. A `claude_event` is stamped (see [`stamp_event`]), kept in
+//! `connection_ack`. A `claude_event` is stamped (see [`crate::stamp`]), kept in
 //! a bounded history and relayed to every *other* client, in the order its
 //! sender sent it. `get_history {limit}` answers `event_history`, `ping`
 //! answers `pong`, `get_version` answers `version_info`. Events posted over
@@ -52,8 +52,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler};
@@ -70,6 +70,7 @@ pub mod http;
 
 use crate::daemon::hub::door::{DoorSettings, Transports};
 use crate::sessions::{Epoch, EventLog, Gap, Offset, SessionCounters, SessionLimits, SessionTable};
+use crate::stamp::{Payload, Stamp};
 use crate::time::{Clock, Moment, WallTime};
 
 /// The event a hook sends and dashboards receive.
@@ -365,30 +366,6 @@ pub trait HubStatus: Send + Sync {
     fn wall_now(&self) -> WallTime;
 }
 
-/// Stamps an event with the hub's identity and arrival time.
-///
-/// An object payload keeps its keys in their order and gains (or has
-/// overwritten, in place) `server_id` and `received_at`: the server's stamp is
-/// authoritative. Any other payload (array, string, number, bool, null) is
-/// wrapped as `{"data": payload, "server_id": .., "received_at": ..}` so that
-/// every relayed event is an object a dashboard can read the same way.
-pub fn stamp_event(payload: Value, server_id: &str, received_at: WallTime) -> Value {
-    let mut object = match payload {
-        Value::Object(map) => map,
-        other => {
-            let mut map = Map::new();
-            map.insert("data".to_owned(), other);
-            map
-        }
-    };
-    object.insert("server_id".to_owned(), Value::String(server_id.to_owned()));
-    object.insert(
-        "received_at".to_owned(),
-        Value::String(received_at.to_iso8601()),
-    );
-    Value::Object(object)
-}
-
 /// A stamped event as the bytes it is relayed and kept as: serialised once
 /// when accepted, shared (not copied) by the history, the relay queue and
 /// every `get_history` answer, and written verbatim into each packet. A
@@ -403,6 +380,11 @@ pub struct StampedEvent(Arc<RawValue>, Option<Offset>);
 impl StampedEvent {
     fn new(event: &Value) -> Result<Self, serde_json::Error> {
         serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw), None))
+    }
+
+    /// Takes `json` (checked JSON text, e.g. a [`Payload`]'s stamp) as is.
+    fn from_json(json: String, offset: Offset) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), Some(offset)))
     }
 
     /// The event's JSON text.
@@ -534,14 +516,38 @@ pub trait SharedHub: Send + Sync {
     fn relays_across_nodes(&self) -> bool;
     /// Counts one relay delivered to this node's clients only.
     fn local_fallback(&self);
-    /// Records an accepted event in the shared history; never blocks.
-    fn record(&self, event: &Value);
+    /// Records an accepted event (its stamped JSON) in the shared history;
+    /// never blocks.
+    fn record(&self, event: &str);
     /// The shared history's `limit` most recent events (all if `None`),
     /// oldest first; `None` when it cannot be read now.
     fn history(
         &self,
         limit: Option<usize>,
     ) -> Pin<Box<dyn Future<Output = Option<Vec<Value>>> + Send + '_>>;
+    /// `get_history {since}` on the shared history (see [`SharedPage`]);
+    /// `None` when it cannot be read now.
+    fn history_since<'a>(
+        &'a self,
+        since: &'a str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Pin<Box<dyn Future<Output = Option<SharedPage>> + Send + 'a>>;
+}
+
+/// A page of the shared history after one event, in the stream's order.
+#[derive(Debug, Default)]
+pub struct SharedPage {
+    /// The events after the one asked for (or, when it was not found, the
+    /// oldest kept), oldest first, as stamped JSON text: at most the page's
+    /// `limit` and `max_bytes` (at least one if any).
+    pub events: Vec<String>,
+    /// More events follow the last one given.
+    pub more: bool,
+    /// Whether the event asked for is in the shared history. When not (too
+    /// old and trimmed, not written yet, or never issued), `events` are the
+    /// oldest kept and the answer says there may be a gap.
+    pub found: bool,
 }
 
 /// An adapter the hub can serve with: how to finish registering `/`
@@ -878,7 +884,7 @@ impl<A: Adapter> Hub<A> {
                     .and_then(Value::as_u64)
                     .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
                 let answer = match request.get("since") {
-                    Some(since) => hub.history_since(since, limit),
+                    Some(since) => hub.shared_history_since(since, limit).await,
                     None => {
                         let events = hub.shared_history(limit).await;
                         HistoryAnswer {
@@ -936,7 +942,7 @@ impl<A: Adapter> Hub<A> {
     /// kept in the history and delivered to every client, like a socket's
     /// `claude_event`. Returns the stamped event.
     /// `None` if it could not be serialised (counted in `errors`).
-    pub async fn publish(&self, payload: Value) -> Option<StampedEvent> {
+    pub async fn publish(&self, payload: &Payload<'_>) -> Option<StampedEvent> {
         let event = self.ingest(payload)?;
         if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
             let result = self.relay(ns, &event).await;
@@ -1237,6 +1243,35 @@ impl<A: Adapter> Hub<A> {
         )
     }
 
+    /// `get_history {since}`: in cluster mode, the shared history's events
+    /// after the one whose `event_id` is `since`, in the stream's order
+    /// (gap `not_in_shared_history` with the oldest kept, when it is not
+    /// there); this node's own ([`Hub::history_since`]) otherwise, or while
+    /// the shared history cannot be read.
+    async fn shared_history_since(&self, since: &Value, limit: Option<usize>) -> HistoryAnswer {
+        let s = &self.inner.settings;
+        let limit = limit.unwrap_or(usize::MAX).min(s.event_history_size);
+        if let (Some(shared), Some(text)) = (self.shared(), since.as_str())
+            && let Some(page) = shared
+                .history_since(text, limit, s.history_answer_max_bytes)
+                .await
+        {
+            let events: Vec<StampedEvent> = page
+                .events
+                .into_iter()
+                .filter_map(|json| RawValue::from_string(json).ok())
+                .map(|raw| StampedEvent(Arc::from(raw), None))
+                .collect();
+            return HistoryAnswer {
+                count: events.len(),
+                events,
+                more: Some(page.more),
+                gap: (!page.found).then_some("not_in_shared_history"),
+            };
+        }
+        self.history_since(since, Some(limit))
+    }
+
     /// `get_history {since}`: the events of this node's log after the one
     /// whose `event_id` is `since`, oldest first, at most `limit` (capped by
     /// `event_history_size`) and `history_answer_max_bytes`. If they cannot
@@ -1366,22 +1401,25 @@ impl<A: Adapter> Hub<A> {
         closed
     }
 
-    /// Stamps, counts and records an event; the caller relays it.
-    /// The parsed payload is dropped here: only the stamped bytes are kept.
-    /// `None` (counted in `errors`) if it cannot be serialised.
-    fn ingest(&self, payload: Value) -> Option<StampedEvent> {
+    /// Stamps (in the payload's text: no tree is built), counts and records
+    /// an event; the caller relays it. `None` (counted in `errors`) if it
+    /// cannot be kept.
+    fn ingest(&self, payload: &Payload<'_>) -> Option<StampedEvent> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
-        let mut event = stamp_event(payload, &self.inner.settings.server_id, now);
+        let received_at = now.to_iso8601();
         // The id is issued under the log's lock, so the log's order is the
         // ids' order.
         let mut log = lock(&self.inner.history);
         let offset = log.next_offset();
-        if let Value::Object(map) = &mut event {
-            map.insert(EVENT_ID.to_owned(), Value::String(offset.to_string()));
-        }
-        let stamped = match StampedEvent::new(&event) {
-            Ok(stamped) => StampedEvent(stamped.0, Some(offset)),
+        let event_id = offset.to_string();
+        let json = payload.stamp(&Stamp {
+            server_id: &self.inner.settings.server_id,
+            received_at: &received_at,
+            event_id: &event_id,
+        });
+        let stamped = match StampedEvent::from_json(json, offset) {
+            Ok(stamped) => stamped,
             Err(error) => {
                 drop(log);
                 ServiceStats::add(&self.inner.stats.errors, 1);
@@ -1393,9 +1431,8 @@ impl<A: Adapter> Hub<A> {
         debug_assert_eq!(issued, offset);
         drop(log);
         if let Some(shared) = self.shared() {
-            shared.record(&event);
+            shared.record(stamped.as_str());
         }
-        drop(event);
         ServiceStats::add(&self.inner.stats.events_processed, 1);
         if self.inner.tap.receiver_count() > 0 {
             // Fails only if the last watcher left since the count: no one to tell.
@@ -1726,8 +1763,24 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             }
             socketioxide::handler::Value::Bytes(bytes) => bytes.len(),
         };
-        let payload = match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
-            Ok(Data(payload)) => payload,
+        let plain = matches!(&value, socketioxide::handler::Value::Str(_, binaries)
+            if binaries.as_ref().is_none_or(|b| b.is_empty()));
+        let with_binaries;
+        let payload = if let (true, socketioxide::handler::Value::Str(text, _)) = (plain, &value) {
+            event_payload(text.as_str())
+        } else {
+            // Binary attachments are decoded (into numbers) by the parser:
+            // this rare packet alone still goes through a tree.
+            match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
+                Ok(Data(tree)) => {
+                    with_binaries = tree.to_string();
+                    Payload::check(&with_binaries)
+                }
+                Err(error) => Err(serde::de::Error::custom(error)),
+            }
+        };
+        let payload = match payload {
+            Ok(payload) => payload,
             Err(error) => {
                 ServiceStats::add(&stats.client_errors, 1);
                 let now = self.hub.inner.clock.now();
@@ -1758,7 +1811,7 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             drop(permit);
             return self.refuse(&socket, &mut value, ack, Refusal::QueueBytes);
         }
-        let Some(event) = self.hub.ingest(payload) else {
+        let Some(event) = self.hub.ingest(&payload) else {
             return;
         };
         let size = event.len();
@@ -1774,6 +1827,35 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         }
         permit.send((socket, event, size));
     }
+}
+
+/// The first argument of an event packet's `["<event>", <payload>, ...]`,
+/// checked as JSON but not parsed into a tree (as socketioxide's `Data`
+/// extractor takes it: the first argument, later ones ignored).
+fn event_payload(packet: &str) -> Result<Payload<'_>, serde_json::Error> {
+    struct FirstArgument;
+    impl<'de> serde::de::Visitor<'de> for FirstArgument {
+        type Value = &'de RawValue;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an event name and its data")
+        }
+        fn visit_seq<S: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: S,
+        ) -> Result<&'de RawValue, S::Error> {
+            use serde::de::{Error, IgnoredAny};
+            seq.next_element::<IgnoredAny>()?
+                .ok_or_else(|| S::Error::custom("event name not found"))?;
+            let data = seq
+                .next_element::<&'de RawValue>()?
+                .ok_or_else(|| S::Error::custom("first element not found"))?;
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(data)
+        }
+    }
+    let mut reader = serde_json::Deserializer::from_str(packet);
+    let data = serde::Deserializer::deserialize_seq(&mut reader, FirstArgument)?;
+    Payload::check(data.get())
 }
 
 /// The ack of one incoming message (`None` ack id: sending does nothing).
@@ -1820,43 +1902,6 @@ async fn relay_in_order<A: Adapter>(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn stamping_an_object_keeps_key_order_and_appends_the_stamp() {
-        let at = WallTime::from_millis(1_754_490_600_000);
-        let event = stamp_event(json!({"type": "hook", "a": 1, "b": 2}), "srv", at);
-        let keys: Vec<&str> = event
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(keys, ["type", "a", "b", "server_id", "received_at"]);
-        assert_eq!(event["received_at"], "2025-08-06T14:30:00.000Z");
-        assert_eq!(event["server_id"], "srv");
-    }
-
-    #[test]
-    fn stamping_overwrites_a_client_stamp_in_place() {
-        let at = WallTime::from_millis(0);
-        let event = stamp_event(json!({"server_id": "forged", "x": 1}), "srv", at);
-        let keys: Vec<&str> = event
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(keys, ["server_id", "x", "received_at"]);
-        assert_eq!(event["server_id"], "srv");
-    }
-
-    #[test]
-    fn stamping_wraps_a_non_object() {
-        let event = stamp_event(json!([1, 2]), "srv", WallTime::from_millis(0));
-        assert_eq!(event["data"], json!([1, 2]));
-        assert_eq!(event["server_id"], "srv");
-        assert_eq!(event["received_at"], "1970-01-01T00:00:00.000Z");
-    }
 
     #[test]
     fn a_budget_allows_its_limit_per_window_then_is_spent() {

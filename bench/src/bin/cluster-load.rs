@@ -338,6 +338,26 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
     }
     result.warden_cpu_us = cpu(&warden_pids).saturating_sub(cpu_before);
     result.redis_cpu_us = redis_pid.map_or(0, |p| cpu(&[p]).saturating_sub(redis_before));
+    if result.delivered < result.expected {
+        // Say why on stderr: each node's cluster state and its log's last lines.
+        for (addr, node) in addrs.iter().zip(["a", "b", "single"]) {
+            if let Ok(mut conn) = warden_bench::http1::HttpConn::connect(*addr).await
+                && let Ok(response) = conn.get("/diagnostics").await
+            {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&response.body).unwrap_or_default();
+                eprintln!("node {node}: cluster {}", body["cluster"]);
+            }
+        }
+        for node in ["a", "b", "single"] {
+            let log = dir.path().join(node).join("socketio-server.log");
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(15)..];
+                eprintln!("node {node} log:\n{}", tail.join("\n"));
+            }
+        }
+    }
     for client in senders {
         client.close(Duration::from_secs(1)).await;
     }

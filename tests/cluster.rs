@@ -19,6 +19,8 @@ mod hub_common;
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use daemon_common::{Daemon, Env, free_port, http_get};
@@ -127,11 +129,17 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, prefix: &str, id: &str) -> Node {
+        Node::start_with(redis, prefix, id, json!({}))
+    }
+
+    /// [`Node::start`] with a `server` section.
+    fn start_with(redis: &Redis, prefix: &str, id: &str, server: Value) -> Node {
         let env = Env::new();
         let config = env.state_dir().join("cluster.json");
         let text = json!({
             "cluster": { "redis_url": redis.url(), "node_id": id, "prefix": prefix },
             "health_monitoring": { "check_interval": 1, "aggregation_window": 5 },
+            "server": server,
         });
         std::fs::write(&config, text.to_string()).unwrap();
         let mut daemon = env.spawn(&["--config", config.to_str().unwrap()]);
@@ -816,4 +824,296 @@ async fn get_history_since_reads_the_shared_history_on_any_node() {
         seqs(answer["events"].as_array().unwrap()),
         (1..=20).collect::<Vec<u64>>()
     );
+}
+
+/// The highest `seq` among `client`'s `claude_event`s (0 if none).
+fn max_seq(client: &TestClient) -> u64 {
+    seqs(&client.recorder.named("claude_event"))
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+}
+
+/// Publishes are pipelined (the sender's relay never waits for Redis per
+/// event), and Redis dies and returns in the middle of a stream: the other
+/// node's dashboard still sees the sender's events once each, in order,
+/// missing only some of those sent while Redis was away; the sender's own
+/// node delivers every event once; and the sender's node accounts for every
+/// event exactly once, as published or as delivered locally only (the
+/// fallback rule: a publish that fails is never retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn pipelined_publishes_keep_order_and_count_each_event_once_across_a_redis_restart() {
+    let mut redis = Redis::start();
+    let prefix = format!("p{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start(&redis, &prefix, "b");
+    for node in [&a, &b] {
+        wait_until("peers seen", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    let sender = TestClient::connect(&a.url()).await;
+    let local = TestClient::connect(&a.url()).await;
+    let remote = TestClient::connect(&b.url()).await;
+
+    // One sender streams numbered events, a little paced (bursts of 20),
+    // until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let last_sent = Arc::new(AtomicU64::new(0));
+    let stream = {
+        let (stop, last_sent) = (Arc::clone(&stop), Arc::clone(&last_sent));
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                seq += 1;
+                sender
+                    .emit("claude_event", json!({ "type": "hook", "seq": seq }))
+                    .await;
+                last_sent.store(seq, Ordering::SeqCst);
+                if seq.is_multiple_of(20) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            sender
+        })
+    };
+    wait_until("the stream crosses nodes", || max_seq(&remote) >= 300).await;
+
+    // Redis dies mid-stream: everything the other node had is complete.
+    let before = max_seq(&remote);
+    redis.kill();
+    wait_until("node a notices the outage", || !a.ready()).await;
+    let during = last_sent.load(Ordering::SeqCst);
+    wait_until("the stream goes on locally", || {
+        max_seq(&local) >= during + 200
+    })
+    .await;
+    redis.restart();
+    wait_until("both nodes reconnect", || a.ready() && b.ready()).await;
+    let resumed = last_sent.load(Ordering::SeqCst);
+    wait_until("the stream crosses nodes again", || {
+        max_seq(&remote) >= resumed + 300
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let sender = stream.await.unwrap();
+    // The marker: the same path (a, Redis, b) after every event above.
+    let last = last_sent.load(Ordering::SeqCst) + 1;
+    sender
+        .emit("claude_event", json!({ "type": "marker", "seq": last }))
+        .await;
+    for client in [&local, &remote] {
+        wait_until("the marker", || max_seq(client) == last).await;
+    }
+    assert_eq!(
+        sender.recorder.count("event_refused"),
+        0,
+        "paced: none refused"
+    );
+
+    assert_eq!(
+        seqs(&local.recorder.named("claude_event")),
+        (1..=last).collect::<Vec<_>>(),
+        "the sender's node delivers every event once, in order"
+    );
+    let got = seqs(&remote.recorder.named("claude_event"));
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "the other node: no duplicate, the sender's order"
+    );
+    let missing: Vec<u64> = (1..=last)
+        .filter(|s| got.binary_search(s).is_err())
+        .collect();
+    assert!(
+        missing.iter().all(|s| (before + 1..=resumed).contains(s)),
+        "only events sent while Redis was away may be missing on the other node \
+         (before {before}, resumed {resumed}): {missing:?}"
+    );
+    let state = a.cluster();
+    let published = state["events_published"].as_u64().unwrap();
+    let fallbacks = state["local_fallbacks"].as_u64().unwrap();
+    assert!(fallbacks > 0, "{state}");
+    assert_eq!(
+        published + fallbacks,
+        last,
+        "each event published once or delivered locally only, once: {state}"
+    );
+    assert_eq!(state["events_outbox"], 0, "{state}");
+}
+
+/// A reader on the other node whose buffer fills while it does not read is
+/// waited for there, as on the sender's node: once it reads it has every
+/// event, in order (the adapter's broadcast dropped its deliveries past its
+/// buffer at once: it lost about 200 of them). Garbage on the events channel
+/// is ignored and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn a_late_reader_on_the_other_node_is_waited_for_and_loses_nothing() {
+    let redis = Redis::start();
+    let prefix = format!("l{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start_with(
+        &redis,
+        &prefix,
+        "b",
+        json!({ "socket_buffer_packets": 256, "slow_reader_timeout": 60 }),
+    );
+    for node in [&a, &b] {
+        wait_until("peers seen", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    redis.cli(&["PUBLISH", &format!("{prefix}:events"), "not an event"]);
+    redis.cli(&["PUBLISH", &format!("{prefix}:events"), "{\"half\":\nx"]);
+    let dashboard = TestClient::connect(&b.url()).await;
+    let poll_url = stalled_reader(b.env.port).await;
+    let sender = TestClient::connect(&a.url()).await;
+    let sent = 450u64;
+    for seq in 1..=sent {
+        sender
+            .emit("claude_event", json!({ "type": "hook", "seq": seq }))
+            .await;
+    }
+    wait_until("node a published every event", || {
+        a.cluster()["events_published"].as_u64() == Some(sent)
+    })
+    .await;
+
+    // Now the late reader reads, answering pings, until it has every event.
+    let received = read_late(&poll_url, sent as usize).await;
+    assert_eq!(
+        received,
+        (1..=sent).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    let got = dashboard
+        .recorder
+        .wait_for("claude_event", sent as usize)
+        .await;
+    assert_eq!(seqs(&got), (1..=sent).collect::<Vec<_>>());
+    let (_, stats) = b.json("/stats");
+    assert_eq!(stats["events_dropped"], 0, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    let state = b.cluster();
+    assert_eq!(state["foreign_ignored"], 2, "{state}");
+    assert_eq!(state["incoming_dropped"], 0, "{state}");
+}
+
+/// A reader on the other node that never reads costs the other dashboards
+/// there nothing: the node waits for it once (`slow_reader_timeout`), then
+/// drops only its deliveries; every event reaches the honest dashboard, in
+/// order, and nothing is dropped from Redis meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn a_stalled_reader_on_the_other_node_loses_only_its_own() {
+    let redis = Redis::start();
+    let prefix = format!("s{}", std::process::id());
+    let a = Node::start(&redis, &prefix, "a");
+    let b = Node::start_with(
+        &redis,
+        &prefix,
+        "b",
+        json!({ "socket_buffer_packets": 256, "slow_reader_timeout": 1 }),
+    );
+    for node in [&a, &b] {
+        wait_until("peers seen", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    let dashboard = TestClient::connect(&b.url()).await;
+    let _never_polled = stalled_reader(b.env.port).await;
+    let sender = TestClient::connect(&a.url()).await;
+    let sent = 1_000u64;
+    for seq in 1..=sent {
+        sender
+            .emit("claude_event", json!({ "type": "hook", "seq": seq }))
+            .await;
+    }
+    let got = dashboard
+        .recorder
+        .wait_for("claude_event", sent as usize)
+        .await;
+    assert_eq!(seqs(&got), (1..=sent).collect::<Vec<_>>());
+    let (_, stats) = b.json("/stats");
+    assert_eq!(stats["errors"], 0, "{stats}");
+    assert_eq!(
+        stats["events_dropped"], stats["events_dropped_recipient_full"],
+        "every drop is the stalled reader's: {stats}"
+    );
+    assert!(stats["events_dropped"].as_u64().unwrap() <= sent, "{stats}");
+    assert_eq!(b.cluster()["incoming_dropped"], 0);
+}
+
+/// A reader that never reads: an Engine.IO polling handshake and a namespace
+/// connect on the node at `port`, then never another poll. Returns its
+/// polling URL (for a reader that reads late).
+async fn stalled_reader(port: u16) -> String {
+    let base = format!("http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling");
+    let http = reqwest::Client::new();
+    let open = http
+        .get(&base)
+        .send()
+        .await
+        .expect("handshake")
+        .text()
+        .await
+        .expect("handshake body");
+    let sid =
+        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+    let poll_url = format!("{base}&sid={sid}");
+    http.post(&poll_url)
+        .body("40")
+        .send()
+        .await
+        .expect("namespace connect");
+    poll_url
+}
+
+/// Polls `poll_url` (answering pings) until `n` `claude_event`s arrived;
+/// their `seq`s.
+async fn read_late(poll_url: &str, n: usize) -> Vec<u64> {
+    let http = reqwest::Client::new();
+    let mut received = Vec::new();
+    let start = Instant::now();
+    while received.len() < n {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the late reader got {} of {n}",
+            received.len()
+        );
+        let body = http
+            .get(poll_url)
+            .send()
+            .await
+            .expect("poll")
+            .text()
+            .await
+            .expect("poll body");
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                http.post(poll_url).body("3").send().await.expect("pong");
+            } else if let Some(event) = packet.strip_prefix("42[\"claude_event\",") {
+                let event: Value = serde_json::from_str(event.trim_end_matches(']'))
+                    .expect("a claude_event's payload");
+                received.push(event["seq"].as_u64().expect("seq"));
+            }
+        }
+    }
+    received
 }

@@ -8,7 +8,7 @@
 //!
 //! Not here: any pass/fail judgement on timings.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -164,6 +164,10 @@ struct Seen {
     latencies_us: Vec<u64>,
     keys: HashSet<(u64, u64)>,
     duplicates: u64,
+    /// Events that arrived after a later one of the same sender.
+    reordered: u64,
+    /// Per sender, the highest `seq` seen so far.
+    last_seq: HashMap<u64, u64>,
 }
 
 fn field(text: &str, key: &str) -> Option<u64> {
@@ -203,6 +207,11 @@ async fn receive(mut client: WsClient, origin: Instant, expected: usize) -> Seen
                 ) {
                     if seen.keys.insert((sender, seq)) {
                         seen.latencies_us.push(now.saturating_sub(sent));
+                        let last = seen.last_seq.entry(sender).or_insert(seq);
+                        if seq < *last {
+                            seen.reordered += 1;
+                        }
+                        *last = (*last).max(seq);
                     } else {
                         seen.duplicates += 1;
                     }
@@ -220,6 +229,7 @@ struct RunResult {
     expected: u64,
     delivered: u64,
     duplicates: u64,
+    reordered: u64,
     same_node: Vec<u64>,
     other_node: Vec<u64>,
     warden_cpu_us: u64,
@@ -319,6 +329,7 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
         let seen = task.await.map_err(|e| e.to_string())?;
         result.delivered += seen.keys.len() as u64;
         result.duplicates += seen.duplicates;
+        result.reordered += seen.reordered;
         if other_node {
             result.other_node.extend(seen.latencies_us);
         } else {
@@ -327,6 +338,26 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
     }
     result.warden_cpu_us = cpu(&warden_pids).saturating_sub(cpu_before);
     result.redis_cpu_us = redis_pid.map_or(0, |p| cpu(&[p]).saturating_sub(redis_before));
+    if result.delivered < result.expected {
+        // Say why on stderr: each node's cluster state and its log's last lines.
+        for (addr, node) in addrs.iter().zip(["a", "b", "single"]) {
+            if let Ok(mut conn) = warden_bench::http1::HttpConn::connect(*addr).await
+                && let Ok(response) = conn.get("/diagnostics").await
+            {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&response.body).unwrap_or_default();
+                eprintln!("node {node}: cluster {}", body["cluster"]);
+            }
+        }
+        for node in ["a", "b", "single"] {
+            let log = dir.path().join(node).join("socketio-server.log");
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(15)..];
+                eprintln!("node {node} log:\n{}", tail.join("\n"));
+            }
+        }
+    }
     for client in senders {
         client.close(Duration::from_secs(1)).await;
     }
@@ -413,9 +444,9 @@ fn main() -> ExitCode {
     );
     println!();
     println!(
-        "| setup | delivered / expected | duplicates | same-node p50 / p99 ms | other-node p50 / p99 ms | warden CPU µs / delivery | Redis CPU µs / delivery |"
+        "| setup | delivered / expected | duplicates | reordered | same-node p50 / p99 ms | other-node p50 / p99 ms | warden CPU µs / delivery | Redis CPU µs / delivery |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, runs) in [("one node", &single), ("two nodes + Redis", &cluster)] {
         let per =
             |f: &dyn Fn(&RunResult) -> Option<f64>| median(runs.iter().filter_map(f).collect());
@@ -427,8 +458,9 @@ fn main() -> ExitCode {
         let delivered: u64 = runs.iter().map(|r| r.delivered).sum();
         let expected: u64 = runs.iter().map(|r| r.expected).sum();
         let duplicates: u64 = runs.iter().map(|r| r.duplicates).sum();
+        let reordered: u64 = runs.iter().map(|r| r.reordered).sum();
         println!(
-            "| {name} | {delivered} / {expected} | {duplicates} | {} / {} | {} / {} | {} | {} |",
+            "| {name} | {delivered} / {expected} | {duplicates} | {reordered} | {} / {} | {} / {} | {} | {} |",
             fmt(per(&|r| percentile(&sorted(&r.same_node), 50.0))),
             fmt(per(&|r| percentile(&sorted(&r.same_node), 99.0))),
             fmt(per(&|r| percentile(&sorted(&r.other_node), 50.0))),

@@ -30,10 +30,23 @@
 //! - Subscribing never waits for Redis: the channel is registered at once and
 //!   subscribed on the live connection (now, or when one exists). That is why
 //!   a node starts, and its namespace registers, while Redis is down.
-//! - Publishing fails fast ([`ClusterError::NotConnected`]) while there is no
-//!   connection and is bounded by [`ClusterSettings::command_timeout`]
-//!   otherwise; the hub then delivers to this node's clients only (see
-//!   `Hub`'s relay). Redis down never stops local relay.
+//! - Accepted events do not cross through the adapter but on warden's own
+//!   channel `<prefix>:events`, as their stamped JSON (tagged with this
+//!   process's origin). The hub delivers each event to this node's clients
+//!   itself, once, and hands it to the publisher task ([`SharedHub::publish`]
+//!   waits only while the bounded outbox is full); the publisher sends what
+//!   has queued as one pipeline per round trip, in order, so a sender never
+//!   waits for Redis per event and its order holds. A batch that cannot be
+//!   published (no connection, an error, the command timeout) is never
+//!   retried: it was delivered here and counts as local fallbacks. Each
+//!   node delivers the events it receives to its own clients one at a time,
+//!   by the local relay's rule (a full recipient is waited for up to
+//!   `slow_reader_timeout`; see `Hub::deliver_remote`), the packet encoded
+//!   once per node. Redis down never stops local relay.
+//! - The adapter's own requests (rooms, remote disconnects) publish through
+//!   [`ClusterDriver::publish`], which fails fast
+//!   ([`ClusterError::NotConnected`]) while there is no connection and is
+//!   bounded by [`ClusterSettings::command_timeout`] otherwise.
 //! - Every [`ClusterSettings::heartbeat_interval`] the supervisor sends
 //!   `PING`, writes this node's last-seen time into the hash
 //!   `<prefix>:nodes` and reads the others': the round trip and the peers seen
@@ -73,7 +86,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
-use crate::daemon::hub::{Hub, HubAdapter, SharedHub, SharedPage};
+use crate::daemon::hub::{Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, WeakHub};
 use crate::health::{DependencyFacts, DependencySource};
 use crate::time::{Clock, Moment, WallTime};
 
@@ -90,6 +103,12 @@ pub const RECONNECT_MAX_OPEN: Duration = Duration::from_secs(30);
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Events written to the history stream in one pipeline.
 const HISTORY_BATCH: usize = 256;
+/// Accepted events waiting for their publish, at most: past it a sender's
+/// relay waits (its own queue then fills and it is told, as for a slow
+/// reader), so memory stays bounded when Redis is slow.
+const EVENT_OUTBOX: usize = 4_096;
+/// Events published in one pipeline (one round trip), at most.
+const PUBLISH_BATCH: usize = 256;
 /// A node not seen for this long is dropped from `<prefix>:nodes`.
 const NODE_FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Messages from Redis queued per channel before the adapter reads them;
@@ -115,7 +134,13 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
-    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+    /// A command unanswered this long means the link is lost. No relay
+    /// waits for it (publishes are pipelined from an outbox), so it only has
+    /// to tell a hung Redis from a node whose own runtime is busy: at 500 ms,
+    /// a 1,000-client burst on a loaded 2-core machine delayed a heartbeat's
+    /// answer past it about once in 20 runs, and the dropped link cost that
+    /// run's cross-node deliveries (counted as local fallbacks).
+    pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
     pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
     /// The cluster settings of `cfg`, or `None` when cluster mode is off.
@@ -152,6 +177,11 @@ impl ClusterSettings {
 
     fn nodes_key(&self) -> String {
         format!("{}:nodes", self.prefix)
+    }
+
+    /// The channel accepted events cross on (not the adapter's).
+    fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
     }
 }
 
@@ -249,6 +279,7 @@ struct Counters {
     disconnects: AtomicU64,
     connect_failures: AtomicU64,
     published: AtomicU64,
+    events_published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
     incoming_dropped: AtomicU64,
@@ -290,8 +321,12 @@ pub struct ClusterSnapshot {
     pub connects: u64,
     pub disconnects: u64,
     pub connect_failures: u64,
-    /// Messages published to the other nodes (broadcasts and adapter requests).
+    /// Messages published to the other nodes (events and adapter requests).
     pub cross_node_published: u64,
+    /// Of those, accepted events (`<prefix>:events`).
+    pub events_published: u64,
+    /// Events waiting in the outbox for their publish.
+    pub events_outbox: usize,
     pub publish_failures: u64,
     /// Messages received from the other nodes.
     pub cross_node_received: u64,
@@ -333,10 +368,14 @@ struct Link {
     lost: Notify,
     facts: Mutex<Facts>,
     counters: Counters,
-    /// Events not yet in the stream: (sequence, JSON), oldest first.
-    pending: Mutex<VecDeque<(u64, String)>>,
+    /// Events not yet in the stream: (sequence, event), oldest first. The
+    /// event's bytes are shared with the hub's own history, not copied.
+    pending: Mutex<VecDeque<(u64, StampedEvent)>>,
     next_seq: AtomicU64,
     history_ready: Notify,
+    /// This process's tag on the events it publishes (`<json>\n<origin>`):
+    /// Redis hands a node its own publishes back, and they are skipped.
+    origin: String,
     stop: CancellationToken,
 }
 
@@ -351,6 +390,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Cluster {
     link: Arc<Link>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Accepted events for the publisher task, in the relays' order.
+    outbox: mpsc::Sender<StampedEvent>,
+    /// Events from the other nodes, until [`Cluster::hub`] starts their
+    /// delivery task.
+    inbox: Arc<Mutex<Option<mpsc::Receiver<ChanItem>>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -389,8 +433,17 @@ impl Cluster {
             pending: Mutex::new(VecDeque::new()),
             next_seq: AtomicU64::new(1),
             history_ready: Notify::new(),
+            origin: socketioxide::socket::Sid::new().to_string(),
             stop: CancellationToken::new(),
         });
+        // The events channel is subscribed as the adapter's are (and so
+        // again after every reconnect); its messages wait in `inbox`.
+        let (inbox_tx, inbox) = mpsc::channel(STREAM_BUFFER);
+        link.handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(link.settings.events_channel(), inbox_tx);
+        let (outbox, outgoing) = mpsc::channel(EVENT_OUTBOX);
         tracing::info!(
             "Cluster: node {} joins the hub over Redis {}",
             link.settings.node_id,
@@ -399,10 +452,13 @@ impl Cluster {
         let tasks = vec![
             tokio::spawn(supervise(Arc::clone(&link))),
             tokio::spawn(write_history(Arc::clone(&link))),
+            tokio::spawn(publish_events(Arc::clone(&link), outgoing)),
         ];
         Ok(Cluster {
             link,
             tasks: Arc::new(Mutex::new(tasks)),
+            outbox,
+            inbox: Arc::new(Mutex::new(Some(inbox))),
         })
     }
 
@@ -431,6 +487,14 @@ impl Cluster {
             }),
         );
         hub.share_with(Arc::new(self.clone()));
+        if let Some(inbox) = lock(&self.inbox).take() {
+            let task = tokio::spawn(deliver_events(
+                Arc::clone(&self.link),
+                hub.downgrade(),
+                inbox,
+            ));
+            lock(&self.tasks).push(task);
+        }
         hub
     }
 
@@ -471,6 +535,8 @@ impl Cluster {
             disconnects: load(&c.disconnects),
             connect_failures: load(&c.connect_failures),
             cross_node_published: load(&c.published),
+            events_published: load(&c.events_published),
+            events_outbox: EVENT_OUTBOX.saturating_sub(self.outbox.capacity()),
             publish_failures: load(&c.publish_failures),
             cross_node_received: load(&c.received),
             incoming_dropped: load(&c.incoming_dropped),
@@ -531,19 +597,20 @@ impl DependencySource for Cluster {
 }
 
 impl SharedHub for Cluster {
-    fn relays_across_nodes(&self) -> bool {
-        self.is_connected()
+    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let event = event.clone();
+        Box::pin(async move {
+            if self.outbox.send(event).await.is_err() {
+                // The publisher stopped (shutdown): this node's clients only.
+                self.link
+                    .counters
+                    .local_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        })
     }
 
-    fn local_fallback(&self) {
-        self.link
-            .counters
-            .local_fallbacks
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn record(&self, event: &str) {
-        let json = event.to_owned();
+    fn record(&self, event: &StampedEvent) {
         let link = &self.link;
         let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
         {
@@ -555,7 +622,7 @@ impl SharedHub for Cluster {
                     .fetch_add(1, Ordering::Relaxed);
             }
             if link.settings.history_len > 0 {
-                pending.push_back((seq, json));
+                pending.push_back((seq, event.clone()));
             }
         }
         link.history_ready.notify_one();
@@ -891,12 +958,12 @@ impl Link {
     }
 
     /// Up to `max` pending events, oldest first.
-    fn pending_batch(&self, max: usize) -> Vec<(u64, String)> {
+    fn pending_batch(&self, max: usize) -> Vec<(u64, StampedEvent)> {
         lock(&self.pending).iter().take(max).cloned().collect()
     }
 
     /// Forgets every pending event up to the last of `batch`.
-    fn forget_pending(&self, batch: &[(u64, String)]) {
+    fn forget_pending(&self, batch: &[(u64, StampedEvent)]) {
         let Some((last, _)) = batch.last() else {
             return;
         };
@@ -911,7 +978,7 @@ impl Link {
     async fn append(
         &self,
         conn: &mut MultiplexedConnection,
-        batch: &[(u64, String)],
+        batch: &[(u64, StampedEvent)],
     ) -> Result<(), ClusterError> {
         if batch.is_empty() {
             return Ok(());
@@ -926,7 +993,7 @@ impl Link {
                 .arg(self.settings.history_len)
                 .arg("*")
                 .arg("event")
-                .arg(json)
+                .arg(json.as_str())
                 .ignore();
         }
         self.timed(pipe.query_async::<()>(conn)).await?;
@@ -1271,6 +1338,134 @@ async fn write_history(link: Arc<Link>) {
                 );
             }
         }
+    }
+}
+
+/// Publishes accepted events on `<prefix>:events`, in the order they were
+/// handed over, without waiting for each: what arrived while a round trip
+/// was out goes in the next pipeline (at most [`PUBLISH_BATCH`]), one round
+/// trip per batch. A batch that cannot be published (no connection, an
+/// error, the command timeout) is never retried: its events were delivered
+/// to this node's clients by the hub already and are counted as local
+/// fallbacks. So the other nodes see each sender's events once, in order,
+/// with a gap where Redis was away.
+async fn publish_events(link: Arc<Link>, mut outbox: mpsc::Receiver<StampedEvent>) {
+    let chan = link.settings.events_channel();
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        batch.clear();
+        tokio::select! {
+            () = link.stop.cancelled() => return,
+            n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 {
+                return;
+            },
+        }
+        let n = batch.len() as u64;
+        let Ok((generation, mut conn)) = link.connection() else {
+            link.counters
+                .local_fallbacks
+                .fetch_add(n, Ordering::Relaxed);
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for event in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(&chan)
+                .arg(Tagged(event, &link.origin))
+                .ignore();
+        }
+        match link.timed(pipe.query_async::<()>(&mut conn)).await {
+            Ok(()) => {
+                link.counters.published.fetch_add(n, Ordering::Relaxed);
+                link.counters
+                    .events_published
+                    .fetch_add(n, Ordering::Relaxed);
+            }
+            Err(error) => {
+                link.counters
+                    .publish_failures
+                    .fetch_add(n, Ordering::Relaxed);
+                link.counters
+                    .local_fallbacks
+                    .fetch_add(n, Ordering::Relaxed);
+                tracing::debug!(%error, events = n, "cross-node publish failed; delivered on this node only");
+                if error.is_connection_error() {
+                    link.connection_lost(generation, &error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// An event as published: its JSON, a newline, the publishing process's
+/// origin tag; written straight into the command (no intermediate buffer).
+struct Tagged<'a>(&'a StampedEvent, &'a str);
+
+impl redis::ToRedisArgs for Tagged<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // Writing to the command's own Vec cannot fail.
+        let _ = arg.write_all(self.0.as_str().as_bytes());
+        let _ = arg.write_all(b"\n");
+        let _ = arg.write_all(self.1.as_bytes());
+    }
+}
+
+/// What a message on `<prefix>:events` is.
+enum Incoming {
+    /// This process's own publish, handed back by Redis.
+    Own,
+    /// Not `<json>\n<origin>`: written by something else.
+    Foreign,
+    Event(StampedEvent),
+}
+
+impl Link {
+    /// Reads one message of `<prefix>:events`; the JSON keeps the
+    /// message's allocation.
+    fn incoming(&self, mut payload: Vec<u8>) -> Incoming {
+        let Some(at) = payload.iter().rposition(|b| *b == b'\n') else {
+            return Incoming::Foreign;
+        };
+        if payload[at + 1..] == *self.origin.as_bytes() {
+            return Incoming::Own;
+        }
+        payload.truncate(at);
+        match String::from_utf8(payload).map(StampedEvent::from_remote) {
+            Ok(Ok(event)) => Incoming::Event(event),
+            _ => Incoming::Foreign,
+        }
+    }
+}
+
+/// Delivers the other nodes' events to this node's clients, one at a time
+/// in the order Redis handed them over (so each sender's order holds), each
+/// by the local relay's rule ([`Hub::deliver_remote`]).
+async fn deliver_events(
+    link: Arc<Link>,
+    hub: WeakHub<ClusterAdapter>,
+    mut inbox: mpsc::Receiver<ChanItem>,
+) {
+    loop {
+        let item = tokio::select! {
+            () = link.stop.cancelled() => return,
+            item = inbox.recv() => item,
+        };
+        let Some((chan, payload)) = item else { return };
+        let event = match link.incoming(payload) {
+            Incoming::Own => continue,
+            Incoming::Foreign => {
+                link.foreign(1, &chan, "warden events");
+                continue;
+            }
+            Incoming::Event(event) => event,
+        };
+        let Some(hub) = hub.upgrade() else { return };
+        hub.deliver_remote(&event).await;
     }
 }
 

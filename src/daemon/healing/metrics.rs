@@ -461,6 +461,8 @@ mod tests {
             disconnects: 2,
             connect_failures: 7,
             cross_node_published: 40,
+            events_published: 30,
+            events_outbox: 0,
             publish_failures: 1,
             cross_node_received: 50,
             incoming_dropped: 0,

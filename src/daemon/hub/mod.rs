@@ -406,6 +406,13 @@ impl StampedEvent {
         self.len() == 0
     }
 
+    /// An event received as JSON text (from another node): validated, not
+    /// parsed into a `Value`; the text's allocation is kept. It has no
+    /// offset in this hub's log.
+    pub fn from_remote(json: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), None))
+    }
+
     /// The event parsed (for callers that need to look inside).
     pub fn to_value(&self) -> Result<Value, serde_json::Error> {
         serde_json::from_str(self.0.get())
@@ -511,14 +518,15 @@ pub struct ServerFull {
 
 /// The other nodes of a cluster, as the hub needs them (see `cluster.rs`).
 pub trait SharedHub: Send + Sync {
-    /// Whether a relay can reach the other nodes now. When not, the hub
-    /// delivers to this node's clients only instead of waiting.
-    fn relays_across_nodes(&self) -> bool;
-    /// Counts one relay delivered to this node's clients only.
-    fn local_fallback(&self);
-    /// Records an accepted event (its stamped JSON) in the shared history;
-    /// never blocks.
-    fn record(&self, event: &str);
+    /// Hands an accepted event to the other nodes, in the order of the
+    /// calls (one sender's relay calls it in its order). Waits only while
+    /// the bounded outbox is full (backpressure on the sender), never for
+    /// Redis to answer: the hub delivers to this node's own clients itself,
+    /// once, whatever becomes of the publish (an event the other nodes
+    /// cannot get is counted as a local fallback, never retried).
+    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Records an accepted event in the shared history; never blocks.
+    fn record(&self, event: &StampedEvent);
     /// The shared history's `limit` most recent events (all if `None`),
     /// oldest first; `None` when it cannot be read now.
     fn history(
@@ -951,34 +959,41 @@ impl<A: Adapter> Hub<A> {
         Some(event)
     }
 
-    /// Emits `event` to `to`'s recipients: on every node while the cluster
-    /// can relay, else (or when the publish fails, which the adapter reports
-    /// before any local delivery) to this node's recipients only, once.
-    ///
-    /// This node's recipients are served patiently ([`Hub::deliver_patiently`]);
-    /// a cross-node relay is one adapter broadcast.
+    /// Emits `event` to `to`'s recipients: this node's are served patiently
+    /// ([`Hub::deliver_patiently`]); in cluster mode the event is first handed
+    /// to the other nodes ([`SharedHub::publish`], which does not wait for
+    /// Redis), and each of them delivers it to its own clients the same way
+    /// ([`Hub::deliver_remote`]). This node's clients get it exactly once
+    /// whatever becomes of the publish.
     async fn relay(
         &self,
         to: BroadcastOperators<A>,
         event: &StampedEvent,
     ) -> Result<(), BroadcastError> {
-        let Some(shared) = self.shared() else {
-            let recipients = self.past_their_replay(to.sockets(), event);
-            return self
-                .deliver_patiently(recipients, &self.outgoing(event))
-                .await;
-        };
-        if shared.relays_across_nodes() {
-            match to.clone().emit(CLAUDE_EVENT, event).await {
-                Err(BroadcastError::Adapter(error)) => {
-                    tracing::debug!(%error, "cross-node publish failed; delivering on this node");
-                }
-                other => return other,
-            }
+        if let Some(shared) = self.shared() {
+            shared.publish(event).await;
         }
-        shared.local_fallback();
-        self.deliver_patiently(to.local().sockets(), &self.outgoing(event))
+        let recipients = self.past_their_replay(to.local().sockets(), event);
+        self.deliver_patiently(recipients, &self.outgoing(event))
             .await
+    }
+
+    /// Delivers an event another node accepted to this node's clients, by
+    /// the same rule as a local relay ([`Hub::deliver_patiently`]: a full
+    /// recipient is waited for, up to `slow_reader_timeout`). Drops are
+    /// counted as the recipients' own, as for a local relay; the event
+    /// itself was counted by the node that accepted it.
+    pub async fn deliver_remote(&self, event: &StampedEvent) {
+        let Some(ns) = self.current_io().and_then(|io| io.of("/")) else {
+            return;
+        };
+        let recipients = self.past_their_replay(ns.local().sockets(), event);
+        if let Err(BroadcastError::Socket(failed)) = self
+            .deliver_patiently(recipients, &self.outgoing(event))
+            .await
+        {
+            self.count_dropped(&failed);
+        }
     }
 
     /// Emits `args` (the event's argument(s), e.g. the stamped event) as one
@@ -1431,7 +1446,7 @@ impl<A: Adapter> Hub<A> {
         debug_assert_eq!(issued, offset);
         drop(log);
         if let Some(shared) = self.shared() {
-            shared.record(stamped.as_str());
+            shared.record(&stamped);
         }
         ServiceStats::add(&self.inner.stats.events_processed, 1);
         if self.inner.tap.receiver_count() > 0 {
@@ -1468,22 +1483,7 @@ impl<A: Adapter> Hub<A> {
         ServiceStats::add(&stats.events_relayed, 1);
         match result {
             Ok(()) => {}
-            Err(BroadcastError::Socket(failed)) => {
-                // The recipients' doing (a full buffer: a reader too slow for
-                // the relay; or closing): counted per cause, never a hub error.
-                ServiceStats::add(&stats.events_dropped, failed.len() as u64);
-                for error in &failed {
-                    match error {
-                        SocketError::InternalChannelFull => {
-                            ServiceStats::add(&stats.events_dropped_recipient_full, 1);
-                        }
-                        SocketError::Closed => {
-                            ServiceStats::add(&stats.events_dropped_recipient_closed, 1);
-                        }
-                    }
-                }
-                tracing::debug!(failed = failed.len(), "relay dropped for some clients");
-            }
+            Err(BroadcastError::Socket(failed)) => self.count_dropped(&failed),
             Err(error) => {
                 ServiceStats::add(&stats.events_dropped, self.other_clients());
                 ServiceStats::add(&stats.errors, 1);
@@ -1492,6 +1492,25 @@ impl<A: Adapter> Hub<A> {
                 }
             }
         }
+    }
+
+    /// Counts deliveries dropped for their recipients: the recipients' doing
+    /// (a full buffer: a reader too slow for the relay; or closing), counted
+    /// per cause, never a hub error.
+    fn count_dropped(&self, failed: &[SocketError]) {
+        let stats = &self.inner.stats;
+        ServiceStats::add(&stats.events_dropped, failed.len() as u64);
+        for error in failed {
+            match error {
+                SocketError::InternalChannelFull => {
+                    ServiceStats::add(&stats.events_dropped_recipient_full, 1);
+                }
+                SocketError::Closed => {
+                    ServiceStats::add(&stats.events_dropped_recipient_closed, 1);
+                }
+            }
+        }
+        tracing::debug!(failed = failed.len(), "relay dropped for some clients");
     }
 
     /// The recipients a relay from one connected client is meant for: every

@@ -134,6 +134,13 @@ pub struct ServerConfig {
         serialize_with = "ser_secs"
     )]
     pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this time of its head, or
+    /// the request fails and its connection is closed.
+    #[serde(
+        deserialize_with = "de_secs_in::<_, 100, 3_600_000>",
+        serialize_with = "ser_secs"
+    )]
+    pub body_read_timeout: Duration,
     /// A kept-alive HTTP connection with no request in flight is closed after this.
     #[serde(
         deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
@@ -182,6 +189,7 @@ impl Default for ServerConfig {
             client_error_window: Duration::from_secs(60),
             state_dir: None,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,

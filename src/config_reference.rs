@@ -162,6 +162,11 @@ pub const ENTRIES: &[Entry] = &[
         "A new connection must send a complete request head within this time, or it is closed.",
     ),
     key(
+        "server.body_read_timeout",
+        Some(Secs(0.1, 3_600.0)),
+        "A request's body must arrive whole within this time of its head, or the request fails and its connection is closed.",
+    ),
+    key(
         "server.idle_timeout",
         Some(Secs(1.0, 86_400.0)),
         "A kept-alive HTTP connection with no request in flight is closed after this.",

@@ -707,3 +707,32 @@ fn an_engineio_session_that_never_joins_the_namespace_is_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Fails on the old code: a request that declared a body and never finished
+/// it held its connection (and a descriptor) forever: the header-read timer
+/// stops at the head, and the idle timer applies only between requests.
+#[test]
+fn a_request_body_that_never_finishes_is_cut_off() {
+    let env = Env::new();
+    let _daemon = start(&env, json!({"server": {"body_read_timeout": 1}}));
+    let mut stalled = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    write!(
+        stalled,
+        "POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 9\r\n\r\n{{\"a\": 1"
+    )
+    .unwrap();
+    assert!(
+        closed_by_server(&mut stalled, Instant::now() + Duration::from_secs(30)),
+        "a body stalled one byte short of its Content-Length kept its connection"
+    );
+    // An honest post on a connection of its own still goes through.
+    let (code, _, _) = request(
+        env.port,
+        "POST",
+        "/api/events",
+        &[("Content-Type", "application/json")],
+        r#"{"type": "after"}"#,
+    );
+    assert_eq!(code, 204);
+}

@@ -29,6 +29,9 @@ pub struct DoorSettings {
     /// A new connection must send its first complete request head within
     /// this time, or it is closed.
     pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this time of its head, or
+    /// the request fails (its connection is then closed).
+    pub body_read_timeout: Duration,
     /// A kept-alive HTTP connection with no request in flight is closed
     /// after this time (a request head after the first must also arrive
     /// within it). Upgraded WebSocket connections are Engine.IO's (pings).
@@ -54,6 +57,7 @@ pub struct DoorSettings {
 
 impl DoorSettings {
     pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
     pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 }
@@ -62,6 +66,7 @@ impl Default for DoorSettings {
     fn default() -> Self {
         DoorSettings {
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: Self::DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             max_connections_per_ip: None,

@@ -93,6 +93,7 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         .enable_cors
         .then(|| server.cors_allowed_origins.clone());
     s.door.header_read_timeout = server.header_read_timeout;
+    s.door.body_read_timeout = server.body_read_timeout;
     s.door.idle_timeout = server.idle_timeout;
     s.door.handshake_timeout = server.handshake_timeout;
     s.door.max_connections_per_ip =

@@ -351,7 +351,11 @@ async fn serve_connection<I>(
             if carries_socketio(request.uri()) {
                 transports.enlist(&cut);
             }
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let body_read_timeout = settings.body_read_timeout;
+            router.clone().oneshot(
+                request
+                    .map(|body| axum::body::Body::new(DeadlineBody::new(body, body_read_timeout))),
+            )
         })
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -395,4 +399,67 @@ async fn serve_connection<I>(
         }
     }
     drop(open);
+}
+
+/// A request body that must arrive whole by a deadline (`server.
+/// body_read_timeout` after its head): past it, reading the body fails, the
+/// handler answers an error and hyper closes the connection, so a client
+/// that declares a body and never finishes it cannot hold a connection (and
+/// its descriptor) forever. The timer is armed only if the body is not there
+/// at once: most bodies never need it.
+struct DeadlineBody<B> {
+    inner: B,
+    /// The deadline, from the request head.
+    due: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error of a body that did not arrive in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within server.body_read_timeout")]
+struct BodyTimedOut;
+
+impl<B> DeadlineBody<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            due: tokio::time::Instant::now() + timeout,
+            timer: None,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for DeadlineBody<B>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let due = this.due;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }

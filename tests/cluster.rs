@@ -188,6 +188,20 @@ impl Node {
     }
 }
 
+/// Two nodes, `a` and `b` (`b` with `b_server` as its `server` section),
+/// once each sees the other.
+async fn pair(redis: &Redis, prefix: &str, b_server: Value) -> (Node, Node) {
+    let a = Node::start(redis, prefix, "a");
+    let b = Node::start_with(redis, prefix, "b", b_server);
+    for node in [&a, &b] {
+        wait_until("each node sees the other", || {
+            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    }
+    (a, b)
+}
+
 fn seqs(events: &[Value]) -> Vec<u64> {
     events.iter().filter_map(|e| e["seq"].as_u64()).collect()
 }
@@ -317,14 +331,7 @@ async fn three_nodes_relay_every_event_exactly_once_and_share_the_history() {
 async fn a_redis_outage_keeps_local_relay_and_cross_node_relay_resumes() {
     let mut redis = Redis::start();
     let prefix = format!("o{}", std::process::id());
-    let a = Node::start(&redis, &prefix, "a");
-    let b = Node::start(&redis, &prefix, "b");
-    for node in [&a, &b] {
-        wait_until("peers seen", || {
-            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
-        })
-        .await;
-    }
+    let (a, b) = pair(&redis, &prefix, json!({})).await;
     let sender = TestClient::connect(&a.url()).await;
     let local = TestClient::connect(&a.url()).await;
     let remote = TestClient::connect(&b.url()).await;
@@ -753,14 +760,7 @@ async fn history_since(client: &TestClient, asked_before: usize, since: &str, li
 async fn get_history_since_reads_the_shared_history_on_any_node() {
     let redis = Redis::start();
     let prefix = format!("s{}", std::process::id());
-    let a = Node::start(&redis, &prefix, "a");
-    let b = Node::start(&redis, &prefix, "b");
-    for node in [&a, &b] {
-        wait_until("each node sees the other", || {
-            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
-        })
-        .await;
-    }
+    let (a, b) = pair(&redis, &prefix, json!({})).await;
     let on_a = TestClient::connect(&a.url()).await;
     let on_b = TestClient::connect(&b.url()).await;
     // 1..=10 accepted by a, then (once they are in the stream) 11..=20 by b:
@@ -849,14 +849,7 @@ fn max_seq(client: &TestClient) -> u64 {
 async fn pipelined_publishes_keep_order_and_count_each_event_once_across_a_redis_restart() {
     let mut redis = Redis::start();
     let prefix = format!("p{}", std::process::id());
-    let a = Node::start(&redis, &prefix, "a");
-    let b = Node::start(&redis, &prefix, "b");
-    for node in [&a, &b] {
-        wait_until("peers seen", || {
-            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
-        })
-        .await;
-    }
+    let (a, b) = pair(&redis, &prefix, json!({})).await;
     let sender = TestClient::connect(&a.url()).await;
     let local = TestClient::connect(&a.url()).await;
     let remote = TestClient::connect(&b.url()).await;
@@ -959,19 +952,12 @@ async fn pipelined_publishes_keep_order_and_count_each_event_once_across_a_redis
 async fn a_late_reader_on_the_other_node_is_waited_for_and_loses_nothing() {
     let redis = Redis::start();
     let prefix = format!("l{}", std::process::id());
-    let a = Node::start(&redis, &prefix, "a");
-    let b = Node::start_with(
+    let (a, b) = pair(
         &redis,
         &prefix,
-        "b",
         json!({ "socket_buffer_packets": 256, "slow_reader_timeout": 60 }),
-    );
-    for node in [&a, &b] {
-        wait_until("peers seen", || {
-            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
-        })
-        .await;
-    }
+    )
+    .await;
     redis.cli(&["PUBLISH", &format!("{prefix}:events"), "not an event"]);
     redis.cli(&["PUBLISH", &format!("{prefix}:events"), "{\"half\":\nx"]);
     let dashboard = TestClient::connect(&b.url()).await;
@@ -1020,19 +1006,12 @@ async fn a_late_reader_on_the_other_node_is_waited_for_and_loses_nothing() {
 async fn a_stalled_reader_on_the_other_node_loses_only_its_own() {
     let redis = Redis::start();
     let prefix = format!("s{}", std::process::id());
-    let a = Node::start(&redis, &prefix, "a");
-    let b = Node::start_with(
+    let (a, b) = pair(
         &redis,
         &prefix,
-        "b",
         json!({ "socket_buffer_packets": 256, "slow_reader_timeout": 1 }),
-    );
-    for node in [&a, &b] {
-        wait_until("peers seen", || {
-            node.cluster()["peers_seen"].as_array().map(Vec::len) == Some(1)
-        })
-        .await;
-    }
+    )
+    .await;
     let dashboard = TestClient::connect(&b.url()).await;
     let _never_polled = stalled_reader(b.env.port).await;
     let sender = TestClient::connect(&a.url()).await;

@@ -726,6 +726,18 @@ fn load_and_locate(target: &TargetArgs) -> Result<Located, ExitCode> {
 /// the port's owner whether it is a warden of another state directory
 /// (`control::port_server`), as systemctl finds a unit whatever the
 /// directory it was started from.
+/// `stop`'s and `restart`'s first steps: the settings, the `--timeout`,
+/// and the instance they would stop.
+fn locate_for_stop(
+    request: &ConfigRequest,
+    timeout_secs: f64,
+    probe: &dyn ProcessProbe,
+) -> Result<(Located, Duration), ExitCode> {
+    let effective = load_or_report(request)?;
+    let timeout = stop_timeout(timeout_secs)?;
+    Ok((locate(effective, probe)?, timeout))
+}
+
 fn locate(effective: Effective, probe: &dyn ProcessProbe) -> Result<Located, ExitCode> {
     let instance = inspect_or_report(&effective, probe)?;
     let mut located = Located {
@@ -881,17 +893,10 @@ fn stop_located(
 
 fn cmd_stop(args: &StopArgs) -> ExitCode {
     let t = &args.target;
-    let effective = match load_or_report(&request(t.host.clone(), t.port, &t.config)) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let timeout = match stop_timeout(args.timeout) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
     let probe = SysinfoProbe::new();
-    let located = match locate(effective, &probe) {
-        Ok(l) => l,
+    let asked = request(t.host.clone(), t.port, &t.config);
+    let (located, timeout) = match locate_for_stop(&asked, args.timeout, &probe) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     // Stopping a stopped service succeeds, as `systemctl stop` and LSB init
@@ -960,17 +965,10 @@ fn start_command_line(flags: &StartArgs, port: u16) -> String {
 
 fn cmd_restart(args: &RestartArgs) -> ExitCode {
     let s = &args.start;
-    let effective = match load_or_report(&request(s.host.clone(), s.port, &s.config)) {
-        Ok(e) => e,
-        Err(code) => return code,
-    };
-    let timeout = match stop_timeout(args.timeout) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
     let probe = SysinfoProbe::new();
-    let located = match locate(effective, &probe) {
-        Ok(l) => l,
+    let asked = request(s.host.clone(), s.port, &s.config);
+    let (located, timeout) = match locate_for_stop(&asked, args.timeout, &probe) {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let recorded = match &located.instance {

@@ -163,6 +163,37 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
         ConstGauge::new(i64::from(inputs.health.prometheus_code())),
     );
+    register_process(&mut r, inputs);
+    if let Some(rec) = &inputs.recovery {
+        register_recovery(&mut r, rec);
+    }
+    if let Some(c) = &inputs.cluster {
+        register_cluster(&mut r, c);
+    }
+    if let Some(a) = &inputs.alerts {
+        register_alerts(&mut r, a);
+    }
+    register_own(
+        &mut r,
+        "service_restarts",
+        "Successful in-process restarts of the hub listener",
+        || ConstCounter::new(inputs.service_restarts),
+    );
+    let build = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+    build.get_or_create(&build_info_labels()).set(1);
+    r.register(
+        "warden_build_info",
+        "1, labelled with the version and the platform of this build",
+        build,
+    );
+    let mut out = String::new();
+    encode(&mut out, &r)?;
+    Ok(out)
+}
+
+/// The standard `process_*` family: CPU seconds and the descriptor limit
+/// from the kernel, the rest from the sample the process checker judged.
+fn register_process(r: &mut Registry, inputs: &MetricsInputs) {
     if let Some(cpu) = inputs.cpu_seconds {
         r.register(
             "process_cpu_seconds",
@@ -214,105 +245,90 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
             ConstGauge::new(max as i64),
         );
     }
-    if let Some(rec) = &inputs.recovery {
-        let family = Family::<Labels, Counter>::default();
-        for (action, success, n) in &rec.by_action {
-            let labels = vec![
-                ("action".to_string(), action.as_str().to_string()),
-                (
-                    "outcome".to_string(),
-                    if *success { "success" } else { "failure" }.to_string(),
-                ),
-            ];
-            family.get_or_create(&labels).inc_by(*n);
-        }
-        register_own_with_alias(
-            &mut r,
-            "recoveries",
-            "Recovery actions executed, by action and outcome",
-            || family.clone(),
-        );
-        register_own_with_alias(
-            &mut r,
-            "recoveries_rejected",
-            "Recovery actions blocked by the circuit breaker",
-            || ConstCounter::new(rec.rejected_by_breaker),
-        );
-        register_own_with_alias(
-            &mut r,
-            "circuit_breaker_trips",
-            "Times the circuit breaker opened",
-            || ConstCounter::new(rec.breaker_trips),
-        );
-        let open = matches!(
-            rec.breaker_state,
-            Some(CircuitState::Open | CircuitState::ForcedOpen)
-        );
-        register_own(
-            &mut r,
-            "circuit_breaker_open",
-            "1 while the circuit breaker blocks recovery",
-            || ConstGauge::new(i64::from(open)),
-        );
+}
+
+/// The recovery counters and the breaker's state.
+fn register_recovery(r: &mut Registry, rec: &RecoveryCounts) {
+    let family = Family::<Labels, Counter>::default();
+    for (action, success, n) in &rec.by_action {
+        let labels = vec![
+            ("action".to_string(), action.as_str().to_string()),
+            (
+                "outcome".to_string(),
+                if *success { "success" } else { "failure" }.to_string(),
+            ),
+        ];
+        family.get_or_create(&labels).inc_by(*n);
     }
-    if let Some(c) = &inputs.cluster {
-        r.register(
-            "warden_cluster_redis_up",
-            "1 while this node is connected to Redis (cross-node relay works)",
-            ConstGauge::new(i64::from(c.redis_state == RedisState::Connected)),
-        );
-        r.register(
-            "warden_cluster_peers",
-            "Other nodes seen in the last three heartbeats",
-            ConstGauge::new(c.peers_seen.len() as i64),
-        );
-        if let Some(rtt) = c.redis_rtt_ms {
-            r.register(
-                "warden_cluster_redis_rtt_seconds",
-                "Round trip of the last Redis heartbeat",
-                ConstGauge::new(rtt / 1000.0),
-            );
-        }
-        r.register(
-            "warden_cluster_messages_published",
-            "Messages published to the other nodes",
-            ConstCounter::new(c.cross_node_published),
-        );
-        r.register(
-            "warden_cluster_messages_received",
-            "Messages received from the other nodes",
-            ConstCounter::new(c.cross_node_received),
-        );
-        r.register(
-            "warden_cluster_local_fallbacks",
-            "Relays delivered to this node's clients only while Redis was unreachable",
-            ConstCounter::new(c.local_fallbacks),
-        );
-        r.register(
-            "warden_cluster_redis_reconnects",
-            "Connections to Redis made after the first",
-            ConstCounter::new(c.connects.saturating_sub(1)),
-        );
-    }
-    if let Some(a) = &inputs.alerts {
-        register_alerts(&mut r, a);
-    }
+    register_own_with_alias(
+        r,
+        "recoveries",
+        "Recovery actions executed, by action and outcome",
+        || family.clone(),
+    );
+    register_own_with_alias(
+        r,
+        "recoveries_rejected",
+        "Recovery actions blocked by the circuit breaker",
+        || ConstCounter::new(rec.rejected_by_breaker),
+    );
+    register_own_with_alias(
+        r,
+        "circuit_breaker_trips",
+        "Times the circuit breaker opened",
+        || ConstCounter::new(rec.breaker_trips),
+    );
+    let open = matches!(
+        rec.breaker_state,
+        Some(CircuitState::Open | CircuitState::ForcedOpen)
+    );
     register_own(
-        &mut r,
-        "service_restarts",
-        "Successful in-process restarts of the hub listener",
-        || ConstCounter::new(inputs.service_restarts),
+        r,
+        "circuit_breaker_open",
+        "1 while the circuit breaker blocks recovery",
+        || ConstGauge::new(i64::from(open)),
     );
-    let build = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
-    build.get_or_create(&build_info_labels()).set(1);
+}
+
+/// A cluster node's link to Redis and its cross-node traffic.
+fn register_cluster(r: &mut Registry, c: &ClusterSnapshot) {
     r.register(
-        "warden_build_info",
-        "1, labelled with the version and the platform of this build",
-        build,
+        "warden_cluster_redis_up",
+        "1 while this node is connected to Redis (cross-node relay works)",
+        ConstGauge::new(i64::from(c.redis_state == RedisState::Connected)),
     );
-    let mut out = String::new();
-    encode(&mut out, &r)?;
-    Ok(out)
+    r.register(
+        "warden_cluster_peers",
+        "Other nodes seen in the last three heartbeats",
+        ConstGauge::new(c.peers_seen.len() as i64),
+    );
+    if let Some(rtt) = c.redis_rtt_ms {
+        r.register(
+            "warden_cluster_redis_rtt_seconds",
+            "Round trip of the last Redis heartbeat",
+            ConstGauge::new(rtt / 1000.0),
+        );
+    }
+    r.register(
+        "warden_cluster_messages_published",
+        "Messages published to the other nodes",
+        ConstCounter::new(c.cross_node_published),
+    );
+    r.register(
+        "warden_cluster_messages_received",
+        "Messages received from the other nodes",
+        ConstCounter::new(c.cross_node_received),
+    );
+    r.register(
+        "warden_cluster_local_fallbacks",
+        "Relays delivered to this node's clients only while Redis was unreachable",
+        ConstCounter::new(c.local_fallbacks),
+    );
+    r.register(
+        "warden_cluster_redis_reconnects",
+        "Connections to Redis made after the first",
+        ConstCounter::new(c.connects.saturating_sub(1)),
+    );
 }
 
 /// `warden_build_info`'s labels.

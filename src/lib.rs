@@ -3,7 +3,8 @@
 //! The crate has two layers. The **pure core** (always built) makes every
 //! reliability decision from events that carry their own time and process
 //! facts: [`breaker`], [`escalation`], [`recovery`] (the recovery loop),
-//! [`pidfile`], [`health`], [`errors`], [`config`], [`probe`], [`sessions`]
+//! [`pidfile`], [`health`], [`errors`], [`config`], [`probe`], [`retry`]
+//! (when to try again), [`sessions`]
 //! (connection state recovery), [`stamp`]
 //! (stamping events without parsing them) and [`time`]. It never reads a clock, sleeps, or
 //! touches a file or socket. The **daemon** (feature `daemon`, on by default)
@@ -29,6 +30,8 @@ pub mod pidfile;
 pub mod probe;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod recovery;
+#[deny(clippy::disallowed_methods, clippy::disallowed_types)]
+pub mod retry;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]
 pub mod sessions;
 #[deny(clippy::disallowed_methods, clippy::disallowed_types)]

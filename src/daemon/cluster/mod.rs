@@ -88,6 +88,7 @@ pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
 use crate::daemon::hub::{Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, WeakHub};
 use crate::health::{DependencyFacts, DependencySource};
+use crate::retry::RetrySchedule;
 use crate::time::{Clock, Moment, WallTime};
 
 /// The socketioxide adapter of a cluster node.
@@ -819,6 +820,53 @@ impl Link {
         }
     }
 
+    /// One reconnect attempt: a connect and a first heartbeat. A link that
+    /// connects but cannot beat is a failed attempt, paced as any other; a
+    /// heartbeat Redis refuses (a wrong type under one of warden's keys)
+    /// leaves a working link.
+    async fn attempt(self: &Arc<Self>) -> Result<(u64, HashSet<String>), ClusterError> {
+        match self.connect().await {
+            Ok((generation, subscribed)) => match self.heartbeat().await {
+                Err(error) if error.is_connection_error() => {
+                    self.connection_lost(generation, &error.to_string());
+                    Err(error)
+                }
+                Err(error) => {
+                    // Redis refused a command (a wrong type under one of
+                    // warden's keys): the link works, keep it.
+                    lock(&self.facts).last_error = Some(error.to_string());
+                    tracing::warn!("Cluster: Redis refused the heartbeat: {error}");
+                    Ok((generation, subscribed))
+                }
+                Ok(()) => Ok((generation, subscribed)),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Counts and reports a failed reconnect attempt: the last error, the
+    /// breaker's state, and a warning for the first failure and every tenth
+    /// (a long outage must not flood the log).
+    fn connect_failed(&self, error: &ClusterError, breaker: &CircuitBreaker, failures_logged: u32) {
+        self.counters
+            .connect_failures
+            .fetch_add(1, Ordering::Relaxed);
+        lock(&self.facts).last_error = Some(error.to_string());
+        lock(&self.facts).breaker = Some(breaker.state());
+        self.set_state(RedisState::Disconnected);
+        // Log the first failure and then every tenth: a long outage
+        // must not flood the log.
+        if failures_logged.is_multiple_of(10) {
+            let url = redact_url(&self.settings.redis_url);
+            tracing::warn!(
+                "Cluster: cannot reach Redis {url} ({error}); this node serves its own \
+                 clients only and retries (reconnect breaker {}). Check that Redis runs \
+                 there: redis-cli -u '{url}' ping",
+                breaker.state()
+            );
+        }
+    }
+
     /// One connection attempt: connect, subscribe every registered channel.
     async fn connect(self: &Arc<Self>) -> Result<(u64, HashSet<String>), ClusterError> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -1137,7 +1185,10 @@ async fn supervise(link: Arc<Link>) {
             }
         }
     };
-    let mut delay = RETRY_DELAY;
+    // Between attempts: a pause that doubles up to the heartbeat interval,
+    // back to the first once a link lasted (the breaker paces the rest).
+    let schedule = RetrySchedule::doubling(RETRY_DELAY, link.settings.heartbeat_interval);
+    let mut tries = 1u32;
     let mut failures_logged = 0u32;
     while !link.stop.is_cancelled() {
         let now = link.clock.now();
@@ -1153,26 +1204,7 @@ async fn supervise(link: Arc<Link>) {
                 continue;
             }
         };
-        // An attempt is a connect and a first heartbeat: a link that
-        // connects but cannot beat is a failed attempt, paced as any other.
-        let attempt = match link.connect().await {
-            Ok((generation, subscribed)) => match link.heartbeat().await {
-                Err(error) if error.is_connection_error() => {
-                    link.connection_lost(generation, &error.to_string());
-                    Err(error)
-                }
-                Err(error) => {
-                    // Redis refused a command (a wrong type under one of
-                    // warden's keys): the link works, keep it.
-                    lock(&link.facts).last_error = Some(error.to_string());
-                    tracing::warn!("Cluster: Redis refused the heartbeat: {error}");
-                    Ok((generation, subscribed))
-                }
-                Ok(()) => Ok((generation, subscribed)),
-            },
-            Err(error) => Err(error),
-        };
-        match attempt {
+        match link.attempt().await {
             Ok((generation, mut subscribed)) => {
                 failures_logged = 0;
                 tracing::info!(
@@ -1202,33 +1234,17 @@ async fn supervise(link: Arc<Link>) {
                     lock(&link.facts).breaker = Some(breaker.state());
                 }
                 if lasted {
-                    delay = RETRY_DELAY;
+                    tries = 1;
                 }
-                sleep_or_stop(&link, delay).await;
-                delay = (delay * 2).min(link.settings.heartbeat_interval);
+                tries = tries.saturating_add(1);
+                sleep_or_stop(&link, schedule.pause_before(tries).unwrap_or(RETRY_DELAY)).await;
             }
             Err(error) => {
                 breaker.on_failure(permit, link.clock.now());
-                link.counters
-                    .connect_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                lock(&link.facts).last_error = Some(error.to_string());
-                lock(&link.facts).breaker = Some(breaker.state());
-                link.set_state(RedisState::Disconnected);
-                // Log the first failure and then every tenth: a long outage
-                // must not flood the log.
-                if failures_logged.is_multiple_of(10) {
-                    let url = redact_url(&link.settings.redis_url);
-                    tracing::warn!(
-                        "Cluster: cannot reach Redis {url} ({error}); this node serves its own \
-                         clients only and retries (reconnect breaker {}). Check that Redis runs \
-                         there: redis-cli -u '{url}' ping",
-                        breaker.state()
-                    );
-                }
+                link.connect_failed(&error, &breaker, failures_logged);
                 failures_logged = failures_logged.wrapping_add(1);
-                sleep_or_stop(&link, delay).await;
-                delay = (delay * 2).min(link.settings.heartbeat_interval);
+                tries = tries.saturating_add(1);
+                sleep_or_stop(&link, schedule.pause_before(tries).unwrap_or(RETRY_DELAY)).await;
             }
         }
     }

@@ -39,6 +39,7 @@ use crate::daemon::hub::{Hub, HubAdapter};
 use crate::daemon::serve::server::{self, BindError, ServingHandle, ShutdownReport};
 use crate::errors::log_markers;
 use crate::health::HealthStatus;
+pub use crate::retry::RetrySchedule;
 use socketioxide::adapter::LocalAdapter;
 
 /// Requests from the recovery side waiting to be handled.
@@ -101,30 +102,6 @@ impl Listen for TcpListen {
     }
 }
 
-/// A bounded retry schedule: at most `attempts` tries, `pause` apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetrySchedule {
-    pub attempts: u32,
-    pub pause: Duration,
-}
-
-impl RetrySchedule {
-    pub const fn new(attempts: u32, pause: Duration) -> Self {
-        RetrySchedule { attempts, pause }
-    }
-
-    /// The wait before try `attempt` (1-based): nothing before the first,
-    /// `pause` before the others, `None` past the last.
-    pub fn pause_before(&self, attempt: u32) -> Option<Duration> {
-        match attempt {
-            0 => None,
-            1 if self.attempts >= 1 => Some(Duration::ZERO),
-            n if n <= self.attempts => Some(self.pause),
-            _ => None,
-        }
-    }
-}
-
 /// How a generation is stopped and served again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServingSettings {
@@ -170,10 +147,11 @@ impl ServingSettings {
             self.rebind_pause = Duration::from_millis(u64::from(ms));
         }
         if let Some(n) = number(TEST_REBIND_RETRIES) {
-            self.retries.attempts = n;
+            self.retries = RetrySchedule::new(n, self.retries.first_pause());
         }
         if let Some(ms) = number(TEST_REBIND_RETRY_MS) {
-            self.retries.pause = Duration::from_millis(u64::from(ms));
+            let attempts = self.retries.attempts().unwrap_or(u32::MAX);
+            self.retries = RetrySchedule::new(attempts, Duration::from_millis(u64::from(ms)));
         }
         self
     }
@@ -468,7 +446,9 @@ impl<A: HubAdapter, L: Listen> Serving<A, L> {
                 if self.retrying.is_none() {
                     self.retrying = Some(Retrying {
                         done: 0,
-                        next: Instant::now() + self.settings.retries.pause,
+                        // The restart's own binds just failed: the
+                        // first retry waits the schedule's first pause.
+                        next: Instant::now() + self.settings.retries.first_pause(),
                     });
                 }
                 Err(error)
@@ -481,9 +461,10 @@ impl<A: HubAdapter, L: Listen> Serving<A, L> {
         let Some(done) = self.retrying.as_ref().map(|r| r.done) else {
             return Ok(());
         };
-        let RetrySchedule { attempts, pause } = self.settings.retries;
-        if done < attempts {
-            let attempt = done + 1;
+        let schedule = self.settings.retries;
+        let attempts = schedule.attempts().unwrap_or(u32::MAX);
+        let attempt = done + 1;
+        if schedule.pause_before(attempt).is_some() {
             match self.rebind(RetrySchedule::new(1, Duration::ZERO)).await {
                 Ok(()) => {
                     self.retrying = None;
@@ -499,7 +480,7 @@ impl<A: HubAdapter, L: Listen> Serving<A, L> {
                     error.cause()
                 ),
             }
-            if attempt < attempts {
+            if let Some(pause) = schedule.pause_before(attempt + 1) {
                 self.retrying = Some(Retrying {
                     done: attempt,
                     next: Instant::now() + pause,
@@ -534,7 +515,7 @@ impl<A: HubAdapter, L: Listen> Serving<A, L> {
         }
         Err(RestartError::Rebind {
             addr: self.addr,
-            attempts: schedule.attempts,
+            attempts: attempt - 1,
             source: last.unwrap_or(BindError::NoAddress {
                 host: self.addr.to_string(),
             }),
@@ -589,23 +570,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_schedule_pauses_between_tries_only_and_ends() {
-        let s = RetrySchedule::new(3, Duration::from_millis(50));
-        let pauses: Vec<_> = (0..=4).map(|n| s.pause_before(n)).collect();
-        assert_eq!(
-            pauses,
-            [
-                None,
-                Some(Duration::ZERO),
-                Some(Duration::from_millis(50)),
-                Some(Duration::from_millis(50)),
-                None
-            ]
-        );
-        assert_eq!(RetrySchedule::new(0, Duration::ZERO).pause_before(1), None);
-    }
-
-    #[test]
     fn test_hooks_are_read_once_and_only_valid_numbers_count() {
         let hooks = |name: &str| match name {
             TEST_REBIND_PAUSE_MS => Some("2000".to_string()),
@@ -615,10 +579,7 @@ mod tests {
         };
         let s = ServingSettings::default().with_test_hooks(hooks);
         assert_eq!(s.rebind_pause, Duration::from_millis(2000));
-        assert_eq!(
-            s.retries,
-            RetrySchedule::new(3, ServingSettings::default().retries.pause)
-        );
+        assert_eq!(s.retries, RetrySchedule::new(3, Duration::from_secs(1)));
         assert_eq!(s.rebind, ServingSettings::default().rebind);
         assert_eq!(
             ServingSettings::default().with_test_hooks(|_| None),

@@ -93,10 +93,35 @@ pub fn inspect(
     let Some(view) = PidFile::view(state_dir, port)? else {
         return Ok(Instance::NotRunning { pid_file });
     };
-    let (content, held) = (view.content, view.held);
+    let content = view.content.clone();
+    let facts = claim_facts(&pid_file, &content, port, probe);
+    let serving_port = facts.recorded_listening.is_some_and(|l| l.listening);
+    let decision = decide(&facts);
+    if !view.held {
+        return Ok(unlocked(pid_file, content, decision, port, serving_port));
+    }
+    Ok(locked(
+        pid_file,
+        content,
+        decision,
+        facts.recorded_process,
+        &view.holders,
+    ))
+}
+
+/// What the lifecycle would decide if this process took the free lock:
+/// Conflict means the recorded process is a live owner whose identity
+/// matches the record; Stale says why it is not. The same facts as `start`
+/// gathers, so both reach the same verdict.
+fn claim_facts(
+    pid_file: &Path,
+    content: &PidFileContent,
+    port: u16,
+    probe: &dyn ProcessProbe,
+) -> ClaimFacts {
     let me = std::process::id();
     let recorded_process = content.pid().filter(|p| *p != me).map(|p| probe.probe(p));
-    let file_modified = std::fs::symlink_metadata(&pid_file)
+    let file_modified = std::fs::symlink_metadata(pid_file)
         .and_then(|m| m.modified())
         .ok()
         .map(|t| {
@@ -106,13 +131,10 @@ pub fn inspect(
                 .as_millis();
             crate::time::WallTime::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
         });
-    // What the lifecycle would decide if this process took the free lock:
-    // Conflict means the recorded process is a live owner whose identity
-    // matches the record; Stale says why it is not.
     let mut facts = ClaimFacts {
         lock: LockObservation::Acquired,
         content: content.clone(),
-        recorded_process: recorded_process.clone(),
+        recorded_process,
         file_modified,
         recorded_listening: None,
         me: Claimant {
@@ -121,42 +143,59 @@ pub fn inspect(
         },
         now: wall_now(),
     };
-    // The same facts as `start` gathers, so both reach the same verdict.
     facts.recorded_listening = crate::daemon::os::pidfile::recorded_listening(&facts, port);
-    let serving_port = facts.recorded_listening.is_some_and(|l| l.listening);
-    let decision = decide(&facts);
-    if !held {
-        let reason = match decision {
-            ClaimDecision::Stale(reason) => reason,
-            // A bare pid (the original format) naming a live program that
-            // serves the port, with nobody holding the lock: not a warden
-            // (a warden always holds its lock), and not stale either (start
-            // refuses it: the port is taken). Say what it is.
-            ClaimDecision::Conflict {
-                pid: Some(pid),
-                process: Some(process),
-                ..
-            } if matches!(content, PidFileContent::Legacy(_)) && serving_port => {
-                return Ok(Instance::Unverifiable {
-                    why: foreign_server(pid, &process, port),
-                    pid_file,
-                    content,
-                });
-            }
-            // Not locked, yet the recorded process looks alive and like the
-            // writer: an owner that does not hold its lock. Call it stale
-            // with the lock as the reason; start will refuse it anyway.
-            _ => StaleReason::LockNotHeld {
-                pid: content.pid().unwrap_or(0),
-                probe_error: "the PID file is not locked by any process".to_string(),
-            },
-        };
-        return Ok(Instance::Stale {
-            pid_file,
-            content,
-            reason,
-        });
+    facts
+}
+
+/// The verdict on a PID file nobody holds the lock of.
+fn unlocked(
+    pid_file: PathBuf,
+    content: PidFileContent,
+    decision: ClaimDecision,
+    port: u16,
+    serving_port: bool,
+) -> Instance {
+    let reason = match decision {
+        ClaimDecision::Stale(reason) => reason,
+        // A bare pid (the original format) naming a live program that
+        // serves the port, with nobody holding the lock: not a warden
+        // (a warden always holds its lock), and not stale either (start
+        // refuses it: the port is taken). Say what it is.
+        ClaimDecision::Conflict {
+            pid: Some(pid),
+            process: Some(process),
+            ..
+        } if matches!(content, PidFileContent::Legacy(_)) && serving_port => {
+            return Instance::Unverifiable {
+                why: foreign_server(pid, &process, port),
+                pid_file,
+                content,
+            };
+        }
+        // Not locked, yet the recorded process looks alive and like the
+        // writer: an owner that does not hold its lock. Call it stale
+        // with the lock as the reason; start will refuse it anyway.
+        _ => StaleReason::LockNotHeld {
+            pid: content.pid().unwrap_or(0),
+            probe_error: "the PID file is not locked by any process".to_string(),
+        },
+    };
+    Instance::Stale {
+        pid_file,
+        content,
+        reason,
     }
+}
+
+/// The verdict on a PID file whose lock is held: running only if the record
+/// can be verified, names the lock's holder and matches a live process.
+fn locked(
+    pid_file: PathBuf,
+    content: PidFileContent,
+    decision: ClaimDecision,
+    recorded_process: Option<ProbeOutcome>,
+    holders: &LockHolders,
+) -> Instance {
     let unverifiable = |why: String| Instance::Unverifiable {
         pid_file: pid_file.clone(),
         content: content.clone(),
@@ -165,51 +204,47 @@ pub fn inspect(
     let record = match &content {
         PidFileContent::Record(r) => r.clone(),
         PidFileContent::Legacy(pid) => {
-            return Ok(unverifiable(format!(
+            return unverifiable(format!(
                 "it holds only a bare pid ({pid}), so the process cannot be verified"
-            )));
-        }
-        PidFileContent::Absent | PidFileContent::Empty => {
-            return Ok(unverifiable(
-                "it is empty (an instance may be starting right now)".to_string(),
             ));
         }
+        PidFileContent::Absent | PidFileContent::Empty => {
+            return unverifiable("it is empty (an instance may be starting right now)".to_string());
+        }
         PidFileContent::Corrupt { detail } => {
-            return Ok(unverifiable(format!("it is corrupt: {detail}")));
+            return unverifiable(format!("it is corrupt: {detail}"));
         }
     };
     if record.process_start_time.is_none() && record.cmdline.is_empty() {
-        return Ok(unverifiable(format!(
+        return unverifiable(format!(
             "its record for pid {} has neither a start time nor a command line to verify",
             record.pid
-        )));
+        ));
     }
     // Whoever can write the file writes the record: the pid to signal must
     // also be the one the kernel names as the lock's holder.
-    if let Some(mismatch) = holder_mismatch(record.pid, &view.holders) {
-        return Ok(unverifiable(mismatch.to_string()));
+    if let Some(mismatch) = holder_mismatch(record.pid, holders) {
+        return unverifiable(mismatch.to_string());
     }
     match (decision, recorded_process) {
-        (ClaimDecision::Conflict { .. }, Some(ProbeOutcome::Found(process))) => {
-            Ok(Instance::Running {
-                pid_file,
-                record: Box::new(record),
-                process: Box::new(process),
-            })
-        }
-        (ClaimDecision::Stale(reason), _) => Ok(unverifiable(format!(
+        (ClaimDecision::Conflict { .. }, Some(ProbeOutcome::Found(process))) => Instance::Running {
+            pid_file,
+            record: Box::new(record),
+            process: Box::new(process),
+        },
+        (ClaimDecision::Stale(reason), _) => unverifiable(format!(
             "it is locked, but its record does not match pid {}: {reason}",
             record.pid
-        ))),
-        (_, Some(ProbeOutcome::Unavailable { reason })) => Ok(unverifiable(format!(
+        )),
+        (_, Some(ProbeOutcome::Unavailable { reason })) => unverifiable(format!(
             "process {} cannot be inspected: {reason}",
             record.pid
-        ))),
-        (_, None) => Ok(unverifiable("it names this very process".to_string())),
-        (_, Some(other)) => Ok(unverifiable(format!(
+        )),
+        (_, None) => unverifiable("it names this very process".to_string()),
+        (_, Some(other)) => unverifiable(format!(
             "process {} could not be verified ({other:?})",
             record.pid
-        ))),
+        )),
     }
 }
 

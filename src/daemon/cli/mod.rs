@@ -1107,55 +1107,7 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
             }
             ExitCode::Failure
         }
-        Instance::Running { record, .. } => {
-            let host = contact_host(t.host.as_deref(), instance, effective);
-            report["pid"] = json!(record.pid);
-            report["host"] = json!(host);
-            report["server_id"] = json!(record.server_id);
-            report["started"] = json!(record.start_time.to_iso8601());
-            match http_get(&host, port, "/status") {
-                Ok(resp) if resp.status == 200 => {
-                    let body = resp.json().unwrap_or(Value::Null);
-                    if !args.json {
-                        println!(
-                            "warden is running on {host}:{port}: pid {}, version {}, uptime {}s, \
-                             {} clients, health {}",
-                            record.pid,
-                            body["version"].as_str().unwrap_or("?"),
-                            body["uptime"],
-                            body["clients"],
-                            body["health"].as_str().unwrap_or("?"),
-                        );
-                        println!("{}", located.state_dir_note());
-                    }
-                    // `/health`'s names, flat (no `"status": {"status": ...}`).
-                    report["version"] = body["version"].clone();
-                    report["uptime_seconds"] = body["uptime"].clone();
-                    report["clients_connected"] = body["clients"].clone();
-                    report["health"] = body["health"].clone();
-                    let token = effective.config.server.auth_token.as_deref();
-                    if let Some(cluster) = cluster_section(token, &host, port) {
-                        if !args.json {
-                            println!("{}", cluster_status_line(&cluster, port));
-                        }
-                        report["cluster"] = cluster;
-                    }
-                    ExitCode::Ok
-                }
-                Ok(resp) => {
-                    let detail = format!("GET /status answered HTTP {}", resp.status);
-                    not_answering(&mut report, args.json, record.pid, &host, port, &detail)
-                }
-                Err(e) => not_answering(
-                    &mut report,
-                    args.json,
-                    record.pid,
-                    &host,
-                    port,
-                    &e.to_string(),
-                ),
-            }
-        }
+        Instance::Running { record, .. } => status_running(args, &located, record, &mut report),
     };
     if args.json {
         println!("{report}");
@@ -1166,6 +1118,58 @@ fn cmd_status(args: &StatusArgs) -> ExitCode {
         }
     }
     code
+}
+
+/// `status` of a running warden: what its `/status` (and, in cluster mode,
+/// `/diagnostics`) answers, or that it does not answer.
+fn status_running(
+    args: &StatusArgs,
+    located: &Located,
+    record: &crate::pidfile::PidRecord,
+    report: &mut Value,
+) -> ExitCode {
+    let (effective, instance) = (&located.effective, &located.instance);
+    let port = effective.port();
+    let host = contact_host(args.target.host.as_deref(), instance, effective);
+    report["pid"] = json!(record.pid);
+    report["host"] = json!(host);
+    report["server_id"] = json!(record.server_id);
+    report["started"] = json!(record.start_time.to_iso8601());
+    match http_get(&host, port, "/status") {
+        Ok(resp) if resp.status == 200 => {
+            let body = resp.json().unwrap_or(Value::Null);
+            if !args.json {
+                println!(
+                    "warden is running on {host}:{port}: pid {}, version {}, uptime {}s, \
+                     {} clients, health {}",
+                    record.pid,
+                    body["version"].as_str().unwrap_or("?"),
+                    body["uptime"],
+                    body["clients"],
+                    body["health"].as_str().unwrap_or("?"),
+                );
+                println!("{}", located.state_dir_note());
+            }
+            // `/health`'s names, flat (no `"status": {"status": ...}`).
+            report["version"] = body["version"].clone();
+            report["uptime_seconds"] = body["uptime"].clone();
+            report["clients_connected"] = body["clients"].clone();
+            report["health"] = body["health"].clone();
+            let token = effective.config.server.auth_token.as_deref();
+            if let Some(cluster) = cluster_section(token, &host, port) {
+                if !args.json {
+                    println!("{}", cluster_status_line(&cluster, port));
+                }
+                report["cluster"] = cluster;
+            }
+            ExitCode::Ok
+        }
+        Ok(resp) => {
+            let detail = format!("GET /status answered HTTP {}", resp.status);
+            not_answering(report, args.json, record.pid, &host, port, &detail)
+        }
+        Err(e) => not_answering(report, args.json, record.pid, &host, port, &e.to_string()),
+    }
 }
 
 /// `/diagnostics`' cluster section of a node in cluster mode; `None` in

@@ -83,81 +83,7 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
         "Total number of events processed",
         ConstCounter::new(inputs.stats.events_processed),
     );
-    register_own(
-        &mut r,
-        "events_relayed",
-        "Events handed to the adapter for relay",
-        || ConstCounter::new(inputs.stats.events_relayed),
-    );
-    register_own(
-        &mut r,
-        "events_dropped",
-        "Deliveries that did not happen (full buffers, closing sockets)",
-        || ConstCounter::new(inputs.stats.events_dropped),
-    );
-    register_own(&mut r, "errors", "Failures of the hub itself", || {
-        ConstCounter::new(inputs.stats.errors)
-    });
-    register_own_with_alias(
-        &mut r,
-        "client_errors",
-        "Bad packets sent by clients (their errors, not the hub's)",
-        || ConstCounter::new(inputs.stats.client_errors),
-    );
-    register_own_with_alias(
-        &mut r,
-        "clients_disconnected_for_abuse",
-        "Clients disconnected for spending their error budget",
-        || ConstCounter::new(inputs.stats.clients_disconnected_for_abuse),
-    );
-    register_own_with_alias(
-        &mut r,
-        "events_refused",
-        "Events refused to a sender whose relay queue was full (told to it)",
-        || ConstCounter::new(inputs.stats.events_refused),
-    );
-    register_own_with_alias(
-        &mut r,
-        "clients_refused_max_clients",
-        "Connections refused because server.max_clients were connected",
-        || ConstCounter::new(inputs.stats.clients_refused_max_clients),
-    );
-    register_own_with_alias(
-        &mut r,
-        "events_dropped_recipient_full",
-        "Deliveries dropped because the recipient's buffer was full (a slow reader)",
-        || ConstCounter::new(inputs.stats.events_dropped_recipient_full),
-    );
-    register_own_with_alias(
-        &mut r,
-        "sessions_kept",
-        "Connection state recovery sessions kept (connected or awaiting their client)",
-        || ConstGauge::new(inputs.stats.sessions_kept as i64),
-    );
-    register_own_with_alias(
-        &mut r,
-        "sessions_recovered",
-        "Reconnects that recovered their session (socket.recovered true)",
-        || ConstCounter::new(inputs.stats.sessions_recovered),
-    );
-    register_own_with_alias(
-        &mut r,
-        "sessions_expired",
-        "Sessions forgotten past max_disconnection_duration or max_sessions",
-        || ConstCounter::new(inputs.stats.sessions_expired),
-    );
-    register_own_with_alias(
-        &mut r,
-        "sessions_refused",
-        "Reconnects that named a session that could not be recovered (a new one instead)",
-        || ConstCounter::new(inputs.stats.sessions_refused),
-    );
-    register_own_with_alias(
-        &mut r,
-        "events_replayed",
-        "Events replayed to recovered sessions",
-        || ConstCounter::new(inputs.stats.events_replayed),
-    );
+    register_hub(&mut r, &inputs.stats);
     r.register(
         "socketio_health_status",
         "Current health status (0=unknown, 1=healthy, 2=warning, 3=critical)",
@@ -189,6 +115,85 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     encode(&mut out, &r)?;
     Ok(out)
+}
+
+/// The hub's own counters (`warden_*`, with the aliases README promised).
+fn register_hub(r: &mut Registry, stats: &ServiceStatsSnapshot) {
+    register_own(
+        r,
+        "events_relayed",
+        "Events handed to the adapter for relay",
+        || ConstCounter::new(stats.events_relayed),
+    );
+    register_own(
+        r,
+        "events_dropped",
+        "Deliveries that did not happen (full buffers, closing sockets)",
+        || ConstCounter::new(stats.events_dropped),
+    );
+    register_own(r, "errors", "Failures of the hub itself", || {
+        ConstCounter::new(stats.errors)
+    });
+    register_own_with_alias(
+        r,
+        "client_errors",
+        "Bad packets sent by clients (their errors, not the hub's)",
+        || ConstCounter::new(stats.client_errors),
+    );
+    register_own_with_alias(
+        r,
+        "clients_disconnected_for_abuse",
+        "Clients disconnected for spending their error budget",
+        || ConstCounter::new(stats.clients_disconnected_for_abuse),
+    );
+    register_own_with_alias(
+        r,
+        "events_refused",
+        "Events refused to a sender whose relay queue was full (told to it)",
+        || ConstCounter::new(stats.events_refused),
+    );
+    register_own_with_alias(
+        r,
+        "clients_refused_max_clients",
+        "Connections refused because server.max_clients were connected",
+        || ConstCounter::new(stats.clients_refused_max_clients),
+    );
+    register_own_with_alias(
+        r,
+        "events_dropped_recipient_full",
+        "Deliveries dropped because the recipient's buffer was full (a slow reader)",
+        || ConstCounter::new(stats.events_dropped_recipient_full),
+    );
+    register_own_with_alias(
+        r,
+        "sessions_kept",
+        "Connection state recovery sessions kept (connected or awaiting their client)",
+        || ConstGauge::new(stats.sessions_kept as i64),
+    );
+    register_own_with_alias(
+        r,
+        "sessions_recovered",
+        "Reconnects that recovered their session (socket.recovered true)",
+        || ConstCounter::new(stats.sessions_recovered),
+    );
+    register_own_with_alias(
+        r,
+        "sessions_expired",
+        "Sessions forgotten past max_disconnection_duration or max_sessions",
+        || ConstCounter::new(stats.sessions_expired),
+    );
+    register_own_with_alias(
+        r,
+        "sessions_refused",
+        "Reconnects that named a session that could not be recovered (a new one instead)",
+        || ConstCounter::new(stats.sessions_refused),
+    );
+    register_own_with_alias(
+        r,
+        "events_replayed",
+        "Events replayed to recovered sessions",
+        || ConstCounter::new(stats.events_replayed),
+    );
 }
 
 /// The standard `process_*` family: CPU seconds and the descriptor limit

@@ -143,7 +143,7 @@ pub fn render(inputs: &MetricsInputs) -> Result<String, std::fmt::Error> {
     register_own_with_alias(
         &mut r,
         "sessions_expired",
-        "Sessions forgotten past max_disconnection_duration or max_sessions",
+        "Sessions forgotten past max_disconnection_duration_seconds or max_sessions",
         || ConstCounter::new(inputs.stats.sessions_expired),
     );
     register_own_with_alias(

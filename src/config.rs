@@ -5,8 +5,9 @@
 //! (with `circuit_breaker` and `strategy`), `pid_validation` and `logging`,
 //! plus warden's own `cluster` (off by default),
 //! plus an optional top-level `"profile": "development" | "production"`.
-//! Durations are seconds (a number, fractions allowed) in JSON and
-//! [`Duration`] in Rust. Every section rejects unknown keys, and every number
+//! Durations are seconds (a number, fractions allowed) in JSON, under keys
+//! that say so (`_seconds`; the seed's unit-less names, [`RENAMED_KEYS`],
+//! are accepted too), and [`Duration`] in Rust. Every section rejects unknown keys, and every number
 //! is range-checked while it is parsed, so an error names the file, the line,
 //! the column and the key path (`server.port`).
 //!
@@ -103,6 +104,8 @@ pub struct ServerConfig {
     /// How long the relay waits for a reader whose buffer is full before
     /// dropping its deliveries (it is closed at the next heartbeat).
     #[serde(
+        rename = "slow_reader_timeout_seconds",
+        alias = "slow_reader_timeout",
         deserialize_with = "de_secs_in::<_, 10, 60_000>",
         serialize_with = "ser_secs"
     )]
@@ -121,6 +124,8 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "de_u32_in::<_, 1, 1_000_000>")]
     pub client_error_budget: u32,
     #[serde(
+        rename = "client_error_window_seconds",
+        alias = "client_error_window",
         deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
         serialize_with = "ser_secs"
     )]
@@ -130,6 +135,8 @@ pub struct ServerConfig {
     pub state_dir: Option<PathBuf>,
     /// A new connection must send a complete request head within this time.
     #[serde(
+        rename = "header_read_timeout_seconds",
+        alias = "header_read_timeout",
         deserialize_with = "de_secs_in::<_, 100, 3_600_000>",
         serialize_with = "ser_secs"
     )]
@@ -137,18 +144,24 @@ pub struct ServerConfig {
     /// A request's body must arrive whole within this time of its head, or
     /// the request fails and its connection is closed.
     #[serde(
+        rename = "body_read_timeout_seconds",
+        alias = "body_read_timeout",
         deserialize_with = "de_secs_in::<_, 100, 3_600_000>",
         serialize_with = "ser_secs"
     )]
     pub body_read_timeout: Duration,
     /// A kept-alive HTTP connection with no request in flight is closed after this.
     #[serde(
+        rename = "idle_timeout_seconds",
+        alias = "idle_timeout",
         deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
         serialize_with = "ser_secs"
     )]
     pub idle_timeout: Duration,
     /// An Engine.IO session must join the Socket.IO namespace within this time.
     #[serde(
+        rename = "handshake_timeout_seconds",
+        alias = "handshake_timeout",
         deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
         serialize_with = "ser_secs"
     )]
@@ -206,6 +219,8 @@ pub struct HealthMonitoringConfig {
     pub enabled: bool,
     /// Time between two rounds of checks.
     #[serde(
+        rename = "check_interval_seconds",
+        alias = "check_interval",
         deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
         serialize_with = "ser_secs"
     )]
@@ -215,12 +230,16 @@ pub struct HealthMonitoringConfig {
     pub history_size: u64,
     /// Window over which `/health` and `/diagnostics` aggregate results.
     #[serde(
+        rename = "aggregation_window_seconds",
+        alias = "aggregation_window",
         deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
         serialize_with = "ser_secs"
     )]
     pub aggregation_window: Duration,
     /// How long the network checker waits for its own port to accept.
     #[serde(
+        rename = "network_timeout_seconds",
+        alias = "network_timeout",
         deserialize_with = "de_secs_in::<_, 10, 60_000>",
         serialize_with = "ser_secs"
     )]
@@ -287,6 +306,8 @@ pub struct RecoveryConfig {
     /// `health_monitoring.check_interval`; those in between are monitored but
     /// not acted on). Unset: every report is evaluated.
     #[serde(
+        rename = "check_interval_seconds",
+        alias = "check_interval",
         deserialize_with = "de_opt_secs_in::<_, 1_000, 3_600_000>",
         serialize_with = "ser_opt_secs",
         skip_serializing_if = "Option::is_none"
@@ -297,6 +318,8 @@ pub struct RecoveryConfig {
     pub max_recovery_attempts: u32,
     /// Longest a single recovery action may take; enforced.
     #[serde(
+        rename = "recovery_timeout_seconds",
+        alias = "recovery_timeout",
         deserialize_with = "de_secs_in::<_, 1_000, 3_600_000>",
         serialize_with = "ser_secs"
     )]
@@ -304,7 +327,8 @@ pub struct RecoveryConfig {
     /// Minimum time between two recoveries, as the seed's config file puts it
     /// (it may also sit in `strategy`; see [`RecoveryConfig::min_recovery_interval`]).
     #[serde(
-        rename = "min_recovery_interval",
+        rename = "min_recovery_interval_seconds",
+        alias = "min_recovery_interval",
         deserialize_with = "de_opt_secs_in::<_, 0, 86_400_000>",
         serialize_with = "ser_opt_secs",
         skip_serializing_if = "Option::is_none"
@@ -383,6 +407,7 @@ pub struct StrategyConfig {
     pub failure_window_seconds: Duration,
     /// Minimum time between two recoveries (see [`RecoveryConfig::min_recovery_interval`]).
     #[serde(
+        rename = "min_recovery_interval_seconds",
         serialize_with = "ser_opt_secs",
         skip_serializing_if = "Option::is_none"
     )]
@@ -414,7 +439,11 @@ struct StrategyObject {
     critical_threshold: u32,
     #[serde(deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>")]
     failure_window_seconds: Duration,
-    #[serde(deserialize_with = "de_opt_secs_in::<_, 0, 86_400_000>")]
+    #[serde(
+        rename = "min_recovery_interval_seconds",
+        alias = "min_recovery_interval",
+        deserialize_with = "de_opt_secs_in::<_, 0, 86_400_000>"
+    )]
     min_recovery_interval: Option<Duration>,
     #[serde(deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>")]
     cooldown_seconds: Duration,
@@ -526,12 +555,17 @@ pub struct PidValidationConfig {
     /// always inspect before signalling.
     pub enhanced: bool,
     /// The seed's name for "use the process probe" (sysinfo in warden);
-    /// `false` is lock-only validation too, as `enhanced: false`.
+    /// `false` is lock-only validation too, as `enhanced: false`. Accepted
+    /// for the seed's files; written (`config show`) only when `false`, since
+    /// psutil is a Python library warden does not use.
+    #[serde(skip_serializing_if = "is_true")]
     pub use_psutil: bool,
     /// How long `start` waits on a busy PID file lock whose file does not
     /// name a live holder yet (a winner still writing, an instance exiting)
     /// before refusing; 0 refuses at once.
     #[serde(
+        rename = "lock_timeout_seconds",
+        alias = "lock_timeout",
         deserialize_with = "de_secs_in::<_, 0, 300_000>",
         serialize_with = "ser_secs"
     )]
@@ -626,6 +660,8 @@ pub struct ConnectionStateRecoveryConfig {
     pub enabled: bool,
     /// How long a session outlives its connection.
     #[serde(
+        rename = "max_disconnection_duration_seconds",
+        alias = "max_disconnection_duration",
         deserialize_with = "de_secs_in::<_, 1_000, 86_400_000>",
         serialize_with = "ser_secs"
     )]
@@ -1058,9 +1094,9 @@ impl WardenConfig {
         let hm = &self.health_monitoring;
         if hm.aggregation_window < hm.check_interval {
             return Err((
-                "health_monitoring.aggregation_window".into(),
+                "health_monitoring.aggregation_window_seconds".into(),
                 format!(
-                    "must be at least health_monitoring.check_interval ({}), or the window holds no results",
+                    "must be at least health_monitoring.check_interval_seconds ({}), or the window holds no results",
                     secs_text(hm.check_interval)
                 ),
             ));
@@ -1081,9 +1117,9 @@ impl WardenConfig {
         ) && top != inner
         {
             return Err((
-                "recovery.strategy.min_recovery_interval".into(),
+                "recovery.strategy.min_recovery_interval_seconds".into(),
                 format!(
-                    "{} differs from recovery.min_recovery_interval ({}); set it in one place",
+                    "{} differs from recovery.min_recovery_interval_seconds ({}); set it in one place",
                     secs_text(inner),
                     secs_text(top)
                 ),
@@ -1183,6 +1219,10 @@ pub fn parse_config_with_profile(
     path: &Path,
     profile: Option<Profile>,
 ) -> Result<WardenConfig, ConfigError> {
+    // The seed's unit-less names, checked first so that a key given under
+    // both names is refused with both named (serde would only say "duplicate").
+    let file_value = canonical_names(text, path)?;
+
     // Pass 1: the file over the defaults, with positions and key paths.
     let from_file = deserialize_located(text, path)?;
 
@@ -1193,7 +1233,6 @@ pub fn parse_config_with_profile(
     let mut cfg = match profile {
         None => from_file,
         Some(p) => {
-            let file_value: Value = serde_json::from_str(text).map_err(|e| syntax(&e, path))?;
             let mut merged = serde_json::to_value(WardenConfig::for_profile(p)).map_err(|e| {
                 ConfigError::Inconsistent {
                     file: path.to_path_buf(),
@@ -1223,6 +1262,92 @@ pub fn parse_config_with_profile(
             message,
         })?;
     Ok(cfg)
+}
+
+/// The duration keys renamed with their unit, `(section, the seed's name,
+/// the name now)`. The old names stay accepted (serde aliases on the fields);
+/// this table renames them in the file's JSON before it is merged over a
+/// profile, whose serialized form has the new names only.
+pub const RENAMED_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "server",
+        "slow_reader_timeout",
+        "slow_reader_timeout_seconds",
+    ),
+    (
+        "server",
+        "client_error_window",
+        "client_error_window_seconds",
+    ),
+    (
+        "server",
+        "header_read_timeout",
+        "header_read_timeout_seconds",
+    ),
+    ("server", "body_read_timeout", "body_read_timeout_seconds"),
+    ("server", "idle_timeout", "idle_timeout_seconds"),
+    ("server", "handshake_timeout", "handshake_timeout_seconds"),
+    (
+        "health_monitoring",
+        "check_interval",
+        "check_interval_seconds",
+    ),
+    (
+        "health_monitoring",
+        "aggregation_window",
+        "aggregation_window_seconds",
+    ),
+    (
+        "health_monitoring",
+        "network_timeout",
+        "network_timeout_seconds",
+    ),
+    ("recovery", "check_interval", "check_interval_seconds"),
+    ("recovery", "recovery_timeout", "recovery_timeout_seconds"),
+    (
+        "recovery",
+        "min_recovery_interval",
+        "min_recovery_interval_seconds",
+    ),
+    (
+        "recovery.strategy",
+        "min_recovery_interval",
+        "min_recovery_interval_seconds",
+    ),
+    ("pid_validation", "lock_timeout", "lock_timeout_seconds"),
+    (
+        "connection_state_recovery",
+        "max_disconnection_duration",
+        "max_disconnection_duration_seconds",
+    ),
+];
+
+/// The file's JSON with every [`RENAMED_KEYS`] old name replaced by its new
+/// one. A section that gives both names of one key is refused, naming both.
+fn canonical_names(text: &str, path: &Path) -> Result<Value, ConfigError> {
+    let mut file: Value = serde_json::from_str(text).map_err(|e| syntax(&e, path))?;
+    for (section, old, new) in RENAMED_KEYS {
+        let object = section
+            .split('.')
+            .try_fold(&mut file, |v, part| v.get_mut(part))
+            .and_then(Value::as_object_mut);
+        let Some(object) = object else { continue };
+        let Some(value) = object.remove(*old) else {
+            continue;
+        };
+        if object.contains_key(*new) {
+            return Err(ConfigError::Inconsistent {
+                file: path.to_path_buf(),
+                key: format!("{section}.{new}"),
+                message: format!(
+                    "given twice, as `{section}.{old}` (the seed's name) and as \
+                     `{section}.{new}`; keep one of them"
+                ),
+            });
+        }
+        object.insert((*new).to_string(), value);
+    }
+    Ok(file)
 }
 
 /// The defaults as pretty JSON, for `warden config`; parses back to
@@ -1670,6 +1795,10 @@ fn de_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     if d.subsec_nanos() == 0 {
         s.serialize_u64(d.as_secs())
@@ -1796,6 +1925,78 @@ mod tests {
         assert_eq!(b.backoff_multiplier, 2.0);
         assert!(crate::breaker::CircuitBreaker::new(b).is_ok());
         assert!(crate::escalation::GradedRecoveryStrategy::new(s).is_ok());
+    }
+
+    #[test]
+    fn each_seeds_name_is_its_new_name() {
+        for (section, old, new) in RENAMED_KEYS {
+            let file = |name: &str| {
+                let mut doc = serde_json::json!({ name: 31 });
+                for part in section.rsplit('.') {
+                    doc = serde_json::json!({ part: doc });
+                }
+                doc.to_string()
+            };
+            let by_old = parse_config(&file(old), p()).unwrap();
+            let by_new = parse_config(&file(new), p()).unwrap();
+            assert_eq!(by_old, by_new, "{section}.{old}");
+            assert_ne!(by_new, WardenConfig::default(), "{section}.{new} is read");
+        }
+    }
+
+    #[test]
+    fn old_names_over_a_profile_are_renamed_before_the_merge() {
+        let c = parse_config(
+            r#"{"profile": "production",
+                "server": {"idle_timeout": 90, "handshake_timeout_seconds": 4},
+                "health_monitoring": {"check_interval": 45},
+                "recovery": {"strategy": {"min_recovery_interval": 20}},
+                "pid_validation": {"lock_timeout_seconds": 7}}"#,
+            p(),
+        )
+        .unwrap();
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.server.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(c.health_monitoring.check_interval, Duration::from_secs(45));
+        assert_eq!(
+            c.health_monitoring.aggregation_window,
+            Duration::from_secs(600),
+            "from the production profile"
+        );
+        assert_eq!(c.recovery.min_recovery_interval(), Duration::from_secs(20));
+        assert_eq!(c.pid_validation.lock_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn a_key_under_both_names_is_refused_naming_both() {
+        for text in [
+            r#"{"server": {"idle_timeout": 90, "idle_timeout_seconds": 90}}"#,
+            r#"{"profile": "development", "server": {"idle_timeout_seconds": 9, "idle_timeout": 90}}"#,
+        ] {
+            let e = parse_config(text, p()).unwrap_err().to_string();
+            assert!(
+                e.contains("`server.idle_timeout`") && e.contains("`server.idle_timeout_seconds`"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rendered_file_has_the_new_names_and_no_psutil_unless_false() {
+        let all_set = r#"{"recovery": {"check_interval": 60, "min_recovery_interval": 9,
+            "strategy": {"min_recovery_interval": 9}}}"#;
+        let shown = render_json(&parse_config(all_set, p()).unwrap());
+        for (_, old, new) in RENAMED_KEYS {
+            assert!(!shown.contains(&format!("\"{old}\"")), "{old} in {shown}");
+            assert!(
+                shown.contains(&format!("\"{new}\"")),
+                "{new} not in {shown}"
+            );
+        }
+        assert!(!render_default_json().contains("use_psutil"));
+        let off = parse_config(r#"{"pid_validation": {"use_psutil": false}}"#, p()).unwrap();
+        assert!(render_json(&off).contains("\"use_psutil\": false"));
+        assert_eq!(parse_config(&render_json(&off), p()).unwrap(), off);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 
-use crate::config::WardenConfig;
+use crate::config::{RENAMED_KEYS, WardenConfig};
 
 /// The values a numeric key accepts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,6 +36,10 @@ pub struct Entry {
     pub example: Option<&'static str>,
     /// What it does.
     pub effect: &'static str,
+    /// For a key the written configuration (`config show`) omits while it
+    /// holds its default: that default (JSON). The tests check that setting
+    /// it to this value changes nothing.
+    pub unlisted_default: Option<&'static str>,
 }
 
 const fn key(key: &'static str, range: Option<Range>, effect: &'static str) -> Entry {
@@ -44,6 +48,7 @@ const fn key(key: &'static str, range: Option<Range>, effect: &'static str) -> E
         range,
         example: None,
         effect,
+        unlisted_default: None,
     }
 }
 
@@ -58,6 +63,17 @@ const fn unset(
         range,
         example: Some(example),
         effect,
+        unlisted_default: None,
+    }
+}
+
+const fn unlisted(key: &'static str, default: &'static str, effect: &'static str) -> Entry {
+    Entry {
+        key,
+        range: None,
+        example: None,
+        effect,
+        unlisted_default: Some(default),
     }
 }
 
@@ -122,7 +138,7 @@ pub const ENTRIES: &[Entry] = &[
         "The same queue in bytes.",
     ),
     key(
-        "server.slow_reader_timeout",
+        "server.slow_reader_timeout_seconds",
         Some(Secs(0.01, 60.0)),
         "How long the relay waits for a client whose buffer is full before its deliveries are dropped (counted as its own).",
     ),
@@ -144,10 +160,10 @@ pub const ENTRIES: &[Entry] = &[
     key(
         "server.client_error_budget",
         Some(Int(1, 1_000_000)),
-        "Bad packets one client may send within `client_error_window` before it is disconnected (its errors, never the hub's).",
+        "Bad packets one client may send within `client_error_window_seconds` before it is disconnected (its errors, never the hub's).",
     ),
     key(
-        "server.client_error_window",
+        "server.client_error_window_seconds",
         Some(Secs(1.0, 86_400.0)),
         "The window of `client_error_budget`.",
     ),
@@ -157,22 +173,22 @@ pub const ENTRIES: &[Entry] = &[
         "Directory for the PID file and the default log (default `~/.claude-mpm`; `--state-dir`, `WARDEN_STATE_DIR`).",
     ),
     key(
-        "server.header_read_timeout",
+        "server.header_read_timeout_seconds",
         Some(Secs(0.1, 3_600.0)),
         "A new connection must send a complete request head within this time, or it is closed.",
     ),
     key(
-        "server.body_read_timeout",
+        "server.body_read_timeout_seconds",
         Some(Secs(0.1, 3_600.0)),
         "A request's body must arrive whole within this time of its head, or the request fails and its connection is closed.",
     ),
     key(
-        "server.idle_timeout",
+        "server.idle_timeout_seconds",
         Some(Secs(1.0, 86_400.0)),
         "A kept-alive HTTP connection with no request in flight is closed after this.",
     ),
     key(
-        "server.handshake_timeout",
+        "server.handshake_timeout_seconds",
         Some(Secs(1.0, 3_600.0)),
         "An Engine.IO session must join the Socket.IO namespace within this time.",
     ),
@@ -193,7 +209,7 @@ pub const ENTRIES: &[Entry] = &[
     ),
     key("health_monitoring.enabled", None, "Run the health checks."),
     key(
-        "health_monitoring.check_interval",
+        "health_monitoring.check_interval_seconds",
         Some(Secs(1.0, 3_600.0)),
         "Time between two rounds of checks.",
     ),
@@ -203,12 +219,12 @@ pub const ENTRIES: &[Entry] = &[
         "Check results kept.",
     ),
     key(
-        "health_monitoring.aggregation_window",
+        "health_monitoring.aggregation_window_seconds",
         Some(Secs(1.0, 86_400.0)),
         "Window over which `/health` and `/diagnostics` aggregate results.",
     ),
     key(
-        "health_monitoring.network_timeout",
+        "health_monitoring.network_timeout_seconds",
         Some(Secs(0.01, 60.0)),
         "The network check's connect timeout.",
     ),
@@ -243,7 +259,7 @@ pub const ENTRIES: &[Entry] = &[
         "Act on health reports (the graded ladder behind the circuit breaker).",
     ),
     unset(
-        "recovery.check_interval",
+        "recovery.check_interval_seconds",
         Some(Secs(1.0, 3_600.0)),
         "60",
         "Least time between two health reports the recovery manager evaluates (unset: every report).",
@@ -254,12 +270,12 @@ pub const ENTRIES: &[Entry] = &[
         "Failed recoveries in one episode before the manager gives up (emergency stop).",
     ),
     key(
-        "recovery.recovery_timeout",
+        "recovery.recovery_timeout_seconds",
         Some(Secs(1.0, 3_600.0)),
         "Longest one recovery action may take; enforced.",
     ),
     unset(
-        "recovery.min_recovery_interval",
+        "recovery.min_recovery_interval_seconds",
         Some(Secs(0.0, 86_400.0)),
         "60",
         "Least time between two recoveries, as the seed's file puts it (also accepted in `recovery.strategy`).",
@@ -280,10 +296,10 @@ pub const ENTRIES: &[Entry] = &[
         "Window over which results are counted.",
     ),
     unset(
-        "recovery.strategy.min_recovery_interval",
+        "recovery.strategy.min_recovery_interval_seconds",
         None,
         "60",
-        "Least time between two recoveries (see `recovery.min_recovery_interval`).",
+        "Least time between two recoveries (see `recovery.min_recovery_interval_seconds`).",
     ),
     key(
         "recovery.strategy.cooldown_seconds",
@@ -330,13 +346,13 @@ pub const ENTRIES: &[Entry] = &[
         None,
         "Check the recorded process's identity (start time, command line), not only its pid.",
     ),
-    key(
+    unlisted(
         "pid_validation.use_psutil",
-        None,
-        "Inspect processes (the seed's psutil); `false`: judge by the lock alone.",
+        "true",
+        "The seed's psutil switch, kept for its files: `false` judges by the lock alone (as `enhanced: false`). `config show` lists it only when `false`.",
     ),
     key(
-        "pid_validation.lock_timeout",
+        "pid_validation.lock_timeout_seconds",
         Some(Secs(0.0, 300.0)),
         "How long `start` waits for a busy PID-file lock.",
     ),
@@ -386,7 +402,7 @@ pub const ENTRIES: &[Entry] = &[
         "Speak socket.io v4's connection state recovery: each session's `pid` in CONNECT, each event's offset as its last argument, missed events replayed on reconnect (off: a python-socketio handler with a fixed argument count fails on the extra argument; not in cluster mode).",
     ),
     key(
-        "connection_state_recovery.max_disconnection_duration",
+        "connection_state_recovery.max_disconnection_duration_seconds",
         Some(Secs(1.0, 86_400.0)),
         "How long a session outlives its connection.",
     ),
@@ -483,8 +499,9 @@ pub fn render(defaults: &WardenConfig) -> String {
         "# Configuration reference\n\n\
          Generated by `warden config reference` from the typed configuration \
          (`tests/config_reference.rs` checks it against the parser). Every key \
-         is optional; durations are in seconds (fractions allowed). An unknown \
-         key is refused with its path.\n",
+         is optional; durations are in seconds (fractions allowed), under names \
+         ending in `_seconds` (the seed's names without the unit are accepted \
+         too). An unknown key is refused with its path.\n",
     );
     let mut section = "";
     for entry in ENTRIES {
@@ -495,16 +512,23 @@ pub fn render(defaults: &WardenConfig) -> String {
                 "\n## `{top}`\n\n| key | default | accepts | effect |\n|---|---|---|---|\n"
             ));
         }
-        let default = match lookup(&json, entry.key) {
-            Some(Value::Null) | None => "unset".to_string(),
-            Some(v) => format!("`{v}`"),
+        let default = match (lookup(&json, entry.key), entry.unlisted_default) {
+            (None, Some(default)) => format!("`{default}`"),
+            (Some(Value::Null) | None, _) => "unset".to_string(),
+            (Some(v), _) => format!("`{v}`"),
         };
+        let seed_name = RENAMED_KEYS
+            .iter()
+            .find(|(section, _, new)| entry.key == format!("{section}.{new}"))
+            .map(|(_, old, _)| format!(" The seed's name `{old}` is accepted too."))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {}{} |\n",
             entry.key,
             default,
             range_text(entry.range),
-            entry.effect.replace('|', "\\|")
+            entry.effect.replace('|', "\\|"),
+            seed_name
         ));
     }
     out

@@ -126,7 +126,9 @@ fn config_check_and_show_follow_the_precedence() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["server"]["port"], 9124);
-    assert_eq!(shown["health_monitoring"]["check_interval"], 15.0);
+    // The file's seed name (`check_interval`) is shown under the new one.
+    assert_eq!(shown["health_monitoring"]["check_interval_seconds"], 15.0);
+    assert!(shown["health_monitoring"].get("check_interval").is_none());
     assert_eq!(
         shown["recovery"]["circuit_breaker"]["failure_threshold"],
         10

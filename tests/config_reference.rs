@@ -59,7 +59,7 @@ fn every_key_of_the_configuration_has_an_entry_and_every_entry_a_key() {
         );
     }
     for entry in ENTRIES {
-        let value = match entry.example {
+        let value = match entry.example.or(entry.unlisted_default) {
             Some(example) => serde_json::from_str(example).unwrap(),
             None => lookup(&defaults(), entry.key).cloned().unwrap_or_else(|| {
                 panic!(
@@ -73,6 +73,36 @@ fn every_key_of_the_configuration_has_an_entry_and_every_entry_a_key() {
         dup.retain(|k| *k == entry.key);
         assert_eq!(dup.len(), 1, "{} is listed twice", entry.key);
     }
+}
+
+/// A key `config show` leaves out while it holds its default (the seed's
+/// `use_psutil`): the default the reference prints is the parser's, and any
+/// other value is listed.
+#[test]
+fn an_unlisted_default_is_the_default() {
+    let mut seen = 0;
+    for entry in ENTRIES {
+        let Some(default) = entry.unlisted_default else {
+            continue;
+        };
+        seen += 1;
+        assert!(
+            lookup(&defaults(), entry.key).is_none(),
+            "{} is listed",
+            entry.key
+        );
+        let file = with(entry.key, serde_json::from_str(default).unwrap());
+        let parsed = parse_config(&file, Path::new("reference.json")).unwrap();
+        assert_eq!(parsed, WardenConfig::default(), "{} = {default}", entry.key);
+        let other = match serde_json::from_str::<Value>(default).unwrap() {
+            Value::Bool(b) => json!(!b),
+            v => panic!("{}: no other value for {v}", entry.key),
+        };
+        let parsed = parse_config(&with(entry.key, other.clone()), Path::new("r.json")).unwrap();
+        let shown = serde_json::to_value(&parsed).unwrap();
+        assert_eq!(lookup(&shown, entry.key), Some(&other), "{}", entry.key);
+    }
+    assert!(seen > 0, "pid_validation.use_psutil is unlisted by default");
 }
 
 #[test]

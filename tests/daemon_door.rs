@@ -79,7 +79,7 @@ fn silent_and_half_sent_connections_are_closed_and_their_descriptors_return() {
     let mut daemon = start(
         &env,
         json!({
-            "server": {"header_read_timeout": 1, "idle_timeout": 2},
+            "server": {"header_read_timeout_seconds": 1, "idle_timeout_seconds": 2},
             "health_monitoring": {"check_interval": 1, "aggregation_window": 60},
         }),
     );
@@ -598,7 +598,7 @@ async fn with_a_token_a_socketio_client_without_it_is_refused_with_the_reason() 
     let env = Env::new();
     let _daemon = start(
         &env,
-        json!({"server": {"auth_token": TOKEN, "handshake_timeout": 2}}),
+        json!({"server": {"auth_token": TOKEN, "handshake_timeout_seconds": 2}}),
     );
     let url = format!("http://127.0.0.1:{}/", env.port);
 
@@ -714,7 +714,7 @@ fn an_engineio_session_that_never_joins_the_namespace_is_closed() {
 #[test]
 fn a_request_body_that_never_finishes_is_cut_off() {
     let env = Env::new();
-    let _daemon = start(&env, json!({"server": {"body_read_timeout": 1}}));
+    let _daemon = start(&env, json!({"server": {"body_read_timeout_seconds": 1}}));
     let mut stalled = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
     write!(
         stalled,

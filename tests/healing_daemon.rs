@@ -184,7 +184,7 @@ fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 /// Checks every second; recovery may act on every check.
 fn config(thresholds: Value, recovery: Value) -> Value {
     let mut recovery_section = json!({
-        "min_recovery_interval": 0,
+        "min_recovery_interval_seconds": 0,
         "strategy": {"warning_threshold": 2, "critical_threshold": 1}
     });
     if let (Some(base), Some(extra)) = (recovery_section.as_object_mut(), recovery.as_object()) {
@@ -194,8 +194,8 @@ fn config(thresholds: Value, recovery: Value) -> Value {
     }
     json!({
         "health_monitoring": {
-            "check_interval": 1,
-            "aggregation_window": 60,
+            "check_interval_seconds": 1,
+            "aggregation_window_seconds": 60,
             "thresholds": thresholds
         },
         "recovery": recovery_section

@@ -23,7 +23,7 @@ fn write_config_with(
     let body = json!({
         "server": { "max_payload_bytes": max_payload_bytes },
         "health_monitoring": {
-            "check_interval": check_interval,
+            "check_interval_seconds": check_interval,
             "thresholds": { "memory_mb": memory_mb },
         },
     });
@@ -69,7 +69,7 @@ fn sighup_does_not_kill_and_a_changed_threshold_is_applied() {
         config_section(&env)["thresholds"]["memory_mb"] == 600
     });
     env.wait_log(&[
-        "applied health_monitoring.check_interval, health_monitoring.thresholds.memory_mb; \
+        "applied health_monitoring.check_interval_seconds, health_monitoring.thresholds.memory_mb; \
          needs a restart to take effect: server.max_payload_bytes",
     ]);
     assert_eq!(config_section(&env)["reloads"], 1);

@@ -70,9 +70,55 @@ fn the_high_traffic_profile_has_the_seeds_values() {
     let env = Env::new();
     let cfg = shown(&env, &["config", "show", "--profile", "high-traffic"]);
     let hm = &cfg["health_monitoring"];
-    assert_eq!(hm["check_interval"], 60.0);
+    assert_eq!(hm["check_interval_seconds"], 60.0);
     assert_eq!(hm["thresholds"]["cpu_percent"], 90.0);
     assert_eq!(hm["thresholds"]["memory_mb"], 1000);
     assert_eq!(cfg["recovery"]["circuit_breaker"]["failure_threshold"], 10);
     assert_eq!(cfg["profile"], "high-traffic");
+}
+
+/// The seed's unit-less time keys are read under a profile and shown with
+/// their unit (`check_interval` -> `check_interval_seconds`); `use_psutil`
+/// is accepted and shown only when it is `false`.
+#[test]
+fn the_seeds_time_keys_are_shown_with_their_unit() {
+    let env = Env::new();
+    let file = env.state_dir().join("seed-times.json");
+    std::fs::write(
+        &file,
+        r#"{
+        "profile": "production",
+        "health_monitoring": {"check_interval": 45, "network_timeout": 3},
+        "recovery": {"strategy": "graded", "min_recovery_interval": 90, "recovery_timeout": 20},
+        "pid_validation": {"enhanced": true, "use_psutil": true, "lock_timeout": 5.5}
+    }"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let cfg = shown(&env, &["config", "show", "--config", path]);
+    let hm = &cfg["health_monitoring"];
+    assert_eq!(hm["check_interval_seconds"], 45);
+    assert_eq!(hm["network_timeout_seconds"], 3);
+    assert_eq!(hm["aggregation_window_seconds"], 600, "from the profile");
+    assert_eq!(cfg["recovery"]["min_recovery_interval_seconds"], 90);
+    assert_eq!(cfg["recovery"]["recovery_timeout_seconds"], 20);
+    assert_eq!(cfg["pid_validation"]["lock_timeout_seconds"], 5.5);
+    let printed = cfg.to_string();
+    for old in [
+        "\"check_interval\"",
+        "\"min_recovery_interval\"",
+        "\"lock_timeout\"",
+        "use_psutil",
+    ] {
+        assert!(!printed.contains(old), "{old} in {printed}");
+    }
+
+    std::fs::write(
+        &file,
+        r#"{"pid_validation": {"use_psutil": false, "lock_timeout_seconds": 1}}"#,
+    )
+    .unwrap();
+    let cfg = shown(&env, &["config", "show", "--config", path]);
+    assert_eq!(cfg["pid_validation"]["use_psutil"], false);
+    assert_eq!(cfg["pid_validation"]["lock_timeout_seconds"], 1);
 }

@@ -150,7 +150,7 @@ fn strategy_accepts_the_seed_string_and_an_object() {
 fn contradicting_keys_name_the_key_to_change() {
     let e = reject(r#"{"health_monitoring": {"check_interval": 120, "aggregation_window": 60}}"#);
     assert!(
-        matches!(&e, ConfigError::Inconsistent { key, .. } if key == "health_monitoring.aggregation_window"),
+        matches!(&e, ConfigError::Inconsistent { key, .. } if key == "health_monitoring.aggregation_window_seconds"),
         "{e:?}"
     );
     snap!("inconsistent_window", e.to_string());
@@ -159,6 +159,30 @@ fn contradicting_keys_name_the_key_to_change() {
         r#"{"recovery": {"min_recovery_interval": 60, "strategy": {"min_recovery_interval": 30}}}"#,
     );
     snap!("inconsistent_min_recovery_interval", e.to_string());
+}
+
+/// A duration key is named with its unit (`idle_timeout_seconds`); the seed's
+/// name (`idle_timeout`) is read as the same key, so a file giving both says
+/// two things and is refused, naming both, with or without a profile.
+#[test]
+fn a_key_under_its_old_and_new_name_is_refused() {
+    let e = reject(r#"{"server": {"idle_timeout": 30, "idle_timeout_seconds": 30}}"#);
+    assert!(
+        matches!(&e, ConfigError::Inconsistent { key, .. } if key == "server.idle_timeout_seconds"),
+        "{e:?}"
+    );
+    snap!("renamed_key_given_twice", e.to_string());
+    let with_profile = parse_config(
+        r#"{"profile": "production", "recovery": {"strategy": {"min_recovery_interval_seconds": 5, "min_recovery_interval": 5}}}"#,
+        Path::new(FILE),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        with_profile.contains("`recovery.strategy.min_recovery_interval`")
+            && with_profile.contains("`recovery.strategy.min_recovery_interval_seconds`"),
+        "{with_profile}"
+    );
 }
 
 #[test]

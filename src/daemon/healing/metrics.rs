@@ -179,7 +179,7 @@ fn register_hub(r: &mut Registry, stats: &ServiceStatsSnapshot) {
     register_own_with_alias(
         r,
         "sessions_expired",
-        "Sessions forgotten past max_disconnection_duration or max_sessions",
+        "Sessions forgotten past max_disconnection_duration_seconds or max_sessions",
         || ConstCounter::new(stats.sessions_expired),
     );
     register_own_with_alias(

@@ -29,8 +29,8 @@ use crate::daemon::os::settings::{self, ConfigRequest};
 /// The keys a reload applies while running (a trailing `.` is a prefix).
 pub const LIVE_KEYS: [&str; 4] = [
     "health_monitoring.thresholds.",
-    "health_monitoring.check_interval",
-    "health_monitoring.aggregation_window",
+    "health_monitoring.check_interval_seconds",
+    "health_monitoring.aggregation_window_seconds",
     "logging.level",
 ];
 
@@ -285,7 +285,7 @@ mod tests {
     #[test]
     fn live_keys_are_thresholds_timing_and_level() {
         assert!(is_live("health_monitoring.thresholds.cpu_percent"));
-        assert!(is_live("health_monitoring.check_interval"));
+        assert!(is_live("health_monitoring.check_interval_seconds"));
         assert!(is_live("logging.level"));
         assert!(!is_live("server.port"));
         assert!(!is_live("health_monitoring.history_size"));
@@ -303,7 +303,7 @@ mod tests {
             changed_keys(&old, &new),
             [
                 "server.max_payload_bytes",
-                "health_monitoring.check_interval",
+                "health_monitoring.check_interval_seconds",
                 "health_monitoring.thresholds.memory_mb"
             ]
         );

@@ -416,7 +416,7 @@ struct DeadlineBody<B> {
 
 /// The error of a body that did not arrive in time.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within server.body_read_timeout")]
+#[error("the request body did not arrive within server.body_read_timeout_seconds")]
 struct BodyTimedOut;
 
 impl<B> DeadlineBody<B> {

@@ -86,7 +86,9 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Rejected};
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
-use crate::daemon::hub::{Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, WeakHub};
+use crate::daemon::hub::{
+    Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, Throttled, WeakHub,
+};
 use crate::health::{DependencyFacts, DependencySource};
 use crate::retry::RetrySchedule;
 use crate::time::{Clock, Moment, WallTime};
@@ -363,6 +365,9 @@ struct Link {
     data: RwLock<Option<(u64, MultiplexedConnection)>>,
     /// Whether foreign data was logged (it is logged once, counted always).
     foreign_logged: std::sync::atomic::AtomicBool,
+    /// Messages dropped because the incoming queue was full: logged once
+    /// per interval with a count, never once each.
+    incoming_full: Throttled,
     generation: AtomicU64,
     state: watch::Sender<RedisState>,
     subs_changed: Notify,
@@ -425,6 +430,7 @@ impl Cluster {
             conn: RwLock::new(None),
             data: RwLock::new(None),
             foreign_logged: std::sync::atomic::AtomicBool::new(false),
+            incoming_full: Throttled::default(),
             generation: AtomicU64::new(0),
             state,
             subs_changed: Notify::new(),
@@ -797,9 +803,11 @@ impl Link {
                         self.counters
                             .incoming_dropped
                             .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            "Cluster: a message from Redis was dropped (adapter queue full)"
-                        );
+                        if let Some(n) = self.incoming_full.hit(self.clock.now()) {
+                            tracing::warn!(
+                                "Cluster: {n} message(s) from Redis dropped (incoming queue full)"
+                            );
+                        }
                     }
                 }
             }

@@ -470,14 +470,14 @@ pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// A warning that may repeat: [`Throttled::hit`] says when to log it and how
 /// many times it happened since the last line. Never one line per event.
 #[derive(Debug, Default)]
-struct Throttled {
+pub struct Throttled {
     state: Mutex<(Option<Moment>, u64)>,
 }
 
 impl Throttled {
     /// Counts one occurrence at `at`; `Some(n)` when a line is due, `n`
     /// being the occurrences since the previous line (this one included).
-    fn hit(&self, at: Moment) -> Option<u64> {
+    pub fn hit(&self, at: Moment) -> Option<u64> {
         let mut state = lock(&self.state);
         let (last, pending) = &mut *state;
         *pending += 1;

@@ -149,18 +149,10 @@ fn spawn_daemon(env: &Env, config: &Value) -> Daemon {
 /// The recovery actions taken so far; none while the daemon cannot be asked
 /// (mid-restart its listener is closed for a moment: asked again, it answers).
 fn actions(env: &Env) -> Vec<String> {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", env.port)) else {
+    let Some((_, body)) = daemon_common::try_http_get(env.port, "/diagnostics") else {
         return Vec::new();
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "GET /diagnostics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let diag: Value = serde_json::from_str(body).unwrap_or_default();
+    let diag: Value = serde_json::from_str(&body).unwrap_or_default();
     diag["recovery_manager"]["recent_events"]
         .as_array()
         .map(|events| {

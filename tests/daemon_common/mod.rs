@@ -233,18 +233,28 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// [`http_get`], or `None` while the daemon cannot be asked (in the middle
+/// of a restart it closes its listener for a moment: poll again).
+#[allow(dead_code)]
+pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    get(port, path).ok()
+}
+
 /// A minimal blocking HTTP GET against 127.0.0.1 (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    get(port, path).expect("connect")
+}
+
+fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(DEADLINE))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    s.read_to_string(&mut raw)?;
     let status = raw
         .split(' ')
         .nth(1)
@@ -254,7 +264,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }
 
 pub fn text(bytes: &[u8]) -> String {

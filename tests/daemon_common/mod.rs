@@ -242,7 +242,7 @@ pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A minimal blocking HTTP GET against 127.0.0.1 (status, body).
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    get(port, path).expect("connect")
+    get(port, path).expect("an HTTP answer")
 }
 
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
@@ -259,7 +259,7 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .expect("status code");
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {raw:?}")))?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

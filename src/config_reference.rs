@@ -399,7 +399,7 @@ pub const ENTRIES: &[Entry] = &[
     key(
         "connection_state_recovery.enabled",
         None,
-        "Speak socket.io v4's connection state recovery: each session's `pid` in CONNECT, each event's offset as its last argument, missed events replayed on reconnect (off: a python-socketio handler with a fixed argument count fails on the extra argument; not in cluster mode).",
+        "Speak socket.io v4's connection state recovery: each session's `pid` in CONNECT, each event's offset as its last argument, missed events replayed on reconnect (off: a python-socketio handler with a fixed argument count fails on the extra argument). In cluster mode every node then delivers events from one shared Redis stream, so a session resumes on any node.",
     ),
     key(
         "connection_state_recovery.max_disconnection_duration_seconds",

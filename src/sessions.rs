@@ -85,6 +85,17 @@ pub enum Gap {
     Forgotten,
 }
 
+/// How an event numbered elsewhere fits the log ([`EventLog::push_at`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Numbered {
+    /// The next one: kept.
+    Next,
+    /// Kept, after events this log never had.
+    AfterGap,
+    /// Already here: ignored.
+    Known,
+}
+
 /// One page of [`EventLog::after`]: the events after an offset, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
@@ -168,6 +179,40 @@ impl<T: Clone> EventLog<T> {
         self.bytes += bytes;
         self.entries.push_back((seq, event, bytes));
         self.offset(seq)
+    }
+
+    /// Starts over on another stream, `epoch`, whose events up to `head`
+    /// are not here (a cluster node joining the shared stream, or the
+    /// stream replaced): no offset of the old stream resumes any more, nor
+    /// one of the new stream before `head`.
+    pub fn restart_at(&mut self, epoch: Epoch, head: u64) {
+        self.epoch = epoch;
+        self.entries.clear();
+        self.bytes = 0;
+        self.next_seq = head.saturating_add(1);
+        self.resumable_from = head;
+    }
+
+    /// Keeps an event numbered elsewhere (the cluster's shared stream), in
+    /// its stream's order. `seq` already here (read twice) is ignored:
+    /// [`Numbered::Known`]. A `seq` past the next one means the events in
+    /// between never reached this log: they are a gap for every older
+    /// offset ([`Numbered::AfterGap`]), and the event is kept.
+    pub fn push_at(&mut self, seq: u64, event: T, bytes: usize) -> Numbered {
+        if seq < self.next_seq {
+            return Numbered::Known;
+        }
+        let numbered = if seq == self.next_seq {
+            Numbered::Next
+        } else {
+            self.entries.clear();
+            self.bytes = 0;
+            self.resumable_from = seq - 1;
+            self.next_seq = seq;
+            Numbered::AfterGap
+        };
+        self.push(event, bytes);
+        numbered
     }
 
     /// Whether the events after `offset` are all kept.
@@ -366,6 +411,58 @@ impl<C: Copy + Eq + Hash> SessionTable<C> {
         );
         self.counters.opened += 1;
         self.evict_over_limit();
+    }
+
+    /// Keeps session `pid`, opened elsewhere (another cluster node) at
+    /// `began` and lost there, as one awaiting its client since `now`, so
+    /// that [`SessionTable::resume`] can resume it here. A pid already kept
+    /// is left as it is.
+    pub fn adopt(&mut self, pid: String, began: Offset, now: Moment) {
+        self.expire(now);
+        if self.sessions.contains_key(&pid) {
+            return;
+        }
+        self.sessions.insert(
+            pid,
+            Session {
+                conn: None,
+                disconnected_at: Some(now),
+                began,
+            },
+        );
+        self.evict_over_limit();
+    }
+
+    /// The session `conn` holds, and where it began.
+    pub fn held_by(&self, conn: C) -> Option<(&str, Offset)> {
+        let pid = self.by_conn.get(&conn)?;
+        let session = self.sessions.get(pid)?;
+        Some((pid.as_str(), session.began))
+    }
+
+    /// Every session a connection holds now, and where each began.
+    pub fn connected(&self) -> Vec<(String, Offset)> {
+        self.by_conn
+            .values()
+            .filter_map(|pid| Some((pid.clone(), self.sessions.get(pid)?.began)))
+            .collect()
+    }
+
+    /// Sessions that began at `from` begin at `to` instead: the stream they
+    /// began in was replaced before it had any event (a cluster node that
+    /// joins the shared stream after its first clients connected), so they
+    /// missed nothing of the new one from `to` on.
+    pub fn rebase(&mut self, from: Offset, to: Offset) {
+        for session in self.sessions.values_mut() {
+            if session.began == from {
+                session.began = to;
+            }
+        }
+    }
+
+    /// Where session `pid` began, if it is kept.
+    pub fn began(&self, pid: &str) -> Option<Offset> {
+        self.sessions.get(pid).map(|session| session.began)
     }
 
     /// Resumes session `pid` on `conn`: the offset to replay from (the
@@ -588,6 +685,47 @@ mod tests {
         assert_eq!(
             (counters.recovered, counters.expired, counters.refused),
             (3, 1, 1)
+        );
+    }
+
+    #[test]
+    fn events_numbered_elsewhere_keep_their_numbers_and_a_hole_is_a_gap() {
+        let mut log = EventLog::new(E, 10, 1_000);
+        log.restart_at(E, 7);
+        assert_eq!(log.head(), Offset { epoch: E, seq: 7 });
+        assert_eq!(log.check(Offset { epoch: E, seq: 6 }), Err(Gap::Forgotten));
+        assert_eq!(log.push_at(8, 8, 1), Numbered::Next);
+        assert_eq!(log.push_at(8, 8, 1), Numbered::Known);
+        assert_eq!(log.push_at(9, 9, 1), Numbered::Next);
+        let seven = Offset { epoch: E, seq: 7 };
+        assert_eq!(log.after(seven, 10, 100).unwrap().events, vec![8, 9]);
+        // 10 and 11 never arrived: nothing before 11 resumes.
+        assert_eq!(log.push_at(12, 12, 1), Numbered::AfterGap);
+        assert_eq!(log.check(seven), Err(Gap::Forgotten));
+        let eleven = Offset { epoch: E, seq: 11 };
+        assert_eq!(log.after(eleven, 10, 100).unwrap().events, vec![12]);
+        // Another stream: the old one's offsets are refused.
+        log.restart_at(Epoch(9), 0);
+        assert_eq!(log.check(eleven), Err(Gap::OtherEpoch));
+    }
+
+    #[test]
+    fn a_session_opened_elsewhere_is_adopted_then_resumes_from_its_beginning() {
+        let mut log = EventLog::new(E, 10, 1_000);
+        log.restart_at(E, 3);
+        let began = log.head();
+        log.push_at(4, "d", 1);
+        let mut table = SessionTable::new(limits());
+        table.adopt("p".into(), began, Moment::ZERO);
+        assert_eq!(table.began("p"), Some(began));
+        let from = table.resume("p", None, 1u32, Moment::ZERO, &log).unwrap();
+        assert_eq!(log.after(from, 10, 100).unwrap().events, vec!["d"]);
+        // Adopted sessions expire like any other.
+        table.release(1, Moment::from_secs(1));
+        table.adopt("q".into(), began, Moment::from_secs(1));
+        assert_eq!(
+            table.resume("q", None, 2, Moment::from_secs(200), &log),
+            Err(Refusal::UnknownSession)
         );
     }
 

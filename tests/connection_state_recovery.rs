@@ -30,11 +30,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use daemon_common::redis::Redis;
 use daemon_common::{DEADLINE, Daemon, Env, http_get, try_http_get, wait_until};
 use serde_json::{Value, json};
 
@@ -131,6 +132,11 @@ impl Poster {
 
     /// Posts with `pause` between events (none: as fast as HTTP allows).
     fn every(port: u16, pause: Duration) -> Poster {
+        Poster::across(vec![port], pause)
+    }
+
+    /// Posts event n to `ports[n % ports.len()]` (senders on several nodes).
+    fn across(ports: Vec<u16>, pause: Duration) -> Poster {
         let stop = Arc::new(AtomicBool::new(false));
         let posted = Arc::new(AtomicU64::new(0));
         let thread = thread::spawn({
@@ -138,7 +144,7 @@ impl Poster {
             move || {
                 while !stop.load(Ordering::SeqCst) {
                     let seq = posted.load(Ordering::SeqCst) + 1;
-                    post(port, seq, false);
+                    post(ports[seq as usize % ports.len()], seq, false);
                     posted.store(seq, Ordering::SeqCst);
                     thread::sleep(pause);
                 }
@@ -165,6 +171,7 @@ impl Poster {
 /// refuse new ones (a network blip).
 struct Proxy {
     port: u16,
+    upstream: Arc<AtomicU16>,
     down: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
@@ -175,11 +182,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
+        let upstream = Arc::new(AtomicU16::new(upstream));
         let down = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         thread::spawn({
             let (down, open, stop) = (Arc::clone(&down), Arc::clone(&open), Arc::clone(&stop));
+            let upstream = Arc::clone(&upstream);
             move || {
                 while !stop.load(Ordering::SeqCst) {
                     let Ok((client, _)) = listener.accept() else {
@@ -191,7 +200,8 @@ impl Proxy {
                         continue;
                     }
                     let _ = client.set_nonblocking(false);
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    let to = upstream.load(Ordering::SeqCst);
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
                         continue;
                     };
                     let mut guard = open.lock().unwrap();
@@ -213,6 +223,7 @@ impl Proxy {
         });
         Proxy {
             port,
+            upstream,
             down,
             open,
             stop,
@@ -233,6 +244,14 @@ impl Proxy {
 
     fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Cuts every connection and sends the next ones to `upstream` (a load
+    /// balancer moving a client to another node).
+    fn switch(&self, upstream: u16) {
+        self.cut();
+        self.upstream.store(upstream, Ordering::SeqCst);
+        self.restore();
     }
 }
 
@@ -732,4 +751,141 @@ fn a_replay_during_a_held_back_relay_is_neither_overtaken_nor_repeated() {
     let done = client.done();
     assert_exactly_in_order(&done, 800);
     assert_eq!(recovered_flags(&done), [false, true]);
+}
+
+/// A cluster node with recovery on (ordered mode) against `redis`.
+fn start_node(env: &Env, redis: &Redis, prefix: &str, id: &str) -> Daemon {
+    let mut config = recovery_on(json!({}));
+    config["cluster"] = json!({"redis_url": redis.url(), "node_id": id, "prefix": prefix});
+    start(env, config)
+}
+
+/// Waits until the shared stream holds `count` events: each accepted event
+/// is appended after its POST is answered, so a "last" event posted before
+/// that could overtake the ones still on their way.
+fn wait_streamed(redis: &Redis, prefix: &str, count: u64) {
+    let key = format!("{prefix}:log");
+    wait_until(&format!("{count} events in {key}"), || {
+        redis.cli(&["XLEN", &key]).trim().parse::<u64>().ok() >= Some(count)
+    });
+}
+
+/// The client got each of events 1..=last exactly once (in whichever
+/// order the cluster's stream gave them).
+fn assert_each_once(done: &Value, last: u64) -> Vec<u64> {
+    let seqs: Vec<u64> = done["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    let expected: Vec<u64> = (1..=last).collect();
+    assert_eq!(
+        sorted,
+        expected,
+        "each event exactly once ({} received); connects {}",
+        seqs.len(),
+        done["connects"]
+    );
+    seqs
+}
+
+#[test]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+fn a_session_moves_between_cluster_nodes_and_misses_nothing() {
+    if !node_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let _a = start_node(&env_a, &redis, "csr", "a");
+    let _b = start_node(&env_b, &redis, "csr", "b");
+    // The mover reaches the cluster through a load balancer that moves it
+    // from a to b and back; the witness stays on b all along.
+    let proxy = Proxy::start(env_a.port);
+    let mut mover = Client::start(&proxy.url(), json!({}));
+    let mut witness = Client::start(&format!("http://127.0.0.1:{}", env_b.port), json!({}));
+    mover.wait_connects(1);
+    witness.wait_connects(1);
+    // Senders on both nodes at once.
+    let poster = Poster::across(vec![env_a.port, env_b.port], Duration::from_millis(10));
+    for (round, to) in [env_b.port, env_a.port].into_iter().enumerate() {
+        thread::sleep(Duration::from_millis(800));
+        proxy.cut();
+        thread::sleep(Duration::from_millis(700));
+        proxy.switch(to);
+        mover.wait_connects(round as u64 + 2);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let last = poster.stop() + 1;
+    wait_streamed(&redis, "csr", last - 1);
+    post(env_a.port, last, true);
+    let (moved, stayed) = (mover.done(), witness.done());
+    let moved_order = assert_each_once(&moved, last);
+    let stayed_order = assert_each_once(&stayed, last);
+    assert_eq!(
+        moved_order, stayed_order,
+        "the client that moved between nodes saw the cluster's one order"
+    );
+    assert_eq!(recovered_flags(&moved), [false, true, true]);
+    assert_eq!(recovered_flags(&stayed), [false]);
+}
+
+#[test]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+fn a_killed_nodes_client_that_had_received_nothing_resumes_on_another_node() {
+    if !node_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let mut a = start_node(&env_a, &redis, "csrkill", "a");
+    let _b = start_node(&env_b, &redis, "csrkill", "b");
+    let proxy = Proxy::start(env_a.port);
+    // It receives nothing before its node dies (socket.io#5538: it sends no
+    // offset, and resumes from where its session began).
+    let mut quiet = Client::start(&proxy.url(), json!({}));
+    quiet.wait_connects(1);
+    wait_until("node a wrote the session's key", || {
+        !redis
+            .cli(&["--scan", "--pattern", "csrkill:session:*"])
+            .trim()
+            .is_empty()
+    });
+    a.signal(libc::SIGKILL);
+    a.wait_exit();
+    proxy.cut();
+    // Events while it is away, all on the surviving node.
+    let poster = Poster::across(vec![env_b.port], Duration::from_millis(10));
+    thread::sleep(Duration::from_millis(1_500));
+    proxy.switch(env_b.port);
+    quiet.wait_connects(2);
+    thread::sleep(Duration::from_millis(500));
+    let last = poster.stop() + 1;
+    wait_streamed(&redis, "csrkill", last - 1);
+    post(env_b.port, last, true);
+    let done = quiet.done();
+    assert_exactly_in_order_ignoring_ids(&done, last);
+    assert_eq!(recovered_flags(&done), [false, true]);
+    let stats = service_stats(env_b.port);
+    assert_eq!(stats["sessions_recovered"], 1, "{stats}");
+    assert!(stats["events_replayed"].as_u64().unwrap() > 0, "{stats}");
+}
+
+/// [`assert_exactly_in_order`] for cluster mode, where an event's id is its
+/// accepting node's own and its offset the stream's: the sequence alone.
+fn assert_exactly_in_order_ignoring_ids(done: &Value, last: u64) {
+    let seqs = assert_each_once(done, last);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in order (one sender): {seqs:?}"
+    );
 }

@@ -273,3 +273,281 @@ proptest! {
         }
     }
 }
+
+/// Cluster mode (ordered): one shared stream numbers every event; each
+/// node's log follows it with [`EventLog::push_at`] at its own pace, and may
+/// miss a stretch (it was away longer than the stream keeps events). A
+/// client is on one node and sees what that node delivered; it resumes on
+/// any node, which adopts the session from the cluster (pid → where it
+/// began) when it does not know it.
+mod cluster {
+    use super::*;
+    use warden::sessions::Numbered;
+
+    const NODES: usize = 2;
+
+    #[derive(Clone, Debug)]
+    pub enum Op {
+        /// An event appended to the shared stream.
+        Append,
+        /// Node n reads up to `k` more entries of the stream.
+        Read(usize, usize),
+        /// Node n misses everything appended so far that it has not read.
+        Skip(usize),
+        Disconnect(usize),
+        /// Client c reconnects to node n.
+        Reconnect(usize, usize),
+        Advance(u64),
+    }
+
+    pub fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            10 => Just(Op::Append),
+            8 => (0..NODES, 1usize..6).prop_map(|(n, k)| Op::Read(n, k)),
+            1 => (0..NODES).prop_map(Op::Skip),
+            3 => (0..CLIENTS).prop_map(Op::Disconnect),
+            4 => (0..CLIENTS, 0..NODES).prop_map(|(c, n)| Op::Reconnect(c, n)),
+            2 => (0u64..15_000).prop_map(Op::Advance),
+        ]
+    }
+
+    const E: Epoch = Epoch(7);
+
+    struct Node {
+        log: EventLog<u64>,
+        table: SessionTable<u64>,
+        /// Stream entries delivered, in order.
+        delivered: Vec<u64>,
+    }
+
+    struct Client {
+        pid: String,
+        conn: u64,
+        node: usize,
+        connected: bool,
+        disconnected_at: Moment,
+        received: Vec<u64>,
+        last: Option<Offset>,
+        began: Offset,
+    }
+
+    pub struct World {
+        now: Moment,
+        /// The stream's last number.
+        stream: u64,
+        nodes: Vec<Node>,
+        /// The cluster's session keys: pid → where it began.
+        keys: std::collections::HashMap<String, Offset>,
+        clients: Vec<Client>,
+        next: u64,
+    }
+
+    impl World {
+        pub fn new(max_events: usize) -> World {
+            let nodes = (0..NODES)
+                .map(|_| {
+                    let mut log = EventLog::new(Epoch(99), max_events, usize::MAX);
+                    log.restart_at(E, 0);
+                    Node {
+                        log,
+                        table: SessionTable::new(SessionLimits {
+                            max_disconnection: Duration::from_millis(MAX_DISCONNECTION_MS),
+                            max_sessions: 1_000,
+                            max_replay_events: usize::MAX,
+                        }),
+                        delivered: Vec::new(),
+                    }
+                })
+                .collect();
+            let mut world = World {
+                now: Moment::ZERO,
+                stream: 0,
+                nodes,
+                keys: Default::default(),
+                clients: Vec::new(),
+                next: 0,
+            };
+            for c in 0..CLIENTS {
+                let client = world.new_session(c % NODES);
+                world.clients.push(client);
+            }
+            world
+        }
+
+        fn new_session(&mut self, node: usize) -> Client {
+            self.next += 1;
+            let pid = format!("pid-{}", self.next);
+            let began = self.nodes[node].log.head();
+            self.nodes[node]
+                .table
+                .open(pid.clone(), self.next, began, self.now);
+            self.keys.insert(pid.clone(), began);
+            Client {
+                pid,
+                conn: self.next,
+                node,
+                connected: true,
+                disconnected_at: self.now,
+                received: Vec::new(),
+                last: None,
+                began,
+            }
+        }
+
+        fn read(&mut self, n: usize, k: usize) -> Result<(), TestCaseError> {
+            for _ in 0..k {
+                let next = self.nodes[n].log.head().seq + 1;
+                if next > self.stream {
+                    break;
+                }
+                let numbered = self.nodes[n].log.push_at(next, next, 1);
+                prop_assert_eq!(numbered, Numbered::Next);
+                self.deliver(n, next);
+            }
+            Ok(())
+        }
+
+        fn deliver(&mut self, n: usize, seq: u64) {
+            self.nodes[n].delivered.push(seq);
+            for client in self
+                .clients
+                .iter_mut()
+                .filter(|c| c.connected && c.node == n)
+            {
+                client.received.push(seq);
+                client.last = Some(Offset { epoch: E, seq });
+            }
+        }
+
+        /// Node n misses the unread stretch and reads the newest entry:
+        /// its clients are cut off (as the hub severs them), never left
+        /// with a silent gap.
+        fn skip(&mut self, n: usize) -> Result<(), TestCaseError> {
+            if self.stream <= self.nodes[n].log.head().seq + 1 {
+                return Ok(());
+            }
+            let seq = self.stream;
+            let numbered = self.nodes[n].log.push_at(seq, seq, 1);
+            prop_assert_eq!(numbered, Numbered::AfterGap);
+            for i in 0..CLIENTS {
+                if self.clients[i].node == n {
+                    self.disconnect(i);
+                }
+            }
+            self.nodes[n].delivered.push(seq);
+            Ok(())
+        }
+
+        fn disconnect(&mut self, i: usize) {
+            let client = &mut self.clients[i];
+            if client.connected {
+                self.nodes[client.node].table.release(client.conn, self.now);
+                client.connected = false;
+                client.disconnected_at = self.now;
+            }
+        }
+
+        fn reconnect(&mut self, i: usize, n: usize) -> Result<(), TestCaseError> {
+            self.next += 1;
+            let conn = self.next;
+            let pid = self.clients[i].pid.clone();
+            let offset = self.clients[i].last;
+            let within = self.clients[i].connected
+                || self.now.saturating_since(self.clients[i].disconnected_at)
+                    < Duration::from_millis(MAX_DISCONNECTION_MS);
+            let old = (self.clients[i].node, self.clients[i].conn);
+            let node = &mut self.nodes[n];
+            // As the hub does: a session this node does not keep (any more)
+            // is looked up in the cluster.
+            node.table.expire(self.now);
+            if !node.table.contains(&pid)
+                && within
+                && let Some(began) = self.keys.get(&pid)
+            {
+                node.table.adopt(pid.clone(), *began, self.now);
+            }
+            match node.table.resume(&pid, offset, conn, self.now, &node.log) {
+                Ok(from) => {
+                    let page = node
+                        .log
+                        .after(from, usize::MAX, usize::MAX)
+                        .map_err(|gap| TestCaseError::fail(format!("resumed into {gap:?}")))?;
+                    let client = &mut self.clients[i];
+                    client.received.extend(page.events.iter().copied());
+                    if let Some(&seq) = client.received.last() {
+                        client.last = Some(Offset { epoch: E, seq });
+                    }
+                    // Everything since its session began, once, in order.
+                    let expected: Vec<u64> =
+                        (client.began.seq + 1..=node.log.head().seq).collect();
+                    prop_assert_eq!(&client.received, &expected, "not the missed suffix");
+                    if old.0 != n {
+                        self.nodes[old.0].table.release(old.1, self.now);
+                    }
+                    let client = &mut self.clients[i];
+                    client.conn = conn;
+                    client.node = n;
+                    client.connected = true;
+                }
+                Err(why) => {
+                    let from = offset.unwrap_or(self.clients[i].began);
+                    match why {
+                        Refusal::UnknownSession => prop_assert!(!within, "a live session refused"),
+                        Refusal::Gap(Gap::Forgotten) => {
+                            prop_assert!(from.seq < node.log.oldest_resumable().seq)
+                        }
+                        // The client saw further than this node has read.
+                        Refusal::Gap(Gap::Ahead) => prop_assert!(from.seq > node.log.head().seq),
+                        other => prop_assert!(false, "refused for {:?}", other),
+                    }
+                    self.nodes[old.0].table.release(old.1, self.now);
+                    let fresh = self.new_session(n);
+                    self.clients[i] = fresh;
+                }
+            }
+            Ok(())
+        }
+
+        pub fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            match *op {
+                Op::Append => self.stream += 1,
+                Op::Read(n, k) => self.read(n, k)?,
+                Op::Skip(n) => self.skip(n)?,
+                Op::Disconnect(i) => self.disconnect(i),
+                Op::Reconnect(i, n) => self.reconnect(i, n)?,
+                Op::Advance(ms) => self.now = self.now + Duration::from_millis(ms),
+            }
+            Ok(())
+        }
+
+        /// Every node delivered stream entries in the stream's order, each once.
+        pub fn check_nodes(&self) -> Result<(), TestCaseError> {
+            for node in &self.nodes {
+                prop_assert!(node.delivered.windows(2).all(|w| w[0] < w[1]));
+            }
+            Ok(())
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/prop_sessions.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_session_resumes_on_any_node_following_the_shared_stream_exactly_or_is_refused(
+        max_events in 1usize..24,
+        ops in proptest::collection::vec(cluster::op(), 1..150),
+    ) {
+        let mut world = cluster::World::new(max_events);
+        for op in &ops {
+            world.apply(op)?;
+        }
+        world.check_nodes()?;
+    }
+}

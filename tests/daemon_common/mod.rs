@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod redis;
+
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub const EXIT_NOT_RUNNING: i32 = 3;

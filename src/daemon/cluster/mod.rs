@@ -87,11 +87,15 @@ use crate::breaker::{BreakerSettings, CircuitBreaker, CircuitState, Permit, Reje
 pub use crate::config::redact_url;
 use crate::config::{WardenConfig, is_valid_node_name};
 use crate::daemon::hub::{
-    Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, Throttled, WeakHub,
+    Handoff, Hub, HubAdapter, SharedHub, SharedPage, StampedEvent, Throttled, WeakHub,
 };
 use crate::health::{DependencyFacts, DependencySource};
 use crate::retry::RetrySchedule;
+use crate::sessions::Offset;
 use crate::time::{Clock, Moment, WallTime};
+
+mod ordered;
+use ordered::Ordered;
 
 /// The socketioxide adapter of a cluster node.
 pub type ClusterAdapter = CustomRedisAdapter<Emitter, ClusterDriver>;
@@ -134,6 +138,9 @@ pub struct ClusterSettings {
     pub heartbeat_interval: Duration,
     /// The reconnect breaker.
     pub reconnect: BreakerSettings,
+    /// Connection state recovery's `max_disconnection_duration`, when it is
+    /// on: the cluster then runs in ordered mode (see `ordered.rs`).
+    pub sessions: Option<Duration>,
 }
 
 impl ClusterSettings {
@@ -171,11 +178,21 @@ impl ClusterSettings {
                 backoff_multiplier: 2.0,
                 max_open_timeout: RECONNECT_MAX_OPEN,
             },
+            sessions: cfg
+                .connection_state_recovery
+                .enabled
+                .then_some(cfg.connection_state_recovery.max_disconnection_duration),
         })
     }
 
+    /// The shared history: in ordered mode the stream events cross by
+    /// (`<prefix>:log`, numbered by warden), else `<prefix>:history`.
     fn history_key(&self) -> String {
-        format!("{}:history", self.prefix)
+        if self.sessions.is_some() {
+            format!("{}:log", self.prefix)
+        } else {
+            format!("{}:history", self.prefix)
+        }
     }
 
     fn nodes_key(&self) -> String {
@@ -382,6 +399,8 @@ struct Link {
     /// This process's tag on the events it publishes (`<json>\n<origin>`):
     /// Redis hands a node its own publishes back, and they are skipped.
     origin: String,
+    /// Ordered mode's state, when on.
+    ordered: Option<Ordered>,
     stop: CancellationToken,
 }
 
@@ -401,6 +420,9 @@ pub struct Cluster {
     /// Events from the other nodes, until [`Cluster::hub`] starts their
     /// delivery task.
     inbox: Arc<Mutex<Option<mpsc::Receiver<ChanItem>>>>,
+    /// Ordered mode: events whose append failed, until [`Cluster::hub`]
+    /// starts their local delivery.
+    fallbacks: Arc<Mutex<Option<mpsc::Receiver<StampedEvent>>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -422,6 +444,14 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let client = redis::Client::open(settings.redis_url.as_str()).map_err(ClusterError::Url)?;
         let (state, _) = watch::channel(RedisState::Connecting);
+        let (ordered, fallbacks) = match settings.sessions {
+            Some(max_disconnection) => {
+                let (ordered, queue) =
+                    Ordered::new(max_disconnection, crate::daemon::hub::new_epoch());
+                (Some(ordered), Some(queue))
+            }
+            None => (None, None),
+        };
         let link = Arc::new(Link {
             settings,
             client,
@@ -441,15 +471,19 @@ impl Cluster {
             next_seq: AtomicU64::new(1),
             history_ready: Notify::new(),
             origin: socketioxide::socket::Sid::new().to_string(),
+            ordered,
             stop: CancellationToken::new(),
         });
         // The events channel is subscribed as the adapter's are (and so
-        // again after every reconnect); its messages wait in `inbox`.
+        // again after every reconnect); its messages wait in `inbox`. In
+        // ordered mode events cross by the stream instead.
         let (inbox_tx, inbox) = mpsc::channel(STREAM_BUFFER);
-        link.handlers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(link.settings.events_channel(), inbox_tx);
+        if link.ordered.is_none() {
+            link.handlers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(link.settings.events_channel(), inbox_tx);
+        }
         let (outbox, outgoing) = mpsc::channel(EVENT_OUTBOX);
         tracing::info!(
             "Cluster: node {} joins the hub over Redis {}",
@@ -466,6 +500,7 @@ impl Cluster {
             tasks: Arc::new(Mutex::new(tasks)),
             outbox,
             inbox: Arc::new(Mutex::new(Some(inbox))),
+            fallbacks: Arc::new(Mutex::new(fallbacks)),
         })
     }
 
@@ -494,14 +529,26 @@ impl Cluster {
             }),
         );
         hub.share_with(Arc::new(self.clone()));
-        if let Some(inbox) = lock(&self.inbox).take() {
-            let task = tokio::spawn(deliver_events(
+        let mut tasks = lock(&self.tasks);
+        if let Some(queue) = lock(&self.fallbacks).take() {
+            let link = Arc::clone(&self.link);
+            tasks.push(tokio::spawn(ordered::read_stream(
+                Arc::clone(&link),
+                hub.downgrade(),
+            )));
+            tasks.push(tokio::spawn(ordered::deliver_fallbacks(
+                link,
+                hub.downgrade(),
+                queue,
+            )));
+        } else if let Some(inbox) = lock(&self.inbox).take() {
+            tasks.push(tokio::spawn(deliver_events(
                 Arc::clone(&self.link),
                 hub.downgrade(),
                 inbox,
-            ));
-            lock(&self.tasks).push(task);
+            )));
         }
+        drop(tasks);
         hub
     }
 
@@ -604,21 +651,62 @@ impl DependencySource for Cluster {
 }
 
 impl SharedHub for Cluster {
-    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = Handoff> + Send + '_>> {
         let event = event.clone();
         Box::pin(async move {
+            if self.link.ordered.is_some() && !self.is_connected() {
+                // No stream to append to: this node's clients get it now.
+                self.link
+                    .counters
+                    .local_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+                return Handoff::DeliverHere;
+            }
             if self.outbox.send(event).await.is_err() {
                 // The publisher stopped (shutdown): this node's clients only.
                 self.link
                     .counters
                     .local_fallbacks
                     .fetch_add(1, Ordering::Relaxed);
+                return Handoff::DeliverHere;
+            }
+            if self.link.ordered.is_some() {
+                Handoff::FromStream
+            } else {
+                Handoff::DeliverHere
             }
         })
     }
 
+    fn ordered(&self) -> bool {
+        self.link.ordered.is_some()
+    }
+
+    fn session_began<'a>(
+        &'a self,
+        pid: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<Offset>> + Send + 'a>> {
+        Box::pin(self.link.session_began(pid))
+    }
+
+    fn session_held(&self, pid: &str, began: Offset) {
+        if let Some(ordered) = &self.link.ordered {
+            ordered.held(pid, began);
+        }
+    }
+
+    fn session_lost(&self, pid: &str, began: Offset) {
+        if let Some(ordered) = &self.link.ordered {
+            ordered.lost(pid, began);
+        }
+    }
+
     fn record(&self, event: &StampedEvent) {
         let link = &self.link;
+        if link.ordered.is_some() {
+            // Appended by the publisher: the stream is the history.
+            return;
+        }
         let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
         {
             let mut pending = lock(&link.pending);
@@ -1005,11 +1093,18 @@ impl Link {
                 )
                 .await;
         }
-        let mut facts = lock(&self.facts);
-        facts.last_rtt = Some(rtt);
-        facts.last_heartbeat = Some(self.clock.now());
-        facts.peers = peers;
-        facts.last_error = None;
+        {
+            let mut facts = lock(&self.facts);
+            facts.last_rtt = Some(rtt);
+            facts.last_heartbeat = Some(self.clock.now());
+            facts.peers = peers;
+            facts.last_error = None;
+        }
+        if let Some(ordered) = &self.ordered
+            && let Ok((_, mut data)) = self.data_connection()
+        {
+            self.write_sessions(ordered, &mut data).await?;
+        }
         Ok(())
     }
 
@@ -1385,6 +1480,10 @@ async fn publish_events(link: Arc<Link>, mut outbox: mpsc::Receiver<StampedEvent
             },
         }
         let n = batch.len() as u64;
+        if let Some(ordered) = &link.ordered {
+            append_or_deliver_here(&link, ordered, &mut batch).await;
+            continue;
+        }
         let Ok((generation, mut conn)) = link.connection() else {
             link.counters
                 .local_fallbacks
@@ -1416,6 +1515,37 @@ async fn publish_events(link: Arc<Link>, mut outbox: mpsc::Receiver<StampedEvent
                 if error.is_connection_error() {
                     link.connection_lost(generation, &error.to_string());
                 }
+            }
+        }
+    }
+}
+
+/// Ordered mode's publish: appends `batch` to the stream (every node, this
+/// one too, delivers it from there); what cannot be appended is delivered
+/// to this node's clients instead.
+async fn append_or_deliver_here(link: &Link, ordered: &Ordered, batch: &mut Vec<StampedEvent>) {
+    let n = batch.len() as u64;
+    let Ok((generation, mut conn)) = link.data_connection() else {
+        link.deliver_here(ordered, std::mem::take(batch));
+        return;
+    };
+    match link.append_ordered(ordered, &mut conn, batch).await {
+        Ok(()) => {
+            link.counters
+                .events_published
+                .fetch_add(n, Ordering::Relaxed);
+            link.counters
+                .history_written
+                .fetch_add(n, Ordering::Relaxed);
+        }
+        Err(error) => {
+            link.counters
+                .publish_failures
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(%error, events = n, "append to the shared stream failed; delivered on this node only");
+            link.deliver_here(ordered, std::mem::take(batch));
+            if error.is_connection_error() {
+                link.connection_lost(generation, &error.to_string());
             }
         }
     }

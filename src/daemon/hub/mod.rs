@@ -69,7 +69,9 @@ pub mod door;
 pub mod http;
 
 use crate::daemon::hub::door::{DoorSettings, Transports};
-use crate::sessions::{Epoch, EventLog, Gap, Offset, SessionCounters, SessionLimits, SessionTable};
+use crate::sessions::{
+    Epoch, EventLog, Gap, Numbered, Offset, SessionCounters, SessionLimits, SessionTable,
+};
 use crate::stamp::{Payload, Stamp};
 use crate::time::{Clock, Moment, WallTime};
 
@@ -524,7 +526,33 @@ pub trait SharedHub: Send + Sync {
     /// Redis to answer: the hub delivers to this node's own clients itself,
     /// once, whatever becomes of the publish (an event the other nodes
     /// cannot get is counted as a local fallback, never retried).
-    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    ///
+    /// In ordered mode ([`SharedHub::ordered`]) the event is appended to the
+    /// shared stream instead, and every node (this one too) delivers it when
+    /// the stream gives it back: [`Handoff::FromStream`]. When it cannot be
+    /// appended now (no link), [`Handoff::DeliverHere`]: this node's clients
+    /// get it at once, outside the stream's order.
+    fn publish(&self, event: &StampedEvent) -> Pin<Box<dyn Future<Output = Handoff> + Send + '_>>;
+    /// Whether events reach clients from the shared stream, in its one
+    /// order (cluster mode with connection state recovery): offsets then
+    /// mean the same on every node, and a session moves between nodes.
+    fn ordered(&self) -> bool {
+        false
+    }
+    /// Where the session `pid`, held or lost on another node, began, if it
+    /// may still be resumed (ordered mode); `None` otherwise.
+    fn session_began<'a>(
+        &'a self,
+        _pid: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Option<Offset>> + Send + 'a>> {
+        Box::pin(async { None })
+    }
+    /// A connection here holds session `pid` (begun at `began`): it stays
+    /// resumable on every node while held (ordered mode).
+    fn session_held(&self, _pid: &str, _began: Offset) {}
+    /// Session `pid`'s connection here is gone: resumable on any node for
+    /// `max_disconnection_duration` from now (ordered mode).
+    fn session_lost(&self, _pid: &str, _began: Offset) {}
     /// Records an accepted event in the shared history; never blocks.
     fn record(&self, event: &StampedEvent);
     /// The shared history's `limit` most recent events (all if `None`),
@@ -541,6 +569,16 @@ pub trait SharedHub: Send + Sync {
         limit: usize,
         max_bytes: usize,
     ) -> Pin<Box<dyn Future<Output = Option<SharedPage>> + Send + 'a>>;
+}
+
+/// Who delivers an event handed to [`SharedHub::publish`] to this node's clients.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Handoff {
+    /// The relay, now.
+    DeliverHere,
+    /// The shared stream's reader, in the stream's order
+    /// ([`Hub::deliver_ordered`]).
+    FromStream,
 }
 
 /// A page of the shared history after one event, in the stream's order.
@@ -626,6 +664,10 @@ struct Inner<A: Adapter> {
     history: Mutex<EventLog<StampedEvent>>,
     /// Connection state recovery, when on.
     recovery: Option<Recovery>,
+    /// The ids of events accepted here while the log follows the cluster's
+    /// shared stream (ordered mode), where offsets are the stream's:
+    /// `<this process's epoch>-<n>`, never an offset of the log.
+    own_ids: (Epoch, AtomicU64),
     /// Sockets counted in `clients_connected`; the counter always equals its
     /// length, so a socket is uncounted exactly once whichever path (its own
     /// disconnect, `disconnect_all`, `close`) gets there first.
@@ -690,10 +732,11 @@ enum Gate {
 #[derive(Copy, Clone, Debug)]
 struct ReplayFrom(Offset);
 
-/// A fresh epoch for this process's event log: its offsets can never be
+/// A fresh epoch for this process's event log (or the cluster stream it
+/// proposes): its offsets can never be
 /// mistaken for those of another process (whose log is gone). std's
 /// `RandomState` is seeded from the OS's randomness.
-fn new_epoch() -> Epoch {
+pub fn new_epoch() -> Epoch {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(crate::daemon::os::clock::wall_now().as_millis());
@@ -763,6 +806,7 @@ impl<A: Adapter> Hub<A> {
                     settings.event_history_size,
                     settings.event_history_max_bytes,
                 )),
+                own_ids: (new_epoch(), AtomicU64::new(1)),
                 recovery: settings.recovery.map(|limits| Recovery {
                     sessions: Mutex::new(SessionTable::new(limits)),
                     gates: Mutex::new(HashMap::new()),
@@ -952,9 +996,19 @@ impl<A: Adapter> Hub<A> {
     /// `None` if it could not be serialised (counted in `errors`).
     pub async fn publish(&self, payload: &Payload<'_>) -> Option<StampedEvent> {
         let event = self.ingest(payload)?;
-        if let Some(ns) = self.current_io().and_then(|io| io.of("/")) {
-            let result = self.relay(ns, &event).await;
-            self.count_relay(result);
+        match self.current_io().and_then(|io| io.of("/")) {
+            Some(ns) => {
+                let result = self.relay(ns, &event).await;
+                self.count_relay(result);
+            }
+            // Between two serving generations: no client here to deliver
+            // to now, but the other nodes (and, in ordered mode, this
+            // node's log, through the stream) still get it.
+            None => {
+                if let Some(shared) = self.shared() {
+                    shared.publish(&event).await;
+                }
+            }
         }
         Some(event)
     }
@@ -970,8 +1024,10 @@ impl<A: Adapter> Hub<A> {
         to: BroadcastOperators<A>,
         event: &StampedEvent,
     ) -> Result<(), BroadcastError> {
-        if let Some(shared) = self.shared() {
-            shared.publish(event).await;
+        if let Some(shared) = self.shared()
+            && shared.publish(event).await == Handoff::FromStream
+        {
+            return Ok(());
         }
         let recipients = self.past_their_replay(to.local().sockets(), event);
         self.deliver_patiently(recipients, &self.outgoing(event))
@@ -993,6 +1049,84 @@ impl<A: Adapter> Hub<A> {
             .await
         {
             self.count_dropped(&failed);
+        }
+    }
+
+    /// Delivers the shared stream's event `json`, numbered `offset` there,
+    /// to this node's clients (ordered mode: every node delivers every event
+    /// from the stream, in its order, so an offset means the same on every
+    /// node). It is kept in the log first, so a replay or a resume on any
+    /// node finds it. An event already here is skipped. One that follows a
+    /// hole (events this node never read: it was away longer than the
+    /// stream keeps them) is kept, but this node's clients missed the hole:
+    /// their transports are closed, and since their offsets no longer
+    /// resume, each reconnects to a new session (`recovered` false) and
+    /// knows to catch up, never a silent gap.
+    pub async fn deliver_ordered(&self, json: String, offset: Offset) {
+        let event = match StampedEvent::from_json(json, offset) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::debug!(%error, "a stream entry that is not JSON: skipped");
+                return;
+            }
+        };
+        let numbered = lock(&self.inner.history).push_at(offset.seq, event.clone(), event.len());
+        match numbered {
+            Numbered::Next => self.deliver_remote(&event).await,
+            Numbered::Known => {}
+            Numbered::AfterGap => {
+                let clients = self.sever_transports();
+                tracing::warn!(
+                    clients,
+                    "this node missed events of the shared stream (it was away longer than the stream keeps them): its clients reconnect to new sessions and catch up with get_history"
+                );
+            }
+        }
+    }
+
+    /// Where this node's log stands in the shared stream: its epoch and the
+    /// last event kept (ordered mode).
+    pub fn stream_head(&self) -> Offset {
+        lock(&self.inner.history).head()
+    }
+
+    /// Follows the shared stream `epoch` from its event `head` on (the
+    /// stream this node read before is gone, or it never read one): the
+    /// log starts over, and no offset of the old stream resumes. If the old
+    /// stream had given this node no event, its clients missed nothing:
+    /// their sessions begin at `head` of the new one. Otherwise their
+    /// offsets belong to a lost stream: they reconnect to new sessions.
+    pub fn follow_stream(&self, epoch: Epoch, head: u64) {
+        let Some(recovery) = &self.inner.recovery else {
+            lock(&self.inner.history).restart_at(epoch, head);
+            return;
+        };
+        let mut gates = lock(&recovery.gates);
+        let mut log = lock(&self.inner.history);
+        let old = log.head();
+        log.restart_at(epoch, head);
+        let new = log.head();
+        drop(log);
+        gates.clear();
+        drop(gates);
+        if old.seq == 0 {
+            let mut sessions = lock(&recovery.sessions);
+            sessions.rebase(old, new);
+            let held = sessions.connected();
+            drop(sessions);
+            if let Some(shared) = self.shared() {
+                for (pid, began) in held {
+                    shared.session_held(&pid, began);
+                }
+            }
+            return;
+        }
+        let clients = self.sever_transports();
+        if clients > 0 {
+            tracing::info!(
+                clients,
+                "following a new shared event stream: this node's clients reconnect to new sessions"
+            );
         }
     }
 
@@ -1104,15 +1238,18 @@ impl<A: Adapter> Hub<A> {
     /// (`pid`) and an offset whose successors are all kept resumes it (its
     /// replay is sent by [`Hub::on_connect`]); any other gets a new session.
     /// Either way the CONNECT packet carries the session's `pid`.
-    fn start_session(&self, socket: &Socket<A>, auth: Option<&Value>) {
+    async fn start_session(&self, socket: &Socket<A>, auth: Option<&Value>) {
         let Some(recovery) = &self.inner.recovery else {
             return;
         };
-        let now = self.inner.clock.now();
         let sid = socket.id;
         let asked = auth
             .and_then(|auth| auth.get("pid"))
             .and_then(Value::as_str);
+        if let Some(pid) = asked {
+            self.adopt_from_cluster(recovery, pid).await;
+        }
+        let now = self.inner.clock.now();
         let offset = auth
             .and_then(|auth| auth.get("offset"))
             .and_then(Value::as_str)
@@ -1138,20 +1275,51 @@ impl<A: Adapter> Hub<A> {
                 }
             }
         };
-        let pid = match resumed {
+        let (pid, began) = match resumed {
             Some((pid, from)) => {
                 lock(&recovery.gates).insert(sid, Gate::Replaying);
                 socket.extensions.insert(ReplayFrom(from));
-                pid
+                let began = lock(&recovery.sessions).began(&pid).unwrap_or(from);
+                (pid, began)
             }
             None => {
                 let pid = new_pid();
                 let head = lock(&self.inner.history).head();
                 lock(&recovery.sessions).open(pid.clone(), sid, head, now);
-                pid
+                (pid, head)
             }
         };
+        if self.ordered()
+            && let Some(shared) = self.shared()
+        {
+            shared.session_held(&pid, began);
+        }
         socket.extensions.insert(RecoveryPid(pid));
+    }
+
+    /// In ordered mode, a session this node does not know may have been
+    /// opened on another node (its client reconnected here): if the cluster
+    /// still holds it, it is kept here too, as lost just now, so that the
+    /// usual resume (offset checked against this node's log, which holds
+    /// the same stream) can take it.
+    async fn adopt_from_cluster(&self, recovery: &Recovery, pid: &str) {
+        if !self.ordered() {
+            return;
+        }
+        {
+            // A copy kept here may have expired though the session lives on
+            // elsewhere (its client moved away, then came back).
+            let mut sessions = lock(&recovery.sessions);
+            sessions.expire(self.inner.clock.now());
+            if sessions.contains(pid) {
+                return;
+            }
+        }
+        let Some(shared) = self.shared() else { return };
+        if let Some(began) = shared.session_began(pid).await {
+            let now = self.inner.clock.now();
+            lock(&recovery.sessions).adopt(pid.to_owned(), began, now);
+        }
     }
 
     /// Sends a resumed socket the events it missed, in order, before any
@@ -1404,7 +1572,17 @@ impl<A: Adapter> Hub<A> {
         }
         if let Some(recovery) = &self.inner.recovery {
             lock(&recovery.gates).clear();
-            lock(&recovery.sessions).release_all(self.inner.clock.now());
+            let mut sessions = lock(&recovery.sessions);
+            let lost = sessions.connected();
+            sessions.release_all(self.inner.clock.now());
+            drop(sessions);
+            if self.ordered()
+                && let Some(shared) = self.shared()
+            {
+                for (pid, began) in lost {
+                    shared.session_lost(&pid, began);
+                }
+            }
         }
         let mut clients = lock(&self.inner.clients);
         let closed = clients.len();
@@ -1423,28 +1601,36 @@ impl<A: Adapter> Hub<A> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
         let received_at = now.to_iso8601();
-        // The id is issued under the log's lock, so the log's order is the
-        // ids' order.
-        let mut log = lock(&self.inner.history);
-        let offset = log.next_offset();
-        let event_id = offset.to_string();
-        let json = payload.stamp(&Stamp {
-            server_id: &self.inner.settings.server_id,
-            received_at: &received_at,
-            event_id: &event_id,
-        });
-        let stamped = match StampedEvent::from_json(json, offset) {
+        let stamped = if self.ordered() {
+            // The stream numbers it; the id is this process's own.
+            let (epoch, next) = &self.inner.own_ids;
+            let id = Offset {
+                epoch: *epoch,
+                seq: next.fetch_add(1, Ordering::Relaxed),
+            };
+            let json = self.stamp(payload, &received_at, &id.to_string());
+            StampedEvent::from_remote(json)
+        } else {
+            // The id is issued under the log's lock, so the log's order is
+            // the ids' order.
+            let mut log = lock(&self.inner.history);
+            let offset = log.next_offset();
+            let json = self.stamp(payload, &received_at, &offset.to_string());
+            let stamped = StampedEvent::from_json(json, offset);
+            if let Ok(stamped) = &stamped {
+                let issued = log.push(stamped.clone(), stamped.len());
+                debug_assert_eq!(issued, offset);
+            }
+            stamped
+        };
+        let stamped = match stamped {
             Ok(stamped) => stamped,
             Err(error) => {
-                drop(log);
                 ServiceStats::add(&self.inner.stats.errors, 1);
                 tracing::warn!(%error, "event could not be serialised");
                 return None;
             }
         };
-        let issued = log.push(stamped.clone(), stamped.len());
-        debug_assert_eq!(issued, offset);
-        drop(log);
         if let Some(shared) = self.shared() {
             shared.record(&stamped);
         }
@@ -1454,6 +1640,20 @@ impl<A: Adapter> Hub<A> {
             let _ = self.inner.tap.send(stamped.clone());
         }
         Some(stamped)
+    }
+
+    fn stamp(&self, payload: &Payload<'_>, received_at: &str, event_id: &str) -> String {
+        payload.stamp(&Stamp {
+            server_id: &self.inner.settings.server_id,
+            received_at,
+            event_id,
+        })
+    }
+
+    /// Whether this node delivers events from the cluster's shared stream,
+    /// in its one order ([`SharedHub::ordered`]), with recovery on.
+    fn ordered(&self) -> bool {
+        self.inner.recovery.is_some() && self.shared().is_some_and(|shared| shared.ordered())
     }
 
     /// Every event ingested from now on, stamped, for a live watcher.
@@ -1554,7 +1754,18 @@ impl<A: Adapter> Hub<A> {
         self.unstall(sid);
         if let Some(recovery) = &self.inner.recovery {
             lock(&recovery.gates).remove(&sid);
-            lock(&recovery.sessions).release(sid, self.inner.clock.now());
+            let mut sessions = lock(&recovery.sessions);
+            let lost = sessions
+                .held_by(sid)
+                .map(|(pid, began)| (pid.to_owned(), began));
+            sessions.release(sid, self.inner.clock.now());
+            drop(sessions);
+            if let Some((pid, began)) = lost
+                && self.ordered()
+                && let Some(shared) = self.shared()
+            {
+                shared.session_lost(&pid, began);
+            }
         }
         let mut clients = lock(&self.inner.clients);
         let removed = clients.remove(&sid);
@@ -1594,7 +1805,7 @@ impl<A: HubAdapter> Hub<A> {
         let sessions = self.downgrade();
         let start_session = async move |socket: SocketRef<A>, TryData(auth): TryData<Value>| {
             if let Some(hub) = sessions.upgrade() {
-                hub.start_session(&socket, auth.ok().as_ref());
+                hub.start_session(&socket, auth.ok().as_ref()).await;
             }
             Ok::<(), std::convert::Infallible>(())
         };

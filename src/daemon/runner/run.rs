@@ -110,10 +110,10 @@ pub fn hub_settings(cfg: &WardenConfig) -> HubSettings {
         .chain(machine)
         .chain(server.allowed_hosts.iter().cloned())
         .collect();
-    // Not yet across nodes: a cluster's offsets would have to mean the same
-    // on every node (README, "Connection state recovery").
+    // In cluster mode the cluster runs in ordered mode so that offsets mean
+    // the same on every node (cluster/ordered.rs).
     let recovery = &cfg.connection_state_recovery;
-    s.recovery = (recovery.enabled && !cfg.cluster.enabled()).then(|| SessionLimits {
+    s.recovery = recovery.enabled.then(|| SessionLimits {
         max_disconnection: recovery.max_disconnection_duration,
         max_sessions: usize::try_from(recovery.max_sessions).unwrap_or(usize::MAX),
         // A replay must fit in a fresh socket's buffer, with room to spare.

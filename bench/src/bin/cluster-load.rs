@@ -46,6 +46,10 @@ struct Args {
     /// The warden binary (default: `warden` next to this program).
     #[arg(long)]
     warden: Option<PathBuf>,
+    /// Turn connection state recovery on in both setups (the cluster then
+    /// runs in ordered mode: every node delivers from one Redis stream).
+    #[arg(long)]
+    recovery: bool,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -107,11 +111,15 @@ async fn start_warden(
     dir: &Path,
     redis_port: Option<u16>,
     node: &str,
+    recovery: bool,
 ) -> Result<(Proc, SocketAddr), String> {
     let port = free_port();
     let state = dir.join(node);
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let mut config = warden_config(port, &state);
+    if recovery {
+        config["connection_state_recovery"] = serde_json::json!({"enabled": true});
+    }
     if let Some(redis) = redis_port {
         config["cluster"] = serde_json::json!({
             "redis_url": format!("redis://127.0.0.1:{redis}"),
@@ -255,7 +263,7 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
         procs.push(redis);
         let mut addrs = Vec::new();
         for node in ["a", "b"] {
-            let (proc_, addr) = start_warden(warden, dir.path(), Some(port), node).await?;
+            let (proc_, addr) = start_warden(warden, dir.path(), Some(port), node, args.recovery).await?;
             procs.push(proc_);
             addrs.push(addr);
         }
@@ -264,7 +272,7 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
         }
         addrs
     } else {
-        let (proc_, addr) = start_warden(warden, dir.path(), None, "single").await?;
+        let (proc_, addr) = start_warden(warden, dir.path(), None, "single", args.recovery).await?;
         procs.push(proc_);
         vec![addr]
     };

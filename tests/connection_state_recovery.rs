@@ -889,3 +889,99 @@ fn assert_exactly_in_order_ignoring_ids(done: &Value, last: u64) {
         "in order (one sender): {seqs:?}"
     );
 }
+
+/// Waits until `port`'s cluster link is in `state`.
+fn wait_redis_state(port: u16, state: &str) {
+    wait_until(&format!("node on {port}: Redis {state}"), || {
+        try_http_get(port, "/diagnostics")
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .is_some_and(|d| d["cluster"]["state"]["redis_state"] == state)
+    });
+}
+
+#[test]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+fn a_node_that_missed_part_of_the_stream_sends_its_clients_to_new_sessions() {
+    if !node_available() {
+        return;
+    }
+    let redis = Redis::start();
+    // Node a reaches Redis through a proxy that can cut it off alone.
+    let link = Proxy::start(redis.port);
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let mut config = recovery_on(json!({}));
+    config["cluster"] = json!({
+        "redis_url": format!("redis://127.0.0.1:{}", link.port),
+        "node_id": "a",
+        "prefix": "hole",
+    });
+    let _a = start(&env_a, config);
+    let _b = start_node(&env_b, &redis, "hole", "b");
+    let mut client = Client::start(
+        &format!("http://127.0.0.1:{}", env_a.port),
+        json!({"progress": true}),
+    );
+    client.wait_connects(1);
+    for seq in 1..=5 {
+        post(env_b.port, seq, false);
+    }
+    client.wait_for("event 5", |l| l["type"] == "seq" && l["seq"] == 5);
+    link.cut();
+    wait_redis_state(env_a.port, "disconnected");
+    // More than the stream keeps (1,024 at least) while node a is away.
+    for seq in 6..=1_105 {
+        post(env_b.port, seq, false);
+    }
+    link.restore();
+    // Node a finds the hole: its client is sent to a new session, told.
+    client.wait_connects(2);
+    wait_redis_state(env_a.port, "connected");
+    post(env_b.port, 1_106, true);
+    let done = client.done();
+    assert_eq!(recovered_flags(&done), [false, false]);
+    let seqs: Vec<u64> = done["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs[..5], [1, 2, 3, 4, 5]);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+}
+
+#[test]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+fn a_stream_lost_with_redis_gives_every_client_a_new_session_never_a_gap() {
+    if !node_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let _a = start_node(&env_a, &redis, "lost", "a");
+    let _b = start_node(&env_b, &redis, "lost", "b");
+    let mut client = Client::start(
+        &format!("http://127.0.0.1:{}", env_a.port),
+        json!({"progress": true}),
+    );
+    client.wait_connects(1);
+    for seq in 1..=5 {
+        post(env_b.port, seq, false);
+    }
+    client.wait_for("event 5", |l| l["type"] == "seq" && l["seq"] == 5);
+    // Redis comes back empty (no persistence): the stream, its epoch and
+    // the session keys are gone.
+    redis.kill();
+    redis.restart();
+    client.wait_connects(2);
+    wait_redis_state(env_b.port, "connected");
+    post(env_b.port, 6, true);
+    let done = client.done();
+    assert_eq!(recovered_flags(&done), [false, false]);
+    assert_exactly_in_order_ignoring_ids(&done, 6);
+}

@@ -478,8 +478,7 @@ mod cluster {
                         client.last = Some(Offset { epoch: E, seq });
                     }
                     // Everything since its session began, once, in order.
-                    let expected: Vec<u64> =
-                        (client.began.seq + 1..=node.log.head().seq).collect();
+                    let expected: Vec<u64> = (client.began.seq + 1..=node.log.head().seq).collect();
                     prop_assert_eq!(&client.received, &expected, "not the missed suffix");
                     if old.0 != n {
                         self.nodes[old.0].table.release(old.1, self.now);

@@ -263,7 +263,8 @@ async fn one_run(args: &Args, warden: &Path, cluster: bool) -> Result<RunResult,
         procs.push(redis);
         let mut addrs = Vec::new();
         for node in ["a", "b"] {
-            let (proc_, addr) = start_warden(warden, dir.path(), Some(port), node, args.recovery).await?;
+            let (proc_, addr) =
+                start_warden(warden, dir.path(), Some(port), node, args.recovery).await?;
             procs.push(proc_);
             addrs.push(addr);
         }

@@ -42,12 +42,19 @@ impl Node {
 
     /// [`Node::start`] with a `server` section.
     fn start_with(redis: &Redis, prefix: &str, id: &str, server: Value) -> Node {
+        Node::start_config(redis, prefix, id, server, false)
+    }
+
+    /// [`Node::start_with`], with connection state recovery on or off
+    /// (on: ordered mode, every node delivering from one stream).
+    fn start_config(redis: &Redis, prefix: &str, id: &str, server: Value, recovery: bool) -> Node {
         let env = Env::new();
         let config = env.state_dir().join("cluster.json");
         let text = json!({
             "cluster": { "redis_url": redis.url(), "node_id": id, "prefix": prefix },
             "health_monitoring": { "check_interval": 1, "aggregation_window": 5 },
             "server": server,
+            "connection_state_recovery": { "enabled": recovery },
         });
         std::fs::write(&config, text.to_string()).unwrap();
         let mut daemon = env.spawn(&["--config", config.to_str().unwrap()]);
@@ -145,11 +152,27 @@ async fn marker(node: &Node, seq: u64, clients: &[&TestClient]) {
     ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
 )]
 async fn three_nodes_relay_every_event_exactly_once_and_share_the_history() {
+    three_nodes_relay(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+async fn in_ordered_mode_three_nodes_relay_every_event_exactly_once_never_to_its_sender() {
+    three_nodes_relay(true).await;
+}
+
+/// Every event once to every other client of three nodes, in its sender's
+/// order, never to its sender, and one shared history; with `recovery`,
+/// through ordered mode's stream.
+async fn three_nodes_relay(recovery: bool) {
     let redis = Redis::start();
-    let prefix = format!("t{}", std::process::id());
+    let prefix = format!("t{}{}", std::process::id(), u8::from(recovery));
     let nodes: Vec<Node> = ["east", "west", "north"]
         .iter()
-        .map(|id| Node::start(&redis, &prefix, id))
+        .map(|id| Node::start_config(&redis, &prefix, id, json!({}), recovery))
         .collect();
     for node in &nodes {
         wait_until("every node sees its two peers", || {

@@ -48,6 +48,8 @@ use redis::{AsyncConnectionConfig, Value as RedisValue};
 use tokio::sync::mpsc;
 
 use super::{ClusterAdapter, ClusterError, Link, RedisState, lock, sleep_or_stop};
+use socketioxide::socket::Sid;
+
 use crate::daemon::hub::{StampedEvent, WeakHub};
 use crate::sessions::{Epoch, Offset};
 
@@ -63,7 +65,8 @@ pub(super) const FALLBACK_QUEUE: usize = 4_096;
 
 /// Appends one event: `KEYS[1]` the meta hash, `KEYS[2]` the stream;
 /// `ARGV[1]` the candidate epoch, `ARGV[2]` the stream's cap, `ARGV[3]`
-/// the event's JSON. Returns its number.
+/// the event's JSON, `ARGV[4]` its sender (`<origin> <sid>`, or empty).
+/// Returns its number.
 pub(super) const APPEND: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -72,7 +75,7 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[2], seq .. '-0', 'event', ARGV[3], 'epoch', epoch)
+redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[2], seq .. '-0', 'event', ARGV[3], 'epoch', epoch, 'from', ARGV[4])
 return seq
 ";
 
@@ -165,6 +168,10 @@ impl Link {
         let cap = self.stream_len();
         let mut pipe = redis::pipe();
         for event in batch {
+            let from = event
+                .sender()
+                .map(|sid| format!("{} {sid}", self.origin))
+                .unwrap_or_default();
             pipe.cmd("EVAL")
                 .arg(APPEND)
                 .arg(2)
@@ -173,6 +180,7 @@ impl Link {
                 .arg(&candidate)
                 .arg(cap)
                 .arg(event.as_str())
+                .arg(from)
                 .ignore();
         }
         self.timed(pipe.query_async::<()>(conn)).await
@@ -313,6 +321,8 @@ struct Entry {
     seq: u64,
     epoch: Option<Epoch>,
     event: Option<String>,
+    /// Who sent it: `<origin> <sid>`, or empty.
+    from: Option<String>,
 }
 
 /// Reads the stream from where this node's log stands (or from the
@@ -391,14 +401,18 @@ async fn follow(
                 last = 0;
                 break;
             }
-            node.deliver_ordered(
-                event,
-                Offset {
-                    epoch,
-                    seq: entry.seq,
-                },
-            )
-            .await;
+            // A socket of this process sent it: never back to it.
+            let sender = entry
+                .from
+                .as_deref()
+                .and_then(|from| from.strip_prefix(link.origin.as_str()))
+                .and_then(|sid| sid.strip_prefix(' '))
+                .and_then(|sid| sid.parse::<Sid>().ok());
+            let offset = Offset {
+                epoch,
+                seq: entry.seq,
+            };
+            node.deliver_ordered(event, offset, sender).await;
             last = entry.seq;
             link.counters.received.fetch_add(1, Ordering::Relaxed);
         }
@@ -452,6 +466,7 @@ fn entries(reply: RedisValue) -> Vec<Entry> {
                 seq,
                 epoch: None,
                 event: None,
+                from: None,
             };
             let pairs: Vec<RedisValue> = match fields {
                 Some(RedisValue::Array(values)) => values,
@@ -464,6 +479,7 @@ fn entries(reply: RedisValue) -> Vec<Entry> {
             while let (Some(name), Some(value)) = (pairs.next(), pairs.next()) {
                 match text(Some(name)).as_deref() {
                     Some("event") => entry.event = text(Some(value)),
+                    Some("from") => entry.from = text(Some(value)),
                     Some("epoch") => {
                         entry.epoch = text(Some(value)).as_deref().and_then(parse_epoch)
                     }

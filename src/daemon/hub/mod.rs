@@ -377,16 +377,16 @@ pub trait HubStatus: Send + Sync {
 /// An event accepted here carries its offset (also its `event_id`); one
 /// read back from the cluster's shared history does not.
 #[derive(Clone, Debug)]
-pub struct StampedEvent(Arc<RawValue>, Option<Offset>);
+pub struct StampedEvent(Arc<RawValue>, Option<Offset>, Option<Sid>);
 
 impl StampedEvent {
     fn new(event: &Value) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw), None))
+        serde_json::value::to_raw_value(event).map(|raw| StampedEvent(Arc::from(raw), None, None))
     }
 
     /// Takes `json` (checked JSON text, e.g. a [`Payload`]'s stamp) as is.
     fn from_json(json: String, offset: Offset) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), Some(offset)))
+        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), Some(offset), None))
     }
 
     /// The event's JSON text.
@@ -397,6 +397,18 @@ impl StampedEvent {
     /// Its offset in this hub's log (the text of its `event_id`).
     pub fn offset(&self) -> Option<Offset> {
         self.1
+    }
+
+    /// The socket of this node that sent it, if one did: it is relayed to
+    /// every other client, never back to its sender.
+    pub fn sender(&self) -> Option<Sid> {
+        self.2
+    }
+
+    /// The same event, sent by `sender`.
+    pub fn sent_by(mut self, sender: Option<Sid>) -> Self {
+        self.2 = sender;
+        self
     }
 
     /// Its size in bytes (what bounds in bytes count).
@@ -412,7 +424,7 @@ impl StampedEvent {
     /// parsed into a `Value`; the text's allocation is kept. It has no
     /// offset in this hub's log.
     pub fn from_remote(json: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), None))
+        RawValue::from_string(json).map(|raw| StampedEvent(Arc::from(raw), None, None))
     }
 
     /// The event parsed (for callers that need to look inside).
@@ -995,7 +1007,7 @@ impl<A: Adapter> Hub<A> {
     /// `claude_event`. Returns the stamped event.
     /// `None` if it could not be serialised (counted in `errors`).
     pub async fn publish(&self, payload: &Payload<'_>) -> Option<StampedEvent> {
-        let event = self.ingest(payload)?;
+        let event = self.ingest(payload, None)?;
         match self.current_io().and_then(|io| io.of("/")) {
             Some(ns) => {
                 let result = self.relay(ns, &event).await;
@@ -1043,7 +1055,11 @@ impl<A: Adapter> Hub<A> {
         let Some(ns) = self.current_io().and_then(|io| io.of("/")) else {
             return;
         };
-        let recipients = self.past_their_replay(ns.local().sockets(), event);
+        let mut recipients = ns.local().sockets();
+        if let Some(sender) = event.sender() {
+            recipients.retain(|socket| socket.id != sender);
+        }
+        let recipients = self.past_their_replay(recipients, event);
         if let Err(BroadcastError::Socket(failed)) = self
             .deliver_patiently(recipients, &self.outgoing(event))
             .await
@@ -1053,7 +1069,7 @@ impl<A: Adapter> Hub<A> {
     }
 
     /// Delivers the shared stream's event `json`, numbered `offset` there,
-    /// to this node's clients (ordered mode: every node delivers every event
+    /// to this node's clients (but its `sender`, if a socket here sent it) (ordered mode: every node delivers every event
     /// from the stream, in its order, so an offset means the same on every
     /// node). It is kept in the log first, so a replay or a resume on any
     /// node finds it. An event already here is skipped. One that follows a
@@ -1062,9 +1078,9 @@ impl<A: Adapter> Hub<A> {
     /// their transports are closed, and since their offsets no longer
     /// resume, each reconnects to a new session (`recovered` false) and
     /// knows to catch up, never a silent gap.
-    pub async fn deliver_ordered(&self, json: String, offset: Offset) {
+    pub async fn deliver_ordered(&self, json: String, offset: Offset, sender: Option<Sid>) {
         let event = match StampedEvent::from_json(json, offset) {
-            Ok(event) => event,
+            Ok(event) => event.sent_by(sender),
             Err(error) => {
                 tracing::debug!(%error, "a stream entry that is not JSON: skipped");
                 return;
@@ -1443,7 +1459,7 @@ impl<A: Adapter> Hub<A> {
                 .events
                 .into_iter()
                 .filter_map(|json| RawValue::from_string(json).ok())
-                .map(|raw| StampedEvent(Arc::from(raw), None))
+                .map(|raw| StampedEvent(Arc::from(raw), None, None))
                 .collect();
             return HistoryAnswer {
                 count: events.len(),
@@ -1597,7 +1613,7 @@ impl<A: Adapter> Hub<A> {
     /// Stamps (in the payload's text: no tree is built), counts and records
     /// an event; the caller relays it. `None` (counted in `errors`) if it
     /// cannot be kept.
-    fn ingest(&self, payload: &Payload<'_>) -> Option<StampedEvent> {
+    fn ingest(&self, payload: &Payload<'_>, sender: Option<Sid>) -> Option<StampedEvent> {
         let now = self.inner.clock.wall();
         self.inner.stats.record_activity(now);
         let received_at = now.to_iso8601();
@@ -1609,14 +1625,14 @@ impl<A: Adapter> Hub<A> {
                 seq: next.fetch_add(1, Ordering::Relaxed),
             };
             let json = self.stamp(payload, &received_at, &id.to_string());
-            StampedEvent::from_remote(json)
+            StampedEvent::from_remote(json).map(|event| event.sent_by(sender))
         } else {
             // The id is issued under the log's lock, so the log's order is
             // the ids' order.
             let mut log = lock(&self.inner.history);
             let offset = log.next_offset();
             let json = self.stamp(payload, &received_at, &offset.to_string());
-            let stamped = StampedEvent::from_json(json, offset);
+            let stamped = StampedEvent::from_json(json, offset).map(|e| e.sent_by(sender));
             if let Ok(stamped) = &stamped {
                 let issued = log.push(stamped.clone(), stamped.len());
                 debug_assert_eq!(issued, offset);
@@ -2041,7 +2057,7 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             drop(permit);
             return self.refuse(&socket, &mut value, ack, Refusal::QueueBytes);
         }
-        let Some(event) = self.hub.ingest(&payload) else {
+        let Some(event) = self.hub.ingest(&payload, Some(socket.id)) else {
             return;
         };
         let size = event.len();
@@ -2182,6 +2198,7 @@ mod tests {
                 epoch: Epoch(0xff),
                 seq: 7,
             }),
+            None,
         );
         let pair = WithOffset(&event, event.offset().unwrap().to_string());
         assert!(socketioxide_core::parser::is_ser_tuple(

@@ -137,6 +137,11 @@ impl Poster {
 
     /// Posts event n to `ports[n % ports.len()]` (senders on several nodes).
     fn across(ports: Vec<u16>, pause: Duration) -> Poster {
+        Poster::numbered(ports, 0, pause)
+    }
+
+    /// [`Poster::across`], numbering its events from `base + 1`.
+    fn numbered(ports: Vec<u16>, base: u64, pause: Duration) -> Poster {
         let stop = Arc::new(AtomicBool::new(false));
         let posted = Arc::new(AtomicU64::new(0));
         let thread = thread::spawn({
@@ -144,7 +149,7 @@ impl Poster {
             move || {
                 while !stop.load(Ordering::SeqCst) {
                     let seq = posted.load(Ordering::SeqCst) + 1;
-                    post(ports[seq as usize % ports.len()], seq, false);
+                    post(ports[seq as usize % ports.len()], base + seq, false);
                     posted.store(seq, Ordering::SeqCst);
                     thread::sleep(pause);
                 }
@@ -984,4 +989,48 @@ fn a_stream_lost_with_redis_gives_every_client_a_new_session_never_a_gap() {
     let done = client.done();
     assert_eq!(recovered_flags(&done), [false, false]);
     assert_exactly_in_order_ignoring_ids(&done, 6);
+}
+
+#[test]
+fn three_senders_at_once_reach_a_recovering_client_in_offset_order() {
+    if !node_available() {
+        return;
+    }
+    let env = Env::new();
+    let _daemon = start(&env, recovery_on(json!({})));
+    let proxy = Proxy::start(env.port);
+    let mut client = Client::start(&proxy.url(), json!({}));
+    client.wait_connects(1);
+    // Three senders at once, each its own numbers: their relays race.
+    let posters: Vec<Poster> = (1..=3u64)
+        .map(|k| Poster::numbered(vec![env.port], k * 100_000, Duration::ZERO))
+        .collect();
+    for round in 0..3u64 {
+        thread::sleep(Duration::from_millis(500));
+        proxy.cut();
+        thread::sleep(Duration::from_millis(300));
+        proxy.restore();
+        client.wait_connects(round + 2);
+    }
+    thread::sleep(Duration::from_millis(300));
+    let mut expected: Vec<u64> = Vec::new();
+    for (k, poster) in (1..=3u64).zip(posters) {
+        expected.extend((1..=poster.stop()).map(|n| k * 100_000 + n));
+    }
+    post(env.port, 999_999, true);
+    expected.push(999_999);
+    let done = client.done();
+    let mut got: Vec<u64> = done["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(done["offsetsOutOfOrder"], 0, "delivered in offset order");
+    assert_eq!(done["badOffsets"], 0);
+    assert_eq!(recovered_flags(&done), [false, true, true, true]);
+    got.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(got.len(), expected.len(), "each event once, none missing");
+    assert_eq!(got, expected);
 }

@@ -36,7 +36,7 @@ function record(event) {
   if (options.progress) line({ type: "seq", seq: event.seq });
   lastId = event.event_id;
   if (event.last) {
-    line({ type: "done", seqs, connects, histories, badOffsets });
+    line({ type: "done", seqs, connects, histories, badOffsets, offsetsOutOfOrder });
     socket.disconnect();
     process.exit(0);
   }
@@ -50,9 +50,18 @@ socket.on("connect", () => {
   }
 });
 
+// Offsets must come in increasing order (`<epoch>-<n>`: n counts up).
+let lastOffsetSeq = 0;
+let offsetsOutOfOrder = 0;
+
 socket.on("claude_event", (event, offset) => {
   // With recovery on, the offset is the last argument and equals the id.
   if (offset !== event.event_id) badOffsets += 1;
+  if (typeof offset === "string") {
+    const n = Number(offset.split("-").pop());
+    if (n <= lastOffsetSeq) offsetsOutOfOrder += 1;
+    lastOffsetSeq = n;
+  }
   record(event);
 });
 

@@ -44,7 +44,7 @@
 //! decisions (the pure core), configuration parsing (the daemon fills
 //! [`HubSettings`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,7 +63,7 @@ use socketioxide::socket::{Sid, Socket};
 use socketioxide::{
     BroadcastError, RecoveryPid, SendError, SocketError, SocketIo, SocketIoBuilder,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub mod door;
 pub mod http;
@@ -676,6 +676,8 @@ struct Inner<A: Adapter> {
     history: Mutex<EventLog<StampedEvent>>,
     /// Connection state recovery, when on.
     recovery: Option<Recovery>,
+    /// With recovery on a single node: the one delivery order (offsets').
+    sequencer: Option<Arc<Sequencer>>,
     /// The ids of events accepted here while the log follows the cluster's
     /// shared stream (ordered mode), where offsets are the stream's:
     /// `<this process's epoch>-<n>`, never an offset of the log.
@@ -737,6 +739,25 @@ enum Gate {
     Replaying,
     /// Replayed through this seq: live deliveries of events up to it skip it.
     Through(u64),
+}
+
+/// Recovery on one node delivers events in their offsets' order, whoever
+/// sent them: a client's last offset then says exactly what it has, and a
+/// replay from it can never skip an event it did not get. Each sender's
+/// relay runs on its own task, so two senders' relays could otherwise
+/// deliver their events in either order. `ingest` queues every event here
+/// as it issues its offset (under the log's lock); one task
+/// ([`deliver_in_order`]) delivers the queue in order, and each relay waits
+/// until its event is delivered, which keeps the backpressure on its
+/// sender. In cluster mode the shared stream is the order instead.
+#[derive(Default)]
+struct Sequencer {
+    queue: Mutex<VecDeque<StampedEvent>>,
+    wake: Notify,
+    /// The newest seq delivered (or passed over: no client then).
+    delivered: tokio::sync::watch::Sender<u64>,
+    /// Set once the delivery task runs; until then relays deliver themselves.
+    running: OnceLock<()>,
 }
 
 /// Put in a resumed socket's extensions by the connect middleware: replay
@@ -819,6 +840,7 @@ impl<A: Adapter> Hub<A> {
                     settings.event_history_max_bytes,
                 )),
                 own_ids: (new_epoch(), AtomicU64::new(1)),
+                sequencer: settings.recovery.map(|_| Arc::new(Sequencer::default())),
                 recovery: settings.recovery.map(|limits| Recovery {
                     sessions: Mutex::new(SessionTable::new(limits)),
                     gates: Mutex::new(HashMap::new()),
@@ -1039,6 +1061,14 @@ impl<A: Adapter> Hub<A> {
         if let Some(shared) = self.shared()
             && shared.publish(event).await == Handoff::FromStream
         {
+            return Ok(());
+        }
+        if let (Some(sequencer), Some(offset)) = (&self.inner.sequencer, event.offset())
+            && sequencer.running.get().is_some()
+        {
+            // Queued by `ingest`; delivered in offset order by the sequencer.
+            let mut delivered = sequencer.delivered.subscribe();
+            let _ = delivered.wait_for(|through| *through >= offset.seq).await;
             return Ok(());
         }
         let recipients = self.past_their_replay(to.local().sockets(), event);
@@ -1636,6 +1666,12 @@ impl<A: Adapter> Hub<A> {
             if let Ok(stamped) = &stamped {
                 let issued = log.push(stamped.clone(), stamped.len());
                 debug_assert_eq!(issued, offset);
+                if let Some(sequencer) = &self.inner.sequencer
+                    && sequencer.running.get().is_some()
+                {
+                    lock(&sequencer.queue).push_back(stamped.clone());
+                    sequencer.wake.notify_one();
+                }
             }
             stamped
         };
@@ -1799,6 +1835,7 @@ impl<A: HubAdapter> Hub<A> {
     /// returns the layer to put on the HTTP router. Call once per serving
     /// generation (after a [`Hub::close`], the old layer serves nothing).
     pub fn socketio_layer(&self) -> SocketIoLayer<A> {
+        self.start_sequencer();
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         // Weak: the hub holds `io`, which holds these handlers.
@@ -1832,6 +1869,54 @@ impl<A: HubAdapter> Hub<A> {
         });
         self.attach(io);
         layer
+    }
+}
+
+impl<A: Adapter> Hub<A> {
+    /// Starts the [`Sequencer`]'s delivery task, once per hub, from the
+    /// log's head (nothing before it had a client of this hub to go to).
+    /// Outside a runtime it is not started, and relays deliver themselves.
+    fn start_sequencer(&self) {
+        let Some(sequencer) = &self.inner.sequencer else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // Under the log's lock: no event is issued between the cursor and
+        // the queue's start.
+        let log = lock(&self.inner.history);
+        if sequencer.running.set(()).is_err() {
+            return;
+        }
+        sequencer.delivered.send_replace(log.head().seq);
+        drop(log);
+        runtime.spawn(deliver_in_order(self.downgrade(), Arc::clone(sequencer)));
+    }
+}
+
+/// The [`Sequencer`]'s task: delivers the queued events one at a time, in
+/// offset order, each by the relay's rule ([`Hub::deliver_remote`]: never
+/// to its sender, past the replay gates, patiently), and tells the waiting
+/// relays. Ends when the hub is gone.
+async fn deliver_in_order<A: Adapter>(hub: WeakHub<A>, sequencer: Arc<Sequencer>) {
+    loop {
+        let next = lock(&sequencer.queue).pop_front();
+        let Some(event) = next else {
+            // A wake-up sent meanwhile is kept by the Notify; the timeout
+            // only lets the task see that its hub is gone.
+            let _ = tokio::time::timeout(Duration::from_secs(1), sequencer.wake.notified()).await;
+            if hub.upgrade().is_none() {
+                return;
+            }
+            continue;
+        };
+        let Some(live) = hub.upgrade() else { return };
+        live.deliver_remote(&event).await;
+        drop(live);
+        if let Some(offset) = event.offset() {
+            sequencer.delivered.send_replace(offset.seq);
+        }
     }
 }
 

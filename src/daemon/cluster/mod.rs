@@ -1053,23 +1053,7 @@ impl Link {
             )
             .await?;
         let rtt = started.elapsed();
-        // Anyone with access to Redis can write this hash: a field that is
-        // not `<node id>: <epoch ms>` is ignored (and counted), never a
-        // failure of the heartbeat.
-        let mut nodes: HashMap<String, u64> = HashMap::with_capacity(raw.len());
-        let mut foreign = 0u64;
-        for (field, value) in raw {
-            let seen = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
-            match (String::from_utf8(field), seen) {
-                (Ok(id), Some(seen)) if is_valid_node_name(&id) => {
-                    nodes.insert(id, seen);
-                }
-                _ => foreign += 1,
-            }
-        }
-        self.foreign(foreign, &key, "`<node id>: <epoch ms>`");
+        let nodes = self.nodes_seen(raw);
         let fresh = u64::try_from(s.heartbeat_interval.as_millis() * 3).unwrap_or(u64::MAX);
         let forget = u64::try_from(NODE_FORGET_AFTER.as_millis()).unwrap_or(u64::MAX);
         let mut peers: Vec<String> = nodes
@@ -1106,6 +1090,32 @@ impl Link {
             self.write_sessions(ordered, &mut data).await?;
         }
         Ok(())
+    }
+
+    /// The nodes of `<prefix>:nodes` and when each was last seen (epoch
+    /// ms). Anyone with access to Redis can write this hash: a field that is
+    /// not `<node id>: <epoch ms>` is ignored (and counted), never a failure
+    /// of the heartbeat.
+    fn nodes_seen(&self, raw: HashMap<Vec<u8>, Vec<u8>>) -> HashMap<String, u64> {
+        let mut nodes: HashMap<String, u64> = HashMap::with_capacity(raw.len());
+        let mut foreign = 0u64;
+        for (field, value) in raw {
+            let seen = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (String::from_utf8(field), seen) {
+                (Ok(id), Some(seen)) if is_valid_node_name(&id) => {
+                    nodes.insert(id, seen);
+                }
+                _ => foreign += 1,
+            }
+        }
+        self.foreign(
+            foreign,
+            &self.settings.nodes_key(),
+            "`<node id>: <epoch ms>`",
+        );
+        nodes
     }
 
     /// Up to `max` pending events, oldest first.
@@ -1277,16 +1287,8 @@ impl Link {
 
 /// Connects, keeps the connection, reconnects through the breaker.
 async fn supervise(link: Arc<Link>) {
-    let mut breaker = match CircuitBreaker::new(link.settings.reconnect.clone()) {
-        Ok(b) => b,
-        Err(error) => {
-            tracing::error!(%error, "Cluster: invalid reconnect settings; using the defaults");
-            match CircuitBreaker::new(BreakerSettings::default()) {
-                Ok(b) => b,
-                // The defaults are valid (tested in breaker.rs); nothing to supervise with otherwise.
-                Err(_) => return,
-            }
-        }
+    let Some(mut breaker) = reconnect_breaker(&link) else {
+        return;
     };
     // Between attempts: a pause that doubles up to the heartbeat interval,
     // back to the first once a link lasted (the breaker paces the rest).
@@ -1349,6 +1351,20 @@ async fn supervise(link: Arc<Link>) {
                 tries = tries.saturating_add(1);
                 sleep_or_stop(&link, schedule.pause_before(tries).unwrap_or(RETRY_DELAY)).await;
             }
+        }
+    }
+}
+
+/// The breaker that paces reconnects: the link's settings, or the
+/// defaults if those are invalid (logged).
+fn reconnect_breaker(link: &Link) -> Option<CircuitBreaker> {
+    match CircuitBreaker::new(link.settings.reconnect.clone()) {
+        Ok(b) => Some(b),
+        Err(error) => {
+            tracing::error!(%error, "Cluster: invalid reconnect settings; using the defaults");
+            // The defaults are valid (tested in breaker.rs); nothing to
+            // supervise with otherwise.
+            CircuitBreaker::new(BreakerSettings::default()).ok()
         }
     }
 }

@@ -336,6 +336,29 @@ async fn follow(
     hub: &WeakHub<ClusterAdapter>,
     mut conn: MultiplexedConnection,
 ) -> Result<(), ClusterError> {
+    let Some(mut last) = start_at(link, ordered, hub, &mut conn).await? else {
+        return Ok(());
+    };
+    loop {
+        if link.stop.is_cancelled() {
+            return Ok(());
+        }
+        let entries = read_after(link, &mut conn, last).await?;
+        if deliver(link, hub, entries, &mut last).await.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// Where to read from: the last entry this node's log holds if it follows
+/// the stream's epoch, else the stream's head (the log starts over there).
+/// `None` when the hub is gone.
+async fn start_at(
+    link: &Link,
+    ordered: &Ordered,
+    hub: &WeakHub<ClusterAdapter>,
+    conn: &mut MultiplexedConnection,
+) -> Result<Option<u64>, ClusterError> {
     let (epoch, head): (String, u64) = link
         .timed(
             redis::cmd("EVAL")
@@ -344,14 +367,14 @@ async fn follow(
                 .arg(link.meta_key())
                 .arg(link.settings.history_key())
                 .arg(format!("{:016x}", ordered.candidate.0))
-                .query_async(&mut conn),
+                .query_async(conn),
         )
         .await?;
     let Some(node) = hub.upgrade() else {
-        return Ok(());
+        return Ok(None);
     };
     let here = node.stream_head();
-    let mut last = match parse_epoch(&epoch) {
+    Ok(Some(match parse_epoch(&epoch) {
         Some(epoch) if epoch == here.epoch => here.seq,
         Some(epoch) => {
             node.follow_stream(epoch, head);
@@ -359,65 +382,76 @@ async fn follow(
         }
         // Not warden's: the first entry's epoch decides.
         None => 0,
-    };
-    drop(node);
-    let stream = link.settings.history_key();
+    }))
+}
+
+/// The entries after `last` (waiting up to [`READ_BLOCK`] for one).
+async fn read_after(
+    link: &Link,
+    conn: &mut MultiplexedConnection,
+    last: u64,
+) -> Result<Vec<Entry>, ClusterError> {
+    let patience = link.settings.command_timeout + READ_BLOCK;
     let block = u64::try_from(READ_BLOCK.as_millis()).unwrap_or(1_000);
-    loop {
-        if link.stop.is_cancelled() {
-            return Ok(());
+    let reply: RedisValue = tokio::time::timeout(
+        patience,
+        redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_BATCH)
+            .arg("BLOCK")
+            .arg(block)
+            .arg("STREAMS")
+            .arg(link.settings.history_key())
+            .arg(format!("{last}-0"))
+            .query_async(conn),
+    )
+    .await
+    .map_err(|_| ClusterError::Timeout {
+        timeout_ms: u64::try_from(patience.as_millis()).unwrap_or(u64::MAX),
+    })??;
+    Ok(entries(reply))
+}
+
+/// Delivers `entries` in order, moving `last` on; a new epoch starts the
+/// log over and `last` at 0 (the rest is read again). `None` when the hub
+/// is gone.
+async fn deliver(
+    link: &Link,
+    hub: &WeakHub<ClusterAdapter>,
+    entries: Vec<Entry>,
+    last: &mut u64,
+) -> Option<()> {
+    let mut foreign = 0u64;
+    for entry in entries {
+        let (Some(epoch), Some(event)) = (entry.epoch, entry.event) else {
+            foreign += 1;
+            *last = (*last).max(entry.seq);
+            continue;
+        };
+        let node = hub.upgrade()?;
+        if epoch != node.stream_head().epoch {
+            // A new stream: read it from its first entry.
+            node.follow_stream(epoch, 0);
+            *last = 0;
+            break;
         }
-        let reply: RedisValue = tokio::time::timeout(
-            link.settings.command_timeout + READ_BLOCK,
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(READ_BATCH)
-                .arg("BLOCK")
-                .arg(block)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(format!("{last}-0"))
-                .query_async(&mut conn),
-        )
-        .await
-        .map_err(|_| ClusterError::Timeout {
-            timeout_ms: u64::try_from((link.settings.command_timeout + READ_BLOCK).as_millis())
-                .unwrap_or(u64::MAX),
-        })??;
-        let entries = entries(reply);
-        let mut foreign = 0u64;
-        for entry in entries {
-            let (Some(epoch), Some(event)) = (entry.epoch, entry.event) else {
-                foreign += 1;
-                last = last.max(entry.seq);
-                continue;
-            };
-            let Some(node) = hub.upgrade() else {
-                return Ok(());
-            };
-            if epoch != node.stream_head().epoch {
-                // A new stream: read it from its first entry.
-                node.follow_stream(epoch, 0);
-                last = 0;
-                break;
-            }
-            // A socket of this process sent it: never back to it.
-            let sender = entry
-                .from
-                .as_deref()
-                .and_then(|from| from.strip_prefix(link.origin.as_str()))
-                .and_then(|sid| sid.strip_prefix(' '))
-                .and_then(|sid| sid.parse::<Sid>().ok());
-            let offset = Offset {
-                epoch,
-                seq: entry.seq,
-            };
-            node.deliver_ordered(event, offset, sender).await;
-            last = entry.seq;
-            link.counters.received.fetch_add(1, Ordering::Relaxed);
-        }
-        link.foreign(foreign, &stream, "warden events");
+        // A socket of this process sent it: never back to it.
+        let sender = entry
+            .from
+            .as_deref()
+            .and_then(|from| from.strip_prefix(link.origin.as_str()))
+            .and_then(|sid| sid.strip_prefix(' '))
+            .and_then(|sid| sid.parse::<Sid>().ok());
+        let offset = Offset {
+            epoch,
+            seq: entry.seq,
+        };
+        node.deliver_ordered(event, offset, sender).await;
+        *last = entry.seq;
+        link.counters.received.fetch_add(1, Ordering::Relaxed);
     }
+    link.foreign(foreign, &link.settings.history_key(), "warden events");
+    Some(())
 }
 
 fn parse_epoch(text: &str) -> Option<Epoch> {

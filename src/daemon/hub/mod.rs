@@ -964,23 +964,7 @@ impl<A: Adapter> Hub<A> {
         socket.on(
             GET_HISTORY,
             async move |socket: SocketRef<A>, Data::<Value>(request)| {
-                hub.touch();
-                let limit = request
-                    .get("limit")
-                    .and_then(Value::as_u64)
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-                let answer = match request.get("since") {
-                    Some(since) => hub.shared_history_since(since, limit).await,
-                    None => {
-                        let events = hub.shared_history(limit).await;
-                        HistoryAnswer {
-                            count: events.len(),
-                            events,
-                            more: None,
-                            gap: None,
-                        }
-                    }
-                };
+                let answer = hub.history_answer(&request).await;
                 hub.reply(&socket, EVENT_HISTORY, &answer);
             },
         );
@@ -1022,6 +1006,27 @@ impl<A: Adapter> Hub<A> {
             "timestamp": now.to_iso8601(),
         });
         self.reply(&socket, CONNECTION_ACK, &ack);
+    }
+
+    /// The answer to `get_history` (`limit`, `since`).
+    async fn history_answer(&self, request: &Value) -> HistoryAnswer {
+        self.touch();
+        let limit = request
+            .get("limit")
+            .and_then(Value::as_u64)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        match request.get("since") {
+            Some(since) => self.shared_history_since(since, limit).await,
+            None => {
+                let events = self.shared_history(limit).await;
+                HistoryAnswer {
+                    count: events.len(),
+                    events,
+                    more: None,
+                    gap: None,
+                }
+            }
+        }
     }
 
     /// Accepts an event from outside Socket.IO (`POST /api/events`): stamped,
@@ -2046,6 +2051,17 @@ impl<A: Adapter> OrderedEventHandler<A> {
 impl<A: Adapter> OrderedEventHandler<A> {
     /// Charges one strike to this client; past its budget it is cut off:
     /// disconnected, its later packets ignored, and counted.
+    /// A `claude_event` that is not an event: the client's error, counted,
+    /// logged once per interval, and a strike against its budget.
+    fn undecodable(&self, socket: &Arc<Socket<A>>, error: &serde_json::Error) {
+        ServiceStats::add(&self.hub.inner.stats.client_errors, 1);
+        let now = self.hub.inner.clock.now();
+        if let Some(count) = self.hub.inner.warnings.bad_packet.hit(now) {
+            tracing::warn!(sid = %socket.id, %error, count, "undecodable claude_event (client error; count since the last such line)");
+        }
+        self.strike(socket, now);
+    }
+
     fn strike(&self, socket: &Arc<Socket<A>>, at: Moment) {
         if lock(&self.client.budget).charge(at) {
             self.cut_off(socket, at);
@@ -2088,39 +2104,25 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
         if self.client.cut_off.load(Ordering::Relaxed) {
             return;
         }
-        let size = match &value {
-            socketioxide::handler::Value::Str(text, binaries) => {
-                text.len() + binaries.iter().flatten().map(|b| b.len()).sum::<usize>()
-            }
-            socketioxide::handler::Value::Bytes(bytes) => bytes.len(),
-        };
-        let plain = matches!(&value, socketioxide::handler::Value::Str(_, binaries)
-            if binaries.as_ref().is_none_or(|b| b.is_empty()));
+        let size = packet_size(&value);
         let with_binaries;
-        let payload = if let (true, socketioxide::handler::Value::Str(text, _)) = (plain, &value) {
-            event_payload(text.as_str())
-        } else {
-            // Binary attachments are decoded (into numbers) by the parser:
-            // this rare packet alone still goes through a tree.
-            match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
-                Ok(Data(tree)) => {
-                    with_binaries = tree.to_string();
-                    Payload::check(&with_binaries)
+        let payload = match packet_text(&value) {
+            Some(text) => event_payload(text),
+            None => {
+                // Binary attachments are decoded (into numbers) by the parser:
+                // this rare packet alone still goes through a tree.
+                match Data::<Value>::from_message_parts(&socket, &mut value, &ack) {
+                    Ok(Data(tree)) => {
+                        with_binaries = tree.to_string();
+                        Payload::check(&with_binaries)
+                    }
+                    Err(error) => Err(serde::de::Error::custom(error)),
                 }
-                Err(error) => Err(serde::de::Error::custom(error)),
             }
         };
         let payload = match payload {
             Ok(payload) => payload,
-            Err(error) => {
-                ServiceStats::add(&stats.client_errors, 1);
-                let now = self.hub.inner.clock.now();
-                if let Some(count) = self.hub.inner.warnings.bad_packet.hit(now) {
-                    tracing::warn!(sid = %socket.id, %error, count, "undecodable claude_event (client error; count since the last such line)");
-                }
-                self.strike(&socket, now);
-                return;
-            }
+            Err(error) => return self.undecodable(&socket, &error),
         };
         // The event is accepted only once it has a place in the queue: what
         // the hub accepts, it relays.
@@ -2157,6 +2159,28 @@ impl<A: Adapter> MessageHandler<A, InOrder> for OrderedEventHandler<A> {
             }
         }
         permit.send((socket, event, size));
+    }
+}
+
+/// A packet's size in bytes, attachments included.
+fn packet_size(value: &socketioxide::handler::Value) -> usize {
+    match value {
+        socketioxide::handler::Value::Str(text, binaries) => {
+            text.len() + binaries.iter().flatten().map(|b| b.len()).sum::<usize>()
+        }
+        socketioxide::handler::Value::Bytes(bytes) => bytes.len(),
+    }
+}
+
+/// The text of a packet with no binary attachment (read in place).
+fn packet_text(value: &socketioxide::handler::Value) -> Option<&str> {
+    match value {
+        socketioxide::handler::Value::Str(text, binaries)
+            if binaries.as_ref().is_none_or(|b| b.is_empty()) =>
+        {
+            Some(text.as_str())
+        }
+        _ => None,
     }
 }
 

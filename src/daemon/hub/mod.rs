@@ -63,7 +63,7 @@ use socketioxide::socket::{Sid, Socket};
 use socketioxide::{
     BroadcastError, RecoveryPid, SendError, SocketError, SocketIo, SocketIoBuilder,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 pub mod door;
 pub mod http;
@@ -746,18 +746,20 @@ enum Gate {
 /// replay from it can never skip an event it did not get. Each sender's
 /// relay runs on its own task, so two senders' relays could otherwise
 /// deliver their events in either order. `ingest` queues every event here
-/// as it issues its offset (under the log's lock); one task
-/// ([`deliver_in_order`]) delivers the queue in order, and each relay waits
-/// until its event is delivered, which keeps the backpressure on its
-/// sender. In cluster mode the shared stream is the order instead.
+/// as it issues its offset (under the log's lock); a relay takes the turn
+/// and delivers the queue, in order, up to its own event
+/// ([`Hub::deliver_in_turn`]): with one sender, its own event alone, on its
+/// own task; with several, whoever holds the turn delivers the others'
+/// too, and they find theirs delivered. Each relay returns once its event
+/// is, so the backpressure on its sender holds. In cluster mode the shared
+/// stream is the order instead.
 #[derive(Default)]
 struct Sequencer {
     queue: Mutex<VecDeque<StampedEvent>>,
-    wake: Notify,
+    /// Held while delivering from the queue (tokio's mutex is fair).
+    turn: tokio::sync::Mutex<()>,
     /// The newest seq delivered (or passed over: no client then).
-    delivered: tokio::sync::watch::Sender<u64>,
-    /// Set once the delivery task runs; until then relays deliver themselves.
-    running: OnceLock<()>,
+    delivered: AtomicU64,
 }
 
 /// Put in a resumed socket's extensions by the connect middleware: replay
@@ -1047,6 +1049,10 @@ impl<A: Adapter> Hub<A> {
                 if let Some(shared) = self.shared() {
                     shared.publish(&event).await;
                 }
+                if let (Some(sequencer), Some(offset)) = (&self.inner.sequencer, event.offset()) {
+                    // Out of the queue, in its turn (no client to go to now).
+                    self.deliver_in_turn(sequencer, offset.seq).await;
+                }
             }
         }
         Some(event)
@@ -1068,17 +1074,31 @@ impl<A: Adapter> Hub<A> {
         {
             return Ok(());
         }
-        if let (Some(sequencer), Some(offset)) = (&self.inner.sequencer, event.offset())
-            && sequencer.running.get().is_some()
-        {
-            // Queued by `ingest`; delivered in offset order by the sequencer.
-            let mut delivered = sequencer.delivered.subscribe();
-            let _ = delivered.wait_for(|through| *through >= offset.seq).await;
+        if let (Some(sequencer), Some(offset)) = (&self.inner.sequencer, event.offset()) {
+            // Queued by `ingest`: delivered in offset order.
+            self.deliver_in_turn(sequencer, offset.seq).await;
             return Ok(());
         }
         let recipients = self.past_their_replay(to.local().sockets(), event);
         self.deliver_patiently(recipients, &self.outgoing(event))
             .await
+    }
+
+    /// Takes the [`Sequencer`]'s turn and delivers the queue, in offset
+    /// order, until event `seq` is delivered (by this call or an earlier
+    /// holder of the turn), each by the relay's rule
+    /// ([`Hub::deliver_remote`]: never to its sender, past the replay gates,
+    /// patiently).
+    async fn deliver_in_turn(&self, sequencer: &Sequencer, seq: u64) {
+        let _turn = sequencer.turn.lock().await;
+        while sequencer.delivered.load(Ordering::Acquire) < seq {
+            let next = lock(&sequencer.queue).pop_front();
+            let Some(event) = next else { break };
+            self.deliver_remote(&event).await;
+            if let Some(offset) = event.offset() {
+                sequencer.delivered.store(offset.seq, Ordering::Release);
+            }
+        }
     }
 
     /// Delivers an event another node accepted to this node's clients, by
@@ -1671,11 +1691,8 @@ impl<A: Adapter> Hub<A> {
             if let Ok(stamped) = &stamped {
                 let issued = log.push(stamped.clone(), stamped.len());
                 debug_assert_eq!(issued, offset);
-                if let Some(sequencer) = &self.inner.sequencer
-                    && sequencer.running.get().is_some()
-                {
+                if let Some(sequencer) = &self.inner.sequencer {
                     lock(&sequencer.queue).push_back(stamped.clone());
-                    sequencer.wake.notify_one();
                 }
             }
             stamped
@@ -1840,7 +1857,6 @@ impl<A: HubAdapter> Hub<A> {
     /// returns the layer to put on the HTTP router. Call once per serving
     /// generation (after a [`Hub::close`], the old layer serves nothing).
     pub fn socketio_layer(&self) -> SocketIoLayer<A> {
-        self.start_sequencer();
         let builder = SocketIo::builder().with_adapter::<A>((self.inner.adapter_state)());
         let (layer, io) = self.configure(builder).build_layer();
         // Weak: the hub holds `io`, which holds these handlers.
@@ -1874,54 +1890,6 @@ impl<A: HubAdapter> Hub<A> {
         });
         self.attach(io);
         layer
-    }
-}
-
-impl<A: Adapter> Hub<A> {
-    /// Starts the [`Sequencer`]'s delivery task, once per hub, from the
-    /// log's head (nothing before it had a client of this hub to go to).
-    /// Outside a runtime it is not started, and relays deliver themselves.
-    fn start_sequencer(&self) {
-        let Some(sequencer) = &self.inner.sequencer else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        // Under the log's lock: no event is issued between the cursor and
-        // the queue's start.
-        let log = lock(&self.inner.history);
-        if sequencer.running.set(()).is_err() {
-            return;
-        }
-        sequencer.delivered.send_replace(log.head().seq);
-        drop(log);
-        runtime.spawn(deliver_in_order(self.downgrade(), Arc::clone(sequencer)));
-    }
-}
-
-/// The [`Sequencer`]'s task: delivers the queued events one at a time, in
-/// offset order, each by the relay's rule ([`Hub::deliver_remote`]: never
-/// to its sender, past the replay gates, patiently), and tells the waiting
-/// relays. Ends when the hub is gone.
-async fn deliver_in_order<A: Adapter>(hub: WeakHub<A>, sequencer: Arc<Sequencer>) {
-    loop {
-        let next = lock(&sequencer.queue).pop_front();
-        let Some(event) = next else {
-            // A wake-up sent meanwhile is kept by the Notify; the timeout
-            // only lets the task see that its hub is gone.
-            let _ = tokio::time::timeout(Duration::from_secs(1), sequencer.wake.notified()).await;
-            if hub.upgrade().is_none() {
-                return;
-            }
-            continue;
-        };
-        let Some(live) = hub.upgrade() else { return };
-        live.deliver_remote(&event).await;
-        drop(live);
-        if let Some(offset) = event.offset() {
-            sequencer.delivered.send_replace(offset.seq);
-        }
     }
 }
 

@@ -446,8 +446,7 @@ impl Cluster {
         let (state, _) = watch::channel(RedisState::Connecting);
         let (ordered, fallbacks) = match settings.sessions {
             Some(max_disconnection) => {
-                let (ordered, queue) =
-                    Ordered::new(max_disconnection, crate::daemon::hub::new_epoch());
+                let (ordered, queue) = Ordered::new(max_disconnection);
                 (Some(ordered), Some(queue))
             }
             None => (None, None),
@@ -1545,7 +1544,7 @@ async fn append_or_deliver_here(link: &Link, ordered: &Ordered, batch: &mut Vec<
         link.deliver_here(ordered, std::mem::take(batch));
         return;
     };
-    match link.append_ordered(ordered, &mut conn, batch).await {
+    match link.append_ordered(&mut conn, batch).await {
         Ok(()) => {
             link.counters
                 .events_published

@@ -13,10 +13,12 @@
 //!   of `<prefix>:log` (capped at `history_len`, at least
 //!   [`MIN_STREAM_LEN`]), with the epoch beside it. Numbers are consecutive,
 //!   so a hole is seen, never silent. When the meta hash is missing (a new
-//!   Redis, or its data lost) the script draws the candidate epoch this
-//!   process brought and drops whatever stream was there: an offset from a
-//!   lost stream names another epoch and is refused, never answered with a
-//!   gap (Centrifugo's epoch rule).
+//!   Redis, or its data lost) the script takes the candidate epoch the call
+//!   brought (drawn at random for each call, never reused: a process that
+//!   proposed the lost stream's epoch must not propose it again) and drops
+//!   whatever stream was there: an offset from a lost stream names another
+//!   epoch and is refused, never answered with a gap (Centrifugo's epoch
+//!   rule).
 //! - **Reading.** [`read_stream`] follows the stream on its own connection
 //!   (`XREAD BLOCK`), hands each entry to [`Hub::deliver_ordered`] with the
 //!   offset `<epoch>-<seq>`, and on a new epoch starts the node's log over
@@ -95,8 +97,6 @@ return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
 pub(super) struct Ordered {
     /// How long a lost session stays resumable.
     pub(super) max_disconnection: Duration,
-    /// The epoch this process proposes if the stream has none yet.
-    pub(super) candidate: Epoch,
     /// Sessions whose keys the heartbeat writes.
     pub(super) sessions: std::sync::Mutex<SessionKeys>,
     /// Events whose append failed, for their local delivery.
@@ -113,14 +113,10 @@ pub(super) struct SessionKeys {
 }
 
 impl Ordered {
-    pub(super) fn new(
-        max_disconnection: Duration,
-        candidate: Epoch,
-    ) -> (Ordered, mpsc::Receiver<StampedEvent>) {
+    pub(super) fn new(max_disconnection: Duration) -> (Ordered, mpsc::Receiver<StampedEvent>) {
         let (fallback, queue) = mpsc::channel(FALLBACK_QUEUE);
         let ordered = Ordered {
             max_disconnection,
-            candidate,
             sessions: std::sync::Mutex::new(SessionKeys::default()),
             fallback,
         };
@@ -158,13 +154,12 @@ impl Link {
     /// Appends `batch` to the stream in one pipeline, in order.
     pub(super) async fn append_ordered(
         &self,
-        ordered: &Ordered,
         conn: &mut MultiplexedConnection,
         batch: &[StampedEvent],
     ) -> Result<(), ClusterError> {
         let meta = self.meta_key();
         let stream = self.settings.history_key();
-        let candidate = format!("{:016x}", ordered.candidate.0);
+        let candidate = candidate();
         let cap = self.stream_len();
         let mut pipe = redis::pipe();
         for event in batch {
@@ -301,9 +296,8 @@ pub(super) async fn read_stream(link: Arc<Link>, hub: WeakHub<ClusterAdapter>) {
                     .get_multiplexed_async_connection_with_config(&config),
             )
             .await;
-        let Some(ordered) = &link.ordered else { return };
         let result = match connected {
-            Ok(conn) => follow(&link, ordered, &hub, conn).await,
+            Ok(conn) => follow(&link, &hub, conn).await,
             Err(error) => Err(error),
         };
         match result {
@@ -332,11 +326,10 @@ struct Entry {
 /// Returns `Ok` only when the hub or the link is gone.
 async fn follow(
     link: &Link,
-    ordered: &Ordered,
     hub: &WeakHub<ClusterAdapter>,
     mut conn: MultiplexedConnection,
 ) -> Result<(), ClusterError> {
-    let Some(mut last) = start_at(link, ordered, hub, &mut conn).await? else {
+    let Some(mut last) = start_at(link, hub, &mut conn).await? else {
         return Ok(());
     };
     loop {
@@ -355,7 +348,6 @@ async fn follow(
 /// `None` when the hub is gone.
 async fn start_at(
     link: &Link,
-    ordered: &Ordered,
     hub: &WeakHub<ClusterAdapter>,
     conn: &mut MultiplexedConnection,
 ) -> Result<Option<u64>, ClusterError> {
@@ -366,7 +358,7 @@ async fn start_at(
                 .arg(2)
                 .arg(link.meta_key())
                 .arg(link.settings.history_key())
-                .arg(format!("{:016x}", ordered.candidate.0))
+                .arg(candidate())
                 .query_async(conn),
         )
         .await?;
@@ -452,6 +444,13 @@ async fn deliver(
     }
     link.foreign(foreign, &link.settings.history_key(), "warden events");
     Some(())
+}
+
+/// A fresh epoch to propose, should the stream have none: drawn at random
+/// for every call, so that a stream lost and begun again (Redis restarted
+/// without its data) never gets the epoch of the lost one back.
+fn candidate() -> String {
+    format!("{:016x}", crate::daemon::hub::new_epoch().0)
 }
 
 fn parse_epoch(text: &str) -> Option<Epoch> {

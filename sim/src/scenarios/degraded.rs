@@ -495,9 +495,26 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     }
     .add_to(&mut sim);
 
+    add_dashboard(&mut sim, &mut rng, seed, setup.run_for, trace);
+    sim.run().map_err(|e| e.to_string())?;
+
+    let executed = lock(&actions.log).clone();
+    judge(&setup, executed, &manager, &control, &stopped, trace)?;
+    Ok(sim.elapsed())
+}
+
+/// One dashboard, connected for `run_for` (its link's latency drawn from
+/// `rng`): the clients the ladder's clear and restart act on.
+fn add_dashboard(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut impl Rng,
+    seed: u64,
+    run_for: Duration,
+    trace: &Trace,
+) {
     let stop = StopFlag::new();
     let dashboards: Vec<Dashboard> = (0..1).map(|_| Dashboard::new()).collect();
-    super::spawn_dashboards(&mut sim, seed, &dashboards, &[Pace::FAST], &stop, trace);
+    super::spawn_dashboards(sim, seed, &dashboards, &[Pace::FAST], &stop, trace);
     for i in 0..dashboards.len() {
         sim.set_link_latency(
             HUB_HOST,
@@ -505,19 +522,11 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             Duration::from_millis(rng.random_range(1..=20)),
         );
     }
-    {
-        let (stop, run_for) = (stop.clone(), setup.run_for);
-        sim.client("driver", async move {
-            tokio::time::sleep(run_for).await;
-            stop.stop();
-            Ok(())
-        });
-    }
-    sim.run().map_err(|e| e.to_string())?;
-
-    let executed = lock(&actions.log).clone();
-    judge(&setup, executed, &manager, &control, &stopped, trace)?;
-    Ok(sim.elapsed())
+    sim.client("driver", async move {
+        tokio::time::sleep(run_for).await;
+        stop.stop();
+        Ok(())
+    });
 }
 
 /// The verdict over what was executed and what the manager recorded.

@@ -16,7 +16,7 @@
 //! - after the last boot the file holds that boot's record and the dashboard
 //!   is connected to the new hub (`clients_connected` exactly 1).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -27,11 +27,11 @@ use warden::time::{Clock, WallTime};
 
 use crate::actors::{Actor, Dashboard, Pace, StopFlag, run_dashboard};
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::{HUB_PORT, serve_on, sim_hub, sim_settings};
 use crate::pid::{Exit, SimMachine, StartLatency, StartOutcome, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const MACHINE: &str = "machine";
 
@@ -118,11 +118,6 @@ impl Plan {
             latency,
         }
     }
-}
-
-fn lock(boots: &Mutex<Vec<Boot>>) -> MutexGuard<'_, Vec<Boot>> {
-    // Plain data; a crashed host leaves it consistent.
-    boots.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One run of the scenario for `seed`; returns the simulated time covered.

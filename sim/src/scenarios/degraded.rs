@@ -30,7 +30,7 @@
 //! In both, every action the manager records was executed, in the same order,
 //! and their number never exceeds `max_recovery_attempts`.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rand::Rng;
@@ -54,22 +54,17 @@ use warden::time::WallTime;
 
 use crate::actors::{Dashboard, Pace, StopFlag};
 use crate::clock::{SIM_EPOCH_MS, SimClock, sim_ms};
-use crate::ensure;
 use crate::hub::{
     HUB_HOST, HUB_PORT, serve_until_emergency_stop, sim_hub, sim_settings, start_serving,
 };
 use crate::seeds::{harness_rng, sim_builder_with_tick};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const HUB_PID: u32 = 4242;
 const MB: u64 = 1024 * 1024;
 const MEMORY_THRESHOLD_MB: u64 = 500;
 const MAX_RECOVERY_ATTEMPTS: u32 = 200;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data; a panicking host leaves it consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One action as executed: when it started and ended (simulated ms), and the
 /// breaker's state when it started.

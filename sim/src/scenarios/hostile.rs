@@ -36,7 +36,7 @@
 //!   threshold, which only attribution keeps from the ladder.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -64,10 +64,10 @@ use warden::time::WallTime;
 use crate::actors::{Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, kind, wait_until};
 use crate::client::SioClient;
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::{HUB_HOST, HUB_PORT, serve_on, sim_hub, sim_settings};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const POLL: Duration = Duration::from_millis(50);
 const HUB_PID: u32 = 4242;
@@ -80,11 +80,6 @@ const FD_THRESHOLD: u64 = OWN_FDS + 6;
 /// How much later than its bound a silent connection may be closed (network
 /// latency, the simulation's step, the timer's granularity).
 const SHED_SLACK: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data; a panicking host leaves it consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The hub's process as the process checker sees it: quiet, with its own
 /// descriptors plus one per client connection open at the door (as in the

@@ -21,7 +21,7 @@
 //!   for no file or a cleanly removed one, stale with the matching reason
 //!   otherwise).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -31,12 +31,12 @@ use warden::probe::{ProcessSnapshot, ProcessStatus};
 use warden::time::{Clock, WallTime};
 
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::HUB_PORT;
 use crate::net::SimListener;
 use crate::pid::{Exit, SimMachine, StartLatency, StartOutcome, record_for, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 /// What an earlier instance left behind, and what a new start must conclude.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -151,12 +151,12 @@ struct ExitMark(Arc<Mutex<Option<Duration>>>);
 
 impl ExitMark {
     fn set(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = turmoil::sim_elapsed();
+        *lock(&self.0) = turmoil::sim_elapsed();
     }
 
     /// True once the instance had gone before `at`.
     fn before(&self, at: Option<Duration>) -> bool {
-        match (*self.0.lock().unwrap_or_else(PoisonError::into_inner), at) {
+        match (*lock(&self.0), at) {
             (Some(gone), Some(at)) => gone <= at,
             _ => false,
         }
@@ -304,15 +304,12 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         let (machine, results, trace) = (machine.clone(), Arc::clone(&results), trace.clone());
         sim.client("machine", async move {
             let outcomes = run_race(race, machine, clock, trace).await?;
-            results
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(outcomes);
+            lock(&results).extend(outcomes);
             Ok(())
         });
     }
     sim.run().map_err(|e| e.to_string())?;
-    let results = results.lock().unwrap_or_else(PoisonError::into_inner);
+    let results = lock(&results);
     check(&results, starters, leftover, old_pid, &machine)?;
     Ok(sim.elapsed())
 }

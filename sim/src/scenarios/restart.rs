@@ -30,7 +30,7 @@
 //! between its first and its last, once, in order: none lost across the
 //! restarts.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -45,7 +45,6 @@ use warden::time::WallTime;
 
 use crate::actors::{Actor, Dashboard, Hook, Pace, StopFlag, poll_stable, poll_until, run_hook};
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::{
     HUB_HOST, HUB_PORT, serve_until_emergency_stop, sim_hub, sim_settings, start_serving,
 };
@@ -53,14 +52,10 @@ use crate::net::SimListener;
 use crate::pid::{SimMachine, SimProcess, StartLatency, StartOutcome, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const POLL: Duration = Duration::from_millis(50);
 const HUB_PID: u32 = 4242;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data; a panicking host leaves it consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What the driver and the hub host share.
 #[derive(Debug, Default)]
@@ -120,11 +115,11 @@ async fn squatter(control: ServingControl, shared: Arc<Mutex<Shared>>, trace: Tr
         if !control.is_draining() {
             continue;
         }
-        let Some(hold) = shared.lock().unwrap_or_else(PoisonError::into_inner).squat else {
+        let Some(hold) = lock(&shared).squat else {
             continue;
         };
         if let Ok(listener) = SimListener::bind(HUB_PORT).await {
-            shared.lock().unwrap_or_else(PoisonError::into_inner).squat = None;
+            lock(&shared).squat = None;
             trace.record("squatter", format!("took the port for {hold:?}"));
             tokio::time::sleep(hold).await;
             drop(listener);

@@ -436,53 +436,27 @@ impl BreakerCore {
         event: &Event,
         context: &mut Output,
     ) -> Outcome<BreakerState> {
-        let at = event.at();
-        let before = trials.len();
-        trials.retain(|t| t.lease_expires_at > at);
-        self.expired_trials += (before - trials.len()) as u64;
+        self.expire_trials(trials, event.at());
         debug_assert!(trials.len() <= self.settings.half_open_max_trials as usize);
         debug_assert!(*successes < self.settings.success_threshold);
-        let position = |permit: &Permit| {
-            if permit.generation != self.generation || permit.kind != PermitKind::Trial {
-                return None;
-            }
-            trials.iter().position(|t| t.permit_id == permit.id)
-        };
         match event {
             Event::Acquire { at } => {
-                if trials.len() < self.settings.half_open_max_trials as usize {
-                    let permit = self.issue(PermitKind::Trial, *at);
-                    trials.push(self.trial_for(&permit, *at));
-                    context.acquired = Some(Ok(permit));
-                } else {
-                    context.acquired = Some(Err(Rejected::TrialsBusy {
-                        max_trials: self.settings.half_open_max_trials,
-                    }));
-                }
+                self.acquire_trial(trials, *at, context);
                 Handled
             }
-            Event::Success { permit, at } => match position(permit) {
+            Event::Success { permit, at } => match self.trial_position(trials, permit) {
                 Some(i) => {
                     trials.swap_remove(i);
                     context.report = Some(Report::Counted);
                     *successes += 1;
-                    if *successes >= self.settings.success_threshold {
-                        let cause = TransitionCause::TrialsSucceeded {
-                            successes: *successes,
-                        };
-                        self.begin_transition(cause, *at);
-                        self.current_open_timeout = self.settings.open_timeout;
-                        Transition(BreakerState::closed(0))
-                    } else {
-                        Handled
-                    }
+                    self.trial_succeeded(*successes, *at)
                 }
                 None => {
                     context.report = Some(Report::Stale);
                     Handled
                 }
             },
-            Event::Failure { permit, at } => match position(permit) {
+            Event::Failure { permit, at } => match self.trial_position(trials, permit) {
                 Some(_) => {
                     context.report = Some(Report::Counted);
                     let grown = grow(
@@ -571,6 +545,46 @@ fn grow(current: Duration, multiplier: f64, cap: Duration) -> Duration {
 }
 
 impl BreakerCore {
+    /// Forgets (and counts) the trials whose lease ran out by `at`.
+    fn expire_trials(&mut self, trials: &mut Vec<Trial>, at: Moment) {
+        let before = trials.len();
+        trials.retain(|t| t.lease_expires_at > at);
+        self.expired_trials += (before - trials.len()) as u64;
+    }
+
+    /// Where `permit`'s trial is in `trials`; `None` for a permit of another
+    /// generation, not a trial, or whose trial expired.
+    fn trial_position(&self, trials: &[Trial], permit: &Permit) -> Option<usize> {
+        if permit.generation != self.generation || permit.kind != PermitKind::Trial {
+            return None;
+        }
+        trials.iter().position(|t| t.permit_id == permit.id)
+    }
+
+    /// A trial permit if fewer than `half_open_max_trials` are out.
+    fn acquire_trial(&mut self, trials: &mut Vec<Trial>, at: Moment, context: &mut Output) {
+        if trials.len() < self.settings.half_open_max_trials as usize {
+            let permit = self.issue(PermitKind::Trial, at);
+            trials.push(self.trial_for(&permit, at));
+            context.acquired = Some(Ok(permit));
+        } else {
+            context.acquired = Some(Err(Rejected::TrialsBusy {
+                max_trials: self.settings.half_open_max_trials,
+            }));
+        }
+    }
+
+    /// Closes once `successes` trials succeeded (the open timeout back to
+    /// its setting).
+    fn trial_succeeded(&mut self, successes: u32, at: Moment) -> Outcome<BreakerState> {
+        if successes < self.settings.success_threshold {
+            return Handled;
+        }
+        self.begin_transition(TransitionCause::TrialsSucceeded { successes }, at);
+        self.current_open_timeout = self.settings.open_timeout;
+        Transition(BreakerState::closed(0))
+    }
+
     fn issue(&mut self, kind: PermitKind, at: Moment) -> Permit {
         let id = self.next_permit_id;
         self.next_permit_id += 1;

@@ -347,6 +347,42 @@ impl StrategyCore {
         let Event::Observe { status, at } = *event else {
             return Super;
         };
+        let at = self.advance_to(at);
+        if status == HealthStatus::Healthy {
+            return self.cool_down(rung, at, out);
+        }
+        self.remember(status, at);
+        let Some((action, cause)) = self.threshold_crossed(rung, status) else {
+            *out = Decision {
+                action: RecoveryAction::None,
+                cause: DecisionCause::BelowThreshold,
+            };
+            return Handled;
+        };
+        debug_assert!(
+            action > RecoveryAction::None
+                && action <= rung.next_rung().max(RecoveryAction::ClearConnections)
+        );
+        if let Some(allowed_at) = self.rate_limited_until(at) {
+            *out = Decision {
+                action: RecoveryAction::None,
+                cause: DecisionCause::RateLimited { allowed_at },
+            };
+            return Handled;
+        }
+        self.act(action, &cause, at);
+        *out = Decision { action, cause };
+        let new_rung = rung.max(action);
+        if new_rung == rung {
+            Handled
+        } else {
+            Transition(RungState::for_rung(new_rung))
+        }
+    }
+
+    /// Time as seen by the strategy (it never goes back), with the signals
+    /// older than the failure window forgotten.
+    fn advance_to(&mut self, at: Moment) -> Moment {
         let at = self.last_seen.map_or(at, |seen| seen.max(at));
         self.last_seen = Some(at);
         let window = self.settings.failure_window;
@@ -357,48 +393,51 @@ impl StrategyCore {
                 break;
             }
         }
+        at
+    }
 
-        if status == HealthStatus::Healthy {
-            return self.cool_down(rung, at, out);
-        }
+    /// Records a degraded observation (the oldest goes when the memory is
+    /// full); ends any healthy streak.
+    fn remember(&mut self, status: HealthStatus, at: Moment) {
         self.healthy_since = None;
         self.cooled_steps = 0;
         if self.signals.len() == MAX_REMEMBERED_SIGNALS {
             self.signals.pop_front();
         }
         self.signals.push_back((status, at));
+    }
 
+    /// The action the remembered signals call for from `rung`, and why:
+    /// criticals climb past clear_connections, warnings up to it; `None`
+    /// below both thresholds.
+    fn threshold_crossed(
+        &self,
+        rung: RecoveryAction,
+        status: HealthStatus,
+    ) -> Option<(RecoveryAction, DecisionCause)> {
         let degraded = self.signals.len() as u32;
         let criticals = self.count(HealthStatus::Critical);
-        let (action, cause) =
-            if status == HealthStatus::Critical && criticals >= self.settings.critical_threshold {
-                let next = rung.next_rung().max(RecoveryAction::ClearConnections);
-                (next, DecisionCause::CriticalThreshold { count: criticals })
-            } else if degraded >= self.settings.warning_threshold {
-                let next = rung.next_rung().min(RecoveryAction::ClearConnections);
-                (next, DecisionCause::WarningThreshold { count: degraded })
-            } else {
-                *out = Decision {
-                    action: RecoveryAction::None,
-                    cause: DecisionCause::BelowThreshold,
-                };
-                return Handled;
-            };
-        debug_assert!(
-            action > RecoveryAction::None
-                && action <= rung.next_rung().max(RecoveryAction::ClearConnections)
-        );
-
-        if let Some((_, last_at)) = self.last_action {
-            let allowed_at = last_at + self.settings.min_recovery_interval;
-            if at < allowed_at {
-                *out = Decision {
-                    action: RecoveryAction::None,
-                    cause: DecisionCause::RateLimited { allowed_at },
-                };
-                return Handled;
-            }
+        if status == HealthStatus::Critical && criticals >= self.settings.critical_threshold {
+            let next = rung.next_rung().max(RecoveryAction::ClearConnections);
+            Some((next, DecisionCause::CriticalThreshold { count: criticals }))
+        } else if degraded >= self.settings.warning_threshold {
+            let next = rung.next_rung().min(RecoveryAction::ClearConnections);
+            Some((next, DecisionCause::WarningThreshold { count: degraded }))
+        } else {
+            None
         }
+    }
+
+    /// When the last action was too recent to act at `at`: the instant
+    /// acting is allowed again.
+    fn rate_limited_until(&self, at: Moment) -> Option<Moment> {
+        let (_, last_at) = self.last_action?;
+        let allowed_at = last_at + self.settings.min_recovery_interval;
+        (at < allowed_at).then_some(allowed_at)
+    }
+
+    /// Records `action` as taken at `at` and consumes the signals it acted on.
+    fn act(&mut self, action: RecoveryAction, cause: &DecisionCause, at: Moment) {
         self.last_action = Some((action, at));
         if matches!(cause, DecisionCause::CriticalThreshold { .. }) {
             self.signals.clear();
@@ -409,13 +448,6 @@ impl StrategyCore {
             // critical_threshold would be cleared forever and never restarted
             // (found by the simulation's degraded scenario, seed 10).
             self.signals.retain(|(s, _)| *s == HealthStatus::Critical);
-        }
-        *out = Decision { action, cause };
-        let new_rung = rung.max(action);
-        if new_rung == rung {
-            Handled
-        } else {
-            Transition(RungState::for_rung(new_rung))
         }
     }
 

@@ -138,10 +138,7 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
         trace,
     } = actor;
     while !stop.is_stopped() {
-        let auth = dashboard.view().recovery.as_ref().and_then(|r| {
-            let pid = r.pid.as_ref()?;
-            Some(serde_json::json!({"pid": pid, "offset": r.offset}))
-        });
+        let auth = recovery_auth(&dashboard);
         let connected = SioClient::connect_with_auth(host, port, STEP_TIMEOUT, auth.as_ref()).await;
         let mut client = match connected {
             Ok(client) => client,
@@ -152,51 +149,8 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
                 continue;
             }
         };
-        let (connections, recovered) = {
-            let mut view = dashboard.view();
-            view.connected = true;
-            view.connections += 1;
-            let mut recovered = false;
-            if let Some(state) = view.recovery.as_mut() {
-                recovered = state.pid.is_some() && state.pid.as_deref() == client.pid();
-                state.recovered += u32::from(recovered);
-                state.pid = client.pid().map(str::to_owned);
-            }
-            (view.connections, recovered)
-        };
-        if dashboard.view().recovery.is_some() {
-            trace.record(
-                &name,
-                format!("connected #{connections} recovered={recovered}"),
-            );
-        } else {
-            trace.record(&name, format!("connected #{connections}"));
-        }
-        let ended = loop {
-            if stop.is_stopped() {
-                break None;
-            }
-            match client.next_event(Duration::from_millis(100)).await {
-                Ok(None) => {}
-                Ok(Some(event)) if event.name == CLAUDE_EVENT => {
-                    let Some(seq) = event.data.get("seq").and_then(Value::as_u64) else {
-                        return Err(format!("{name}: claude_event without seq: {}", event.data));
-                    };
-                    trace.record(&name, format!("recv seq={seq}"));
-                    if let Some(state) = dashboard.view().recovery.as_mut()
-                        && event.offset.is_some()
-                    {
-                        state.offset = event.offset.clone();
-                    }
-                    let count = record_seq(&dashboard, &name, seq)?;
-                    if pace.every > 0 && count.is_multiple_of(pace.every) {
-                        tokio::time::sleep(pace.stall).await;
-                    }
-                }
-                Ok(Some(event)) => trace.record(&name, format!("event {}", event.name)),
-                Err(error) => break Some(error),
-            }
-        };
+        note_connected(&dashboard, &client, &name, &trace);
+        let ended = read_events(&mut client, &dashboard, &name, &stop, pace, &trace).await?;
         dashboard.view().connected = false;
         match ended {
             None => {
@@ -212,6 +166,78 @@ pub async fn run_dashboard(actor: Actor, dashboard: Dashboard, pace: Pace) -> Re
         }
     }
     Ok(())
+}
+
+/// The CONNECT auth of a recovering dashboard that has a session: its pid
+/// and last offset, as socket.io-client sends them.
+fn recovery_auth(dashboard: &Dashboard) -> Option<Value> {
+    dashboard.view().recovery.as_ref().and_then(|r| {
+        let pid = r.pid.as_ref()?;
+        Some(serde_json::json!({"pid": pid, "offset": r.offset}))
+    })
+}
+
+/// Counts a new connection (and, when recovering, whether it got its
+/// session back) in the view and the trace.
+fn note_connected(dashboard: &Dashboard, client: &SioClient, name: &str, trace: &Trace) {
+    let (connections, recovered) = {
+        let mut view = dashboard.view();
+        view.connected = true;
+        view.connections += 1;
+        let mut recovered = false;
+        if let Some(state) = view.recovery.as_mut() {
+            recovered = state.pid.is_some() && state.pid.as_deref() == client.pid();
+            state.recovered += u32::from(recovered);
+            state.pid = client.pid().map(str::to_owned);
+        }
+        (view.connections, recovered)
+    };
+    if dashboard.view().recovery.is_some() {
+        trace.record(
+            name,
+            format!("connected #{connections} recovered={recovered}"),
+        );
+    } else {
+        trace.record(name, format!("connected #{connections}"));
+    }
+}
+
+/// Records every `claude_event` on `client` (pausing as `pace` says) until
+/// `stop` (`None`) or the connection is lost (its error); fails on an event
+/// without `seq`, a duplicate or an out-of-order event.
+async fn read_events(
+    client: &mut SioClient,
+    dashboard: &Dashboard,
+    name: &str,
+    stop: &StopFlag,
+    pace: Pace,
+    trace: &Trace,
+) -> Result<Option<ClientError>, String> {
+    loop {
+        if stop.is_stopped() {
+            return Ok(None);
+        }
+        match client.next_event(Duration::from_millis(100)).await {
+            Ok(None) => {}
+            Ok(Some(event)) if event.name == CLAUDE_EVENT => {
+                let Some(seq) = event.data.get("seq").and_then(Value::as_u64) else {
+                    return Err(format!("{name}: claude_event without seq: {}", event.data));
+                };
+                trace.record(name, format!("recv seq={seq}"));
+                if let Some(state) = dashboard.view().recovery.as_mut()
+                    && event.offset.is_some()
+                {
+                    state.offset = event.offset.clone();
+                }
+                let count = record_seq(dashboard, name, seq)?;
+                if pace.every > 0 && count.is_multiple_of(pace.every) {
+                    tokio::time::sleep(pace.stall).await;
+                }
+            }
+            Ok(Some(event)) => trace.record(name, format!("event {}", event.name)),
+            Err(error) => return Ok(Some(error)),
+        }
+    }
 }
 
 /// Records `seq` as received; fails on a duplicate or an out-of-order event.

@@ -23,3 +23,11 @@ pub mod pid;
 pub mod scenarios;
 pub mod seeds;
 pub mod trace;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, poisoned or not: the harness's shared state is plain data
+/// that a panicking host leaves consistent.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -413,12 +413,7 @@ impl RecoveryLoop {
     }
 
     fn on_report(&mut self, report: &HealthReport, now: Moment, wall: WallTime) {
-        if self.outstanding.is_some() {
-            return;
-        }
-        if let (Some(interval), Some(last)) = (self.settings.check_interval, self.last_evaluated)
-            && report.at < last + interval
-        {
+        if !self.due_for_evaluation(report) {
             return;
         }
         self.last_evaluated = Some(report.at);
@@ -440,22 +435,52 @@ impl RecoveryLoop {
             self.note(Note::Disabled { action });
             return;
         }
-        let max_attempts = self.settings.max_recovery_attempts;
-        if self.episode_attempts >= max_attempts {
-            self.counters.exhausted_skips += 1;
-            if !self.budget_noted {
-                self.budget_noted = true;
-                self.note(Note::BudgetSpent {
-                    action,
-                    attempts: self.episode_attempts,
-                    max_attempts,
-                    health_status: status,
-                });
-            }
+        if self.budget_spent(action, status) {
             return;
         }
-        let permit = match self.breaker.try_acquire(now) {
-            Ok(permit) => permit,
+        let Some(permit) = self.permit(action, now) else {
+            return;
+        };
+        self.issue(action, decision.cause, status, permit, now, wall);
+    }
+
+    /// No action is outstanding and the check-interval gate lets `report`
+    /// through.
+    fn due_for_evaluation(&self, report: &HealthReport) -> bool {
+        if self.outstanding.is_some() {
+            return false;
+        }
+        match (self.settings.check_interval, self.last_evaluated) {
+            (Some(interval), Some(last)) => report.at >= last + interval,
+            _ => true,
+        }
+    }
+
+    /// True (counted, and noted once per episode) when this episode already
+    /// ran `max_recovery_attempts` actions.
+    fn budget_spent(&mut self, action: RecoveryAction, status: HealthStatus) -> bool {
+        let max_attempts = self.settings.max_recovery_attempts;
+        if self.episode_attempts < max_attempts {
+            return false;
+        }
+        self.counters.exhausted_skips += 1;
+        if !self.budget_noted {
+            self.budget_noted = true;
+            self.note(Note::BudgetSpent {
+                action,
+                attempts: self.episode_attempts,
+                max_attempts,
+                health_status: status,
+            });
+        }
+        true
+    }
+
+    /// The breaker's permit for `action`, or `None` (counted and noted)
+    /// when it refuses.
+    fn permit(&mut self, action: RecoveryAction, now: Moment) -> Option<Permit> {
+        match self.breaker.try_acquire(now) {
+            Ok(permit) => Some(permit),
             Err(rejected) => {
                 self.counters.rejected += 1;
                 let state = self.breaker.state();
@@ -464,18 +489,31 @@ impl RecoveryLoop {
                     state,
                     rejected,
                 });
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Emits the command for `action` under `permit`; it is outstanding
+    /// until its outcome comes back.
+    fn issue(
+        &mut self,
+        action: RecoveryAction,
+        cause: DecisionCause,
+        status: HealthStatus,
+        permit: Permit,
+        now: Moment,
+        wall: WallTime,
+    ) {
         self.episode_attempts += 1;
         self.next_id += 1;
         let command = Command {
             id: ActionId(self.next_id),
             action,
-            cause: decision.cause,
+            cause,
             health_status: status,
             attempt: self.episode_attempts,
-            max_attempts,
+            max_attempts: self.settings.max_recovery_attempts,
             timeout: self.settings.recovery_timeout,
             deadline: now + self.settings.recovery_timeout,
         };

@@ -36,7 +36,7 @@
 //!   threshold, which only attribution keeps from the ladder.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -52,7 +52,8 @@ use warden::daemon::healing::checkers::{
 use warden::daemon::healing::executor::{
     ActionDone, ActionRun, RecoveryActions, RecoveryManager, RecoverySettings,
 };
-use warden::daemon::hub::{CLAUDE_EVENT, ServiceStats};
+use warden::daemon::healing::monitor::HealthMonitor;
+use warden::daemon::hub::{CLAUDE_EVENT, Hub, HubSettings, ServiceStats, ServiceStatsSnapshot};
 use warden::daemon::serve::server::DoorSettings;
 use warden::escalation::{RecoveryAction, StrategySettings};
 use warden::health::{HealthReport, HealthStatus};
@@ -63,10 +64,10 @@ use warden::time::WallTime;
 use crate::actors::{Dashboard, Pace, STEP_TIMEOUT, StopFlag, idle, kind, wait_until};
 use crate::client::SioClient;
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::{HUB_HOST, HUB_PORT, serve_on, sim_hub, sim_settings};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const POLL: Duration = Duration::from_millis(50);
 const HUB_PID: u32 = 4242;
@@ -79,11 +80,6 @@ const FD_THRESHOLD: u64 = OWN_FDS + 6;
 /// How much later than its bound a silent connection may be closed (network
 /// latency, the simulation's step, the timer's granularity).
 const SHED_SLACK: Duration = Duration::from_secs(1);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain data; a panicking host leaves it consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The hub's process as the process checker sees it: quiet, with its own
 /// descriptors plus one per client connection open at the door (as in the
@@ -478,19 +474,24 @@ struct Shape {
     check_interval: Duration,
 }
 
-/// One run of the scenario for `seed`; returns the simulated time covered.
-pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
-    let mut rng = harness_rng(seed);
-    let shape = Shape {
-        dashboards: rng.random_range(2..=4),
-        events: rng.random_range(100..=400),
-        gap_ms: rng.random_range(10..=60),
-        malformed: rng.random_range(1..=3),
-        garbage: rng.random_range(1..=2),
-        silent: rng.random_range(1..=3),
-        deaf: rng.random_range(1..=2),
-        check_interval: Duration::from_millis(rng.random_range(250..=1_000)),
-    };
+impl Shape {
+    fn draw(rng: &mut impl Rng) -> Shape {
+        Shape {
+            dashboards: rng.random_range(2..=4),
+            events: rng.random_range(100..=400),
+            gap_ms: rng.random_range(10..=60),
+            malformed: rng.random_range(1..=3),
+            garbage: rng.random_range(1..=2),
+            silent: rng.random_range(1..=3),
+            deaf: rng.random_range(1..=2),
+            check_interval: Duration::from_millis(rng.random_range(250..=1_000)),
+        }
+    }
+}
+
+/// The hub's seeded settings: a small buffer, a short patience with slow
+/// readers, a small error budget, a door with short timeouts.
+fn hub_settings(rng: &mut impl Rng) -> HubSettings {
     let mut settings = sim_settings();
     settings.socket_buffer_packets = rng.random_range(16..=64);
     settings.slow_reader_timeout = Duration::from_millis(rng.random_range(1_000..=2_000));
@@ -502,12 +503,16 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     settings.door.header_read_timeout = Duration::from_millis(rng.random_range(500..=2_000));
     settings.door.idle_timeout = Duration::from_millis(rng.random_range(2_500..=5_000));
     settings.door.handshake_timeout = Duration::from_millis(rng.random_range(500..=2_000));
-    // Honest readers pause, but well within the hub's patience, and read at
-    // least twice as fast as the hook sends (seed 24 had a reader slower
-    // than the sender: its lag grew until a ping waited past its timeout
-    // behind the events, and the hub rightly dropped it).
+    settings
+}
+
+/// The honest readers' paces: they pause, but well within the hub's
+/// patience, and read at least twice as fast as the hook sends (seed 24 had
+/// a reader slower than the sender: its lag grew until a ping waited past
+/// its timeout behind the events, and the hub rightly dropped it).
+fn honest_paces(rng: &mut impl Rng, shape: &Shape, settings: &HubSettings) -> Vec<Pace> {
     let most_stall_ms = u64::try_from(settings.slow_reader_timeout.as_millis() / 3).unwrap_or(300);
-    let paces: Vec<Pace> = (0..shape.dashboards)
+    (0..shape.dashboards)
         .map(|_| match rng.random_bool(0.5) {
             true => {
                 let every = rng.random_range(10..=60);
@@ -519,30 +524,17 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             }
             false => Pace::FAST,
         })
-        .collect();
-    let door = settings.door.clone();
-    trace.record(
-        "setup",
-        format!(
-            "{shape:?} paces={paces:?} buffer={} slow_reader={:?} budget={} door=({:?}, {:?}, {:?})",
-            settings.socket_buffer_packets,
-            settings.slow_reader_timeout,
-            settings.client_error_budget,
-            door.header_read_timeout,
-            door.idle_timeout,
-            door.handshake_timeout
-        ),
-    );
+        .collect()
+}
 
-    let mut sim = sim_builder(seed, Duration::from_secs(300)).build();
-    let clock = SimClock::new();
-    let max_clients = settings.max_clients as f64;
-    let hub = sim_hub(settings, &clock);
-    let stats = Arc::clone(hub.stats());
-
-    // The ladder on a hair trigger: any warning acts at once.
-    let ran: Arc<Mutex<Vec<RecoveryAction>>> = Arc::default();
-    let manager = RecoveryManager::new(
+/// The real manager with the ladder on a hair trigger (any warning acts at
+/// once), executing a [`Recorder`].
+fn hair_trigger_manager(
+    clock: &SimClock,
+    ran: &Arc<Mutex<Vec<RecoveryAction>>>,
+    trace: &Trace,
+) -> Result<Arc<RecoveryManager>, String> {
+    RecoveryManager::new(
         RecoverySettings {
             core: LoopSettings {
                 enabled: true,
@@ -564,20 +556,29 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         },
         clock.shared(),
         Arc::new(Recorder {
-            ran: Arc::clone(&ran),
+            ran: Arc::clone(ran),
             trace: trace.clone(),
         }),
     )
-    .map_err(|e| e.to_string())?;
-    let peak_fds = Arc::new(AtomicU64::new(0));
-    let connections = Arc::clone(&stats);
-    let checkers: Vec<Arc<dyn Checker>> = vec![
+    .map_err(|e| e.to_string())
+}
+
+/// The daemon's process and service checkers; the process's descriptors
+/// are its own plus one per connection open at the door, of which the
+/// checker subtracts the clients' (as in the daemon).
+fn checkers(
+    stats: &Arc<ServiceStats>,
+    peak_fds: &Arc<AtomicU64>,
+    max_clients: f64,
+) -> Vec<Arc<dyn Checker>> {
+    let connections = Arc::clone(stats);
+    vec![
         Arc::new(
             ProcessResourceChecker::new(
                 HUB_PID,
                 Arc::new(HubProcess {
-                    stats: Arc::clone(&stats),
-                    peak_fds: Arc::clone(&peak_fds),
+                    stats: Arc::clone(stats),
+                    peak_fds: Arc::clone(peak_fds),
                 }),
                 ResourceThresholds {
                     cpu_percent: 80.0,
@@ -589,48 +590,66 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             .with_client_connections(Arc::new(move || connections.connections_open())),
         ),
         Arc::new(ServiceHealthChecker::new(
-            Arc::clone(&stats) as _,
+            Arc::clone(stats) as _,
             ServiceThresholds {
                 max_clients,
                 max_error_rate: 0.1,
             },
         )),
-    ];
-    let monitor = super::sim_monitor(shape.check_interval, &clock, checkers);
-    monitor.add_callback(manager.callback());
-    let reports: Arc<Mutex<(u64, Vec<String>)>> = Arc::default();
-    {
-        let (reports, trace) = (Arc::clone(&reports), trace.clone());
-        monitor.add_callback(Arc::new(move |report: &HealthReport| {
-            let mut reports = lock(&reports);
-            reports.0 += 1;
-            if report.overall_status != HealthStatus::Healthy {
-                let bad = unhealthy_metrics(report);
-                trace.record("monitor", format!("{}: {bad}", report.overall_status));
-                reports.1.push(bad);
-            }
-        }));
-    }
-    {
+    ]
+}
+
+/// The monitor's reports: how many, and the unhealthy metrics of each
+/// unhealthy one.
+type Reports = Arc<Mutex<(u64, Vec<String>)>>;
+
+/// Counts `monitor`'s reports and keeps (and traces) the unhealthy ones.
+fn watch_reports(monitor: &HealthMonitor, trace: &Trace) -> Reports {
+    let reports: Reports = Arc::default();
+    let (kept, trace) = (Arc::clone(&reports), trace.clone());
+    monitor.add_callback(Arc::new(move |report: &HealthReport| {
+        let mut reports = lock(&kept);
+        reports.0 += 1;
+        if report.overall_status != HealthStatus::Healthy {
+            let bad = unhealthy_metrics(report);
+            trace.record("monitor", format!("{}: {bad}", report.overall_status));
+            reports.1.push(bad);
+        }
+    }));
+    reports
+}
+
+/// The hub host: serves the hub and runs the manager and the monitor.
+fn add_hub_host(
+    sim: &mut turmoil::Sim<'_>,
+    hub: &Hub,
+    manager: &Arc<RecoveryManager>,
+    monitor: &HealthMonitor,
+) {
+    let (hub, manager, monitor) = (hub.clone(), Arc::clone(manager), monitor.clone());
+    sim.host(HUB_HOST, move || {
         let (hub, manager, monitor) = (hub.clone(), Arc::clone(&manager), monitor.clone());
-        sim.host(HUB_HOST, move || {
-            let (hub, manager, monitor) = (hub.clone(), Arc::clone(&manager), monitor.clone());
-            async move {
-                let _serving = serve_on(&hub, HUB_PORT).await?;
-                tokio::spawn(manager.run());
-                let stop = tokio_util::sync::CancellationToken::new();
-                tokio::spawn(monitor.run(stop, None));
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
-    }
+        async move {
+            let _serving = serve_on(&hub, HUB_PORT).await?;
+            tokio::spawn(manager.run());
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(monitor.run(stop, None));
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+}
 
-    let stop = StopFlag::new();
-    let views: Vec<Dashboard> = (0..shape.dashboards).map(|_| Dashboard::new()).collect();
-    super::spawn_dashboards(&mut sim, seed, &views, &paces, &stop, trace);
-
-    let log: SharedLog = Arc::default();
+/// Puts the hostile peers of `shape` on their hosts (each with its own rng,
+/// drawn from `seed + 100 + n`); returns their host names.
+fn add_peers(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut impl Rng,
+    (seed, shape, door): (u64, &Shape, &DoorSettings),
+    stop: &StopFlag,
+    log: &SharedLog,
+    trace: &Trace,
+) -> Vec<String> {
     let peer = |name: String, n: u64| Peer {
         name,
         stop: stop.clone(),
@@ -656,101 +675,147 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         let p = peer(format!("deaf-{i}"), 30 + i as u64);
         peers.push((p.name.clone(), Box::pin(run_deaf(p))));
     }
-    let hostile_hosts: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
+    let names: Vec<String> = peers.iter().map(|(name, _)| name.clone()).collect();
     for (name, run) in peers {
         sim.client(name, run);
     }
+    names
+}
 
-    let accepted: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let driver = {
-        let (views, stop, trace, accepted) = (
-            views.clone(),
-            stop.clone(),
-            trace.clone(),
-            Arc::clone(&accepted),
-        );
-        let (events, gap) = (shape.events, Duration::from_millis(shape.gap_ms));
-        async move {
-            let mut hook = SioClient::connect(HUB_HOST, HUB_PORT, STEP_TIMEOUT).await?;
-            let ok = wait_until(&mut hook, POLL, Duration::from_secs(30), || {
-                views.iter().all(|v| v.view().connected)
-            })
-            .await?;
-            ensure!(ok, "the honest dashboards did not all connect");
-            trace.record("hook", "sending");
-            for seq in 0..events {
-                let payload = json!({"seq": seq, "type": "hook"});
-                hook.emit_with_ack(CLAUDE_EVENT, &payload, seq, STEP_TIMEOUT)
-                    .await?;
-                idle(&mut hook, gap).await?;
-            }
-            // Every event is answered: accepted, or refused (told).
-            let mut answers: Vec<(u64, Value)> = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while (answers.len() as u64) < events && Instant::now() < deadline {
-                idle(&mut hook, POLL).await?;
-                answers.extend(hook.take_acks());
-            }
-            answers.extend(hook.take_acks());
-            ensure!(
-                answers.len() as u64 == events,
-                "the hook got {} acks for {events} events",
-                answers.len()
-            );
-            answers.sort_by_key(|(id, _)| *id);
-            let taken: Vec<u64> = answers
-                .iter()
-                .filter(|(_, answer)| answer.get("accepted") == Some(&Value::Bool(true)))
-                .map(|(id, _)| *id)
-                .collect();
-            trace.record("hook", format!("{} of {events} accepted", taken.len()));
-            *lock(&accepted) = taken.clone();
-            let all = taken.len();
-            let ok = wait_until(&mut hook, POLL, Duration::from_secs(60), || {
-                views.iter().all(|v| v.view().received.len() >= all)
-            })
-            .await?;
-            ensure!(
-                ok,
-                "not every honest dashboard received the {all} accepted events: {:?}",
-                views
-                    .iter()
-                    .map(|v| v.view().received.len())
-                    .collect::<Vec<_>>()
-            );
-            // The hostile peers keep going a while under the ladder's eye.
-            idle(&mut hook, Duration::from_secs(3)).await?;
-            stop.stop();
-            hook.close(STEP_TIMEOUT).await;
-            Ok(())
-        }
-    };
-    sim.client("hook", driver);
+fn trace_setup(trace: &Trace, shape: &Shape, paces: &[Pace], settings: &HubSettings) {
+    let door = &settings.door;
+    trace.record(
+        "setup",
+        format!(
+            "{shape:?} paces={paces:?} buffer={} slow_reader={:?} budget={} door=({:?}, {:?}, {:?})",
+            settings.socket_buffer_packets,
+            settings.slow_reader_timeout,
+            settings.client_error_budget,
+            door.header_read_timeout,
+            door.idle_timeout,
+            door.handshake_timeout
+        ),
+    );
+}
 
-    super::fix_link_latencies(&mut sim, &mut rng, shape.dashboards, "hook");
-    for name in &hostile_hosts {
+/// Each link to the hub gets its own fixed latency (see
+/// `scenarios::fix_link_latencies`): the dashboards', the hook's, then the
+/// hostile peers'.
+fn fix_latencies(
+    sim: &mut turmoil::Sim<'_>,
+    rng: &mut impl Rng,
+    dashboards: usize,
+    hostile_hosts: &[String],
+) {
+    super::fix_link_latencies(sim, rng, dashboards, "hook");
+    for name in hostile_hosts {
         sim.set_link_latency(
             HUB_HOST,
             name.as_str(),
             Duration::from_millis(rng.random_range(1..=20)),
         );
     }
+}
+
+/// One run of the scenario for `seed`; returns the simulated time covered.
+pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
+    let mut rng = harness_rng(seed);
+    let shape = Shape::draw(&mut rng);
+    let settings = hub_settings(&mut rng);
+    let paces = honest_paces(&mut rng, &shape, &settings);
+    let door = settings.door.clone();
+    trace_setup(trace, &shape, &paces, &settings);
+
+    let mut sim = sim_builder(seed, Duration::from_secs(300)).build();
+    let clock = SimClock::new();
+    let max_clients = settings.max_clients as f64;
+    let hub = sim_hub(settings, &clock);
+    let stats = Arc::clone(hub.stats());
+    let ran: Arc<Mutex<Vec<RecoveryAction>>> = Arc::default();
+    let manager = hair_trigger_manager(&clock, &ran, trace)?;
+    let peak_fds = Arc::new(AtomicU64::new(0));
+    let checkers = checkers(&stats, &peak_fds, max_clients);
+    let monitor = super::sim_monitor(shape.check_interval, &clock, checkers);
+    monitor.add_callback(manager.callback());
+    let reports = watch_reports(&monitor, trace);
+    add_hub_host(&mut sim, &hub, &manager, &monitor);
+
+    let stop = StopFlag::new();
+    let views: Vec<Dashboard> = (0..shape.dashboards).map(|_| Dashboard::new()).collect();
+    super::spawn_dashboards(&mut sim, seed, &views, &paces, &stop, trace);
+    let log: SharedLog = Arc::default();
+    let hostile_hosts = add_peers(
+        &mut sim,
+        &mut rng,
+        (seed, &shape, &door),
+        &stop,
+        &log,
+        trace,
+    );
+    let accepted: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let hook = HonestHook {
+        views: views.clone(),
+        stop: stop.clone(),
+        trace: trace.clone(),
+        accepted: Arc::clone(&accepted),
+        events: shape.events,
+        gap: Duration::from_millis(shape.gap_ms),
+    };
+    sim.client("hook", hook.run());
+
+    fix_latencies(&mut sim, &mut rng, shape.dashboards, &hostile_hosts);
     let covered = super::run_checking(&mut sim, &views)?;
 
-    let end = stats.snapshot();
-    let log = lock(&log);
-    let (report_count, bad_reports) = {
-        let reports = lock(&reports);
-        (reports.0, reports.1.clone())
+    let seen = Seen {
+        end: stats.snapshot(),
+        ran: lock(&ran).clone(),
+        history: manager.history(100).len(),
+        reports: lock(&reports).clone(),
+        peak_fds: peak_fds.load(Ordering::Relaxed),
+        accepted: lock(&accepted).clone(),
     };
-    let ran = lock(&ran).clone();
+    judge(
+        &seen,
+        &lock(&log),
+        &views,
+        covered,
+        shape.check_interval,
+        trace,
+    )?;
+    Ok(covered)
+}
+
+/// What the run left to judge.
+struct Seen {
+    end: ServiceStatsSnapshot,
+    /// The actions the manager ran, and how many it recorded.
+    ran: Vec<RecoveryAction>,
+    history: usize,
+    /// The monitor's report count and its unhealthy reports.
+    reports: (u64, Vec<String>),
+    peak_fds: u64,
+    accepted: Vec<u64>,
+}
+
+/// The verdict (see the module doc): the ladder never moved, the monitor
+/// kept reporting, the door shed its connections, the honest dashboards got
+/// every accepted event, and the peers did their part.
+fn judge(
+    seen: &Seen,
+    log: &HostileLog,
+    views: &[Dashboard],
+    covered: Duration,
+    check_interval: Duration,
+    trace: &Trace,
+) -> Result<(), String> {
+    let (end, ran, peak) = (&seen.end, &seen.ran, seen.peak_fds);
+    let (report_count, bad_reports) = (seen.reports.0, &seen.reports.1);
     trace.record(
         "result",
         format!(
-            "reports={report_count} unhealthy={} actions={ran:?} peak_fds={} shed={} bad_packets={} \
+            "reports={report_count} unhealthy={} actions={ran:?} peak_fds={peak} shed={} bad_packets={} \
              client_errors={} cut_off={} refused={} dropped={} errors={}",
             bad_reports.len(),
-            peak_fds.load(Ordering::Relaxed),
             log.shed,
             log.bad_packets,
             end.client_errors,
@@ -761,7 +826,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         ),
     );
     ensure!(
-        ran.is_empty() && manager.history(100).is_empty(),
+        ran.is_empty() && seen.history == 0,
         "hostile peers drove the ladder: {ran:?} (first unhealthy report: {:?})",
         bad_reports.first()
     );
@@ -771,18 +836,96 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         bad_reports.len(),
         bad_reports[0]
     );
-    let expected_reports = covered.as_millis() / shape.check_interval.as_millis() / 2;
+    let expected_reports = covered.as_millis() / check_interval.as_millis() / 2;
     ensure!(
         u128::from(report_count) >= expected_reports,
         "the monitor made {report_count} reports in {covered:?}"
     );
-    ensure!(
-        log.violations.is_empty(),
-        "the door did not shed {} connections, the first: {}",
-        log.violations.len(),
-        log.violations[..log.violations.len().min(3)].join("; ")
-    );
-    let accepted = lock(&accepted).clone();
+    door_shed_everything(log)?;
+    honest_dashboards_got_everything(views, &seen.accepted)?;
+    peers_did_their_part(log, end, peak)
+}
+
+/// The honest hook: sends every event with an ack, and checks that the
+/// honest dashboards got every accepted one.
+struct HonestHook {
+    views: Vec<Dashboard>,
+    stop: StopFlag,
+    trace: Trace,
+    /// The events the hub accepted, in order (for the verdict).
+    accepted: Arc<Mutex<Vec<u64>>>,
+    events: u64,
+    gap: Duration,
+}
+
+impl HonestHook {
+    async fn run(self) -> turmoil::Result {
+        let mut hook = SioClient::connect(HUB_HOST, HUB_PORT, STEP_TIMEOUT).await?;
+        let ok = wait_until(&mut hook, POLL, Duration::from_secs(30), || {
+            self.views.iter().all(|v| v.view().connected)
+        })
+        .await?;
+        ensure!(ok, "the honest dashboards did not all connect");
+        self.trace.record("hook", "sending");
+        for seq in 0..self.events {
+            let payload = json!({"seq": seq, "type": "hook"});
+            hook.emit_with_ack(CLAUDE_EVENT, &payload, seq, STEP_TIMEOUT)
+                .await?;
+            idle(&mut hook, self.gap).await?;
+        }
+        let taken = self.accepted_events(&mut hook).await?;
+        *lock(&self.accepted) = taken.clone();
+        let all = taken.len();
+        let ok = wait_until(&mut hook, POLL, Duration::from_secs(60), || {
+            self.views.iter().all(|v| v.view().received.len() >= all)
+        })
+        .await?;
+        ensure!(
+            ok,
+            "not every honest dashboard received the {all} accepted events: {:?}",
+            self.views
+                .iter()
+                .map(|v| v.view().received.len())
+                .collect::<Vec<_>>()
+        );
+        // The hostile peers keep going a while under the ladder's eye.
+        idle(&mut hook, Duration::from_secs(3)).await?;
+        self.stop.stop();
+        hook.close(STEP_TIMEOUT).await;
+        Ok(())
+    }
+
+    /// Every event is answered, accepted or refused (told); returns the
+    /// accepted ones in order.
+    async fn accepted_events(&self, hook: &mut SioClient) -> turmoil::Result<Vec<u64>> {
+        let events = self.events;
+        let mut answers: Vec<(u64, Value)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (answers.len() as u64) < events && Instant::now() < deadline {
+            idle(hook, POLL).await?;
+            answers.extend(hook.take_acks());
+        }
+        answers.extend(hook.take_acks());
+        ensure!(
+            answers.len() as u64 == events,
+            "the hook got {} acks for {events} events",
+            answers.len()
+        );
+        answers.sort_by_key(|(id, _)| *id);
+        let taken: Vec<u64> = answers
+            .iter()
+            .filter(|(_, answer)| answer.get("accepted") == Some(&Value::Bool(true)))
+            .map(|(id, _)| *id)
+            .collect();
+        self.trace
+            .record("hook", format!("{} of {events} accepted", taken.len()));
+        Ok(taken)
+    }
+}
+
+/// Every honest dashboard received exactly the accepted events, in order,
+/// on its one connection.
+fn honest_dashboards_got_everything(views: &[Dashboard], accepted: &[u64]) -> Result<(), String> {
     for (i, view) in views.iter().enumerate() {
         let view = view.view();
         ensure!(
@@ -792,7 +935,7 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             accepted.len(),
             view.received
                 .iter()
-                .zip(&accepted)
+                .zip(accepted)
                 .position(|(got, want)| got != want)
         );
         ensure!(
@@ -801,14 +944,34 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
             view.connections
         );
     }
+    Ok(())
+}
+
+/// The door shed every connection it had to.
+fn door_shed_everything(log: &HostileLog) -> Result<(), String> {
+    ensure!(
+        log.violations.is_empty(),
+        "the door did not shed {} connections, the first: {}",
+        log.violations.len(),
+        log.violations[..log.violations.len().min(3)].join("; ")
+    );
+    Ok(())
+}
+
+/// The hub counted no error of its own, and the peers did enough to
+/// matter: their connections crossed the descriptor threshold (counted as
+/// the daemon's they would have tripped the ladder), their bad packets were
+/// counted and cut them off, the door shed some.
+fn peers_did_their_part(
+    log: &HostileLog,
+    end: &ServiceStatsSnapshot,
+    peak: u64,
+) -> Result<(), String> {
     ensure!(
         end.errors == 0,
         "the hub counted {} errors of its own",
         end.errors
     );
-    // The scenario can fail: counted as the daemon's, the clients'
-    // connections would have crossed the descriptor threshold.
-    let peak = peak_fds.load(Ordering::Relaxed);
     ensure!(
         peak > FD_THRESHOLD,
         "the hostile peers never held enough connections to matter: at most {peak} \
@@ -821,5 +984,5 @@ pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
         end.clients_disconnected_for_abuse,
         log.shed
     );
-    Ok(covered)
+    Ok(())
 }

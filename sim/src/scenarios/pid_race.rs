@@ -21,7 +21,7 @@
 //!   for no file or a cleanly removed one, stale with the matching reason
 //!   otherwise).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -31,12 +31,12 @@ use warden::probe::{ProcessSnapshot, ProcessStatus};
 use warden::time::{Clock, WallTime};
 
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
 use crate::hub::HUB_PORT;
 use crate::net::SimListener;
 use crate::pid::{Exit, SimMachine, StartLatency, StartOutcome, record_for, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 /// What an earlier instance left behind, and what a new start must conclude.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -151,12 +151,12 @@ struct ExitMark(Arc<Mutex<Option<Duration>>>);
 
 impl ExitMark {
     fn set(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = turmoil::sim_elapsed();
+        *lock(&self.0) = turmoil::sim_elapsed();
     }
 
     /// True once the instance had gone before `at`.
     fn before(&self, at: Option<Duration>) -> bool {
-        match (*self.0.lock().unwrap_or_else(PoisonError::into_inner), at) {
+        match (*lock(&self.0), at) {
             (Some(gone), Some(at)) => gone <= at,
             _ => false,
         }
@@ -242,86 +242,119 @@ async fn starter(
     })
 }
 
+/// The seeded shape of one race.
+#[derive(Clone, Debug)]
+struct Race {
+    /// The starters' pids, all different.
+    pids: Vec<u32>,
+    latencies: Vec<StartLatency>,
+    leftover: Leftover,
+    old_pid: u32,
+    /// How long an exiting earlier instance still runs.
+    lifetime: Duration,
+}
+
+impl Race {
+    fn draw(rng: &mut ChaCha8Rng, trace: &Trace) -> Race {
+        let starters: usize = rng.random_range(2..=12);
+        let leftover = Leftover::draw(rng);
+        let old_pid: u32 = rng.random_range(100..=999);
+        let mut pids: Vec<u32> = Vec::new();
+        while pids.len() < starters {
+            let pid = rng.random_range(1_000..=40_000);
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        let mut latency = || StartLatency {
+            before_open: Duration::from_millis(rng.random_range(0..=30)),
+            open_to_lock: Duration::from_millis(rng.random_range(0..=10)),
+            lock_to_read: Duration::from_millis(rng.random_range(0..=10)),
+            decide_to_write: Duration::from_millis(rng.random_range(0..=50)),
+        };
+        let latencies: Vec<StartLatency> = (0..starters).map(|_| latency()).collect();
+        let lifetime = Duration::from_millis(rng.random_range(0..=30));
+        trace.record(
+            "setup",
+            format!(
+                "starters={pids:?} leftover={leftover:?} old_pid={old_pid} lifetime={lifetime:?}"
+            ),
+        );
+        Race {
+            pids,
+            latencies,
+            leftover,
+            old_pid,
+            lifetime,
+        }
+    }
+}
+
 /// One run of the scenario for `seed`; returns the simulated time covered.
 pub fn run(seed: u64, trace: &Trace) -> Result<Duration, String> {
     let mut rng = harness_rng(seed);
-    let starters: usize = rng.random_range(2..=12);
-    let leftover = Leftover::draw(&mut rng);
-    let old_pid: u32 = rng.random_range(100..=999);
-    let mut pids: Vec<u32> = Vec::new();
-    while pids.len() < starters {
-        let pid = rng.random_range(1_000..=40_000);
-        if !pids.contains(&pid) {
-            pids.push(pid);
-        }
-    }
-    let mut latency = || StartLatency {
-        before_open: Duration::from_millis(rng.random_range(0..=30)),
-        open_to_lock: Duration::from_millis(rng.random_range(0..=10)),
-        lock_to_read: Duration::from_millis(rng.random_range(0..=10)),
-        decide_to_write: Duration::from_millis(rng.random_range(0..=50)),
-    };
-    let latencies: Vec<StartLatency> = (0..starters).map(|_| latency()).collect();
-    let lifetime = Duration::from_millis(rng.random_range(0..=30));
-    trace.record(
-        "setup",
-        format!("starters={pids:?} leftover={leftover:?} old_pid={old_pid} lifetime={lifetime:?}"),
-    );
-
+    let race = Race::draw(&mut rng, trace);
+    let (starters, leftover, old_pid) = (race.pids.len(), race.leftover, race.old_pid);
     let mut sim = sim_builder(seed, Duration::from_secs(60)).build();
     let clock = SimClock::new();
     let machine = SimMachine::new();
     leave_behind(&machine, leftover, old_pid);
     let results: Arc<Mutex<Vec<Result_>>> = Arc::default();
-    let exit = ExitMark::default();
-
     {
-        let (machine, results, trace, exit) = (
-            machine.clone(),
-            Arc::clone(&results),
-            trace.clone(),
-            exit.clone(),
-        );
+        let (machine, results, trace) = (machine.clone(), Arc::clone(&results), trace.clone());
         sim.client("machine", async move {
-            let mut exiting = None;
-            if leftover == Leftover::Exiting {
-                let old = (machine.clone(), clock.clone(), exit.clone(), trace.clone());
-                exiting =
-                    Some(exiting_instance(old.0, old.1, old_pid, lifetime, old.2, old.3).await?);
-            }
-            let tasks: Vec<_> = pids
-                .iter()
-                .zip(latencies)
-                .map(|(pid, latency)| {
-                    let run = starter(
-                        machine.clone(),
-                        clock.clone(),
-                        *pid,
-                        latency,
-                        exit.clone(),
-                        trace.clone(),
-                    );
-                    tokio::task::spawn_local(run)
-                })
-                .collect();
-            for task in tasks {
-                let result = task.await.map_err(|e| e.to_string())??;
-                results
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(result);
-            }
-            // The earlier instance has exited by the end of the run.
-            if let Some(exiting) = exiting {
-                exiting.await.map_err(|e| e.to_string())??;
-            }
+            let outcomes = run_race(race, machine, clock, trace).await?;
+            lock(&results).extend(outcomes);
             Ok(())
         });
     }
     sim.run().map_err(|e| e.to_string())?;
-    let results = results.lock().unwrap_or_else(PoisonError::into_inner);
+    let results = lock(&results);
     check(&results, starters, leftover, old_pid, &machine)?;
     Ok(sim.elapsed())
+}
+
+/// On the machine: the exiting earlier instance (if any), then every
+/// starter at once; returns their outcomes in starting order once the
+/// earlier instance has exited too.
+async fn run_race(
+    race: Race,
+    machine: SimMachine,
+    clock: SimClock,
+    trace: Trace,
+) -> Result<Vec<Result_>, String> {
+    let exit = ExitMark::default();
+    let mut exiting = None;
+    if race.leftover == Leftover::Exiting {
+        let old = (machine.clone(), clock.clone(), exit.clone(), trace.clone());
+        exiting =
+            Some(exiting_instance(old.0, old.1, race.old_pid, race.lifetime, old.2, old.3).await?);
+    }
+    let tasks: Vec<_> = race
+        .pids
+        .iter()
+        .zip(race.latencies)
+        .map(|(pid, latency)| {
+            let run = starter(
+                machine.clone(),
+                clock.clone(),
+                *pid,
+                latency,
+                exit.clone(),
+                trace.clone(),
+            );
+            tokio::task::spawn_local(run)
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.map_err(|e| e.to_string())??);
+    }
+    // The earlier instance has exited by the end of the run.
+    if let Some(exiting) = exiting {
+        exiting.await.map_err(|e| e.to_string())??;
+    }
+    Ok(results)
 }
 
 /// The scenario's invariants (see the module doc).
@@ -337,6 +370,37 @@ fn check(
         "{} of {starters} starters finished",
         results.len()
     );
+    let winner = one_winner(results, leftover, old_pid)?;
+    losers_named_the_winner(results, winner, leftover, old_pid)?;
+    let mut expected_writers: Vec<u32> = match leftover {
+        Leftover::NoFile => vec![],
+        _ => vec![old_pid],
+    };
+    expected_writers.extend(winner);
+    let writers = machine.writers();
+    ensure!(
+        writers == expected_writers,
+        "PID file writers {writers:?}, expected {expected_writers:?}"
+    );
+    let content = machine.content(HUB_PORT);
+    ensure!(
+        match winner {
+            Some(winner) => matches!(&content, PidFileContent::Record(r) if r.pid == winner),
+            None => content == PidFileContent::Absent,
+        },
+        "the file does not hold the winner's ({winner:?}) record: {content:?}"
+    );
+    Ok(())
+}
+
+/// Exactly one starter claimed the file, bound the port and judged the
+/// leftover rightly (none only when every starter met the exiting earlier
+/// instance while it ran); returns its pid.
+fn one_winner(
+    results: &[Result_],
+    leftover: Leftover,
+    old_pid: u32,
+) -> Result<Option<u32>, String> {
     let winners: Vec<(u32, Option<&StaleReason>, bool)> = results
         .iter()
         .filter_map(|r| match r {
@@ -362,7 +426,6 @@ fn check(
         "{} starters claimed the file: {winners:?}",
         winners.len()
     );
-    let winner = winners.first().map(|w| w.0);
     if let Some((winner, stale, bound)) = winners.first() {
         ensure!(*bound, "the winner {winner} could not bind the port");
         ensure!(
@@ -370,6 +433,17 @@ fn check(
             "the winner decided {stale:?} for leftover {leftover:?} of pid {old_pid}"
         );
     }
+    Ok(winners.first().map(|w| w.0))
+}
+
+/// Every refused starter named the winner (or the exiting earlier instance,
+/// if it was refused before that one exited).
+fn losers_named_the_winner(
+    results: &[Result_],
+    winner: Option<u32>,
+    leftover: Leftover,
+    old_pid: u32,
+) -> Result<(), String> {
     for result in results {
         if let Result_::Lost {
             pid,
@@ -384,23 +458,5 @@ fn check(
             );
         }
     }
-    let mut expected_writers: Vec<u32> = match leftover {
-        Leftover::NoFile => vec![],
-        _ => vec![old_pid],
-    };
-    expected_writers.extend(winner);
-    let writers = machine.writers();
-    ensure!(
-        writers == expected_writers,
-        "PID file writers {writers:?}, expected {expected_writers:?}"
-    );
-    let content = machine.content(HUB_PORT);
-    ensure!(
-        match winner {
-            Some(winner) => matches!(&content, PidFileContent::Record(r) if r.pid == winner),
-            None => content == PidFileContent::Absent,
-        },
-        "the file does not hold the winner's ({winner:?}) record: {content:?}"
-    );
     Ok(())
 }

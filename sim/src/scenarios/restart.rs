@@ -30,28 +30,29 @@
 //! between its first and its last, once, in order: none lost across the
 //! restarts.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use warden::daemon::hub::{Hub, HubSettings};
+use warden::daemon::os::pidfile::PidGuard;
 use warden::daemon::serve::serving::{
-    self, Listen, RestartError, RetrySchedule, Services, Serving, ServingControl, ServingSettings,
+    self, RestartError, RetrySchedule, ServingControl, ServingRequests, ServingSettings,
 };
 use warden::pidfile::PidFileContent;
 use warden::probe::ProcessSnapshot;
 use warden::time::WallTime;
 
-use crate::actors::{
-    Actor, Dashboard, Hook, Pace, StopFlag, poll_stable, poll_until, run_dashboard, run_hook,
-};
+use crate::actors::{Actor, Dashboard, Hook, Pace, StopFlag, poll_stable, poll_until, run_hook};
 use crate::clock::{SIM_EPOCH_MS, SimClock};
-use crate::ensure;
-use crate::hub::{HUB_HOST, HUB_PORT, sim_hub, sim_settings};
-use crate::net::{SimListen, SimListener};
-use crate::pid::{SimMachine, StartLatency, StartOutcome, start_daemon};
+use crate::hub::{
+    HUB_HOST, HUB_PORT, serve_until_emergency_stop, sim_hub, sim_settings, start_serving,
+};
+use crate::net::SimListener;
+use crate::pid::{SimMachine, SimProcess, StartLatency, StartOutcome, start_daemon};
 use crate::seeds::{harness_rng, sim_builder};
 use crate::trace::Trace;
+use crate::{ensure, lock};
 
 const POLL: Duration = Duration::from_millis(50);
 const HUB_PID: u32 = 4242;
@@ -114,11 +115,11 @@ async fn squatter(control: ServingControl, shared: Arc<Mutex<Shared>>, trace: Tr
         if !control.is_draining() {
             continue;
         }
-        let Some(hold) = shared.lock().unwrap_or_else(PoisonError::into_inner).squat else {
+        let Some(hold) = lock(&shared).squat else {
             continue;
         };
         if let Ok(listener) = SimListener::bind(HUB_PORT).await {
-            shared.lock().unwrap_or_else(PoisonError::into_inner).squat = None;
+            lock(&shared).squat = None;
             trace.record("squatter", format!("took the port for {hold:?}"));
             tokio::time::sleep(hold).await;
             drop(listener);
@@ -137,27 +138,116 @@ pub fn run_recovering(seed: u64, trace: &Trace) -> Result<Duration, String> {
     run_with(seed, trace, true)
 }
 
+/// The seeded shape of one run: who is connected, and how each restart
+/// goes (the pause before it, who takes the port in its window).
+#[derive(Clone, Debug)]
+struct Plan {
+    dashboards: usize,
+    hook_gap: Duration,
+    pauses_ms: Vec<u64>,
+    squats: Vec<Squat>,
+}
+
+impl Plan {
+    fn draw(rng: &mut impl Rng, trace: &Trace) -> Plan {
+        let dashboards: usize = rng.random_range(2..=5);
+        let restarts: u32 = rng.random_range(1..=3);
+        let hook_gap = Duration::from_millis(rng.random_range(5..=200));
+        let pauses_ms: Vec<u64> = (0..restarts)
+            .map(|_| rng.random_range(100..=3_000))
+            .collect();
+        let squats: Vec<Squat> = (0..restarts).map(|_| Squat::draw(rng)).collect();
+        trace.record(
+            "setup",
+            format!("dashboards={dashboards} restarts={restarts} pauses_ms={pauses_ms:?} squats={squats:?} hook_gap={hook_gap:?}"),
+        );
+        Plan {
+            dashboards,
+            hook_gap,
+            pauses_ms,
+            squats,
+        }
+    }
+}
+
 fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String> {
     let mut rng = harness_rng(seed);
-    let dashboards: usize = rng.random_range(2..=5);
-    let restarts: u32 = rng.random_range(1..=3);
-    let hook_gap = Duration::from_millis(rng.random_range(5..=200));
-    let pauses_ms: Vec<u64> = (0..restarts)
-        .map(|_| rng.random_range(100..=3_000))
-        .collect();
-    let squats: Vec<Squat> = (0..restarts).map(|_| Squat::draw(&mut rng)).collect();
-    trace.record(
-        "setup",
-        format!("dashboards={dashboards} restarts={restarts} pauses_ms={pauses_ms:?} squats={squats:?} hook_gap={hook_gap:?}"),
-    );
-
+    let plan = Plan::draw(&mut rng, trace);
     let mut sim = sim_builder(seed, Duration::from_secs(600)).build();
     let clock = SimClock::new();
+    let hub = sim_hub(hub_settings(recovery), &clock);
+    let machine = SimMachine::new();
+    machine.run_process(hub_process());
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let (control, requests) = serving::channel();
+    add_hub_host(
+        &mut sim,
+        HubHost {
+            hub: hub.clone(),
+            machine: machine.clone(),
+            clock,
+            shared: Arc::clone(&shared),
+            control: control.clone(),
+            requests: Arc::new(Mutex::new(Some(requests))),
+            trace: trace.clone(),
+        },
+    );
+
+    let stop = StopFlag::new();
+    let views: Vec<Dashboard> = (0..plan.dashboards)
+        .map(|_| match recovery {
+            true => Dashboard::recovering(),
+            false => Dashboard::new(),
+        })
+        .collect();
+    let paces = vec![Pace::FAST; plan.dashboards];
+    super::spawn_dashboards(&mut sim, seed, &views, &paces, &stop, trace);
+    let hook = Hook::new();
+    let actor = run_hook(
+        Actor {
+            name: "hook".to_string(),
+            host: HUB_HOST,
+            port: HUB_PORT,
+            stop: stop.clone(),
+            rng: harness_rng(seed.wrapping_add(1_000)),
+            trace: trace.clone(),
+        },
+        hook.clone(),
+        plan.hook_gap,
+    );
+    sim.client("hook", async move { actor.await.map_err(Into::into) });
+
+    let driver = Driver {
+        hub: hub.clone(),
+        views: views.clone(),
+        hook,
+        stop,
+        trace: trace.clone(),
+        shared,
+        machine,
+        control,
+    };
+    let (pauses_ms, squats) = (plan.pauses_ms, plan.squats);
+    sim.client("driver", async move {
+        driver.run(&pauses_ms, &squats).await.map_err(Into::into)
+    });
+
+    super::fix_link_latencies(&mut sim, &mut rng, plan.dashboards, "hook");
+    let elapsed = super::run_checking(&mut sim, &views)?;
+    if recovery {
+        every_dashboard_recovered_everything(&hub, &views, trace)?;
+    }
+    Ok(elapsed)
+}
+
+/// The simulated daemon's hub settings: short heartbeats; with `recovery`,
+/// connection state recovery on and every accepted event kept in the log,
+/// to check against.
+fn hub_settings(recovery: bool) -> HubSettings {
     let mut settings = sim_settings();
     settings.ping_interval = Duration::from_secs(2);
     settings.ping_timeout = Duration::from_secs(2);
     if recovery {
-        // Every accepted event stays in the log, to check against.
         settings.event_history_size = 100_000;
         settings.history_answer_max_bytes = usize::MAX;
         settings.recovery = Some(warden::sessions::SessionLimits {
@@ -166,328 +256,300 @@ fn run_with(seed: u64, trace: &Trace, recovery: bool) -> Result<Duration, String
             max_replay_events: 4_096,
         });
     }
-    let hub = sim_hub(settings, &clock);
-    let machine = SimMachine::new();
-    let me = ProcessSnapshot::new(
+    settings
+}
+
+/// What the hub host runs with.
+struct HubHost {
+    hub: Hub,
+    machine: SimMachine,
+    clock: SimClock,
+    shared: Arc<Mutex<Shared>>,
+    control: ServingControl,
+    /// Taken by the host's first boot (it never crashes here).
+    requests: Arc<Mutex<Option<ServingRequests>>>,
+    trace: Trace,
+}
+
+/// The daemon on the hub host: claims the PID file, serves the hub through
+/// its serving generation (with the squatter beside it) and runs the
+/// runner's loop; an emergency stop is a violation.
+fn add_hub_host(sim: &mut turmoil::Sim<'_>, host: HubHost) {
+    sim.host(HUB_HOST, move || {
+        let hub = host.hub.clone();
+        let (machine, clock) = (host.machine.clone(), host.clock.clone());
+        let (shared, control) = (Arc::clone(&host.shared), host.control.clone());
+        let trace = host.trace.clone();
+        let requests = lock(&host.requests).take();
+        async move {
+            let requests = requests.ok_or("the hub host booted twice")?;
+            let guard = claim_pid_file(&machine, &clock).await?;
+            trace.record("hub", "claimed the PID file");
+            let mut serving = start_serving(hub, serving_settings(), requests).await?;
+            tokio::spawn(squatter(control, Arc::clone(&shared), trace.clone()));
+            let reason = serve_until_emergency_stop(&mut serving).await;
+            trace.record("hub", format!("emergency stop: {reason}"));
+            lock(&shared).violation = Some(format!(
+                "the serving generation stopped the daemon: {reason}"
+            ));
+            serving.shutdown().await;
+            // The daemon would exit; it holds its claim until then.
+            std::future::pending::<()>().await;
+            drop(guard);
+            Ok(())
+        }
+    });
+}
+
+/// The hub's process on `machine`, as `warden start` would be.
+fn hub_process() -> ProcessSnapshot {
+    ProcessSnapshot::new(
         HUB_PID,
         "warden",
         &["warden", "start"],
         WallTime::from_millis(SIM_EPOCH_MS),
-    );
-    machine.run_process(me.clone());
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let (control, requests) = serving::channel();
-    let requests = Arc::new(Mutex::new(Some(requests)));
+    )
+}
 
-    {
-        let hub = hub.clone();
-        let machine = machine.clone();
-        let clock = clock.clone();
-        let shared = Arc::clone(&shared);
-        let control = control.clone();
-        let trace = trace.clone();
-        sim.host(HUB_HOST, move || {
-            let (hub, machine, clock, shared, control, trace, me) = (
-                hub.clone(),
-                machine.clone(),
-                clock.clone(),
-                Arc::clone(&shared),
-                control.clone(),
-                trace.clone(),
-                me.clone(),
-            );
-            let requests = requests
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            async move {
-                let requests = requests.ok_or("the hub host booted twice")?;
-                let latency = StartLatency {
-                    before_open: Duration::ZERO,
-                    open_to_lock: Duration::from_millis(1),
-                    lock_to_read: Duration::from_millis(1),
-                    decide_to_write: Duration::from_millis(1),
-                };
-                let guard = match start_daemon(&machine, &me, HUB_PORT, &clock, latency).await? {
-                    StartOutcome::Claimed(claimed) => claimed.guard,
-                    StartOutcome::Refused { holder } => {
-                        return Err(format!(
-                            "the hub could not claim its PID file: held by {holder:?}"
-                        )
-                        .into());
-                    }
-                };
-                trace.record("hub", "claimed the PID file");
-                let addr = SocketAddr::from(([0, 0, 0, 0], HUB_PORT));
-                let listener = SimListen.bind(addr).await?;
-                let mut serving = Serving::start_on(
-                    SimListen,
-                    hub,
-                    listener,
-                    addr,
-                    Services::basic(),
-                    serving_settings(),
-                    requests,
-                )?;
-                tokio::spawn(squatter(control, Arc::clone(&shared), trace.clone()));
-                // The runner's loop: hand every request and due retry to
-                // the serving generation.
-                loop {
-                    let event = serving.next_event().await;
-                    if let Some(reason) = serving.handle(event).await {
-                        trace.record("hub", format!("emergency stop: {reason}"));
-                        shared
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .violation = Some(format!(
-                            "the serving generation stopped the daemon: {reason}"
-                        ));
-                        serving.shutdown().await;
-                        // The daemon would exit; it holds its claim until then.
-                        std::future::pending::<()>().await;
-                    }
-                    let _ = &guard;
-                }
-            }
-        });
-    }
-
-    let stop = StopFlag::new();
-    let views: Vec<Dashboard> = (0..dashboards)
-        .map(|_| match recovery {
-            true => Dashboard::recovering(),
-            false => Dashboard::new(),
-        })
-        .collect();
-    for (i, view) in views.iter().enumerate() {
-        let name = format!("dash-{i}");
-        let actor = run_dashboard(
-            Actor {
-                name: name.clone(),
-                host: HUB_HOST,
-                port: HUB_PORT,
-                stop: stop.clone(),
-                rng: harness_rng(seed.wrapping_add(1 + i as u64)),
-                trace: trace.clone(),
-            },
-            view.clone(),
-            Pace::FAST,
-        );
-        sim.client(name, async move { actor.await.map_err(Into::into) });
-    }
-    let hook = Hook::new();
-    {
-        let actor = run_hook(
-            Actor {
-                name: "hook".to_string(),
-                host: HUB_HOST,
-                port: HUB_PORT,
-                stop: stop.clone(),
-                rng: harness_rng(seed.wrapping_add(1_000)),
-                trace: trace.clone(),
-            },
-            hook.clone(),
-            hook_gap,
-        );
-        sim.client("hook", async move { actor.await.map_err(Into::into) });
-    }
-
-    let driver = {
-        let hub = hub.clone();
-        let views = views.clone();
-        let hook = hook.clone();
-        let stop = stop.clone();
-        let trace = trace.clone();
-        let shared = Arc::clone(&shared);
-        let machine = machine.clone();
-        let total = dashboards as u64 + 1;
-        async move {
-            let stats = hub.stats().clone();
-            let everyone = || {
-                stats.clients_connected() == total
-                    && hook.view().connected
-                    && views.iter().all(|v| v.view().connected)
-            };
-            let ok = poll_until(POLL, Duration::from_secs(30), everyone).await;
-            ensure!(ok, "not every client connected at start");
-            let record = machine.content(HUB_PORT);
-            ensure!(
-                matches!(&record, PidFileContent::Record(r) if r.pid == HUB_PID),
-                "the hub's PID record is missing: {record:?}"
-            );
-
-            for (n, (pause_ms, squat)) in pauses_ms.iter().zip(&squats).enumerate() {
-                tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
-                shared.lock().unwrap_or_else(PoisonError::into_inner).squat = squat.duration();
-                trace.record("driver", format!("restart_service #{}", n + 1));
-                let result = control.restart_service().await;
-                trace.record("driver", format!("restart #{}: {result:?}", n + 1));
-                match (squat, &result) {
-                    (Squat::None | Squat::Short(_), Ok(_)) => {}
-                    (Squat::Long(_), Err(RestartError::Rebind { .. })) => {}
-                    _ => {
-                        return Err(format!(
-                            "restart #{} with squat {squat:?} ended {result:?}",
-                            n + 1
-                        )
-                        .into());
-                    }
-                }
-                // A failed restart serves again on a rebind retry.
-                let ok = poll_until(POLL, Duration::from_secs(30), || {
-                    control.restarts() == n as u64 + 1 && !control.is_draining()
-                })
-                .await;
-                ensure!(
-                    ok,
-                    "restart #{} never served again (restarts={}, draining={})",
-                    n + 1,
-                    control.restarts(),
-                    control.is_draining()
-                );
-                ensure!(
-                    machine.content(HUB_PORT) == record && machine.is_locked(),
-                    "restart #{} changed the PID record or released its lock",
-                    n + 1
-                );
-                let ok = poll_stable(
-                    POLL,
-                    Duration::from_secs(3),
-                    Duration::from_secs(60),
-                    everyone,
-                )
-                .await;
-                ensure!(
-                    ok,
-                    "after restart #{} the clients never settled: clients_connected={}",
-                    n + 1,
-                    stats.clients_connected()
-                );
-                trace.record("driver", format!("everyone back after restart #{}", n + 1));
-            }
-
-            // Events sent from now on reach every dashboard.
-            let from = hook.view().sent.last().map_or(0, |s| s + 1);
-            let ok = poll_until(POLL, Duration::from_secs(30), || {
-                let sent: Vec<u64> = hook
-                    .view()
-                    .sent
-                    .iter()
-                    .copied()
-                    .filter(|s| *s >= from)
-                    .take(5)
-                    .collect();
-                sent.len() == 5
-                    && views.iter().all(|v| {
-                        let view = v.view();
-                        sent.iter().all(|s| view.received_in(*s..*s + 1) == 1)
-                    })
-            })
-            .await;
-            ensure!(
-                ok,
-                "events sent after the last restart did not reach every dashboard"
-            );
-
-            stop.stop();
-            let ok = poll_until(POLL, Duration::from_secs(30), || {
-                stats.clients_connected() == 0
-            })
-            .await;
-            let end = stats.snapshot();
-            trace.record(
-                "driver",
-                format!(
-                    "end: connected={} processed={} relayed={} errors={}",
-                    end.clients_connected, end.events_processed, end.events_relayed, end.errors
-                ),
-            );
-            ensure!(ok, "clients_connected ended at {}", end.clients_connected);
-            ensure!(
-                end.events_relayed == end.events_processed,
-                "relayed {} of {} processed events",
-                end.events_relayed,
-                end.events_processed
-            );
-            let sent = hook.view().sent.len() as u64;
-            ensure!(
-                end.events_processed <= sent,
-                "processed {} but the hook sent {sent}",
-                end.events_processed
-            );
-            ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
-            ensure!(
-                machine.content(HUB_PORT) == record,
-                "the PID record changed"
-            );
-            ensure!(
-                machine.writers() == vec![HUB_PID],
-                "PID file writers: {:?}",
-                machine.writers()
-            );
-            let violation = shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .violation
-                .clone();
-            if let Some(violation) = violation {
-                return Err(violation.into());
-            }
-            Ok(())
-        }
+/// `warden start`'s PID claim, as the hub's process (running on
+/// `machine`); the guard holds the lock for the daemon's life.
+async fn claim_pid_file(
+    machine: &SimMachine,
+    clock: &SimClock,
+) -> Result<PidGuard<SimProcess>, String> {
+    let me = hub_process();
+    let latency = StartLatency {
+        before_open: Duration::ZERO,
+        open_to_lock: Duration::from_millis(1),
+        lock_to_read: Duration::from_millis(1),
+        decide_to_write: Duration::from_millis(1),
     };
-    sim.client("driver", driver);
+    match start_daemon(machine, &me, HUB_PORT, clock, latency).await? {
+        StartOutcome::Claimed(claimed) => Ok(claimed.guard),
+        StartOutcome::Refused { holder } => Err(format!(
+            "the hub could not claim its PID file: held by {holder:?}"
+        )),
+    }
+}
 
-    super::fix_link_latencies(&mut sim, &mut rng, dashboards, "hook");
-    let elapsed = super::run_checking(&mut sim, &views)?;
-    if recovery {
-        let accepted: Vec<u64> = hub
-            .history(None)
-            .iter()
-            .filter_map(|event| event.get("seq").and_then(serde_json::Value::as_u64))
-            .collect();
-        for (i, view) in views.iter().enumerate() {
-            let view = view.view();
-            let recovered = view.recovery.as_ref().map_or(0, |r| r.recovered);
-            trace.record(
-                "result",
-                format!(
-                    "dash-{i}: connections={} recovered={recovered} received={}",
-                    view.connections,
-                    view.received.len()
-                ),
-            );
-            if recovered + 1 != view.connections {
+/// The driver: restarts the daemon's serving through its control while the
+/// clients run, and checks the invariants of the module doc.
+struct Driver {
+    hub: Hub,
+    views: Vec<Dashboard>,
+    hook: Hook,
+    stop: StopFlag,
+    trace: Trace,
+    shared: Arc<Mutex<Shared>>,
+    machine: SimMachine,
+    control: ServingControl,
+}
+
+impl Driver {
+    async fn run(self, pauses_ms: &[u64], squats: &[Squat]) -> Result<(), String> {
+        let ok = poll_until(POLL, Duration::from_secs(30), || self.everyone_connected()).await;
+        ensure!(ok, "not every client connected at start");
+        let record = self.machine.content(HUB_PORT);
+        ensure!(
+            matches!(&record, PidFileContent::Record(r) if r.pid == HUB_PID),
+            "the hub's PID record is missing: {record:?}"
+        );
+        for (n, (pause_ms, squat)) in pauses_ms.iter().zip(squats).enumerate() {
+            tokio::time::sleep(Duration::from_millis(*pause_ms)).await;
+            self.restart(n + 1, *squat, &record).await?;
+        }
+        self.later_events_reach_everyone().await?;
+        self.stop.stop();
+        self.ends_clean(&record).await
+    }
+
+    /// Every client is connected, as the hub and each client see it.
+    fn everyone_connected(&self) -> bool {
+        let total = self.views.len() as u64 + 1;
+        self.hub.stats().clients_connected() == total
+            && self.hook.view().connected
+            && self.views.iter().all(|v| v.view().connected)
+    }
+
+    /// The disruption: restart `n` with `squat` in its window ends as the
+    /// squat says, serving resumes, the PID record and its lock stay, and
+    /// every client comes back for good.
+    async fn restart(&self, n: usize, squat: Squat, record: &PidFileContent) -> Result<(), String> {
+        let control = &self.control;
+        lock(&self.shared).squat = squat.duration();
+        self.trace.record("driver", format!("restart_service #{n}"));
+        let result = control.restart_service().await;
+        self.trace
+            .record("driver", format!("restart #{n}: {result:?}"));
+        match (squat, &result) {
+            (Squat::None | Squat::Short(_), Ok(_)) => {}
+            (Squat::Long(_), Err(RestartError::Rebind { .. })) => {}
+            _ => {
                 return Err(format!(
-                    "dash-{i}: {} reconnects, {recovered} recovered",
-                    view.connections - 1
+                    "restart #{n} with squat {squat:?} ended {result:?}"
                 ));
             }
-            // Events accepted once the dashboards were told to stop are not
-            // theirs to get; the driver checked that the ones after the last
-            // restart arrived.
-            let first = view.received.first().copied().unwrap_or(0);
-            let last = view.received.last().copied().unwrap_or(0);
-            let expected: Vec<u64> = accepted
+        }
+        // A failed restart serves again on a rebind retry.
+        let ok = poll_until(POLL, Duration::from_secs(30), || {
+            control.restarts() == n as u64 && !control.is_draining()
+        })
+        .await;
+        ensure!(
+            ok,
+            "restart #{n} never served again (restarts={}, draining={})",
+            control.restarts(),
+            control.is_draining()
+        );
+        ensure!(
+            self.machine.content(HUB_PORT) == *record && self.machine.is_locked(),
+            "restart #{n} changed the PID record or released its lock"
+        );
+        let ok = poll_stable(
+            POLL,
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+            || self.everyone_connected(),
+        )
+        .await;
+        ensure!(
+            ok,
+            "after restart #{n} the clients never settled: clients_connected={}",
+            self.hub.stats().clients_connected()
+        );
+        self.trace
+            .record("driver", format!("everyone back after restart #{n}"));
+        Ok(())
+    }
+
+    /// Events sent from now on reach every dashboard.
+    async fn later_events_reach_everyone(&self) -> Result<(), String> {
+        let from = self.hook.view().sent.last().map_or(0, |s| s + 1);
+        let ok = poll_until(POLL, Duration::from_secs(30), || {
+            let sent: Vec<u64> = self
+                .hook
+                .view()
+                .sent
                 .iter()
                 .copied()
-                .filter(|s| (first..=last).contains(s))
+                .filter(|s| *s >= from)
+                .take(5)
                 .collect();
-            if view.received != expected {
-                let missing: Vec<u64> = expected
-                    .iter()
-                    .copied()
-                    .filter(|s| !view.received.contains(s))
-                    .take(10)
-                    .collect();
-                return Err(format!(
-                    "dash-{i}: {} received, {} accepted since its first (the last {:?}), missing {missing:?}",
-                    view.received.len(),
-                    expected.len(),
-                    expected.last()
-                ));
-            }
+            sent.len() == 5
+                && self.views.iter().all(|v| {
+                    let view = v.view();
+                    sent.iter().all(|s| view.received_in(*s..*s + 1) == 1)
+                })
+        })
+        .await;
+        ensure!(
+            ok,
+            "events sent after the last restart did not reach every dashboard"
+        );
+        Ok(())
+    }
+
+    /// The verdict once the clients were told to stop: nobody left
+    /// connected, every accepted event relayed, no error, the PID record
+    /// unchanged and written by the hub alone, no violation on the host.
+    async fn ends_clean(&self, record: &PidFileContent) -> Result<(), String> {
+        let stats = self.hub.stats();
+        let ok = poll_until(POLL, Duration::from_secs(30), || {
+            stats.clients_connected() == 0
+        })
+        .await;
+        let end = stats.snapshot();
+        self.trace.record(
+            "driver",
+            format!(
+                "end: connected={} processed={} relayed={} errors={}",
+                end.clients_connected, end.events_processed, end.events_relayed, end.errors
+            ),
+        );
+        ensure!(ok, "clients_connected ended at {}", end.clients_connected);
+        ensure!(
+            end.events_relayed == end.events_processed,
+            "relayed {} of {} processed events",
+            end.events_relayed,
+            end.events_processed
+        );
+        let sent = self.hook.view().sent.len() as u64;
+        ensure!(
+            end.events_processed <= sent,
+            "processed {} but the hook sent {sent}",
+            end.events_processed
+        );
+        ensure!(end.errors == 0, "the hub counted {} errors", end.errors);
+        ensure!(
+            self.machine.content(HUB_PORT) == *record,
+            "the PID record changed"
+        );
+        ensure!(
+            self.machine.writers() == vec![HUB_PID],
+            "PID file writers: {:?}",
+            self.machine.writers()
+        );
+        match lock(&self.shared).violation.clone() {
+            Some(violation) => Err(violation),
+            None => Ok(()),
         }
     }
-    Ok(elapsed)
+}
+
+/// With connection state recovery: every reconnect recovered its session,
+/// and every dashboard got every event the hub accepted between its first
+/// and its last, once, in order.
+fn every_dashboard_recovered_everything(
+    hub: &Hub,
+    views: &[Dashboard],
+    trace: &Trace,
+) -> Result<(), String> {
+    let accepted: Vec<u64> = hub
+        .history(None)
+        .iter()
+        .filter_map(|event| event.get("seq").and_then(serde_json::Value::as_u64))
+        .collect();
+    for (i, view) in views.iter().enumerate() {
+        let view = view.view();
+        let recovered = view.recovery.as_ref().map_or(0, |r| r.recovered);
+        trace.record(
+            "result",
+            format!(
+                "dash-{i}: connections={} recovered={recovered} received={}",
+                view.connections,
+                view.received.len()
+            ),
+        );
+        if recovered + 1 != view.connections {
+            return Err(format!(
+                "dash-{i}: {} reconnects, {recovered} recovered",
+                view.connections - 1
+            ));
+        }
+        // Events accepted once the dashboards were told to stop are not
+        // theirs to get; the driver checked that the ones after the last
+        // restart arrived.
+        let first = view.received.first().copied().unwrap_or(0);
+        let last = view.received.last().copied().unwrap_or(0);
+        let expected: Vec<u64> = accepted
+            .iter()
+            .copied()
+            .filter(|s| (first..=last).contains(s))
+            .collect();
+        if view.received != expected {
+            let missing: Vec<u64> = expected
+                .iter()
+                .copied()
+                .filter(|s| !view.received.contains(s))
+                .take(10)
+                .collect();
+            return Err(format!(
+                "dash-{i}: {} received, {} accepted since its first (the last {:?}), missing {missing:?}",
+                view.received.len(),
+                expected.len(),
+                expected.last()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -164,6 +164,11 @@ fn register_hub(r: &mut Registry, stats: &ServiceStatsSnapshot) {
         "Deliveries dropped because the recipient's buffer was full (a slow reader)",
         || ConstCounter::new(stats.events_dropped_recipient_full),
     );
+    register_sessions(r, stats);
+}
+
+/// The hub's connection state recovery counters (`warden_*` and aliases).
+fn register_sessions(r: &mut Registry, stats: &ServiceStatsSnapshot) {
     register_own_with_alias(
         r,
         "sessions_kept",

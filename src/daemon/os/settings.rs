@@ -310,53 +310,15 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         Some(dir) => expand(dir, home)?,
         None => expand(Path::new(DEFAULT_STATE_DIR), home)?,
     };
-    let file = match &req.config_file {
-        Some(path) => {
-            let path = expand(path, home)?;
-            if !path.exists() {
-                return Err(LoadError::Missing { path });
-            }
-            Some(path)
-        }
-        None => {
-            let candidate = bootstrap_dir.join(CONFIG_FILE_NAME);
-            if std::fs::symlink_metadata(&candidate).is_ok() {
-                // Whoever can write the state directory supplies this file:
-                // it is only read from a trusted directory.
-                check_state_dir(&bootstrap_dir)?;
-                Some(candidate)
-            } else {
-                None
-            }
-        }
-    };
-    let auto_loaded = req.config_file.is_none();
-    let mut config = match &file {
-        Some(path) => {
-            let text = read_config_as(path, auto_loaded.then(euid))?;
-            parse_config_with_profile(&text, path, req.profile)?
-        }
-        None => match req.profile {
-            Some(profile) => WardenConfig::for_profile(profile),
-            None => WardenConfig::default(),
-        },
-    };
+    let file = config_file(req, home, &bootstrap_dir)?;
+    let mut config = read_config_or_defaults(req, file.as_deref())?;
     config.apply(&ConfigOverrides {
         host: req.host.clone(),
         port: req.port,
         state_dir: req.state_dir.clone(),
         log_level: None,
     })?;
-    // The token from the environment wins over the file's; an empty
-    // variable counts as unset.
-    if let Some(token) = std::env::var_os(AUTH_TOKEN_ENV).filter(|t| !t.is_empty()) {
-        match token.into_string() {
-            Ok(token) if crate::config::is_valid_auth_token(&token) => {
-                config.server.auth_token = Some(token);
-            }
-            _ => return Err(LoadError::BadEnvToken),
-        }
-    }
+    apply_env_token(&mut config)?;
     let state_dir = match &config.server.state_dir {
         Some(dir) => expand(dir, home)?,
         None => bootstrap_dir,
@@ -381,6 +343,65 @@ pub fn load_with_home(req: &ConfigRequest, home: Option<&Path>) -> Result<Effect
         state_dir,
         invocation,
     })
+}
+
+/// The configuration file to read: the one `req` names (it must exist), or
+/// else `config.json` in the bootstrap state directory if there is one
+/// there (then that directory must be trusted); `None` for the defaults.
+fn config_file(
+    req: &ConfigRequest,
+    home: Option<&Path>,
+    bootstrap_dir: &Path,
+) -> Result<Option<PathBuf>, LoadError> {
+    if let Some(path) = &req.config_file {
+        let path = expand(path, home)?;
+        if !path.exists() {
+            return Err(LoadError::Missing { path });
+        }
+        return Ok(Some(path));
+    }
+    let candidate = bootstrap_dir.join(CONFIG_FILE_NAME);
+    if std::fs::symlink_metadata(&candidate).is_err() {
+        return Ok(None);
+    }
+    // Whoever can write the state directory supplies this file: it is only
+    // read from a trusted directory.
+    check_state_dir(bootstrap_dir)?;
+    Ok(Some(candidate))
+}
+
+/// `file` parsed with `req`'s profile (an auto-loaded file must be owned by
+/// us), or the profile's defaults when there is no file.
+fn read_config_or_defaults(
+    req: &ConfigRequest,
+    file: Option<&Path>,
+) -> Result<WardenConfig, LoadError> {
+    let auto_loaded = req.config_file.is_none();
+    match file {
+        Some(path) => {
+            let text = read_config_as(path, auto_loaded.then(euid))?;
+            Ok(parse_config_with_profile(&text, path, req.profile)?)
+        }
+        None => Ok(match req.profile {
+            Some(profile) => WardenConfig::for_profile(profile),
+            None => WardenConfig::default(),
+        }),
+    }
+}
+
+/// The token from the environment wins over the file's; an empty variable
+/// counts as unset.
+fn apply_env_token(config: &mut WardenConfig) -> Result<(), LoadError> {
+    let Some(token) = std::env::var_os(AUTH_TOKEN_ENV).filter(|t| !t.is_empty()) else {
+        return Ok(());
+    };
+    match token.into_string() {
+        Ok(token) if crate::config::is_valid_auth_token(&token) => {
+            config.server.auth_token = Some(token);
+            Ok(())
+        }
+        _ => Err(LoadError::BadEnvToken),
+    }
 }
 
 /// `path` made absolute against the working directory (as given when that

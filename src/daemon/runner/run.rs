@@ -30,8 +30,9 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::WardenConfig;
@@ -744,6 +745,18 @@ pub fn spawn_detached(
     child_args: Vec<OsString>,
     effective: &Effective,
 ) -> io::Result<DetachOutcome> {
+    let mut child = spawn_in_new_session(exe, child_args)?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("the child's stderr pipe is missing"))?;
+    let reader = keep_output(stderr);
+    wait_until_ready(child, reader, effective)
+}
+
+/// Starts `exe child_args` in a new session (setsid), its stdin and stdout
+/// null and its stderr on a pipe.
+fn spawn_in_new_session(exe: PathBuf, child_args: Vec<OsString>) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut command = Command::new(exe);
     command
@@ -761,13 +774,13 @@ pub fn spawn_detached(
             Ok(())
         });
     }
-    let mut child = command.spawn()?;
-    let pid = child.id();
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| io::Error::other("the child's stderr pipe is missing"))?;
-    let reader = std::thread::spawn(move || {
+    command.spawn()
+}
+
+/// A thread reading `stderr` until it closes, keeping its first
+/// [`DETACH_OUTPUT_LIMIT`] bytes.
+fn keep_output(mut stderr: ChildStderr) -> JoinHandle<String> {
+    std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
         loop {
@@ -780,7 +793,17 @@ pub fn spawn_detached(
             }
         }
         String::from_utf8_lossy(&kept).into_owned()
-    });
+    })
+}
+
+/// Polls until `child` exits (failed), or its stderr closed and it is
+/// [`child_ready`], or [`DETACH_READY_TIMEOUT`] passes.
+fn wait_until_ready(
+    mut child: Child,
+    reader: JoinHandle<String>,
+    effective: &Effective,
+) -> io::Result<DetachOutcome> {
+    let pid = child.id();
     let deadline = Instant::now() + DETACH_READY_TIMEOUT;
     let mut output = None;
     let mut reader = Some(reader);

@@ -765,6 +765,55 @@ fn start_node(env: &Env, redis: &Redis, prefix: &str, id: &str) -> Daemon {
     start(env, config)
 }
 
+/// A `redis-server` and two recovering cluster nodes on `prefix`, `a` and
+/// `b` (`a` reaching Redis at `a_redis`, by default Redis itself).
+struct Pair {
+    redis: Redis,
+    env_a: Env,
+    env_b: Env,
+    a: Daemon,
+    _b: Daemon,
+}
+
+impl Pair {
+    fn start(prefix: &str) -> Pair {
+        let redis = Redis::start();
+        let a_redis = redis.port;
+        Pair::start_with(redis, prefix, a_redis)
+    }
+
+    fn start_with(redis: Redis, prefix: &str, a_redis: u16) -> Pair {
+        let (env_a, env_b) = (Env::new(), Env::new());
+        let mut config = recovery_on(json!({}));
+        config["cluster"] = json!({
+            "redis_url": format!("redis://127.0.0.1:{a_redis}"),
+            "node_id": "a",
+            "prefix": prefix,
+        });
+        let a = start(&env_a, config);
+        let _b = start_node(&env_b, &redis, prefix, "b");
+        Pair {
+            redis,
+            env_a,
+            env_b,
+            a,
+            _b,
+        }
+    }
+
+    /// A client of node a that prints every event it gets, once it has
+    /// events 1..=5 (posted on node b).
+    fn client_with_five_events(&self) -> Client {
+        let mut client = Client::start(&self.env_a.url(), json!({"progress": true}));
+        client.wait_connects(1);
+        for seq in 1..=5 {
+            post(self.env_b.port, seq, false);
+        }
+        client.wait_for("event 5", |l| l["type"] == "seq" && l["seq"] == 5);
+        client
+    }
+}
+
 /// Waits until the shared stream holds `count` events: each accepted event
 /// is appended after its POST is answered, so a "last" event posted before
 /// that could overtake the ones still on their way.
@@ -806,10 +855,13 @@ fn a_session_moves_between_cluster_nodes_and_misses_nothing() {
     if !node_available() {
         return;
     }
-    let redis = Redis::start();
-    let (env_a, env_b) = (Env::new(), Env::new());
-    let _a = start_node(&env_a, &redis, "csr", "a");
-    let _b = start_node(&env_b, &redis, "csr", "b");
+    let Pair {
+        redis,
+        env_a,
+        env_b,
+        a: _a,
+        _b,
+    } = Pair::start("csr");
     // The mover reaches the cluster through a load balancer that moves it
     // from a to b and back; the witness stays on b all along.
     let proxy = Proxy::start(env_a.port);
@@ -850,10 +902,13 @@ fn a_killed_nodes_client_that_had_received_nothing_resumes_on_another_node() {
     if !node_available() {
         return;
     }
-    let redis = Redis::start();
-    let (env_a, env_b) = (Env::new(), Env::new());
-    let mut a = start_node(&env_a, &redis, "csrkill", "a");
-    let _b = start_node(&env_b, &redis, "csrkill", "b");
+    let Pair {
+        redis,
+        env_a,
+        env_b,
+        mut a,
+        _b,
+    } = Pair::start("csrkill");
     let proxy = Proxy::start(env_a.port);
     // It receives nothing before its node dies (socket.io#5538: it sends no
     // offset, and resumes from where its session began).
@@ -916,24 +971,9 @@ fn a_node_that_missed_part_of_the_stream_sends_its_clients_to_new_sessions() {
     let redis = Redis::start();
     // Node a reaches Redis through a proxy that can cut it off alone.
     let link = Proxy::start(redis.port);
-    let (env_a, env_b) = (Env::new(), Env::new());
-    let mut config = recovery_on(json!({}));
-    config["cluster"] = json!({
-        "redis_url": format!("redis://127.0.0.1:{}", link.port),
-        "node_id": "a",
-        "prefix": "hole",
-    });
-    let _a = start(&env_a, config);
-    let _b = start_node(&env_b, &redis, "hole", "b");
-    let mut client = Client::start(
-        &format!("http://127.0.0.1:{}", env_a.port),
-        json!({"progress": true}),
-    );
-    client.wait_connects(1);
-    for seq in 1..=5 {
-        post(env_b.port, seq, false);
-    }
-    client.wait_for("event 5", |l| l["type"] == "seq" && l["seq"] == 5);
+    let pair = Pair::start_with(redis, "hole", link.port);
+    let (env_a, env_b) = (&pair.env_a, &pair.env_b);
+    let mut client = pair.client_with_five_events();
     link.cut();
     wait_redis_state(env_a.port, "disconnected");
     // More than the stream keeps (1,024 at least) while node a is away.
@@ -966,26 +1006,17 @@ fn a_stream_lost_with_redis_gives_every_client_a_new_session_never_a_gap() {
     if !node_available() {
         return;
     }
-    let mut redis = Redis::start();
-    let (env_a, env_b) = (Env::new(), Env::new());
-    let _a = start_node(&env_a, &redis, "lost", "a");
-    let _b = start_node(&env_b, &redis, "lost", "b");
-    let mut client = Client::start(
-        &format!("http://127.0.0.1:{}", env_a.port),
-        json!({"progress": true}),
-    );
-    client.wait_connects(1);
-    for seq in 1..=5 {
-        post(env_b.port, seq, false);
-    }
-    client.wait_for("event 5", |l| l["type"] == "seq" && l["seq"] == 5);
+    let mut pair = Pair::start("lost");
+    let mut client = pair.client_with_five_events();
+    let env_b_port = pair.env_b.port;
+    let redis = &mut pair.redis;
     // Redis comes back empty (no persistence): the stream, its epoch and
     // the session keys are gone.
     redis.kill();
     redis.restart();
     client.wait_connects(2);
-    wait_redis_state(env_b.port, "connected");
-    post(env_b.port, 6, true);
+    wait_redis_state(env_b_port, "connected");
+    post(env_b_port, 6, true);
     let done = client.done();
     assert_eq!(recovered_flags(&done), [false, false]);
     assert_exactly_in_order_ignoring_ids(&done, 6);

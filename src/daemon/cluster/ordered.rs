@@ -65,33 +65,40 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Events whose append failed, waiting for their local delivery.
 pub(super) const FALLBACK_QUEUE: usize = 4_096;
 
+/// The start of both scripts: the stream's epoch in `epoch`; when the meta
+/// hash `KEYS[1]` is missing, the candidate `ARGV[1]` becomes the epoch of a
+/// new stream, and whatever stream `KEYS[2]` held is dropped.
+macro_rules! with_epoch {
+    ($rest:literal) => {
+        concat!(
+            "
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+end
+",
+            $rest
+        )
+    };
+}
+
 /// Appends one event: `KEYS[1]` the meta hash, `KEYS[2]` the stream;
 /// `ARGV[1]` the candidate epoch, `ARGV[2]` the stream's cap, `ARGV[3]`
 /// the event's JSON, `ARGV[4]` its sender (`<origin> <sid>`, or empty).
 /// Returns its number.
-pub(super) const APPEND: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+pub(super) const APPEND: &str = with_epoch!(
+    "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[2], seq .. '-0', 'event', ARGV[3], 'epoch', epoch, 'from', ARGV[4])
 return seq
-";
+"
+);
 
 /// Makes sure the stream has an epoch (as [`APPEND`] does) and returns it
 /// with the stream's last number: `KEYS` and `ARGV[1]` as for [`APPEND`].
-pub(super) const ENSURE: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-end
-return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
-";
+pub(super) const ENSURE: &str =
+    with_epoch!("return {epoch, tonumber(redis.call('HGET', KEYS[1], 'seq'))}\n");
 
 /// What ordered mode adds to the link.
 pub(super) struct Ordered {

@@ -892,7 +892,7 @@ async fn a_late_reader_on_the_other_node_is_waited_for_and_loses_nothing() {
     redis.cli(&["PUBLISH", &format!("{prefix}:events"), "not an event"]);
     redis.cli(&["PUBLISH", &format!("{prefix}:events"), "{\"half\":\nx"]);
     let dashboard = TestClient::connect(&b.url()).await;
-    let poll_url = stalled_reader(b.env.port).await;
+    let poll_url = hub_common::stalled_reader(&format!("http://127.0.0.1:{}", b.env.port)).await;
     let sender = TestClient::connect(&a.url()).await;
     let sent = 450u64;
     for seq in 1..=sent {
@@ -906,7 +906,7 @@ async fn a_late_reader_on_the_other_node_is_waited_for_and_loses_nothing() {
     .await;
 
     // Now the late reader reads, answering pings, until it has every event.
-    let received = read_late(&poll_url, sent as usize).await;
+    let received = hub_common::read_late(&poll_url, sent as usize, "seq").await;
     assert_eq!(
         received,
         (1..=sent).collect::<Vec<_>>(),
@@ -944,7 +944,8 @@ async fn a_stalled_reader_on_the_other_node_loses_only_its_own() {
     )
     .await;
     let dashboard = TestClient::connect(&b.url()).await;
-    let _never_polled = stalled_reader(b.env.port).await;
+    let _never_polled =
+        hub_common::stalled_reader(&format!("http://127.0.0.1:{}", b.env.port)).await;
     let sender = TestClient::connect(&a.url()).await;
     let sent = 1_000u64;
     for seq in 1..=sent {
@@ -965,65 +966,4 @@ async fn a_stalled_reader_on_the_other_node_loses_only_its_own() {
     );
     assert!(stats["events_dropped"].as_u64().unwrap() <= sent, "{stats}");
     assert_eq!(b.cluster()["incoming_dropped"], 0);
-}
-
-/// A reader that never reads: an Engine.IO polling handshake and a namespace
-/// connect on the node at `port`, then never another poll. Returns its
-/// polling URL (for a reader that reads late).
-async fn stalled_reader(port: u16) -> String {
-    let base = format!("http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling");
-    let http = reqwest::Client::new();
-    let open = http
-        .get(&base)
-        .send()
-        .await
-        .expect("handshake")
-        .text()
-        .await
-        .expect("handshake body");
-    let sid =
-        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
-            .as_str()
-            .expect("sid")
-            .to_owned();
-    let poll_url = format!("{base}&sid={sid}");
-    http.post(&poll_url)
-        .body("40")
-        .send()
-        .await
-        .expect("namespace connect");
-    poll_url
-}
-
-/// Polls `poll_url` (answering pings) until `n` `claude_event`s arrived;
-/// their `seq`s.
-async fn read_late(poll_url: &str, n: usize) -> Vec<u64> {
-    let http = reqwest::Client::new();
-    let mut received = Vec::new();
-    let start = Instant::now();
-    while received.len() < n {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the late reader got {} of {n}",
-            received.len()
-        );
-        let body = http
-            .get(poll_url)
-            .send()
-            .await
-            .expect("poll")
-            .text()
-            .await
-            .expect("poll body");
-        for packet in body.split('\u{1e}') {
-            if packet == "2" {
-                http.post(poll_url).body("3").send().await.expect("pong");
-            } else if let Some(event) = packet.strip_prefix("42[\"claude_event\",") {
-                let event: Value = serde_json::from_str(event.trim_end_matches(']'))
-                    .expect("a claude_event's payload");
-                received.push(event["seq"].as_u64().expect("seq"));
-            }
-        }
-    }
-    received
 }

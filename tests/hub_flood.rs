@@ -197,7 +197,7 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
     let dashboard = Arc::new(Seen::default());
     let honest = connect(&hub.url(), "claude_event", Arc::clone(&dashboard)).await;
 
-    let _never_polled = stalled_reader(&hub).await;
+    let _never_polled = hub_common::stalled_reader(&hub.http("")).await;
     hub_common::wait_until("two clients", || hub.hub.stats().clients_connected() == 2).await;
 
     let refusals = Arc::new(Seen::default());
@@ -235,33 +235,6 @@ async fn a_stalled_reader_costs_the_sender_refusals_it_is_told_of_never_silent_l
     let _ = sender.disconnect().await;
 }
 
-/// A reader that never reads: an Engine.IO polling handshake and a namespace
-/// connect, then never another poll. Returns its polling URL (for a reader
-/// that reads late).
-async fn stalled_reader(hub: &hub_common::TestHub) -> String {
-    let http = reqwest::Client::new();
-    let open = http
-        .get(hub.http("/socket.io/?EIO=4&transport=polling"))
-        .send()
-        .await
-        .expect("handshake")
-        .text()
-        .await
-        .expect("handshake body");
-    let sid =
-        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
-            .as_str()
-            .expect("sid")
-            .to_owned();
-    let poll_url = hub.http(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
-    http.post(&poll_url)
-        .body("40")
-        .send()
-        .await
-        .expect("namespace connect");
-    poll_url
-}
-
 /// A reader whose buffer fills while it does not read is waited for, not
 /// dropped: the relay hands the event to the dashboards, waits for the late
 /// reader (`slow_reader_timeout` is far away), and once it polls it gets
@@ -280,7 +253,7 @@ async fn a_reader_that_reads_late_is_waited_for_and_loses_nothing() {
         let client = connect(&hub.url(), "claude_event", Arc::clone(&seen)).await;
         dashboards.push((client, seen));
     }
-    let poll_url = stalled_reader(&hub).await;
+    let poll_url = hub_common::stalled_reader(&hub.http("")).await;
     hub_common::wait_until("every client connected", || {
         hub.hub.stats().clients_connected() == 4
     })
@@ -300,34 +273,7 @@ async fn a_reader_that_reads_late_is_waited_for_and_loses_nothing() {
     .await;
 
     // Now the late reader reads, answering pings, until it has every event.
-    let http = reqwest::Client::new();
-    let mut received = Vec::new();
-    let start = Instant::now();
-    while received.len() < sent as usize {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the late reader got {} of {sent}: {:?}",
-            received.len(),
-            hub.hub.stats().snapshot()
-        );
-        let body = http
-            .get(&poll_url)
-            .send()
-            .await
-            .expect("poll")
-            .text()
-            .await
-            .expect("poll body");
-        for packet in body.split('\u{1e}') {
-            if packet == "2" {
-                http.post(&poll_url).body("3").send().await.expect("pong");
-            } else if let Some(event) = packet.strip_prefix("42[\"claude_event\",") {
-                let event: Value = serde_json::from_str(event.trim_end_matches(']'))
-                    .expect("a claude_event's payload");
-                received.push(event["n"].as_u64().expect("n"));
-            }
-        }
-    }
+    let received = hub_common::read_late(&poll_url, sent as usize, "n").await;
     assert_eq!(
         received,
         (0..sent).collect::<Vec<_>>(),
@@ -375,7 +321,7 @@ async fn stalled_readers_among_many_dashboards_cost_the_dashboards_nothing() {
         dashboards.push((client, seen));
     }
     for _ in 0..STALLED {
-        let _never_polled = stalled_reader(&hub).await;
+        let _never_polled = hub_common::stalled_reader(&hub.http("")).await;
     }
     hub_common::wait_until("every client connected", || {
         hub.hub.stats().clients_connected() == DASHBOARDS as u64 + STALLED

@@ -157,3 +157,64 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A reader that never reads: an Engine.IO polling handshake and a namespace
+/// connect on the hub at `origin` (`http://host:port`), then never another
+/// poll. Returns its polling URL (for a reader that reads late).
+pub async fn stalled_reader(origin: &str) -> String {
+    let base = format!("{origin}/socket.io/?EIO=4&transport=polling");
+    let http = reqwest::Client::new();
+    let open = http
+        .get(&base)
+        .send()
+        .await
+        .expect("handshake")
+        .text()
+        .await
+        .expect("handshake body");
+    let sid =
+        serde_json::from_str::<Value>(open.trim_start_matches('0')).expect("open packet")["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+    let poll_url = format!("{base}&sid={sid}");
+    http.post(&poll_url)
+        .body("40")
+        .send()
+        .await
+        .expect("namespace connect");
+    poll_url
+}
+
+/// Polls `poll_url` (answering pings) until `n` `claude_event`s arrived;
+/// the number under `field` of each, in the order they came.
+pub async fn read_late(poll_url: &str, n: usize, field: &str) -> Vec<u64> {
+    let http = reqwest::Client::new();
+    let mut received = Vec::new();
+    let start = Instant::now();
+    while received.len() < n {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the late reader got {} of {n}",
+            received.len()
+        );
+        let body = http
+            .get(poll_url)
+            .send()
+            .await
+            .expect("poll")
+            .text()
+            .await
+            .expect("poll body");
+        for packet in body.split('\u{1e}') {
+            if packet == "2" {
+                http.post(poll_url).body("3").send().await.expect("pong");
+            } else if let Some(event) = packet.strip_prefix("42[\"claude_event\",") {
+                let event: Value = serde_json::from_str(event.trim_end_matches(']'))
+                    .expect("a claude_event's payload");
+                received.push(event[field].as_u64().expect("the event's number"));
+            }
+        }
+    }
+    received
+}

@@ -138,9 +138,9 @@ pub struct ClusterSettings {
     pub heartbeat_interval: Duration,
     /// The reconnect breaker.
     pub reconnect: BreakerSettings,
-    /// Connection state recovery's `max_disconnection_duration`, when it is
-    /// on: the cluster then runs in ordered mode (see `ordered.rs`).
-    pub sessions: Option<Duration>,
+    /// Connection state recovery's bounds, when it is on: the cluster then
+    /// runs in ordered mode (see `ordered.rs`).
+    pub sessions: Option<SessionBounds>,
 }
 
 impl ClusterSettings {
@@ -181,7 +181,11 @@ impl ClusterSettings {
             sessions: cfg
                 .connection_state_recovery
                 .enabled
-                .then_some(cfg.connection_state_recovery.max_disconnection_duration),
+                .then(|| SessionBounds {
+                    max_disconnection: cfg.connection_state_recovery.max_disconnection_duration,
+                    max_sessions: usize::try_from(cfg.connection_state_recovery.max_sessions)
+                        .unwrap_or(usize::MAX),
+                }),
         })
     }
 
@@ -203,6 +207,15 @@ impl ClusterSettings {
     fn events_channel(&self) -> String {
         format!("{}:events", self.prefix)
     }
+}
+
+/// What ordered mode keeps of connection state recovery's settings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SessionBounds {
+    /// How long a lost session stays resumable.
+    pub max_disconnection: Duration,
+    /// Lost sessions waiting for their key to be written, at most.
+    pub max_sessions: usize,
 }
 
 /// `<hostname>-<port>`, with characters a node id cannot hold replaced by `-`.
@@ -445,8 +458,8 @@ impl Cluster {
         let client = redis::Client::open(settings.redis_url.as_str()).map_err(ClusterError::Url)?;
         let (state, _) = watch::channel(RedisState::Connecting);
         let (ordered, fallbacks) = match settings.sessions {
-            Some(max_disconnection) => {
-                let (ordered, queue) = Ordered::new(max_disconnection);
+            Some(bounds) => {
+                let (ordered, queue) = Ordered::new(bounds);
                 (Some(ordered), Some(queue))
             }
             None => (None, None),
@@ -1541,7 +1554,7 @@ async fn publish_events(link: Arc<Link>, mut outbox: mpsc::Receiver<StampedEvent
 async fn append_or_deliver_here(link: &Link, ordered: &Ordered, batch: &mut Vec<StampedEvent>) {
     let n = batch.len() as u64;
     let Ok((generation, mut conn)) = link.data_connection() else {
-        link.deliver_here(ordered, std::mem::take(batch));
+        link.deliver_here(ordered, std::mem::take(batch)).await;
         return;
     };
     match link.append_ordered(&mut conn, batch).await {
@@ -1558,7 +1571,7 @@ async fn append_or_deliver_here(link: &Link, ordered: &Ordered, batch: &mut Vec<
                 .publish_failures
                 .fetch_add(n, Ordering::Relaxed);
             tracing::debug!(%error, events = n, "append to the shared stream failed; delivered on this node only");
-            link.deliver_here(ordered, std::mem::take(batch));
+            link.deliver_here(ordered, std::mem::take(batch)).await;
             if error.is_connection_error() {
                 link.connection_lost(generation, &error.to_string());
             }

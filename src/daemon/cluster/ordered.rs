@@ -40,7 +40,7 @@
 //!   that timed out may still have been written: then this node's clients
 //!   get that event twice (once now, once from the stream).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -49,7 +49,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value as RedisValue};
 use tokio::sync::mpsc;
 
-use super::{ClusterAdapter, ClusterError, Link, RedisState, lock, sleep_or_stop};
+use super::{ClusterAdapter, ClusterError, Link, RedisState, SessionBounds, lock, sleep_or_stop};
 use socketioxide::socket::Sid;
 
 use crate::daemon::hub::{StampedEvent, WeakHub};
@@ -111,35 +111,72 @@ pub(super) struct Ordered {
 }
 
 /// The sessions this node tells the cluster about.
-#[derive(Default)]
 pub(super) struct SessionKeys {
     /// Held by a connection here: pid → the offset it began at.
     held: HashMap<String, String>,
-    /// Lost here since the last write: written once more, then forgotten.
-    lost: Vec<(String, String)>,
+    /// Lost here since the last write, oldest first: written once more,
+    /// then forgotten. At most `max_lost` (while Redis is away, a client
+    /// that keeps reconnecting must not grow it without end): past it the
+    /// oldest is forgotten, and that session resumes on this node only.
+    lost: VecDeque<(String, String)>,
+    max_lost: usize,
+}
+
+impl SessionKeys {
+    fn new(max_lost: usize) -> SessionKeys {
+        SessionKeys {
+            held: HashMap::new(),
+            lost: VecDeque::new(),
+            max_lost,
+        }
+    }
+
+    fn held(&mut self, pid: &str, began: Offset) {
+        self.lost.retain(|(lost, _)| lost != pid);
+        self.held.insert(pid.to_owned(), began.to_string());
+    }
+
+    fn lost(&mut self, pid: &str, began: Offset) {
+        self.held.remove(pid);
+        self.lost.retain(|(lost, _)| lost != pid);
+        self.lost.push_back((pid.to_owned(), began.to_string()));
+        self.trim();
+    }
+
+    /// Puts back `unwritten` (older than anything lost since), within the bound.
+    fn unwritten(&mut self, unwritten: VecDeque<(String, String)>) {
+        let newer = std::mem::replace(&mut self.lost, unwritten);
+        self.lost.retain(|(pid, _)| {
+            !newer.iter().any(|(n, _)| n == pid) && !self.held.contains_key(pid)
+        });
+        self.lost.extend(newer);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.lost.len() > self.max_lost {
+            self.lost.pop_front();
+        }
+    }
 }
 
 impl Ordered {
-    pub(super) fn new(max_disconnection: Duration) -> (Ordered, mpsc::Receiver<StampedEvent>) {
+    pub(super) fn new(bounds: SessionBounds) -> (Ordered, mpsc::Receiver<StampedEvent>) {
         let (fallback, queue) = mpsc::channel(FALLBACK_QUEUE);
         let ordered = Ordered {
-            max_disconnection,
-            sessions: std::sync::Mutex::new(SessionKeys::default()),
+            max_disconnection: bounds.max_disconnection,
+            sessions: std::sync::Mutex::new(SessionKeys::new(bounds.max_sessions)),
             fallback,
         };
         (ordered, queue)
     }
 
     pub(super) fn held(&self, pid: &str, began: Offset) {
-        let mut keys = lock(&self.sessions);
-        keys.lost.retain(|(lost, _)| lost != pid);
-        keys.held.insert(pid.to_owned(), began.to_string());
+        lock(&self.sessions).held(pid, began);
     }
 
     pub(super) fn lost(&self, pid: &str, began: Offset) {
-        let mut keys = lock(&self.sessions);
-        keys.held.remove(pid);
-        keys.lost.push((pid.to_owned(), began.to_string()));
+        lock(&self.sessions).lost(pid, began);
     }
 }
 
@@ -189,18 +226,18 @@ impl Link {
     }
 
     /// Hands events whose append failed to this node's clients (counted as
-    /// local fallbacks). Never waits: past the queue's bound they are
-    /// dropped, and counted as such.
-    pub(super) fn deliver_here(&self, ordered: &Ordered, batch: Vec<StampedEvent>) {
+    /// local fallbacks), in order. Waits while the queue is full: the
+    /// publisher then stops taking from the outbox, and the senders are held
+    /// back as by a slow reader; none is dropped.
+    pub(super) async fn deliver_here(&self, ordered: &Ordered, batch: Vec<StampedEvent>) {
         let n = batch.len() as u64;
         self.counters
             .local_fallbacks
             .fetch_add(n, Ordering::Relaxed);
         for event in batch {
-            if ordered.fallback.try_send(event).is_err() {
-                self.counters
-                    .incoming_dropped
-                    .fetch_add(1, Ordering::Relaxed);
+            if ordered.fallback.send(event).await.is_err() {
+                // The delivery task stopped: the node is shutting down.
+                return;
             }
         }
     }
@@ -245,7 +282,7 @@ impl Link {
         let written = self.timed(pipe.query_async::<()>(conn)).await;
         if written.is_err() {
             // Try the lost ones again at the next heartbeat.
-            lock(&ordered.sessions).lost.extend(lost);
+            lock(&ordered.sessions).unwritten(lost);
         }
         written
     }
@@ -546,6 +583,29 @@ mod tests {
 
     fn bulk(text: &str) -> RedisValue {
         RedisValue::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn lost_sessions_waiting_for_redis_are_bounded_newest_kept_each_once() {
+        let began = Offset {
+            epoch: Epoch(1),
+            seq: 0,
+        };
+        let mut keys = SessionKeys::new(3);
+        for pid in ["a", "b", "c", "b", "d", "e"] {
+            keys.lost(pid, began);
+        }
+        let pids =
+            |keys: &SessionKeys| keys.lost.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+        assert_eq!(pids(&keys), ["b", "d", "e"]);
+        // A failed write puts them back behind what was lost since, within
+        // the bound; a session held again is no longer lost.
+        let unwritten = std::mem::take(&mut keys.lost);
+        keys.lost("f", began);
+        keys.held("d", began);
+        keys.unwritten(unwritten);
+        assert_eq!(pids(&keys), ["b", "e", "f"]);
+        assert!(keys.held.contains_key("d"));
     }
 
     #[test]

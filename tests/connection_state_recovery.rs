@@ -1065,3 +1065,28 @@ fn three_senders_at_once_reach_a_recovering_client_in_offset_order() {
     assert_eq!(got.len(), expected.len(), "each event once, none missing");
     assert_eq!(got, expected);
 }
+
+#[test]
+#[cfg_attr(
+    skip_redis_tests,
+    ignore = "WARDEN_SKIP_REDIS_TESTS=1 at build time: needs redis-server"
+)]
+fn a_made_up_session_id_gets_a_new_session_and_costs_redis_nothing() {
+    if !node_available() {
+        return;
+    }
+    let pair = Pair::start("madeup");
+    // A 100 kB pid, and one of the right length but not of the issued shape.
+    for pid in ["p".repeat(100_000), "/".repeat(32)] {
+        let mut client = Client::start(&pair.env_a.url(), json!({"authPid": pid}));
+        client.wait_connects(1);
+        post(pair.env_a.port, 1, true);
+        let done = client.done();
+        assert_eq!(recovered_flags(&done), [false]);
+    }
+    let stats = service_stats(pair.env_a.port);
+    assert_eq!(stats["sessions_refused"], 2, "{stats}");
+    // No session was looked up in Redis for either.
+    let commands = pair.redis.cli(&["INFO", "commandstats"]);
+    assert!(!commands.contains("cmdstat_get:"), "{commands}");
+}

@@ -10,11 +10,14 @@
 //   catchUp: after a connect that did not recover, ask get_history {since}
 //     from the last event id received, and record what it answers
 //   progress: print {"type":"seq","seq":n} for every event received
+//   authPid: send this pid in the first CONNECT's auth (a made-up session)
 const { io } = require("socket.io-client");
 
 const url = process.argv[2];
 const options = JSON.parse(process.argv[3] || "{}");
 const socket = io(url, {
+  // authPid: a made-up session id sent with the first CONNECT.
+  auth: options.authPid ? { pid: options.authPid } : undefined,
   transports: ["websocket"],
   reconnectionDelay: 100,
   reconnectionDelayMax: 500,

@@ -783,6 +783,15 @@ fn new_pid() -> String {
     format!("{}{}", Sid::new(), Sid::new())
 }
 
+/// Whether `text` has the shape of a pid [`new_pid`] issues: two socket ids,
+/// 32 url-safe base64 characters.
+fn is_pid(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// The last argument of a `claude_event` for a client with connection state
 /// recovery: the event, then its offset as a string (socket.io's protocol).
 struct WithOffset<'a>(&'a StampedEvent, String);
@@ -1168,8 +1177,8 @@ impl<A: Adapter> Hub<A> {
     /// their sessions begin at `head` of the new one. Otherwise their
     /// offsets belong to a lost stream: they reconnect to new sessions.
     pub fn follow_stream(&self, epoch: Epoch, head: u64) {
+        // Ordered mode runs only with recovery on.
         let Some(recovery) = &self.inner.recovery else {
-            lock(&self.inner.history).restart_at(epoch, head);
             return;
         };
         let mut gates = lock(&recovery.gates);
@@ -1317,6 +1326,10 @@ impl<A: Adapter> Hub<A> {
         let asked = auth
             .and_then(|auth| auth.get("pid"))
             .and_then(Value::as_str);
+        // Only a pid of the shape this hub issues is looked up anywhere (in
+        // cluster mode: in Redis): a client's made-up pid costs nothing.
+        let well_formed = asked.is_none_or(is_pid);
+        let asked = asked.filter(|pid| is_pid(pid));
         if let Some(pid) = asked {
             self.adopt_from_cluster(recovery, pid).await;
         }
@@ -1329,6 +1342,10 @@ impl<A: Adapter> Hub<A> {
             let log = lock(&self.inner.history);
             let mut sessions = lock(&recovery.sessions);
             match (asked, offset) {
+                (None, _) if !well_formed => {
+                    sessions.count_refused();
+                    None
+                }
                 (None, _) => None,
                 (Some(_), Some(Err(_))) => {
                     sessions.count_refused();
@@ -2225,6 +2242,22 @@ async fn relay_in_order<A: Adapter>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_a_pid_of_the_issued_shape_is_looked_up() {
+        for _ in 0..100 {
+            assert!(is_pid(&new_pid()));
+        }
+        for bad in [
+            "",
+            "short",
+            &"a".repeat(33),
+            &"a".repeat(100_000),
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/+",
+        ] {
+            assert!(!is_pid(bad), "{bad:.40}");
+        }
+    }
 
     #[test]
     fn a_budget_allows_its_limit_per_window_then_is_spent() {

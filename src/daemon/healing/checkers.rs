@@ -939,7 +939,9 @@ mod tests {
         // no other test can take it meanwhile (a port merely freed could be
         // handed to one at once, and then accept).
         let closed = tokio::net::TcpSocket::new_v4().expect("socket");
-        closed.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        closed
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
         let addr = closed.local_addr().expect("addr");
         let checker = NetworkConnectivityChecker::new(addr, Duration::from_secs(5));
         let r = checker.check(m, w);
